@@ -1,0 +1,26 @@
+"""The project's user-facing errors.
+
+Every bad input (a config key, a data file, a model location) raises one of these with a message
+that fits on one line and names the offending file or config key. The command-line entry points
+catch `AsrPeftError` and print `error: <message>` instead of a traceback.
+"""
+
+
+class AsrPeftError(Exception):
+    """Base class: a problem the user can fix from the message alone."""
+
+    def __init__(self, message: str):
+        # One line, always: multi-line messages would break the CLI contract.
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(AsrPeftError, ValueError):
+    """A config value is missing, unknown or out of range; the message names the key."""
+
+
+class DataError(AsrPeftError):
+    """An audio file, transcript or manifest is unusable; the message names the file."""
+
+
+class ModelLoadError(AsrPeftError):
+    """A model could not be built or loaded; the message names `model.path` or the file."""

@@ -1,0 +1,226 @@
+"""Building and loading OWSM models with ESPnet's own classes and checkpoint format.
+
+Four ways to get a model, chosen by the `model` config (first match wins):
+
+1. `model.path`: a local directory in ESPnet's exported layout (`config.yaml`, a `.pth`, the tokenizer
+   and `feats_stats.npz`; either ESPnet's packed layout with a `meta.yaml`, or any tree holding one
+   `config.yaml` with a `.pth` beside it).
+2. `model.hf_id` with `model.init=pretrained`: downloaded (or found in the cache) through
+   espnet_model_zoo, exactly as `Speech2Text.from_pretrained` does.
+3. `model.init=random`: built from `model.s2t_config` (the same keys as ESPnet's `config.yaml`),
+   random weights, an OWSM-style character token list.
+4. `device="meta"`: as 3, on PyTorch's meta device: shapes only, no memory, for parameter planning.
+
+Pretrained weights are loaded inside this module, strictly, before anything else sees the model,
+so adapters always factorise the real weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.models.token_list import NON_LINGUISTIC_SYMBOLS, char_token_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OWSMBundle:
+    """A model plus everything needed to feed it text and to export it again in ESPnet's layout."""
+
+    model: torch.nn.Module  # espnet2.s2t.espnet_model.ESPnetS2TModel
+    s2t_config: dict[str, Any]  # ESPnet config.yaml content, paths absolute
+    tokenizer: Any  # espnet2.text.abs_tokenizer.AbsTokenizer
+    converter: Any  # espnet2.text.token_id_converter.TokenIDConverter
+    source: str  # where the weights came from, for results.json
+    speech_length: float | None = None  # OWSM pads/trims input audio to this many seconds
+    files: dict[str, str] = field(default_factory=dict)  # tokenizer / stats files to copy on export
+
+    @property
+    def token_list(self) -> list[str]:
+        return list(self.model.token_list)
+
+    def text_to_ids(self, text: str) -> list[int]:
+        return self.converter.tokens2ids(self.tokenizer.text2tokens(text))
+
+    def ids_to_text(self, ids: list[int]) -> str:
+        tokens = [t for t in self.converter.ids2tokens(ids) if not (t.startswith("<") and t.endswith(">")) or t == "<space>"]
+        return self.tokenizer.tokens2text(tokens).strip()
+
+
+def _s2t_task():
+    # Importing ESPnet's S2T task takes 10-25 s, so it happens only when a model is actually built.
+    # On import, g2p_en (pulled in by ESPnet's text frontends, unused here) tries to download NLTK
+    # data and prints the refusal offline; that noise is swallowed, real import errors still raise.
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        from espnet2.tasks.s2t import S2TTask
+
+    return S2TTask
+
+
+def _build_args(s2t_config: Mapping[str, Any]) -> argparse.Namespace:
+    """ESPnet's parser defaults overlaid with the given config, as `S2TTask.build_model` expects."""
+    args = _s2t_task().get_parser().parse_args([])
+    for key, value in s2t_config.items():
+        setattr(args, key, copy.deepcopy(value))
+    return args
+
+
+def build_model(s2t_config: Mapping[str, Any], *, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Build an `ESPnetS2TModel` with random weights from an ESPnet S2T config (meta device allowed)."""
+    args = _build_args(s2t_config)
+    try:
+        with torch.device(device):
+            model = _s2t_task().build_model(args)
+    except (TypeError, KeyError, ValueError) as err:
+        raise ConfigError(f"model.s2t_config does not build an ESPnet S2T model: {err}") from err
+    return model
+
+
+def _tokenizer_for(s2t_config: Mapping[str, Any]):
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    token_type = s2t_config.get("token_type", "bpe")
+    if token_type == "bpe":
+        tokenizer = build_tokenizer(token_type="bpe", bpemodel=s2t_config["bpemodel"])
+    else:
+        tokenizer = build_tokenizer(token_type=token_type, non_linguistic_symbols=NON_LINGUISTIC_SYMBOLS)
+    converter = TokenIDConverter(token_list=list(s2t_config["token_list"]), unk_symbol="<unk>")
+    return tokenizer, converter
+
+
+def random_init_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ESPnet config of a model built from `model.s2t_config` with a character token list."""
+    s2t_config = dict(copy.deepcopy(model_cfg["s2t_config"]))
+    s2t_config["token_type"] = "char"
+    s2t_config["token_list"] = char_token_list(model_cfg.get("vocab_size"))
+    s2t_config.setdefault("preprocessor_conf", {})
+    s2t_config["preprocessor_conf"].update(
+        {"fs": 16000, "speech_length": model_cfg.get("speech_length") or 30, "notime_symbol": "<notimestamps>",
+         "first_time_symbol": "<0.00>", "last_time_symbol": "<30.00>", "na_symbol": "<na>"}
+    )
+    return s2t_config
+
+
+def _resolve_paths(node: Any, root: Path) -> Any:
+    """Make every string in an exported config that names a file under `root` absolute.
+
+    ESPnet writes recipe-relative paths (bpemodel, stats_file) into config.yaml; this is the same
+    rewrite espnet_model_zoo performs when it unpacks a model.
+    """
+    if isinstance(node, dict):
+        return {k: _resolve_paths(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_paths(v, root) for v in node]
+    if isinstance(node, str) and node and not node.startswith("<") and len(node) < 4096:
+        candidate = root / node
+        try:
+            if not Path(node).is_absolute() and candidate.is_file():
+                return str(candidate.resolve())
+        except OSError:
+            return node
+    return node
+
+
+def find_exported_files(path: str | Path) -> tuple[Path, Path, Path]:
+    """Locate (root, config.yaml, model .pth) in an exported ESPnet model directory."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ModelLoadError(f"model.path={path} is not a directory")
+    meta = root / "meta.yaml"
+    if meta.is_file():
+        info = yaml.safe_load(meta.read_text(encoding="utf-8")) or {}
+        config = root / info.get("yaml_files", {}).get("s2t_train_config", "")
+        weights = root / info.get("files", {}).get("s2t_model_file", "")
+        if config.is_file() and weights.is_file():
+            return root, config, weights
+        raise ModelLoadError(f"{meta} does not name an existing s2t_train_config and s2t_model_file")
+    candidates = [c for c in sorted(root.rglob("config.yaml")) if list(c.parent.glob("*.pth"))]
+    if len(candidates) != 1:
+        found = "none" if not candidates else ", ".join(str(c) for c in candidates)
+        raise ModelLoadError(f"model.path={path} must hold exactly one config.yaml with a .pth beside it (found {found})")
+    config = candidates[0]
+    weights = sorted(config.parent.glob("*.pth"))
+    if len(weights) != 1:
+        raise ModelLoadError(f"{config.parent} holds {len(weights)} .pth files; keep exactly one beside config.yaml")
+    return root, config, weights[0]
+
+
+def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float | None = None, source: str | None = None) -> OWSMBundle:
+    """Load an ESPnet-exported S2T model directory, strictly (every tensor must match)."""
+    root, config_file, weights_file = find_exported_files(path)
+    try:
+        s2t_config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ModelLoadError(f"cannot read {config_file}: {err}") from err
+    s2t_config = _resolve_paths(s2t_config, root)
+    model = build_model(s2t_config, device=device)
+    try:
+        state = torch.load(weights_file, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ModelLoadError(f"cannot read weights {weights_file}: {err}") from err
+    state = state.get("module", state)  # DeepSpeed-style checkpoints nest the weights
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{weights_file} does not match {config_file}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
+        )
+    tokenizer, converter = _tokenizer_for(s2t_config)
+    preprocessor = s2t_config.get("preprocessor_conf") or {}
+    files = {k: v for k, v in (("bpemodel", s2t_config.get("bpemodel")),
+                                ("stats_file", (s2t_config.get("normalize_conf") or {}).get("stats_file"))) if v}
+    return OWSMBundle(
+        model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
+        source=source or f"dir:{root}", speech_length=speech_length or preprocessor.get("speech_length"), files=files,
+    )
+
+
+def download_from_hub(hf_id: str, cache_dir: str | Path | None) -> Path:
+    """Fetch an OWSM model through espnet_model_zoo (Hugging Face), returning its unpacked directory."""
+    from espnet_model_zoo.downloader import ModelDownloader
+
+    downloader = ModelDownloader(cachedir=str(cache_dir) if cache_dir else None)
+    try:
+        info = downloader.download_and_unpack(hf_id)
+    except Exception as err:  # network, hub and unpack errors all mean "not available here"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(
+            f"cannot download '{hf_id}' (offline and not in the cache {cache_dir}?): {reason[:200]}; "
+            f"set model.path=<local ESPnet model directory>"
+        ) from err
+    return Path(info["s2t_train_config"]).parent
+
+
+def load_owsm(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: str | Path | None = None) -> OWSMBundle:
+    """Build or load the OWSM model a `model` config describes (see the module docstring)."""
+    speech_length = model_cfg.get("speech_length")
+    name = model_cfg.get("name", "model")
+    if model_cfg.get("path"):
+        return load_exported(model_cfg["path"], device=device, speech_length=speech_length)
+    init = model_cfg.get("init", "random")
+    if init not in ("pretrained", "random"):
+        raise ConfigError(f"model.init must be 'pretrained' or 'random', got {init!r}")
+    if init == "pretrained" and device != "meta":
+        if not model_cfg.get("hf_id"):
+            raise ConfigError(f"model '{name}' has init=pretrained but neither model.path nor model.hf_id")
+        unpacked = download_from_hub(model_cfg["hf_id"], cache_dir)
+        return load_exported(unpacked, device=device, speech_length=speech_length, source=f"hub:{model_cfg['hf_id']}")
+    if not model_cfg.get("s2t_config"):
+        raise ConfigError(f"model '{name}' has no model.s2t_config to build it from")
+    s2t_config = random_init_config(model_cfg)
+    model = build_model(s2t_config, device=device)
+    tokenizer, converter = _tokenizer_for(s2t_config)
+    return OWSMBundle(model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
+                      source="meta" if str(device) == "meta" else "random", speech_length=speech_length)
