@@ -1,0 +1,39 @@
+# `make demo` and `make test` work on a fresh machine: both install first (idempotent, quick when done).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export ASR_PEFT_ROOT := $(CURDIR)
+export WANDB_MODE ?= offline
+
+.PHONY: help install test test-slow demo bench lock
+
+help:
+	@echo "make install    build .venv from requirements/lock.txt (+ espeak-ng, flite, sox, sctk)"
+	@echo "make test       install, then the fast test suite"
+	@echo "make test-slow  install, then the slow tests (DDP on 2 CPU processes, browser, end-to-end)"
+	@echo "make demo       install, generate the offline corpus (cached), adapt with SSVD, report"
+	@echo "make bench      speed and memory ratios of the adapters (see README)"
+	@echo "make lock       re-resolve requirements/*.in into requirements/lock.txt"
+
+install:
+	@bash scripts/install.sh
+
+test: install
+	$(VENV)/bin/pytest -q
+
+test-slow: install
+	EXTRA_APT=chromium bash scripts/install-system.sh
+	$(VENV)/bin/pytest -q -m slow
+
+demo: install
+	$(PY) train.py
+
+bench: install
+	$(PY) bench/run.py
+
+# Re-resolve the direct requirements with torch pinned, in a scratch venv, and freeze them.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install -q -r requirements/top.in -r requirements/espnet-runtime.in
+	( head -2 requirements/lock.txt; .lock-venv/bin/pip freeze --exclude-editable ) > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv

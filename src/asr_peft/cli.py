@@ -1,0 +1,73 @@
+"""What the Hydra entry points (train.py, evaluate.py) share: resolvers, environment, error reporting."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+from asr_peft.errors import AsrPeftError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_name(override_dirname: str) -> str:
+    """A directory name from a command line's overrides; `defaults` when there are none."""
+    name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", override_dirname or "")
+    return name or "defaults"
+
+
+def setup_environment() -> None:
+    """Resolvers and defaults that must exist before Hydra composes the config."""
+    os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
+    os.environ.setdefault("WANDB_MODE", "offline")  # never reach for the network unless the user asks
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def one_line_errors(main: Callable) -> Callable:
+    """Turn the project's errors into `error: <message>` and exit status 2, instead of a traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except AsrPeftError as err:
+            logging.getLogger("asr_peft").debug("error details", exc_info=True)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper
+
+
+def preflight(config_name: str, argv: list[str]) -> None:
+    """Compose the config from the command line before Hydra does, to report a bad override in one line.
+
+    Hydra's own messages for an unknown option or key span many lines; this names the key instead.
+    Sweeps (`-m`) and Hydra's own flags are left to Hydra.
+    """
+    if any(arg in ("-m", "--multirun") or arg.startswith("--") or arg.startswith("-") for arg in argv):
+        return
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[0] if lines else type(err).__name__
+        if "Available options" in str(err):
+            options = [line for line in lines[2:] if not line.startswith(("Config search path", "-", "Available"))]
+            detail += f" (choose from: {', '.join(options[:20])})"
+        elif err.__cause__ is not None:
+            detail += f" ({' '.join(str(err.__cause__).split()[:20])})"
+        print(f"error: {detail}", file=sys.stderr)
+        sys.exit(2)

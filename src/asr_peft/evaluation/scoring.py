@@ -1,0 +1,70 @@
+"""Scoring a model on test sets: decode every utterance, compute WER/CER, write sclite trn files."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
+from asr_peft.data.manifest import load_utterances
+from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.sampler import DurationBucketSampler
+from asr_peft.evaluation.decoding import decode
+from asr_peft.evaluation.trn import write_trn
+from asr_peft.evaluation.wer import error_rates
+
+log = logging.getLogger(__name__)
+
+
+def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding") -> dict[str, str]:
+    """Hypotheses by utterance id, decoded in duration-sorted batches."""
+    sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
+                                    shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    method = eval_cfg.get("decode", "ctc_greedy")
+    beam_kwargs = dict(eval_cfg.get("beam", {}) or {})
+    hypotheses: dict[str, str] = {}
+    device = next(bundle.model.parameters()).device
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not eval_cfg.get("progress", True)):
+        texts = decode(bundle, batch["speech"].to(device), batch["speech_lengths"].to(device), method=method, **beam_kwargs)
+        hypotheses.update(zip(batch["utt_id"], texts))
+    return hypotheses
+
+
+def score_test_sets(
+    bundle, data_cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any], normalizer: Callable[[str], str],
+    out_dir: Path | None, *, skipped: Counter | None = None,
+) -> dict[str, dict[str, Any]]:
+    """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`."""
+    encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+    metrics: dict[str, dict[str, Any]] = {}
+    limit = eval_cfg.get("max_utterances")
+    for name, path in (data_cfg.get("test") or {}).items():
+        utterances, skip_counts = validate_utterances(
+            load_utterances(path), max_duration=data_cfg.get("max_duration"),
+            on_error=data_cfg.get("on_error", "raise"), resample=data_cfg.get("resample", True))
+        if skipped is not None:
+            skipped.update({f"test/{reason}": count for reason, count in skip_counts.items()})
+        utterances = utterances[:limit] if limit else utterances
+        dataset = SpeechDataset(utterances, encoder, resample=data_cfg.get("resample", True),
+                                speech_length=bundle.speech_length)
+        with torch.inference_mode():
+            hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}")
+        ids = [utt.id for utt in utterances]
+        references = [utt.text for utt in utterances]
+        hyps = [hypotheses[i] for i in ids]
+        metrics[name] = error_rates(references, hyps, normalizer)
+        log.info("test %s: WER %.2f%% CER %.2f%% (%d utterances)", name, 100 * metrics[name]["wer"],
+                 100 * metrics[name]["cer"], len(ids))
+        if out_dir is not None:
+            set_dir = Path(out_dir) / name
+            set_dir.mkdir(parents=True, exist_ok=True)
+            write_trn(set_dir / "ref.trn", ids, [normalizer(t) for t in references])
+            write_trn(set_dir / "hyp.trn", ids, [normalizer(t) for t in hyps])
+    return metrics

@@ -1,0 +1,64 @@
+"""The DataModule: manifests from the `data` config, validated once, batched by duration."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
+from asr_peft.data.manifest import Utterance, load_utterances
+from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.sampler import DurationBucketSampler
+from asr_peft.errors import ConfigError
+
+
+def load_split(data_cfg: Mapping[str, Any], path: str, skipped: Counter) -> list[Utterance]:
+    """Read and validate one manifest; skip counts accumulate into `skipped`."""
+    utterances, skip_counts = validate_utterances(
+        load_utterances(path), max_duration=data_cfg.get("max_duration"), on_error=data_cfg.get("on_error", "raise"),
+        resample=data_cfg.get("resample", True))
+    skipped.update(skip_counts)
+    return utterances
+
+
+class OWSMDataModule(pl.LightningDataModule):
+    def __init__(self, data_cfg: Mapping[str, Any], bundle, *, seed: int = 0):
+        super().__init__()
+        for key in ("train", "valid"):
+            if not data_cfg.get(key):
+                raise ConfigError(f"data.{key} is not set (a JSONL manifest or a Kaldi data directory)")
+        self.cfg = data_cfg
+        self.bundle = bundle
+        self.seed = seed
+        self.text_encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+        self.skipped: Counter = Counter()
+        self.train_set: SpeechDataset | None = None
+        self.valid_set: SpeechDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self.dataset(load_split(self.cfg, self.cfg["train"], self.skipped))
+            self.valid_set = self.dataset(load_split(self.cfg, self.cfg["valid"], self.skipped))
+
+    def dataset(self, utterances: list[Utterance]) -> SpeechDataset:
+        return SpeechDataset(utterances, self.text_encoder, resample=self.cfg.get("resample", True),
+                             speech_length=self.bundle.speech_length)
+
+    def loader(self, dataset: SpeechDataset, *, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = DurationBucketSampler(
+            dataset.durations, max_batch_seconds=self.cfg.get("max_batch_seconds", 120.0),
+            max_batch_size=self.cfg.get("max_batch_size"), shuffle=shuffle, seed=self.seed,
+            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+        workers = int(self.cfg.get("num_workers", 0))
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                          persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.valid_set, shuffle=False)

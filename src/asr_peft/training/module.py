@@ -1,0 +1,112 @@
+"""The LightningModule: ESPnet's joint CTC/attention loss, AdamW with warm-up, validation WER.
+
+The wrapped model is ESPnet's own `ESPnetS2TModel`; its `forward` returns the joint loss
+(`ctc_weight`·CTC + (1−ctc_weight)·attention, label smoothing from the model config). Only parameters
+that require gradients reach the optimizer, and only they (plus the optimizer state) are written to
+checkpoints: frozen weights come from the pretrained model, rebuilt the same way on resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import lightning.pytorch as pl
+import torch
+
+from asr_peft.evaluation.decoding import ctc_greedy_decode
+from asr_peft.evaluation.wer import error_rates
+from asr_peft.errors import ModelLoadError
+
+MODEL_INPUTS = ("speech", "speech_lengths", "text", "text_lengths", "text_prev", "text_prev_lengths",
+                "text_ctc", "text_ctc_lengths")
+
+
+def warmup_lambda(warmup_steps: int, schedule: str, total_steps: int | None) -> Callable[[int], float]:
+    """LR multiplier per step: linear warm-up, then constant or linear decay to zero at `total_steps`."""
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "linear" and total_steps:
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return 1.0
+    return factor
+
+
+class OWSMLitModule(pl.LightningModule):
+    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None):
+        super().__init__()
+        self.bundle = bundle
+        self.model = bundle.model
+        self.optimizer_cfg = dict(optimizer)
+        self.normalizer = normalizer
+        self.total_steps = total_steps
+        self.validation_history: list[dict[str, float]] = []
+        self._val_refs: list[str] = []
+        self._val_hyps: list[str] = []
+        # Checkpoints hold only trainable tensors; the frozen rest is rebuilt from the pretrained model.
+        self.strict_loading = False
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        loss, stats, _ = self.model(**{key: batch[key] for key in MODEL_INPUTS})
+        return loss, stats
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, stats = self._loss(batch)
+        size = len(batch["utt_id"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        for key in ("loss_ctc", "loss_att", "acc"):
+            if stats.get(key) is not None:
+                self.log(f"train_{key}", stats[key], batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utt_id"]), sync_dist=True)
+        self._val_hyps += ctc_greedy_decode(self.bundle, batch["speech"], batch["speech_lengths"])
+        self._val_refs += batch["transcript"]
+
+    def on_validation_epoch_end(self) -> None:
+        refs, hyps = self._gather(self._val_refs), self._gather(self._val_hyps)
+        self._val_refs, self._val_hyps = [], []
+        if not refs:
+            return
+        rates = error_rates(refs, hyps, self.normalizer)
+        self.log("val_wer", rates["wer"], prog_bar=True, sync_dist=False)
+        self.log("val_cer", rates["cer"], sync_dist=False)
+        if not self.trainer.sanity_checking:
+            loss = self.trainer.callback_metrics.get("val_loss")
+            self.validation_history.append({
+                "step": int(self.global_step), "epoch": int(self.current_epoch), "val_wer": float(rates["wer"]),
+                "val_cer": float(rates["cer"]), "val_loss": float(loss) if loss is not None else None,
+            })
+
+    def _gather(self, values: list[str]) -> list[str]:
+        """All ranks' transcripts, so that every rank logs the same corpus-level WER."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return values
+        gathered: list[list[str]] = [[] for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, values)
+        return [value for part in gathered for value in part]
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        cfg = self.optimizer_cfg
+        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.98))),
+                                      weight_decay=cfg.get("weight_decay", 0.0), eps=cfg.get("eps", 1e-8))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), cfg.get("schedule", "constant"), self.total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["validation_history"] = self.validation_history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.validation_history = list(checkpoint.get("validation_history", []))
+        expected = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        missing = expected - set(checkpoint["state_dict"])
+        if missing:
+            raise ModelLoadError(
+                f"checkpoint lacks {len(missing)} trainable tensor(s) of this method (e.g. {sorted(missing)[0]}); "
+                "it was written by another method or model config")

@@ -1,0 +1,76 @@
+"""Train (adapt) an OWSM model: `python train.py [group=option ...] [key=value ...]`.
+
+Examples:
+    python train.py                                              # SSVD p=0.4 on the synthetic child task
+    python train.py method=ssvd model=owsm_1b adapt.p=0.4 data=myst trainer=gpu
+    python train.py -m method=lora,dora,pissa,svft,ssvd adapt.p=0.1,0.2,0.4
+    python train.py method=ssvd model=owsm_1b adapt.p=0.4 dry_run=true   # parameter plan, no weights
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from asr_peft.cli import one_line_errors, preflight, setup_environment
+
+log = logging.getLogger("asr_peft.train")
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@one_line_errors
+def main(cfg: DictConfig) -> float | None:
+    from asr_peft.training.results import read_results
+    from asr_peft.training.run import run, run_dry
+    from asr_peft.reporting.plan_table import format_plan
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.dry_run:
+        plan = run_dry(cfg, run_dir)
+        print(format_plan(plan))
+        print(f"plan written to {run_dir / 'plan.json'}")
+        return None
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    existing = read_results(run_dir)
+    if multirun and existing and existing.get("status") == "completed":
+        log.info("skipping %s: already completed", run_dir)
+        return _objective(existing, cfg)
+    try:
+        record = run(cfg, run_dir)
+    except Exception:
+        if not multirun:
+            raise
+        # One failing job must not stop a sweep: the failure is recorded in its results.json.
+        log.exception("run %s failed; the sweep goes on", run_dir)
+        return None
+    _print_summary(record)
+    return _objective(record, cfg)
+
+
+def _objective(record: dict, cfg: DictConfig) -> float | None:
+    """What a Hydra sweeper (e.g. Optuna) minimises: the mean WER over the test sets."""
+    wers = [m["wer"] for m in (record.get("metrics") or {}).values() if m.get("wer") is not None]
+    return sum(wers) / len(wers) if wers else None
+
+
+def _print_summary(record: dict) -> None:
+    baseline = record.get("baseline_metrics") or {}
+    lines = [f"results: {record['run_dir']}/results.json",
+             f"trainable parameters: {record['parameters']['trainable']:,} of {record['parameters']['total']:,}"]
+    for name, metrics in (record.get("metrics") or {}).items():
+        before = baseline.get(name, {}).get("wer")
+        prefix = f"frozen {100 * before:5.1f}% -> " if before is not None else ""
+        lines.append(f"  {name:<12} WER {prefix}adapted {100 * metrics['wer']:5.1f}%   CER {100 * metrics['cer']:5.1f}%")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    setup_environment()
+    preflight("train", sys.argv[1:])
+    main()
