@@ -1,0 +1,84 @@
+"""OWSM building and loading: published sizes on the meta device, exported-directory round trip, hub errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from asr_peft.errors import ModelLoadError
+from asr_peft.models import load_exported, load_owsm
+from conftest import model_config
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("owsm_0.1b", 101_180_320),            # the published OWSM v3.1 base ("101M"), exact
+    ("owsm_0.37b", 367e6),                 # published "367M"
+    ("owsm_1b", 1.02e9),                   # published "1.02B"
+])
+def test_meta_builds_match_published_sizes(name, expected):
+    bundle = load_owsm(model_config(name), device="meta")
+    count = sum(p.numel() for p in bundle.model.parameters())
+    assert all(p.is_meta for p in bundle.model.parameters())
+    assert count == expected if isinstance(expected, int) else abs(count - expected) / expected < 0.005
+
+
+def export_tiny(bundle, directory):
+    """Write a model in ESPnet's exported layout: config.yaml + a .pth side by side."""
+    exp = directory / "exp" / "s2t_train"
+    exp.mkdir(parents=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump(bundle.s2t_config), encoding="utf-8")
+    torch.save(bundle.model.state_dict(), exp / "valid.acc.ave.pth")
+    return directory
+
+
+def test_exported_directory_round_trip_reproduces_outputs(tiny_bundle, tmp_path):
+    export_tiny(tiny_bundle, tmp_path / "model")
+    loaded = load_owsm({**model_config("owsm_tiny"), "path": str(tmp_path / "model")})
+    assert loaded.source.startswith("dir:") and loaded.token_list == tiny_bundle.token_list
+    speech = torch.randn(1, 16000)
+    lengths = torch.tensor([16000])
+    tiny_bundle.model.eval(), loaded.model.eval()
+    with torch.no_grad():
+        expected, _ = tiny_bundle.model.encode(speech, lengths)
+        actual, _ = loaded.model.encode(speech, lengths)
+    assert torch.equal(expected, actual)
+
+
+def test_exported_directory_errors_name_the_problem(tiny_bundle, tmp_path):
+    with pytest.raises(ModelLoadError, match="is not a directory"):
+        load_exported(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="exactly one config.yaml"):
+        load_exported(tmp_path / "empty")
+    model_dir = export_tiny(tiny_bundle, tmp_path / "m")
+    weights = model_dir / "exp" / "s2t_train" / "valid.acc.ave.pth"
+    state = torch.load(weights)
+    state.pop(next(iter(state)))
+    torch.save(state, weights)
+    with pytest.raises(ModelLoadError, match="does not match"):
+        load_exported(model_dir)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="cannot read weights"):
+        load_exported(model_dir)
+
+
+def test_offline_hub_model_gives_one_line_error_naming_model_path(tmp_path):
+    cfg = {**model_config("owsm_0.1b")}
+    with pytest.raises(ModelLoadError) as err:
+        load_owsm(cfg, cache_dir=tmp_path)
+    message = str(err.value)
+    assert "espnet/owsm_v3.1_ebf_base" in message and "model.path" in message and "\n" not in message
+
+
+def test_text_targets_follow_owsm_format(tiny_bundle):
+    from asr_peft.data.owsm_text import OWSMTextEncoder
+
+    encoded = OWSMTextEncoder(tiny_bundle).encode("hi you")
+    tokens = tiny_bundle.converter.ids2tokens
+    assert tokens(encoded["text"])[:3] == ["<eng>", "<asr>", "<notimestamps>"]
+    assert tokens(encoded["text_prev"]) == ["<na>"]
+    assert tokens(encoded["text_ctc"]) == ["h", "i", "<space>", "y", "o", "u"]
+    assert tiny_bundle.ids_to_text(encoded["text"].tolist()) == "hi you"
