@@ -25,12 +25,13 @@ def load_split(data_cfg: Mapping[str, Any], path: str, skipped: Counter) -> list
 
 
 class OWSMDataModule(pl.LightningDataModule):
-    def __init__(self, data_cfg: Mapping[str, Any], bundle, *, seed: int = 0):
+    def __init__(self, data_cfg: Mapping[str, Any], loader_cfg: Mapping[str, Any], bundle, *, seed: int = 0):
         super().__init__()
         for key in ("train", "valid"):
             if not data_cfg.get(key):
                 raise ConfigError(f"data.{key} is not set (a JSONL manifest or a Kaldi data directory)")
         self.cfg = data_cfg
+        self.loader_cfg = loader_cfg
         self.bundle = bundle
         self.seed = seed
         self.text_encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
@@ -50,10 +51,10 @@ class OWSMDataModule(pl.LightningDataModule):
     def loader(self, dataset: SpeechDataset, *, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         sampler = DurationBucketSampler(
-            dataset.durations, max_batch_seconds=self.cfg.get("max_batch_seconds", 120.0),
-            max_batch_size=self.cfg.get("max_batch_size"), shuffle=shuffle, seed=self.seed,
+            dataset.durations, max_batch_seconds=self.loader_cfg["max_batch_seconds"],
+            max_batch_size=self.loader_cfg.get("max_batch_size"), shuffle=shuffle, seed=self.seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-        workers = int(self.cfg.get("num_workers", 0))
+        workers = int(self.loader_cfg.get("num_workers", 0))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0)
 

@@ -94,7 +94,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     normalizer = get_normalizer(cfg.data.get("normalizer", "whisper_basic"))
     bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
-    datamodule = OWSMDataModule(_plain(cfg.data), bundle, seed=cfg.seed)
+    datamodule = OWSMDataModule(_plain(cfg.data), _plain(cfg.loader), bundle, seed=cfg.seed)
     datamodule.setup("fit")  # validate all data before spending time on anything else
     if rank_zero_only.rank == 0:
         record["baseline_metrics"] = _baseline_metrics(cfg, bundle, normalizer, run_dir, skipped)
