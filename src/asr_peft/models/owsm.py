@@ -34,6 +34,8 @@ from asr_peft.models.token_list import NON_LINGUISTIC_SYMBOLS, char_token_list
 
 log = logging.getLogger(__name__)
 
+PAD_INPUT_KEY = "pad_input_to_speech_length"  # our key in config.yaml; ESPnet ignores unknown keys
+
 
 @dataclass
 class OWSMBundle:
@@ -102,10 +104,28 @@ def _tokenizer_for(s2t_config: Mapping[str, Any]):
 
 
 def random_init_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ESPnet config of a model built from `model.s2t_config` with a character token list."""
+    """The ESPnet config of a model built from `model.s2t_config`.
+
+    The tokenizer is `model.tokenizer`: `{type: char}` (default; an OWSM-style character token list
+    padded to `model.vocab_size`) or `{type: bpe, bpemodel: <bpe.model>, token_list: <tokens.txt>}`.
+    """
     s2t_config = dict(copy.deepcopy(model_cfg["s2t_config"]))
-    s2t_config["token_type"] = "char"
-    s2t_config["token_list"] = char_token_list(model_cfg.get("vocab_size"))
+    tokenizer = dict(model_cfg.get("tokenizer") or {"type": "char"})
+    if tokenizer.get("type") == "bpe":
+        for key in ("bpemodel", "token_list"):
+            if not tokenizer.get(key) or not Path(tokenizer[key]).is_file():
+                raise ConfigError(f"model.tokenizer.{key}={tokenizer.get(key)} is not a file")
+        s2t_config["token_type"] = "bpe"
+        s2t_config["bpemodel"] = str(Path(tokenizer["bpemodel"]).resolve())
+        s2t_config["token_list"] = Path(tokenizer["token_list"]).read_text(encoding="utf-8").split()
+    elif tokenizer.get("type") == "char":
+        s2t_config["token_type"] = "char"
+        s2t_config["token_list"] = char_token_list(model_cfg.get("vocab_size"))
+    else:
+        raise ConfigError(f"model.tokenizer.type must be 'char' or 'bpe', got {tokenizer.get('type')!r}")
+    # Stock Speech2Text always pads to preprocessor_conf.speech_length; this key records whether the
+    # model was trained that way (OWSM: yes, 30 s; the CPU-sized tiny model: no).
+    s2t_config[PAD_INPUT_KEY] = bool(model_cfg.get("speech_length"))
     s2t_config.setdefault("preprocessor_conf", {})
     s2t_config["preprocessor_conf"].update(
         {"fs": 16000, "speech_length": model_cfg.get("speech_length") or 30, "notime_symbol": "<notimestamps>",
@@ -183,7 +203,8 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
                                 ("stats_file", (s2t_config.get("normalize_conf") or {}).get("stats_file"))) if v}
     return OWSMBundle(
         model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
-        source=source or f"dir:{root}", speech_length=speech_length or preprocessor.get("speech_length"), files=files,
+        source=source or f"dir:{root}", files=files,
+        speech_length=speech_length or (preprocessor.get("speech_length") if s2t_config.get(PAD_INPUT_KEY, True) else None),
     )
 
 
@@ -222,5 +243,6 @@ def load_owsm(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: s
     s2t_config = random_init_config(model_cfg)
     model = build_model(s2t_config, device=device)
     tokenizer, converter = _tokenizer_for(s2t_config)
+    files = {"bpemodel": s2t_config["bpemodel"]} if s2t_config.get("bpemodel") else {}
     return OWSMBundle(model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
-                      source="meta" if str(device) == "meta" else "random", speech_length=speech_length)
+                      source="meta" if str(device) == "meta" else "random", speech_length=speech_length, files=files)

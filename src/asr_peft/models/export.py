@@ -1,0 +1,89 @@
+"""Writing a model in ESPnet's exported layout, the one OWSM checkpoints are published in.
+
+```
+<out>/meta.yaml                                   espnet_model_zoo's index of the files below
+<out>/exp/s2t_train/config.yaml                   ESPnet S2T config; file paths relative to <out>
+<out>/exp/s2t_train/model.pth                     state dict (fp32, or fp16 with half=True)
+<out>/data/token_list/bpe.model                   the tokenizer, when the model uses BPE
+<out>/exp/s2t_stats/train/feats_stats.npz         global MVN statistics, when the model uses them
+<out>/SHA256SUMS                                  checksums of every file above
+```
+
+Stock ESPnet reads it with `Speech2Text(s2t_train_config=..., s2t_model_file=...)` when run from
+`<out>` (ESPnet's paths are recipe-relative); `asr_peft.models.load_exported` reads it from anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from asr_peft.errors import ConfigError
+
+CONFIG = Path("exp/s2t_train/config.yaml")
+WEIGHTS = Path("exp/s2t_train/model.pth")
+BPE_MODEL = Path("data/token_list/bpe.model")
+STATS = Path("exp/s2t_stats/train/feats_stats.npz")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | None = None, half: bool = False,
+                      overwrite: bool = False) -> Path:
+    """Export `model` (default: the bundle's) with the bundle's config and tokenizer files.
+
+    `model` must be a plain ESPnet S2T model (adapters merged): its state dict keys are ESPnet's.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"export directory {out_dir} is not empty; choose another one")
+    model = model if model is not None else bundle.model
+    config = copy.deepcopy(bundle.s2t_config)
+    (out_dir / CONFIG.parent).mkdir(parents=True, exist_ok=True)
+    if config.get("bpemodel"):
+        (out_dir / BPE_MODEL).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config["bpemodel"], out_dir / BPE_MODEL)
+        config["bpemodel"] = str(BPE_MODEL)
+    stats_file = (config.get("normalize_conf") or {}).get("stats_file")
+    if stats_file:
+        (out_dir / STATS).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stats_file, out_dir / STATS)
+        config["normalize_conf"]["stats_file"] = str(STATS)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    torch.save(state, out_dir / WEIGHTS)
+    (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    meta = {"files": {"s2t_model_file": str(WEIGHTS)}, "yaml_files": {"s2t_train_config": str(CONFIG)},
+            "python": "3.11", "torch": torch.__version__}
+    (out_dir / "meta.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
+    write_checksums(out_dir)
+    return out_dir
+
+
+def write_checksums(out_dir: Path) -> Path:
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    lines = [f"{sha256(p)}  {p.relative_to(out_dir)}" for p in files]
+    (out_dir / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out_dir / "SHA256SUMS"
+
+
+def verify_checksums(out_dir: Path) -> list[str]:
+    """Files whose content differs from SHA256SUMS (empty when all match)."""
+    bad = []
+    for line in (Path(out_dir) / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = Path(out_dir) / name
+        if not path.is_file() or sha256(path) != digest:
+            bad.append(name)
+    return bad
