@@ -1,0 +1,87 @@
+"""Recipe for the small pretrained OWSM-architecture checkpoint shipped in `checkpoints/owsm_tiny_pretrained`.
+
+    python -m asr_peft.models.pretrain_tiny prepare            # tokenizer + feature statistics
+    python train.py experiment=pretrain_tiny                   # the framework's own Lightning loop
+    python -m asr_peft.models.pretrain_tiny export <run dir>   # fp16 ESPnet export + card + checksums
+
+`make pretrained-checkpoint` runs the three steps. The model is pretrained on the synthetic corpus's
+`source` domain only (adult, standard-accent voices), so that the child and dialect domains are
+shifts it has never heard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from asr_peft.data.manifest import load_utterances
+from asr_peft.models.export import export_espnet_dir, write_checksums
+from asr_peft.models.feats_stats import compute_feats_stats
+from asr_peft.models.tokenizer import train_bpe
+
+ROOT = Path(os.environ.get("ASR_PEFT_ROOT", Path(__file__).resolve().parents[3]))
+PREPARED = ROOT / "data" / "generated" / "pretrain_tiny"
+CHECKPOINT = ROOT / "checkpoints" / "owsm_tiny_pretrained"
+VOCAB_SIZE = 300
+STATS_UTTERANCES = 1500
+
+
+def prepare(corpus_dir: Path, out_dir: Path = PREPARED) -> None:
+    """Train the BPE tokenizer on the source training text and measure global feature statistics."""
+    train = load_utterances(corpus_dir / "source_train.jsonl")
+    bpe_model, token_list = train_bpe([u.text for u in train], out_dir, vocab_size=VOCAB_SIZE)
+    (out_dir / "tokens.txt").write_text("\n".join(token_list) + "\n", encoding="utf-8")
+    from espnet2.asr.frontend.default import DefaultFrontend
+
+    model_cfg = OmegaConf.load(ROOT / "configs" / "model" / "owsm_0.1b.yaml")
+    frontend = DefaultFrontend(**OmegaConf.to_container(model_cfg.s2t_config.frontend_conf))
+    step = max(1, len(train) // STATS_UTTERANCES)
+    compute_feats_stats(frontend, train[::step], out_dir / "feats_stats.npz")
+    print(f"prepared {bpe_model} ({len(token_list)} tokens) and {out_dir / 'feats_stats.npz'}")
+
+
+def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
+    """Export the run's best checkpoint in fp16 with its data card and training summary."""
+    from asr_peft.evaluation.checkpoint import load_trained_run
+
+    bundle, _, checkpoint = load_trained_run(run_dir, "best")
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    staging = out_dir.with_name(out_dir.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_espnet_dir(bundle, staging, half=True)
+    corpus_card = Path(results["config"]["data"]["corpus_dir"]) / "card.json"
+    if corpus_card.is_file():
+        shutil.copyfile(corpus_card, staging / "data_card.json")
+    summary = {key: results.get(key) for key in ("metrics", "parameters", "train_time_s", "global_step",
+                                                 "validation_history", "packages", "git_commit")}
+    summary.update({"checkpoint": Path(checkpoint).name, "model": results["config"]["model"]})
+    (staging / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_checksums(staging)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # the checkpoint is a build product of this recipe; git keeps its history
+    staging.rename(out_dir)
+    print(f"exported {out_dir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--corpus", type=Path, default=ROOT / "data" / "generated" / "synth")
+    e = sub.add_parser("export")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--out", type=Path, default=CHECKPOINT)
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(args.corpus)
+    else:
+        export(args.run_dir, args.out)
+
+
+if __name__ == "__main__":
+    main()
