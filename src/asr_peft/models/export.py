@@ -15,7 +15,6 @@ Stock ESPnet reads it with `Speech2Text(s2t_train_config=..., s2t_model_file=...
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 import yaml
 
 from asr_peft.errors import ConfigError
+from asr_peft.models.owsm import full_espnet_config
 
 CONFIG = Path("exp/s2t_train/config.yaml")
 WEIGHTS = Path("exp/s2t_train/model.pth")
@@ -49,7 +49,7 @@ def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | N
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"export directory {out_dir} is not empty; choose another one")
     model = model if model is not None else bundle.model
-    config = copy.deepcopy(bundle.s2t_config)
+    config = full_espnet_config(bundle.s2t_config)
     (out_dir / CONFIG.parent).mkdir(parents=True, exist_ok=True)
     if config.get("bpemodel"):
         (out_dir / BPE_MODEL).parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | N
     torch.save(state, out_dir / WEIGHTS)
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     meta = {"files": {"s2t_model_file": str(WEIGHTS)}, "yaml_files": {"s2t_train_config": str(CONFIG)},
-            "python": "3.11", "torch": torch.__version__}
+            "python": "3.11", "torch": str(torch.__version__)}
     (out_dir / "meta.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
     write_checksums(out_dir)
     return out_dir

@@ -79,6 +79,11 @@ def _build_args(s2t_config: Mapping[str, Any]) -> argparse.Namespace:
     return args
 
 
+def full_espnet_config(s2t_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key ESPnet's S2T parser knows, as in the config.yaml ESPnet itself writes when training."""
+    return vars(_build_args(s2t_config))
+
+
 def build_model(s2t_config: Mapping[str, Any], *, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build an `ESPnetS2TModel` with random weights from an ESPnet S2T config (meta device allowed)."""
     args = _build_args(s2t_config)

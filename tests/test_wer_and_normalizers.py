@@ -1,0 +1,59 @@
+"""WER/CER against hand-counted errors, and the text normalisers on hand-written cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from asr_peft.data.normalizers import get_normalizer
+from asr_peft.errors import ConfigError
+from asr_peft.evaluation.trn import write_trn
+from asr_peft.evaluation.wer import error_rates
+
+identity = get_normalizer("none")
+
+
+def test_wer_hand_computed():
+    # "sat"->"sit" is 1 substitution, the second "the" is 1 deletion: 2 errors over 6 words.
+    rates = error_rates(["the cat sat on the mat"], ["the cat sit on mat"], identity)
+    assert rates["wer"] == pytest.approx(2 / 6)
+    assert (rates["substitutions"], rates["deletions"], rates["insertions"], rates["num_words"]) == (1, 1, 0, 6)
+
+
+def test_wer_is_corpus_level_not_a_mean_of_utterances():
+    # 1 error in 1 word + 0 errors in 3 words = 1/4, not (1 + 0) / 2.
+    rates = error_rates(["yes", "a b c"], ["no", "a b c"], identity)
+    assert rates["wer"] == pytest.approx(0.25)
+
+
+def test_cer_hand_computed():
+    # "kitten" -> "sitting": k->s, e->i, +g = 3 edits over 6 characters.
+    assert error_rates(["kitten"], ["sitting"], identity)["cer"] == pytest.approx(3 / 6)
+
+
+def test_normaliser_applies_to_both_sides_and_empty_references_are_counted():
+    whisper = get_normalizer("whisper_basic")
+    rates = error_rates(["Hello, World!", "[noise]"], ["hello world", "uh"], whisper)
+    assert rates["wer"] == 0.0 and rates["num_utterances"] == 1 and rates["num_empty_references"] == 1
+    with pytest.raises(ValueError):
+        error_rates(["a"], [], identity)
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("whisper_basic", "Hello, World! (laughs) It's [noise] fine.", "hello world it s fine"),
+    ("whisper_basic", "Café—au lait", "café au lait"),
+    ("myst", "um so the <no-signal> (( )) frog, uh, JUMPED... it's", "SO THE FROG JUMPED IT'S"),
+    ("cgn", "uh ja ggg dat is ko*a mooi xxx , zegt-ie .", "ja dat is ko mooi zegt-ie"),
+    ("none", "  Keep   As Is. ", "Keep As Is."),
+])
+def test_normalisers(name, text, expected):
+    assert get_normalizer(name)(text) == expected
+
+
+def test_unknown_normaliser_names_the_key():
+    with pytest.raises(ConfigError, match="data.normalizer"):
+        get_normalizer("klingon")
+
+
+def test_trn_lines(tmp_path):
+    write_trn(tmp_path / "h.trn", ["spk1-u1", "u2"], ["hello  world", ""], ["spkA", None])
+    assert (tmp_path / "h.trn").read_text() == "hello world (spkA-spk1-u1)\n (u2-u2)\n"
