@@ -1,0 +1,106 @@
+"""The one interface every adapter layer answers, and the safe, reversible merge they share.
+
+An adapter layer wraps a frozen `nn.Linear` (`base_layer`) and owns a few parameters of its own.
+What it owns is found by structure, never by name: every parameter registered on the adapter module
+itself or on its submodules other than `base_layer`. Each method supplies two things:
+
+- `delta_weight()`: the change it makes to the base weight, `W' − W` (differentiable);
+- `adapted_forward(x)`: the layer's output while unmerged (usually cheaper than forming `W'`).
+
+Merging writes `W + ΔW` into the base layer after checking it is finite (so a diverged adapter can
+never corrupt the model); unmerging subtracts the very ΔW that was added.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_peft.errors import ConfigError
+
+
+class AdapterLayer(nn.Module, abc.ABC):
+    base_layer: nn.Linear
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise ConfigError(f"adapt.targets matched a {type(base_layer).__name__}; adapters wrap nn.Linear modules only")
+        self.base_layer = base_layer
+        self.merged = False
+        for parameter in base_layer.parameters():
+            parameter.requires_grad_(False)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # ESPnet's decoder reads `output_layer.weight` (e.g. for tied embeddings); give it the frozen base.
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def named_adapter_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The parameters this adapter owns (everything but the wrapped layer's), by structure."""
+        for name, parameter in self.named_parameters():
+            if not name.startswith("base_layer."):
+                yield name, parameter
+
+    @abc.abstractmethod
+    def delta_weight(self) -> torch.Tensor:
+        """W' − W for the current adapter parameters (differentiable)."""
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.base_layer.weight + self.delta_weight()
+        return F.linear(x, weight, self.base_layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(x)
+        return self.adapted_forward(x)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Write W + ΔW into the base layer (checked finite first); the adapter then costs nothing."""
+        if self.merged:
+            return
+        delta = self.delta_weight().to(self.base_layer.weight.dtype)
+        merged = self.base_layer.weight + delta
+        if not torch.isfinite(merged).all():
+            raise ValueError(f"{type(self).__name__}: merged weight is not finite; the adapter has diverged")
+        self.base_layer.weight.copy_(merged)
+        # Kept so that unmerging subtracts exactly what was added, also for methods whose ΔW depends on
+        # the base weight itself (DoRA's norm), which merging has changed.
+        self._merged_delta = delta
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self.base_layer.weight.sub_(self._merged_delta)
+        del self._merged_delta
+        self.merged = False
+
+    def merged_linear(self) -> nn.Linear:
+        """A plain `nn.Linear` with the adapted weight, for export (the adapter itself is unchanged)."""
+        with torch.no_grad():
+            weight = self.base_layer.weight if self.merged else self.base_layer.weight + self.delta_weight()
+            linear = nn.Linear(self.in_features, self.out_features, bias=self.base_layer.bias is not None,
+                               device=weight.device, dtype=weight.dtype)
+            linear.weight.copy_(weight)
+            if self.base_layer.bias is not None:
+                linear.bias.copy_(self.base_layer.bias)
+        return linear

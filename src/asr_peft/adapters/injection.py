@@ -1,0 +1,48 @@
+"""Finding the modules an adapter goes on, by module-name pattern, and swapping them in place.
+
+The matching rule (one place, used for every method): a pattern matches a module whose dotted name
+either equals the pattern or ends with "." + pattern — a dot-boundary suffix match, as HF PEFT's
+list form. So `attn.linear_q` matches `encoder.encoders.0.attn.linear_q` but not
+`decoder.decoders.0.self_attn.linear_q` (there the character before "attn" is "_", not a dot); the
+decoder's attention needs `self_attn.linear_q` / `src_attn.linear_q` in the list. A pattern that
+starts with `re:` is a regular expression that must match the whole name instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from torch import nn
+
+from asr_peft.errors import ConfigError
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return name == pattern or name.endswith("." + pattern)
+
+
+def match_modules(model: nn.Module, patterns: Iterable[str], *, key: str = "adapt.targets") -> list[tuple[str, str, nn.Module]]:
+    """(module name, the pattern that matched, module) for every match; every pattern must match something."""
+    patterns = list(patterns or [])
+    if not patterns:
+        raise ConfigError(f"{key} is empty; list the module-name patterns to adapt")
+    matches, used = [], set()
+    for name, module in model.named_modules():
+        for pattern in patterns:
+            if name_matches(name, pattern):
+                matches.append((name, pattern, module))
+                used.add(pattern)
+                break
+    unused = [p for p in patterns if p not in used]
+    if unused:
+        raise ConfigError(f"{key}: pattern(s) {', '.join(unused)} match no module of the model")
+    return matches
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

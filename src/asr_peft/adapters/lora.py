@@ -1,0 +1,85 @@
+"""LoRA (Hu et al., 2021): W' = W + (α/r)·B A, A: r×d_in (Kaiming-uniform), B: d_out×r (zeros).
+
+Also `LoRAEmbedding`, the same low-rank update on an embedding table (ESPnet's recipe adapts the
+decoder's token embedding `decoder.embed.0` for the LoRA family): E' = E + (α/r)·(B A)ᵀ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_peft.adapters.base import AdapterLayer
+from asr_peft.errors import ConfigError
+
+
+def check_rank(r: int, in_features: int, out_features: int) -> None:
+    if not 0 < r < min(in_features, out_features):
+        raise ConfigError(f"method.r={r} must be positive and below the layer's smaller dimension "
+                          f"{min(in_features, out_features)} ({out_features}x{in_features})")
+
+
+class LoRALinear(AdapterLayer):
+    def __init__(self, base_layer: nn.Linear, *, r: int, alpha: float):
+        super().__init__(base_layer)
+        check_rank(r, base_layer.in_features, base_layer.out_features)
+        factory = {"device": base_layer.weight.device, "dtype": torch.float32}
+        self.scaling = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, r, **factory))
+        if not self.lora_A.is_meta:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.scaling * self.lora_B @ self.lora_A).to(self.base_layer.weight.dtype)
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+
+class LoRAEmbedding(nn.Module):
+    """A low-rank update of an embedding table; the table itself stays frozen."""
+
+    def __init__(self, base_layer: nn.Embedding, *, r: int, alpha: float):
+        super().__init__()
+        if not isinstance(base_layer, nn.Embedding):
+            raise ConfigError(f"method.embedding_targets matched a {type(base_layer).__name__}, not an nn.Embedding")
+        check_rank(r, base_layer.num_embeddings, base_layer.embedding_dim)
+        self.base_layer = base_layer
+        base_layer.weight.requires_grad_(False)
+        factory = {"device": base_layer.weight.device, "dtype": torch.float32}
+        self.scaling = alpha / r
+        self.lora_A = nn.Parameter(torch.zeros(r, base_layer.num_embeddings, **factory))
+        self.lora_B = nn.Parameter(torch.empty(base_layer.embedding_dim, r, **factory))
+        if not self.lora_B.is_meta:
+            nn.init.normal_(self.lora_B)  # zero A keeps E' = E at init, as in HF PEFT's embedding LoRA
+        self.merged = False
+
+    def named_adapter_parameters(self):
+        yield "lora_A", self.lora_A
+        yield "lora_B", self.lora_B
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.scaling * (self.lora_B @ self.lora_A).T).to(self.base_layer.weight.dtype)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(tokens)
+        return self.base_layer(tokens) + self.scaling * F.embedding(tokens, self.lora_A.T) @ self.lora_B.T
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self._merged_delta = self.delta_weight()
+            self.base_layer.weight.add_(self._merged_delta)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_layer.weight.sub_(self._merged_delta)
+            del self._merged_delta
+            self.merged = False

@@ -1,0 +1,27 @@
+"""PiSSA (Meng et al., 2024): LoRA initialised on the principal singular subspace.
+
+With W's top-r SVD (U_r, S_r, V_r) and s = α/r: A = √(S_r/s) V_rᵀ, B = U_r √(S_r/s), so s·B A is
+exactly the principal part of W; the frozen base weight becomes the residual W_res = W − s·B₀A₀.
+W' = W_res + s·B A equals W at init. Trainable: r(d_in + d_out), as LoRA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from asr_peft.adapters.lora import LoRALinear
+from asr_peft.adapters.svd import ThinSVD
+
+
+class PiSSALinear(LoRALinear):
+    def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, r: int, alpha: float):
+        super().__init__(base_layer, r=r, alpha=alpha)
+        if svd is None:  # meta device: shapes only
+            return
+        root = torch.sqrt(svd.S[:r] / self.scaling)
+        with torch.no_grad():
+            self.lora_A.copy_(root[:, None] * svd.Vh[:r])
+            self.lora_B.copy_(svd.U[:, :r] * root[None, :])
+            # The residual spectrum stays frozen in the base layer (its weight is rewritten once, here).
+            base_layer.weight.sub_((self.scaling * self.lora_B @ self.lora_A).to(base_layer.weight.dtype))

@@ -1,0 +1,74 @@
+"""The methods by config name (`method.name`), each with its layer builder and hyperparameters.
+
+A method's defaults live only in its `configs/method/<name>.yaml`; this table says how to build it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.dora import DoRALinear
+from asr_peft.adapters.lora import LoRALinear
+from asr_peft.adapters.pissa import PiSSALinear
+from asr_peft.adapters.ssvd import SSVDLinear
+from asr_peft.adapters.svd import ThinSVD
+from asr_peft.adapters.svft import SVFTLinear
+from asr_peft.adapters.vera import SharedProjections, VeRALinear
+from asr_peft.errors import ConfigError
+
+LayerBuilder = Callable[[nn.Linear, ThinSVD | None, Mapping[str, Any], Mapping[str, Any], dict], AdapterLayer]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    build: LayerBuilder | None = None      # None: no adapter layers (full, frozen)
+    trains: str = "adapters"               # adapters | all | none
+    needs_svd: bool = False
+    hyperparameters: tuple[str, ...] = ()  # keys `method.<key>` may hold besides `name`
+    embedding_adapter: bool = False        # may also adapt `method.embedding_targets` (LoRA family)
+    summary: str = field(default="", compare=False)
+
+
+def _vera(base, svd, method, adapt, context):
+    projections = context.setdefault("vera_projections", SharedProjections(method.get("projection_seed", 0)))
+    return VeRALinear(base, projections, r=method["r"], d_initial=method.get("d_initial", 0.1))
+
+
+METHODS: dict[str, MethodSpec] = {
+    "ssvd": MethodSpec(
+        lambda base, svd, m, a, ctx: SSVDLinear(base, svd, p=a["p"], rotation=m.get("rotation", "approx"),
+                                                orientation=m.get("orientation", "reference"),
+                                                formulation=m.get("formulation", "efficient")),
+        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation"),
+        summary="structured SVD-guided rotation of the top-k input subspace"),
+    "svft": MethodSpec(
+        lambda base, svd, m, a, ctx: SVFTLinear(base, svd, pattern=m.get("pattern", "plain"),
+                                                off_diag=m.get("off_diag", 0), seed=m.get("seed", 0)),
+        needs_svd=True, hyperparameters=("pattern", "off_diag", "seed"), summary="sparse update of the singular spectrum"),
+    "lora": MethodSpec(lambda base, svd, m, a, ctx: LoRALinear(base, r=m["r"], alpha=m["alpha"]),
+                       hyperparameters=("r", "alpha", "embedding_targets"), embedding_adapter=True, summary="low-rank update"),
+    "dora": MethodSpec(lambda base, svd, m, a, ctx: DoRALinear(base, r=m["r"], alpha=m["alpha"]),
+                       hyperparameters=("r", "alpha", "embedding_targets"), embedding_adapter=True,
+                       summary="magnitude + low-rank direction"),
+    "pissa": MethodSpec(lambda base, svd, m, a, ctx: PiSSALinear(base, svd, r=m["r"], alpha=m["alpha"]),
+                        needs_svd=True, hyperparameters=("r", "alpha", "embedding_targets"), embedding_adapter=True,
+                        summary="LoRA on the principal singular subspace"),
+    "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="shared random projections, trained scales"),
+    "full": MethodSpec(trains="all", summary="every parameter"),
+    "frozen": MethodSpec(trains="none", summary="no parameter (the pretrained model)"),
+}
+
+
+def get_method(method: Mapping[str, Any]) -> MethodSpec:
+    name = method.get("name")
+    if name not in METHODS:
+        raise ConfigError(f"method.name={name!r} is unknown; choose from {', '.join(METHODS)}")
+    spec = METHODS[name]
+    unknown = sorted(set(method) - {"name", *spec.hyperparameters})
+    if unknown:
+        raise ConfigError(f"method.{unknown[0]} is not a hyperparameter of {name} (it takes: {', '.join(spec.hyperparameters) or 'none'})")
+    return spec

@@ -1,0 +1,157 @@
+"""SSVD: structured SVD-guided adaptation (Wang, Watanabe, Van hamme, ASRU 2025, arXiv 2509.02830).
+
+With the thin SVD `A = U diag(σ) Vᵀ` of the pretrained weight, SSVD keeps U (the output-side,
+"semantic" directions) and the tail of the spectrum fixed, and adapts the top-k right singular
+vectors by a rotation G and the top-k singular values by a gated shift:
+
+    A' = U · diag(σ + [sigmoid(g)·Δσ, 0]) · blockdiag(G, I) · Vᵀ,      k = floor(p · min(d_out, d_in))
+
+    rotation=approx  G = I + 2S           (first-order Cayley; S skew-symmetric, k(k−1)/2 numbers)
+    rotation=cayley  G = (I − S)⁻¹(I + S)  (exactly orthogonal; solved, never inverted)
+    rotation=free    G = I + F            (unconstrained F, k² numbers: the paper's ablation)
+
+Trainable per layer: k + k(k−1)/2 + 1 (free: k + k² + 1); all start at zero, so A' = A at init.
+
+Orientation: `A` is the weight `W` (d_out×d_in), so the rotation acts on the input side — except that,
+like the authors' reference code, `orientation=reference` (default) factorises `Wᵀ` when d_in > d_out
+(FFN `w_2`, `merge_proj`, `encoder.embed.out`), always rotating the subspace of the smaller dimension.
+`orientation=input` always rotates the input side.
+
+Efficient computation. Only the top-k block changes: A' = A + U_k M V_kᵀ with
+M = diag(σ_k + sigmoid(g)Δσ)·G − diag(σ_k). In terms of W that is W' = W + L N Rᵀ (L, R the top-k
+factors on the output and input side; N = M, or Mᵀ when Wᵀ was factorised). `formulation`:
+
+- `efficient` (default): a custom autograd function forms W' once per step (d_out·k·(k+d_in) MACs),
+  computes y = x W'ᵀ, and in the backward pass gives dx = dy W' and dN = (dy L)ᵀ (x R) — the full
+  d_out×d_in weight gradient is never built. W is the frozen base weight, so W' = W exactly at init.
+- `activation`: y = x Wᵀ + ((x R) Nᵀ) Lᵀ through plain autograd.
+- `reference`: the authors' formulation, rebuilding W' = U diag(σ') blockdiag(G, I) Vᵀ + (W − U diag(σ) Vᵀ)
+  from the full factors every step (kept for benchmarks and as a correctness reference).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.svd import ThinSVD
+from asr_peft.errors import ConfigError
+
+ROTATIONS = ("approx", "cayley", "free")
+ORIENTATIONS = ("reference", "input")
+FORMULATIONS = ("efficient", "activation", "reference")
+
+
+def rank_for(p: float, in_features: int, out_features: int) -> int:
+    if not 0.0 < p <= 1.0:
+        raise ConfigError(f"adapt.p={p} must be in (0, 1]")
+    return max(1, math.floor(p * min(in_features, out_features)))
+
+
+def skew_symmetric(upper: torch.Tensor, k: int) -> torch.Tensor:
+    """The k×k skew-symmetric matrix whose strict upper triangle is `upper` (row-major)."""
+    S = upper.new_zeros(k, k)
+    rows, cols = torch.triu_indices(k, k, offset=1, device=upper.device)
+    S = S.index_put((rows, cols), upper)
+    return S - S.T
+
+
+class _LowRankUpdateLinear(torch.autograd.Function):
+    """y = x (W + L N Rᵀ)ᵀ + b with a gradient for N only, never forming dW (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, left, right, core):
+        adapted = torch.addmm(weight, left @ core, right.T)
+        ctx.save_for_backward(x, adapted, left, right)
+        return F.linear(x, adapted, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, adapted, left, right = ctx.saved_tensors
+        grad_x = grad_out @ adapted if ctx.needs_input_grad[0] else None
+        grad_core = None
+        if ctx.needs_input_grad[5]:
+            flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+            flat_x = x.reshape(-1, x.shape[-1])
+            grad_core = (flat_grad @ left).T @ (flat_x @ right)
+        return grad_x, None, None, None, None, grad_core
+
+
+class SSVDLinear(AdapterLayer):
+    def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, p: float, rotation: str = "approx",
+                 orientation: str = "reference", formulation: str = "efficient"):
+        super().__init__(base_layer)
+        for key, value, choices in (("rotation", rotation, ROTATIONS), ("orientation", orientation, ORIENTATIONS),
+                                    ("formulation", formulation, FORMULATIONS)):
+            if value not in choices:
+                raise ConfigError(f"method.{key}={value!r} is unknown; choose from {', '.join(choices)}")
+        d_out, d_in = base_layer.out_features, base_layer.in_features
+        self.k = k = rank_for(p, d_in, d_out)
+        self.rotation, self.formulation = rotation, formulation
+        self.transposed = orientation == "reference" and d_in > d_out
+        weight = base_layer.weight
+        factory = {"device": weight.device, "dtype": torch.float32}
+        self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
+        self.gate = nn.Parameter(torch.zeros((), **factory))
+        if rotation == "free":
+            self.rotation_free = nn.Parameter(torch.zeros(k, k, **factory))
+        else:
+            self.skew = nn.Parameter(torch.zeros(k * (k - 1) // 2, **factory))
+        # Factors are derived from the frozen weight, so they stay out of checkpoints (non-persistent)
+        # and are recomputed (or read from the SVD cache) when the method is applied again.
+        r_max = min(d_in, d_out)
+        if svd is None:  # meta device: shapes only
+            U, S, Vh = (torch.empty(d_out, r_max, **factory), torch.empty(r_max, **factory),
+                        torch.empty(r_max, d_in, **factory))
+        else:  # the SVD of W; that of Wᵀ has the same factors, swapped
+            U, S, Vh = svd.U, svd.S, svd.Vh
+        # Output-side L (d_out×k) and input-side R (d_in×k) factors of W's top-k block; factorising Wᵀ
+        # instead only changes which side the rotation acts on (N = Mᵀ, see core()).
+        self.register_buffer("left", U[:, :k].contiguous(), persistent=False)
+        self.register_buffer("right", Vh[:k].T.contiguous(), persistent=False)
+        self.register_buffer("sigma_k", S[:k].clone(), persistent=False)
+        if formulation == "reference":  # the factors of A = W (or Wᵀ), as the reference code holds them
+            U_A, Vh_A = (Vh.T, U.T) if self.transposed else (U, Vh)
+            self.register_buffer("U_full", U_A.contiguous(), persistent=False)
+            self.register_buffer("S_full", S.contiguous(), persistent=False)
+            self.register_buffer("Vh_full", Vh_A.contiguous(), persistent=False)
+
+    def rotation_matrix(self) -> torch.Tensor:
+        eye = torch.eye(self.k, device=self.delta_sigma.device, dtype=self.delta_sigma.dtype)
+        if self.rotation == "free":
+            return eye + self.rotation_free
+        S = skew_symmetric(self.skew, self.k)
+        if self.rotation == "approx":
+            return eye + 2 * S
+        return torch.linalg.solve(eye - S, eye + S)
+
+    def core(self) -> torch.Tensor:
+        """N: W' = W + L N Rᵀ (M of the factorised matrix, transposed when Wᵀ was factorised)."""
+        scaled = self.sigma_k + torch.sigmoid(self.gate) * self.delta_sigma
+        M = scaled[:, None] * self.rotation_matrix() - torch.diag(self.sigma_k)
+        return M.T if self.transposed else M
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.left @ self.core() @ self.right.T).to(self.base_layer.weight.dtype)
+
+    def _reference_weight(self) -> torch.Tensor:
+        """The authors' form: the whole W' from the full factors, plus the SVD round-off residual."""
+        k = self.k
+        scaled = torch.cat([self.S_full[:k] + torch.sigmoid(self.gate) * self.delta_sigma, self.S_full[k:]])
+        Vh = torch.cat([self.rotation_matrix() @ self.Vh_full[:k], self.Vh_full[k:]])
+        rebuilt = (self.U_full * scaled) @ Vh
+        residual = (self.base_layer.weight.T if self.transposed else self.base_layer.weight) - (self.U_full * self.S_full) @ self.Vh_full
+        adapted = rebuilt + residual
+        return adapted.T if self.transposed else adapted
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.base_layer.weight, self.base_layer.bias
+        if self.formulation == "efficient":
+            return _LowRankUpdateLinear.apply(x, weight, bias, self.left, self.right, self.core())
+        if self.formulation == "activation":
+            return F.linear(x, weight, bias) + ((x @ self.right) @ self.core().T) @ self.left.T
+        return F.linear(x, self._reference_weight(), bias)
