@@ -8,7 +8,7 @@ itself or on its submodules other than `base_layer`. Each method supplies two th
 - `adapted_forward(x)`: the layer's output while unmerged (usually cheaper than forming `W'`).
 
 Merging writes `W + ΔW` into the base layer after checking it is finite (so a diverged adapter can
-never corrupt the model); unmerging subtracts the very ΔW that was added.
+never corrupt the model); unmerging restores the pre-merge weight exactly.
 """
 
 from __future__ import annotations
@@ -80,18 +80,18 @@ class AdapterLayer(nn.Module, abc.ABC):
         merged = self.base_layer.weight + delta
         if not torch.isfinite(merged).all():
             raise ValueError(f"{type(self).__name__}: merged weight is not finite; the adapter has diverged")
+        # The pre-merge weight is kept and restored bit for bit on unmerge: W + ΔW − ΔW is not W in
+        # floating point, and repeated merge/unmerge cycles must never let the frozen weight drift.
+        self._unmerged_weight = self.base_layer.weight.detach().clone()
         self.base_layer.weight.copy_(merged)
-        # Kept so that unmerging subtracts exactly what was added, also for methods whose ΔW depends on
-        # the base weight itself (DoRA's norm), which merging has changed.
-        self._merged_delta = delta
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             return
-        self.base_layer.weight.sub_(self._merged_delta)
-        del self._merged_delta
+        self.base_layer.weight.copy_(self._unmerged_weight)
+        del self._unmerged_weight
         self.merged = False
 
     def merged_linear(self) -> nn.Linear:

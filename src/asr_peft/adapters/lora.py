@@ -73,13 +73,13 @@ class LoRAEmbedding(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
-            self._merged_delta = self.delta_weight()
-            self.base_layer.weight.add_(self._merged_delta)
+            self._unmerged_weight = self.base_layer.weight.detach().clone()  # restored exactly on unmerge
+            self.base_layer.weight.add_(self.delta_weight())
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            self.base_layer.weight.sub_(self._merged_delta)
-            del self._merged_delta
+            self.base_layer.weight.copy_(self._unmerged_weight)
+            del self._unmerged_weight
             self.merged = False
