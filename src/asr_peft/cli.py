@@ -62,11 +62,17 @@ def preflight(config_name: str, argv: list[str]) -> None:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raw = str(err).splitlines()
+        lines = [line.strip() for line in raw if line.strip()]
         detail = lines[0] if lines else type(err).__name__
-        if "Available options" in str(err):
-            options = [line for line in lines[2:] if not line.startswith(("Config search path", "-", "Available"))]
-            detail += f" (choose from: {', '.join(options[:20])})"
+        starts = [i for i, line in enumerate(raw) if line.startswith("Available options")]
+        if starts:
+            options = []
+            for line in raw[starts[0] + 1:]:
+                if not line.strip():
+                    break
+                options.append(line.strip())
+            detail += f" (choose from: {', '.join(options)})"
         elif err.__cause__ is not None:
             detail += f" ({' '.join(str(err.__cause__).split()[:20])})"
         print(f"error: {detail}", file=sys.stderr)

@@ -110,19 +110,18 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
                            total_steps=cfg.trainer.get("max_steps"))
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"]})
-    last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
-    resume = str(last) if last is not None and last.is_file() else None
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
+        last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
+        record["resumed_from"] = str(last) if last is not None and last.is_file() else None
+        if record["resumed_from"]:
+            log.info("resuming from %s", record["resumed_from"])
+        trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
+        record["validation_history"] = module.validation_history
+        if not trainer.is_global_zero:
+            return record
+        record["tested_checkpoint"] = _load_best(module, trainer, cfg.evaluation.get("checkpoint", "best"))
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
-    record["validation_history"] = module.validation_history
-    record["resumed_from"] = resume
-    if not trainer.is_global_zero:
-        return record
-
-    record["tested_checkpoint"] = _load_best(module, trainer, cfg.evaluation.get("checkpoint", "best"))
     skipped.update(datamodule.skipped)
     record["metrics"] = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
                                         run_dir / "decode", skipped=skipped)

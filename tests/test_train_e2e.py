@@ -1,0 +1,139 @@
+"""The whole pipeline on owsm_tiny and a handful of generated utterances: train, validate, test, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from asr_peft.errors import ConfigError, DataError, ModelLoadError
+from conftest import ROOT, compose_config
+
+PYTHON = sys.executable
+FAST = ["model=owsm_tiny", "logger=csv", "evaluation.progress=false", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1", "optimizer.warmup_steps=0", "optimizer.lr=1e-3"]
+
+
+def train_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([PYTHON, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env,
+                          timeout=600, **kwargs)
+
+
+def run_in_process(overrides: list[str], run_dir: Path):
+    from asr_peft.training.run import run
+
+    cfg = compose_config("train", [*FAST, f"paths.output_dir={run_dir}", *overrides])
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra")
+    return run(cfg, run_dir)
+
+
+def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train_cli([*FAST, "method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=6",
+                        "trainer.val_check_interval=3", f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "completed" and record["global_step"] == 6
+    assert set(record["metrics"]) == {"test"} and 0.0 <= record["metrics"]["test"]["wer"] <= 2.0
+    assert record["baseline_metrics"]["test"]["num_utterances"] == 2
+    assert record["parameters"]["trainable"] == record["parameters"]["total"] == 1_461_388
+    assert [h["step"] for h in record["validation_history"]] == [3, 6]
+    assert record["packages"]["espnet"] == "202511" and record["config"]["method"]["name"] == "full"
+    assert record["peak_memory_mb"] > 0 and record["train_time_s"] > 0
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "decode" / "test" / "hyp.trn").read_text().count("\n") == 2
+    assert "adapted" in result.stdout and "WER" in result.stdout
+    # The same command again must not overwrite a completed run.
+    again = train_cli([*FAST, "method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=6",
+                       "trainer.val_check_interval=3", f"hydra.run.dir={run_dir}"])
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "already records a completed run" in again.stderr
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=80",
+            "trainer.val_check_interval=2", "evaluation.baseline=false", "~callbacks.early_stopping",
+            f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT)}
+    process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint file be complete
+    process.send_signal(signal.SIGKILL)  # a hard interruption: no chance to clean up
+    process.wait()
+    assert last.exists() and not (run_dir / "results.json").exists()
+    resumed = train_cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "completed" and record["resumed_from"].endswith("last.ckpt")
+    assert record["global_step"] == 80
+    history = [h["step"] for h in record["validation_history"]]
+    assert history == sorted(set(history)) and history[-1] == 80 and history[0] == 2  # kept across the restart
+
+
+def test_dry_run_plans_owsm_1b_without_weights(tmp_path):
+    result = train_cli(["method=ssvd", "model=owsm_1b", "adapt.p=0.4", "dry_run=true", f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["trainable"] == 31_861_480 and "31.86M" in result.stdout
+
+
+def test_every_config_group_composes_and_the_1b_job_config_prints():
+    result = train_cli(["model=owsm_1b", "method=full", "--cfg", "job"])
+    assert result.returncode == 0 and "hf_id: espnet/owsm_v3.1_ebf" in result.stdout
+    groups = {g: sorted(p.stem for p in (ROOT / "configs" / g).glob("*.yaml"))
+              for g in ("model", "method", "adapt", "data", "trainer", "logger", "callbacks", "optimizer",
+                        "evaluation", "paths", "experiment")}
+    for group, options in groups.items():
+        for option in options:
+            overrides = [f"experiment={option}"] if group == "experiment" else [f"{group}={option}"]
+            cfg = compose_config("train", overrides)
+            OmegaConf.to_container(cfg.model, resolve=True)
+            OmegaConf.to_container(cfg.method, resolve=True)
+    assert "owsm_tiny" in groups["model"] and "ssvd" in groups["method"] and "ddp" in groups["trainer"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["method=nope"], "Could not find 'method/nope'"),
+    (["adapt.q=1"], "adapt.q"),
+    (["trainer=tpu"], "trainer/tpu"),
+])
+def test_unknown_config_values_give_one_line_errors(args, expected):
+    result = train_cli(args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0]
+
+
+def test_bad_inputs_fail_before_training_and_name_the_culprit(tiny_corpus, tmp_path):
+    (tiny_corpus / "valid.jsonl").write_text('{"id": "x", "audio": "audio/missing.wav", "text": "hi"}\n')
+    with pytest.raises(DataError, match="missing.wav does not exist"):
+        run_in_process(["method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["status"] == "failed"
+    with pytest.raises(ModelLoadError, match="model.path"):
+        run_in_process(["model=owsm_0.1b", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "b")
+    with pytest.raises(ConfigError, match="adapt.p"):
+        run_in_process(["method=ssvd", "adapt.p=1.5", "data=manifest", f"data.corpus_dir={tiny_corpus}",
+                        "data.on_error=skip", "evaluation.baseline=false"], tmp_path / "c")
+
+
+def test_skipped_utterances_are_counted_in_results(tiny_corpus, tmp_path):
+    with (tiny_corpus / "train.jsonl").open("a") as handle:
+        handle.write('{"id": "gone", "audio": "audio/gone.wav", "text": "x"}\n{"id": "blank", "audio": "audio/train0.wav", "text": " "}\n')
+    record = run_in_process(["method=frozen", "data=manifest", f"data.corpus_dir={tiny_corpus}", "data.on_error=skip",
+                             "evaluation.baseline=false"], tmp_path / "run")
+    assert record["skipped"] == {"missing_audio": 1, "empty_transcript": 1}
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == record["skipped"]
