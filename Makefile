@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export ASR_PEFT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow demo bench lock
+.PHONY: help install test test-slow demo bench lock corpus pretrained-checkpoint
 
 help:
 	@echo "make install    build .venv from requirements/lock.txt (+ espeak-ng, flite, sox, sctk)"
@@ -13,6 +13,8 @@ help:
 	@echo "make test-slow  install, then the slow tests (DDP on 2 CPU processes, browser, end-to-end)"
 	@echo "make demo       install, generate the offline corpus (cached), adapt with SSVD, report"
 	@echo "make bench      speed and memory ratios of the adapters (see README)"
+	@echo "make corpus     generate the offline synthetic corpus (cached; ~6 min on 2 cores)"
+	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~1 h of pretraining)"
 	@echo "make lock       re-resolve requirements/*.in into requirements/lock.txt"
 
 install:
@@ -25,8 +27,20 @@ test-slow: install
 	EXTRA_APT=chromium bash scripts/install-system.sh
 	$(VENV)/bin/pytest -q -m slow
 
-demo: install
+# The main job on the embedded defaults, then a reduced grid and its report.
+demo: install corpus
 	$(PY) train.py
+	$(PY) train.py -m +sweep=demo
+	$(PY) report.py outputs/train --out outputs/report --overwrite
+
+corpus: install
+	$(PY) -m asr_peft.data.synthetic --out data/generated/synth
+
+PRETRAIN_RUN := outputs/pretrain/experiment=pretrain_tiny
+pretrained-checkpoint: install corpus
+	$(PY) -m asr_peft.models.pretrain_tiny prepare
+	$(PY) train.py experiment=pretrain_tiny
+	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_RUN)
 
 bench: install
 	$(PY) bench/run.py

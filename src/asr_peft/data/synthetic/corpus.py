@@ -1,7 +1,7 @@
 """Planning, rendering and caching the synthetic domain-shift corpus.
 
 Splits (utterance counts at scale 1.0):
-    source_train 15,500 (>= 8 h)   pretraining, adult standard-accent voices
+    source_train 16,500 (>= 8 h)   pretraining, adult standard-accent voices
     source_dev   300
     child_adapt  3,000 (~1 h; child utterances are faster)   child_dev   300
     dialect_adapt 1,900 (~1 h)  dialect_dev 300
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 SENTENCES = Path(__file__).with_name("sentences.txt")
 SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
-    "source_train": ("source", 15500, "train"), "source_dev": ("source", 300, "dev"),
+    "source_train": ("source", 16500, "train"), "source_dev": ("source", 300, "dev"),
     "child_adapt": ("child", 3000, "train"), "child_dev": ("child", 300, "dev"),
     "dialect_adapt": ("dialect", 1900, "train"), "dialect_dev": ("dialect", 300, "dev"),
     "source_test": ("source", 600, "test"), "child_test": ("child", 600, "test"),

@@ -1,0 +1,143 @@
+"""`make bench`: speed and memory ratios of the adapters, measured side by side in one run.
+
+1. Layer level (d=384, k=153, T=1000 tokens, the spec's "Efficient computation" setting): a training
+   step (forward + backward) of each SSVD formulation and LoRA r=32, relative to a frozen layer.
+2. Model level, OWSM v3.1 base architecture (random weights, 2 x 20 s, CPU): training-step time and
+   peak resident memory of every method relative to LoRA r=32 (one fresh process per method).
+3. Inference: merged and unmerged SSVD relative to the base model.
+4. SVD set-up for every adapted OWSM-1B layer (owsm_all targets), cold and from the on-disk cache.
+
+Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {
+    "lora r=32": {"name": "lora", "r": 32, "alpha": 64, "embedding_targets": ["decoder.embed.0"]},
+    "ssvd p=0.4": {"name": "ssvd"},
+    "ssvd p=0.4 (reference: rebuild W')": {"name": "ssvd", "formulation": "reference"},
+    "ssvd p=0.4 (activation path)": {"name": "ssvd", "formulation": "activation"},
+    "dora r=32": {"name": "dora", "r": 32, "alpha": 64, "embedding_targets": ["decoder.embed.0"]},
+    "pissa r=32": {"name": "pissa", "r": 32, "alpha": 32, "embedding_targets": ["decoder.embed.0"]},
+    "vera r=256": {"name": "vera", "r": 256},
+    "svft plain": {"name": "svft"},
+    "full": {"name": "full"},
+}
+
+
+def timed(step, repeats: int = 7) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_level() -> dict[str, float]:
+    from asr_peft.adapters.lora import LoRALinear
+    from asr_peft.adapters.ssvd import SSVDLinear
+    from asr_peft.adapters.svd import thin_svds
+
+    torch.manual_seed(0)
+    d, tokens = 384, 1000
+    x = torch.randn(tokens, d)
+    base = nn.Linear(d, d)
+    svd = thin_svds([base.weight])[0]
+    layers = {"frozen": base, "lora r=32": LoRALinear(nn.Linear(d, d), r=32, alpha=64)}
+    for formulation in ("efficient", "activation", "reference"):
+        layers[f"ssvd {formulation}"] = SSVDLinear(nn.Linear(d, d), svd, p=0.4, formulation=formulation)
+    for layer in layers.values():
+        layer.requires_grad_(layer is not base)
+    def step(layer):
+        inputs = x.clone().requires_grad_(True)  # as inside a network: the input gradient is needed
+        return lambda: layer(inputs).sum().backward()
+    times = {name: timed(step(layer), repeats=30) for name, layer in layers.items()}
+    return {name: value / times["frozen"] for name, value in times.items()}
+
+
+def model_level(mode: str, methods: dict) -> dict[str, dict]:
+    results = {}
+    for name, method in methods.items():
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode],
+                             capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+def svd_setup_owsm_1b() -> dict[str, float]:
+    from omegaconf import OmegaConf
+
+    from asr_peft.adapters.injection import match_modules
+    from asr_peft.adapters.svd import thin_svds
+    from asr_peft.models import build_model
+    from asr_peft.models.owsm import random_init_config
+
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "owsm_0.1b.yaml"))
+    cfg["s2t_config"]["encoder_conf"].update(output_size=1024, attention_heads=16, cgmlp_linear_units=4096,
+                                             linear_units=4096, num_blocks=18)
+    cfg["s2t_config"]["decoder_conf"].update(attention_heads=16, linear_units=4096, num_blocks=18)
+    model = build_model(random_init_config(cfg))
+    targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
+    weights = [module.weight.detach() for _, _, module in match_modules(model, targets)]
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        thin_svds(weights, cache)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        thin_svds(weights, cache)
+        cached = time.perf_counter() - start
+    return {"layers": len(weights), "cold_s": cold, "cached_s": cached}
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    report: dict = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__}
+    print("1. layer level (d=384, k=153, T=1000): training step relative to a frozen layer")
+    report["layer_vs_frozen"] = layer_level()
+    for name, ratio in report["layer_vs_frozen"].items():
+        print(f"   {name:<24} {ratio:5.2f}x")
+    print("2. OWSM-base training step (2 x 20 s, CPU), relative to LoRA r=32")
+    steps = model_level("train", METHODS)
+    report["train_step"] = steps
+    lora = steps["lora r=32"]["seconds"]
+    print(f"   {'method':<38} {'step/LoRA':>9} {'trainable':>12} {'peak RSS MB':>12}")
+    for name, values in steps.items():
+        print(f"   {name:<38} {values['seconds'] / lora:9.2f} {values['trainable']:>12,} {values['peak_rss_mb']:>12.0f}")
+    ssvd, reference = steps["ssvd p=0.4"]["seconds"], steps["ssvd p=0.4 (reference: rebuild W')"]["seconds"]
+    print(f"   SSVD / reference formulation: {ssvd / reference:.2f}x")
+    print("3. inference (encoder, 2 x 20 s), relative to the base model")
+    inference = model_level("infer-base", {"base": {"name": "frozen"}})
+    inference.update({f"ssvd {m}": v for m, v in zip(("merged", "unmerged"), [
+        model_level(mode, {"ssvd": {"name": "ssvd"}})["ssvd"] for mode in ("infer-merged", "infer-unmerged")])})
+    report["inference"] = inference
+    for name, values in inference.items():
+        print(f"   {name:<16} {values['seconds'] / inference['base']['seconds']:5.2f}x")
+    print("4. SVD set-up, every adapted OWSM-1B layer (owsm_all)")
+    report["svd_owsm_1b"] = svd_setup_owsm_1b()
+    print(f"   {report['svd_owsm_1b']['layers']} layers: cold {report['svd_owsm_1b']['cold_s']:.1f} s, "
+          f"cached {report['svd_owsm_1b']['cached_s']:.1f} s")
+    out = ROOT / "outputs" / "bench" / f"{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
