@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -10,6 +11,13 @@ import torch
 from asr_peft.errors import ConfigError
 from asr_peft.evaluation.decoding import BeamSearchDecoder, ctc_greedy_decode, decode
 from asr_peft.models.export import export_espnet_dir
+from asr_peft.models.owsm import PAD_INPUT_KEY
+
+
+def without_specials(text: str) -> str:
+    """Stock Speech2Text's full text minus <eng><asr><notimestamps>-style symbols (its `text_nospecial`
+    also drops char models' <space> tokens, so it is not the comparable form)."""
+    return re.sub(r"<[^>]*>", "", text).strip()
 
 
 def test_greedy_ctc_collapses_repeats_and_drops_blanks(tiny_bundle, monkeypatch):
@@ -42,9 +50,41 @@ def test_beam_search_matches_stock_speech2text(tiny_bundle, tmp_path):
     try:
         stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth",
                             beam_size=3, ctc_weight=0.3, maxlenratio=0.3, lang_sym="<eng>", task_sym="<asr>")
-        _, tokens, _, text_without_specials, _ = stock(speech.numpy())[0]
+        text, tokens, *_ = stock(speech.numpy())[0]
     finally:
         os.chdir(cwd)
         tiny_bundle.speech_length = None
     assert len(tokens) > 3  # the primer's <eng><asr><notimestamps> plus what was decoded
-    assert ours == text_without_specials.strip()
+    assert ours == without_specials(text)
+
+
+def test_merged_export_of_an_adapted_model_decodes_identically_in_stock_espnet(tiny_bundle_factory, tmp_path):
+    """SSVD-adapted tiny model -> merged ESPnet export -> stock Speech2Text gives our beam-search transcript."""
+    from espnet2.bin.s2t_inference import Speech2Text
+
+    from asr_peft.adapters import adapter_modules, apply_method, merged_copy
+    from asr_peft.models import load_owsm
+
+    bundle = tiny_bundle_factory(1)
+    apply_method(bundle.model, {"name": "ssvd"}, {"p": 0.4, "targets": ["attn.linear_q", "feed_forward.w_1"]})
+    with torch.no_grad():
+        for _, module in adapter_modules(bundle.model):
+            for _, p in module.named_adapter_parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    # Pad to 2 s, as stock Speech2Text always pads to preprocessor_conf.speech_length.
+    bundle.speech_length = bundle.s2t_config["preprocessor_conf"]["speech_length"] = 2
+    bundle.s2t_config[PAD_INPUT_KEY] = True
+    export_espnet_dir(bundle, tmp_path / "merged", model=merged_copy(bundle.model))
+    speech = torch.randn(9000) * 0.1
+    ours = BeamSearchDecoder(bundle, beam_size=3, maxlenratio=0.3)(speech)
+    reloaded = load_owsm({"path": str(tmp_path / "merged")})
+    assert BeamSearchDecoder(reloaded, beam_size=3, maxlenratio=0.3)(speech) == ours
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "merged")
+    try:
+        stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth",
+                            beam_size=3, ctc_weight=0.3, maxlenratio=0.3)
+        text = stock(speech.numpy())[0][0]
+    finally:
+        os.chdir(cwd)
+    assert ours == without_specials(text)
