@@ -1,7 +1,11 @@
-"""Aggregate runs into a report: `python report.py <run or sweep dirs...> --out <dir> [--wandb]`.
+"""Aggregate runs into a report:
 
-Writes results.csv (a row per run and test set), summary.csv (mean ± std over seeds), pareto.png,
-convergence.png and report.html (a self-contained dashboard).
+    python report.py <run or sweep dirs or results.json files...> --out <dir> [--overwrite] [--test-set NAME] [--wandb]
+
+Finds every results.json below the given paths (failed runs included, unreadable files listed) and
+writes results.csv (a row per run and test set), summary.csv (mean ± std over seeds), pareto.png,
+convergence.png, subspace.png/subspace.csv (runs with subspace.json) and report.html (a
+self-contained dashboard). --wandb also logs the tables and figures to an offline W&B run in <dir>/wandb.
 """
 
 from __future__ import annotations
@@ -15,20 +19,27 @@ from asr_peft.reporting.report import build_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directories", nargs="+", help="run directories, sweep directories or results.json files")
-    parser.add_argument("--out", required=True, help="report directory")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
-    parser.add_argument("--wandb", action="store_true", help="also log the table and figure to W&B (offline by default)")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run directories, sweep directories or results.json files")
+    parser.add_argument("--out", required=True, help="report directory (must be new or empty unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the report files in an existing --out")
+    parser.add_argument("--test-set", action="append", dest="test_sets", metavar="NAME",
+                        help="draw Pareto panels for this test set only (repeatable; default: every test set)")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B (offline by default)")
     args = parser.parse_args()
     try:
-        summary = build_report(args.directories, args.out, overwrite=args.overwrite, wandb=args.wandb)
+        summary = build_report(args.paths, args.out, overwrite=args.overwrite, wandb=args.wandb, test_sets=args.test_sets)
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"runs: {summary['runs']}")
-    for problem in summary["unreadable"]:
-        print(f"unreadable: {problem}")
-    print(f"report: {summary['out_dir']}/report.html  (figures: pareto.png, convergence.png; table: results.csv)")
+    runs = ", ".join(f"{count} {status}" for status, count in summary["runs"].items()) or "none"
+    print(f"runs: {runs}")
+    if summary["unreadable"]:
+        print(f"unreadable: {len(summary['unreadable'])} file(s), left out:")
+        for problem in summary["unreadable"]:
+            print(f"  {problem}")
+    print(f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, pareto.png, convergence.png)")
+    if summary["wandb_dir"]:
+        print(f"wandb: {summary['wandb_dir']}  (upload with `wandb sync` on that run directory)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""Collecting run records (`results.json`) into one table: a row per run and test set.
+"""Collecting run records (`results.json`) into tables: a row per run and test set, and mean ± std over seeds.
 
-Failed runs stay in the table (status `failed`, their error, no metrics); files that are not valid
-records are reported by path and never stop the aggregation.
+Failed runs stay in the table (their status and error, whatever metrics they have); files that are not
+valid records are reported by path and never stop the aggregation.
+
+Runs are seeds of one *configuration* when they agree on the method and its hyperparameters, SSVD's
+`adapt.p`, and every other setting that varies among the collected runs (e.g. `optimizer.lr` in a
+learning-rate search, `adapt.targets`, `trainer.max_steps`); the configuration label names what tells
+configurations apart among the collected runs (`ssvd p=0.4`, `lora alpha=8 r=4`, `ssvd optimizer.lr=0.001`).
 """
 
 from __future__ import annotations
@@ -9,82 +14,267 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
+from asr_peft.adapters.registry import METHODS
+from asr_peft.errors import ConfigError
+from asr_peft.reporting.diagnostics import SUBSPACE_FILE
 from asr_peft.training.results import RESULTS_FILE
 
-# Method keys that do not distinguish one configuration from another in a comparison.
-NON_DISTINGUISHING = {"name", "embedding_targets", "formulation", "seed", "projection_seed"}
+# Method keys that do not tell one configuration from another: listed targets and random draws.
+NON_DISTINGUISHING = {"name", "embedding_targets", "seed", "projection_seed"}
+# SSVD's budget is `adapt.p`; the other methods ignore it, so it would only mislead in their labels.
 METHODS_USING_P = {"ssvd"}
+# Config groups whose differences between runs make different configurations (besides method/adapt).
+SETTING_GROUPS = ("optimizer", "trainer", "loader", "evaluation")
+DISPLAY_ONLY = {"evaluation.progress", "trainer.enable_progress_bar", "trainer.log_every_n_steps"}
+GROUP_KEYS = ["model", "data", "test_set", "method", "configuration"]
+
+
+@dataclass
+class Run:
+    directory: Path
+    record: dict[str, Any]
+    subspace: dict[str, Any] | None = None
 
 
 @dataclass
 class Collection:
-    records: list[dict] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "path: why", one per file that is not a record
 
 
-def collect(directories: list[str | Path]) -> Collection:
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def collect(paths: Iterable[str | Path]) -> Collection:
+    """Every results.json below the given run/sweep directories (or given directly), with its subspace.json."""
     collection = Collection()
-    for directory in directories:
-        directory = Path(directory)
-        paths = [directory] if directory.name == RESULTS_FILE else sorted(directory.rglob(RESULTS_FILE))
-        for path in paths:
+    for given in paths:
+        given = Path(given)
+        if not given.exists():
+            raise ConfigError(f"{given} does not exist")
+        found = [given] if given.is_file() else sorted(given.rglob(RESULTS_FILE))
+        for path in found:
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(record, dict) or "status" not in record:
-                    raise ValueError("not a run record")
-            except (OSError, ValueError) as err:
-                collection.unreadable.append(f"{path}: {err}")
+                record = _read_json(path)
+                if not isinstance(record.get("status"), str):
+                    raise ValueError("no status: not a run record")
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                collection.unreadable.append(f"{path}: {' '.join(str(err).split())}")
                 continue
-            record.setdefault("run_dir", str(path.parent))
-            collection.records.append(record)
+            run = Run(path.parent, record)
+            subspace_path = path.parent / SUBSPACE_FILE
+            if subspace_path.is_file():
+                try:
+                    run.subspace = _read_json(subspace_path)
+                except (OSError, UnicodeDecodeError, ValueError) as err:
+                    collection.unreadable.append(f"{subspace_path}: {' '.join(str(err).split())}")
+            collection.runs.append(run)
     return collection
 
 
-def configuration_label(method: dict, adapt: dict | None) -> str:
-    """e.g. `ssvd p=0.4`, `lora r=32 alpha=64`, `svft pattern=banded off_diag=2`."""
-    method = method or {}
-    parts = [str(method.get("name", "?"))]
-    parts += [f"{k}={v}" for k, v in sorted(method.items()) if k not in NON_DISTINGUISHING and not isinstance(v, (list, dict))]
-    if method.get("name") in METHODS_USING_P and adapt and adapt.get("p") is not None:
-        parts.append(f"p={adapt['p']}")
-    return " ".join(parts)
+def method_rank(name: str | None) -> int:
+    """Registry order (ssvd, svft, lora, ...) for tables and legends; unknown names after."""
+    return list(METHODS).index(name) if name in METHODS else len(METHODS)
 
 
-def to_frame(records: list[dict]) -> pd.DataFrame:
+def method_order(methods: Iterable[str]) -> list[str]:
+    return sorted(dict.fromkeys(methods), key=lambda m: (method_rank(m), str(m)))
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys; lists become their JSON text."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = _scalar(value)
+    return flat
+
+
+def run_settings(record: dict) -> dict[str, Any]:
+    """The settings that can make two runs of one method different configurations."""
+    config = _mapping(record.get("config"))
+    settings = {k: v for group in SETTING_GROUPS for k, v in flatten(_mapping(config.get(group)), f"{group}.").items()
+                if k not in DISPLAY_ONLY}
+    settings["adapt.targets"] = _scalar(_mapping(record.get("adapt")).get("targets"))
+    return settings
+
+
+def method_settings(record: dict) -> dict[str, Any]:
+    """What configures the method itself: its hyperparameters (target lists and random draws aside) and SSVD's p."""
+    method, adapt = _mapping(record.get("method")), _mapping(record.get("adapt"))
+    settings = {k: v for k, v in method.items() if k not in NON_DISTINGUISHING and not isinstance(v, (list, dict))}
+    if method.get("name") in METHODS_USING_P and adapt.get("p") is not None:
+        settings["p"] = adapt["p"]
+    return settings
+
+
+def varying_keys(settings: list[dict[str, Any]]) -> list[str]:
+    """Keys whose value is not the same in every dict (a missing key counts as a value)."""
+    keys = sorted({k for s in settings for k in s})
+    return [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def configuration_label(method: str, settings: dict[str, Any]) -> str:
+    """e.g. `ssvd p=0.4`, `lora alpha=8 r=4`, `svft off_diag=2 pattern=banded optimizer.lr=0.001` (p after the
+    method's own keys, other settings last)."""
+    order = sorted(settings, key=lambda k: ("." in k, k == "p", k))
+    return " ".join([str(method)] + [f"{k}={_format(settings[k])}" for k in order])
+
+
+def configuration_labels(records: list[dict]) -> list[str]:
+    """Each record's label: its method and what tells it apart from the other collected runs (seeds aside).
+
+    Method settings are named when they differ among that method's runs, other settings when they
+    differ among all runs; everything else is shared and left out (results.csv has it all).
+    """
+    names = [_mapping(r.get("method")).get("name", "?") for r in records]
+    own = [method_settings(r) for r in records]
+    varying_own = {name: varying_keys([s for n, s in zip(names, own) if n == name]) for name in set(names)}
+    other = [run_settings(r) for r in records]
+    varying_other = varying_keys(other)
+    return [configuration_label(name, {**{k: mine[k] for k in varying_own[name] if k in mine},
+                                       **{k: theirs.get(k) for k in varying_other}})
+            for name, mine, theirs in zip(names, own, other)]
+
+
+def to_frame(runs: list[Run]) -> pd.DataFrame:
+    """A row per run and test set (a run without metrics keeps one row with an empty test set)."""
+    records = [run.record for run in runs]
+    varying = varying_keys([run_settings(r) for r in records])
     rows = []
-    for record in records:
-        method, adapt = record.get("method") or {}, record.get("adapt") or {}
-        parameters = record.get("parameters") or {}
+    for run, label in zip(runs, configuration_labels(records)):
+        record = run.record
+        method, adapt = _mapping(record.get("method")), _mapping(record.get("adapt"))
+        parameters = _mapping(record.get("parameters"))
+        settings = run_settings(record)
+        distinguishing = {k: settings.get(k) for k in varying}
         base = {
-            "method": method.get("name"), "configuration": configuration_label(method, adapt),
-            "p": adapt.get("p") if method.get("name") in METHODS_USING_P else None,
-            "model": (record.get("model") or {}).get("name"), "data": (record.get("data") or {}).get("name"),
-            "seed": record.get("seed"), "trainable": parameters.get("trainable"), "total": parameters.get("total"),
-            "train_time_s": record.get("train_time_s"), "peak_memory_mb": record.get("peak_memory_mb"),
-            "status": record.get("status"), "error": record.get("error"), "run_dir": record.get("run_dir"),
-            **{f"method.{k}": v for k, v in method.items() if k != "name" and not isinstance(v, (list, dict))},
+            "run": run.directory.name, "status": record.get("status"), "error": record.get("error"),
+            "method": method.get("name"), "configuration": label,
+            "p": _number(adapt.get("p")) if method.get("name") in METHODS_USING_P else None,
+            "model": _mapping(record.get("model")).get("name"), "data": _mapping(record.get("data")).get("name"),
+            "seed": record.get("seed"),
+            "trainable": _number(parameters.get("trainable")), "total": _number(parameters.get("total")),
+            "train_time_s": _number(record.get("train_time_s")), "peak_memory_mb": _number(record.get("peak_memory_mb")),
+            "global_step": _number(record.get("global_step")),
+            **{f"method.{k}": _scalar(v) for k, v in method.items() if k != "name"},
+            **distinguishing,
+            "run_dir": str(run.directory),
         }
-        metrics = record.get("metrics") or {}
-        baseline = record.get("baseline_metrics") or {}
+        metrics, baseline = _mapping(record.get("metrics")), _mapping(record.get("baseline_metrics"))
         if not metrics:
-            rows.append({**base, "test_set": None, "wer": None, "cer": None, "baseline_wer": None})
+            rows.append({**base, "test_set": None, "wer": None, "cer": None, "baseline_wer": None, "baseline_cer": None})
         for test_set, values in metrics.items():
-            rows.append({**base, "test_set": test_set, "wer": values.get("wer"), "cer": values.get("cer"),
-                         "baseline_wer": (baseline.get(test_set) or {}).get("wer")})
-    return pd.DataFrame(rows)
+            values, before = _mapping(values), _mapping(baseline.get(test_set))
+            rows.append({**base, "test_set": test_set, "wer": _number(values.get("wer")), "cer": _number(values.get("cer")),
+                         "baseline_wer": _number(before.get("wer")), "baseline_cer": _number(before.get("cer"))})
+    frame = pd.DataFrame(rows)
+    if rows:  # methods in registry order, cheapest configuration first, then seeds; test sets keep their order
+        frame = frame.assign(_rank=frame["method"].map(method_rank)).sort_values(
+            ["model", "data", "_rank", "trainable", "configuration", "seed"], kind="stable", na_position="last").drop(columns="_rank")
+    leading = ["run", "status", "error", "method", "configuration", "p", "model", "data", "seed", "test_set", "wer", "cer",
+               "baseline_wer", "baseline_cer", "trainable", "total", "train_time_s", "peak_memory_mb", "global_step"]
+    return frame[[c for c in leading if c in frame] + [c for c in frame if c not in leading]] if rows else frame
+
+
+def ordered_test_sets(frame: pd.DataFrame) -> list[str]:
+    """Test sets in the order the runs list them (source, child, dialect), not alphabetically."""
+    return list(dict.fromkeys(frame["test_set"].dropna())) if "test_set" in frame else []
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std of WER over seeds per (model, data, test set, configuration), completed runs only."""
+    """Mean ± std (sample std, 0 for one seed) over seeds per (model, data, test set, method, configuration).
+
+    Completed runs with a WER only; `seeds` counts the distinct seeds behind each mean.
+    """
+    columns = GROUP_KEYS + ["trainable", "total", "wer_mean", "wer_std", "cer_mean", "cer_std", "baseline_wer", "seeds"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()]
     if done.empty:
-        return pd.DataFrame(columns=["model", "data", "test_set", "method", "configuration", "trainable",
-                                     "wer_mean", "wer_std", "seeds"])
-    grouped = done.groupby(["model", "data", "test_set", "method", "configuration"], dropna=False)
-    summary = grouped.agg(trainable=("trainable", "mean"), wer_mean=("wer", "mean"), wer_std=("wer", "std"),
-                          seeds=("seed", "nunique")).reset_index()
-    summary["wer_std"] = summary["wer_std"].fillna(0.0)
-    return summary
+        return pd.DataFrame(columns=columns)
+    summary = done.groupby(GROUP_KEYS, dropna=False, sort=False).agg(
+        trainable=("trainable", "mean"), total=("total", "mean"), wer_mean=("wer", "mean"), wer_std=("wer", "std"),
+        cer_mean=("cer", "mean"), cer_std=("cer", "std"), baseline_wer=("baseline_wer", "mean"),
+        seeds=("seed", "nunique")).reset_index()
+    summary[["wer_std", "cer_std"]] = summary[["wer_std", "cer_std"]].fillna(0.0)
+    return summary[columns]
+
+
+def runs_in_order(runs: list[Run], frame: pd.DataFrame) -> Iterator[tuple[Run, pd.Series]]:
+    """Each run with its table row (method, configuration, model, data, seed, ...), in the table's order."""
+    by_dir = {str(run.directory): run for run in runs}
+    for run_dir, info in (frame.drop_duplicates("run_dir").set_index("run_dir").iterrows() if not frame.empty else ()):
+        yield by_dir[run_dir], info
+
+
+def _describe(info: pd.Series) -> dict[str, Any]:
+    return {key: info[key] for key in ("model", "data", "method", "configuration", "trainable", "seed", "status")}
+
+
+def convergence_frame(runs: list[Run], frame: pd.DataFrame) -> pd.DataFrame:
+    """A row per validation point (step, val_wer) of every completed run's `validation_history`."""
+    rows = []
+    for run, info in runs_in_order(runs, frame):
+        history = run.record.get("validation_history")
+        if info["status"] != "completed" or not isinstance(history, list):
+            continue
+        for point in history:
+            point = _mapping(point)
+            step, wer = _number(point.get("step")), _number(point.get("val_wer"))
+            if step is not None and wer is not None:
+                rows.append({**_describe(info), "step": step, "val_wer": wer})
+    return pd.DataFrame(rows, columns=["model", "data", "method", "configuration", "trainable", "seed", "status", "step", "val_wer"])
+
+
+def subspace_frame(runs: list[Run], frame: pd.DataFrame) -> pd.DataFrame:
+    """A row per run and layer type (plus an `all layers` row) from the runs' subspace.json files."""
+    rows = []
+    for run, info in runs_in_order(runs, frame):
+        if not run.subspace:
+            continue
+        entries = {"all layers": _mapping(run.subspace.get("overall")), **_mapping(run.subspace.get("layer_types"))}
+        for kind, values in entries.items():
+            values = _mapping(values)
+            rows.append({"run": run.directory.name, **_describe(info), "layer_type": kind, "layers": _number(values.get("layers")),
+                         **{key: _number(values.get(key)) for key in ("input_angle_mean_deg", "output_angle_mean_deg",
+                                                                      "delta_relative_norm", "delta_effective_rank")}})
+    return pd.DataFrame(rows)
+
+
+def subspace_summary(subspace: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of each configuration's all-layer angles and ΔW statistics (completed runs)."""
+    rows = subspace[(subspace["layer_type"] == "all layers") & (subspace["status"] == "completed")] if not subspace.empty else subspace
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.groupby(["model", "data", "method", "configuration"], dropna=False, sort=False).agg(
+        input_mean=("input_angle_mean_deg", "mean"), input_std=("input_angle_mean_deg", "std"),
+        output_mean=("output_angle_mean_deg", "mean"), output_std=("output_angle_mean_deg", "std"),
+        relative_norm=("delta_relative_norm", "mean"), effective_rank=("delta_effective_rank", "mean"),
+        seeds=("seed", "nunique")).reset_index().fillna({"input_std": 0.0, "output_std": 0.0})

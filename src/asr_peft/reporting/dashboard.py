@@ -1,11 +1,15 @@
-"""report.html: a self-contained comparison dashboard (plotly's JavaScript inlined; no network at view time).
+"""report.html: a self-contained comparison dashboard (no network at view time).
 
-A sortable table of every run (one WER column per test set, failed runs with their error) and an
-interactive WER-vs-trainable-parameters plot per (model, data, test set) with the Pareto frontier.
+plotly's JavaScript and the PNG figures are inlined, the table sorting and filtering is a few lines
+of vanilla JavaScript. Sections: the cross-domain summary (mean ± std WER over seeds, a column per
+test set, change against the model before adaptation), interactive WER-vs-trainable-parameters plots
+with the Pareto frontier, convergence, subspace diagnostics, and every run (failed ones with their error).
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import html
 from pathlib import Path
 
@@ -13,92 +17,266 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
-from asr_peft.reporting.figures import method_colours
-from asr_peft.reporting.pareto import pareto_frontier
+from asr_peft.reporting.aggregate import method_order, ordered_test_sets
+from asr_peft.reporting.figures import panel_title, pareto_points, reference_wer
 
-SORT_SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach((th, column) => th.addEventListener('click', () => {
-  const table = th.closest('table'), body = table.tBodies[0];
-  const ascending = th.dataset.order !== 'asc';
-  table.querySelectorAll('th').forEach(h => delete h.dataset.order);
-  th.dataset.order = ascending ? 'asc' : 'desc';
-  const key = row => { const text = row.cells[column].dataset.value ?? row.cells[column].textContent;
-                       const number = parseFloat(text); return isNaN(number) ? text : number; };
-  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
-      return (x > y ? 1 : x < y ? -1 : 0) * (ascending ? 1 : -1); }).forEach(row => body.appendChild(row));
+SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(table => {
+  table.querySelectorAll('th').forEach((th, column) => th.addEventListener('click', () => {
+    const ascending = th.dataset.order !== 'asc';
+    table.querySelectorAll('th').forEach(h => delete h.dataset.order);
+    th.dataset.order = ascending ? 'asc' : 'desc';
+    const key = row => {
+      const cell = row.cells[column];
+      const text = cell.dataset.value !== undefined ? cell.dataset.value : cell.textContent.trim();
+      const number = Number(text);
+      return text === '' ? null : (isNaN(number) ? text.toLowerCase() : number);
+    };
+    const body = table.tBodies[0];
+    [...body.rows].sort((a, b) => {
+      const x = key(a), y = key(b);
+      if (x === null || y === null) return (x === null) - (y === null);  // empty cells last either way
+      return (x > y ? 1 : x < y ? -1 : 0) * (ascending ? 1 : -1);
+    }).forEach(row => body.appendChild(row));
+  }));
+});
+document.querySelectorAll('input.filter').forEach(input => input.addEventListener('input', () => {
+  const words = input.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  document.querySelectorAll(input.dataset.table + ' tbody tr').forEach(row => {
+    const text = row.textContent.toLowerCase();
+    row.hidden = !words.every(word => text.includes(word));
+  });
 }));
 """
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
-table { border-collapse: collapse; font-size: 0.85rem; }
-th, td { padding: 0.3rem 0.6rem; border-bottom: 1px solid #ddd; text-align: right; }
-th { background: #f3f3f6; cursor: pointer; position: sticky; top: 0; }
-th[data-order=asc]::after { content: ' ▲'; } th[data-order=desc]::after { content: ' ▼'; }
-td.text { text-align: left; } tr.failed td { color: #a11; background: #fff3f3; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; } .note { color: #666; font-size: 0.85rem; }
+:root { --ink: #1f2430; --muted: #6b7280; --line: #e5e7eb; --head: #f6f7f9; --accent: #2f5d9e; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: var(--ink); background: #fbfbfc; }
+header { background: #1f2a3c; color: #fff; padding: 1.1rem 2rem; }
+header h1 { margin: 0; font-size: 1.35rem; font-weight: 600; }
+header p { margin: 0.3rem 0 0; color: #c9d1dd; font-size: 0.85rem; }
+main { padding: 0.5rem 2rem 2rem; max-width: 1680px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 0.9rem 1.2rem 1.1rem; margin-top: 1.1rem; }
+h2 { font-size: 1.05rem; margin: 0 0 0.2rem; }
+.note { color: var(--muted); font-size: 0.82rem; margin: 0 0 0.7rem; }
+.pill { display: inline-block; padding: 0.05rem 0.55rem; border-radius: 999px; font-size: 0.78rem; margin-left: 0.3rem; }
+.pill.completed { background: #dcf3e3; color: #14532d; } .pill.failed { background: #fde2e2; color: #991b1b; }
+.pill.other { background: #fdf1d6; color: #7c4a03; }
+.callout { background: #fff8e6; border: 1px solid #f3d48a; border-radius: 8px; padding: 0.6rem 1rem; margin-top: 1rem; font-size: 0.85rem; }
+.callout ul { margin: 0.3rem 0 0; padding-left: 1.2rem; } code { font-size: 0.8rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.82rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 0.32rem 0.65rem; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th { background: var(--head); cursor: pointer; position: sticky; top: 0; font-weight: 600; user-select: none; }
+th:hover { background: #eceef2; }
+th[data-order=asc]::after { content: " \\25B2"; font-size: 0.7em; } th[data-order=desc]::after { content: " \\25BC"; font-size: 0.7em; }
+td.text, th.text { text-align: left; } tbody tr:hover { background: #f7f9fc; }
+td.best { font-weight: 700; } .delta { font-size: 0.72rem; margin-left: 0.35rem; }
+.better { color: #15803d; } .worse { color: #b91c1c; }
+.dot { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 50%; margin-right: 0.4rem; vertical-align: baseline; }
+tr.failed td { background: #fff5f5; } td.error { color: #991b1b; white-space: normal; min-width: 18rem; text-align: left; font-size: 0.78rem; }
+.plots { display: flex; flex-wrap: wrap; gap: 0.8rem; }
+.panel { border: 1px solid var(--line); border-radius: 6px; padding-top: 0.4rem; }
+.panel-title { font-weight: 600; font-size: 0.85rem; padding: 0 0.8rem; }
+img.figure { max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
+input.filter { padding: 0.35rem 0.6rem; border: 1px solid #cfd4dc; border-radius: 6px; width: 22rem; margin-bottom: 0.6rem; font: inherit; }
 """
 
 
-def run_table(frame: pd.DataFrame) -> str:
-    """One row per run; WER per test set as columns."""
-    keys = ["run_dir"]
+def human_count(value) -> str:
+    """1,510,000 -> 1.51M; 83,846 -> 83.8k."""
+    if value is None or pd.isna(value):
+        return ""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def cell(text="", *, value=None, css: str | None = None, title: str | None = None) -> str:
+    attributes = "".join([f' data-value="{html.escape(str(value))}"' if value is not None else "",
+                          f' class="{css}"' if css else "", f' title="{html.escape(title)}"' if title else ""])
+    return f"<td{attributes}>{text}</td>"
+
+
+def table(header: list[tuple[str, str]], rows: list[str], *, table_id: str) -> str:
+    """header: (label, css class) pairs; rows: `<tr>` strings."""
+    head = "".join(f'<th class="{css}">{html.escape(label)}</th>' for label, css in header)
+    return (f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def method_cell(method, colours: dict[str, str]) -> str:
+    colour = colours.get(method, "#999")
+    return cell(f'<span class="dot" style="background:{colour}"></span>{html.escape(str(method))}', css="text")
+
+
+def wer_cell(mean, std=None, baseline=None, *, best: bool = False) -> str:
+    """WER in percent, ± std when given (more than one seed), the change against `baseline` in small print."""
+    if mean is None or pd.isna(mean):
+        return cell(value="")
+    text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None and pd.notna(std) else "")
+    if baseline is not None and pd.notna(baseline):
+        change = 100 * (mean - baseline)
+        text += f'<span class="delta {"better" if change < 0 else "worse"}">{change:+.1f}</span>'
+    return cell(text, value=f"{mean:.6f}", css="best" if best else None)
+
+
+def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str, str]) -> str:
+    """A row per (model, data, configuration); WER mean ± std for every test set side by side."""
+    if summary.empty:
+        return '<p class="note">No completed runs with a WER yet.</p>'
+    keys = ["model", "data", "method", "configuration"]
+    best = summary.groupby(["model", "data", "test_set"], dropna=False)["wer_mean"].transform("min")
+    summary = summary.assign(is_best=summary["wer_mean"] <= best + 1e-12)
+    rows = []
+    for (model, data, method, configuration), group in summary.groupby(keys, dropna=False, sort=False):
+        by_test = group.set_index("test_set")
+        first = group.iloc[0]
+        share = first["trainable"] / first["total"] if first["total"] else None
+        cells = [cell(html.escape(str(configuration)), css="text"), method_cell(method, colours),
+                 cell(html.escape(str(model)), css="text"), cell(html.escape(str(data)), css="text"),
+                 cell(human_count(first["trainable"]), value=first["trainable"], title=f"{first['trainable']:,.0f}"),
+                 cell(f"{100 * share:.3g}%" if share is not None and pd.notna(share) else "", value=share if share is not None else ""),
+                 cell(str(int(group["seeds"].max())), value=int(group["seeds"].max()))]
+        for test_set in test_sets:
+            if test_set in by_test.index:
+                row = by_test.loc[test_set]
+                std = row["wer_std"] if row["seeds"] > 1 else None
+                cells.append(wer_cell(row["wer_mean"], std, row["baseline_wer"], best=bool(row["is_best"])))
+            else:
+                cells.append(cell(value=""))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    header = [("configuration", "text"), ("method", "text"), ("model", "text"), ("data", "text"), ("trainable", ""),
+              ("% of model", ""), ("seeds", "")] + [(f"WER {t}", "") for t in test_sets]
+    return table(header, rows, table_id="summary")
+
+
+def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str]) -> str:
+    """A row per run: status, configuration, WER per test set, cost; failed runs with their error."""
     info = frame.drop_duplicates("run_dir").set_index("run_dir")
-    pivot = frame.pivot_table(index=keys, columns="test_set", values="wer", aggfunc="first") if frame["test_set"].notna().any() else pd.DataFrame(index=info.index)
-    test_sets = list(pivot.columns)
-    header = ["configuration", "model", "data", "seed", "trainable", "status"] + [f"WER {t}" for t in test_sets] + ["run"]
+    scored = frame.dropna(subset=["test_set"])
+    wer = scored.pivot_table(index="run_dir", columns="test_set", values="wer", aggfunc="first") if not scored.empty else pd.DataFrame()
     rows = []
     for run_dir, row in info.iterrows():
-        cells = [f'<td class="text">{html.escape(str(row["configuration"]))}</td>',
-                 f'<td class="text">{html.escape(str(row["model"]))}</td>',
-                 f'<td class="text">{html.escape(str(row["data"]))}</td>', f'<td>{row["seed"]}</td>',
-                 f'<td data-value="{row["trainable"] or 0}">{int(row["trainable"]):,}</td>' if pd.notna(row["trainable"]) else "<td></td>",
-                 f'<td class="text" title="{html.escape(str(row["error"] or ""))}">{row["status"]}'
-                 + (f': {html.escape(str(row["error"])[:80])}' if row["status"] != "completed" and row["error"] else "") + "</td>"]
+        status = str(row["status"])
+        kind = status if status in ("completed", "failed") else "other"
+        cells = [cell(f'<span class="pill {kind}">{html.escape(status)}</span>', css="text", value=status),
+                 cell(html.escape(str(row["run"])), css="text", title=str(run_dir)),
+                 cell(html.escape(str(row["configuration"])), css="text"), method_cell(row["method"], colours),
+                 cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
+                 cell(html.escape(str(row["seed"]))),
+                 cell(human_count(row["trainable"]), value=row["trainable"] if pd.notna(row["trainable"]) else "")]
         for test_set in test_sets:
-            value = pivot.loc[run_dir, test_set] if run_dir in pivot.index else None
-            cells.append(f'<td data-value="{value}">{100 * value:.2f}</td>' if pd.notna(value) else '<td data-value="1e9"></td>')
-        cells.append(f'<td class="text">{html.escape(Path(str(run_dir)).name)}</td>')
-        css = ' class="failed"' if row["status"] != "completed" else ""
-        rows.append(f"<tr{css}>{''.join(cells)}</tr>")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            value = wer.loc[run_dir, test_set] if run_dir in wer.index and test_set in wer.columns else None
+            cells.append(wer_cell(value))
+        for key, digits in (("train_time_s", 0), ("peak_memory_mb", 0), ("global_step", 0)):
+            value = row[key]
+            cells.append(cell(f"{value:,.{digits}f}" if pd.notna(value) else "", value=value if pd.notna(value) else ""))
+        error = "" if pd.isna(row["error"]) or row["error"] is None else str(row["error"])
+        cells.append(cell(html.escape(error[:300]), css="error", title=error))
+        css = ' class="failed"' if status != "completed" else ""
+        rows.append(f'<tr{css}>{"".join(cells)}</tr>')
+    header = ([("status", "text"), ("run", "text"), ("configuration", "text"), ("method", "text"), ("model", "text"),
+               ("data", "text"), ("seed", ""), ("trainable", "")] + [(f"WER {t}", "") for t in test_sets]
+              + [("train time (s)", ""), ("peak memory (MB)", ""), ("steps", ""), ("error", "text")])
+    return table(header, rows, table_id="runs")
 
 
-def pareto_plots(summary: pd.DataFrame) -> str:
-    colours = method_colours(summary["method"]) if not summary.empty else {}
+def pareto_plots(summary: pd.DataFrame, colours: dict[str, str]) -> str:
+    """An interactive plotly figure per (model, data, test set)."""
     parts = []
-    for (model, data, test_set), panel in summary.groupby(["model", "data", "test_set"]):
-        panel = panel[panel["trainable"] > 0]
+    for (model, data, test_set), panel in summary.groupby(["model", "data", "test_set"], dropna=False, sort=False):
+        points, front = pareto_points(panel)
         figure = go.Figure()
-        for method, points in panel.groupby("method"):
+        for method in method_order(points["method"]):
+            chosen = points[points["method"] == method]
             figure.add_trace(go.Scatter(
-                x=points["trainable"], y=100 * points["wer_mean"], mode="markers", name=method,
-                marker={"color": colours[method], "size": 10},
-                error_y={"type": "data", "array": 100 * points["wer_std"], "visible": True},
-                text=points["configuration"] + " (" + points["seeds"].astype(str) + " seeds)",
-                hovertemplate="%{text}<br>%{x:,} parameters<br>WER %{y:.2f}%<extra></extra>"))
-        front = panel.iloc[pareto_frontier(panel["trainable"].tolist(), panel["wer_mean"].tolist())]
+                x=chosen["trainable"], y=100 * chosen["wer_mean"], mode="markers", name=method,
+                marker={"color": colours[method], "size": 10, "line": {"width": 1, "color": "white"}},
+                error_y={"type": "data", "array": 100 * chosen["wer_std"], "visible": True, "thickness": 1},
+                customdata=chosen[["configuration", "seeds"]].to_numpy(),
+                hovertemplate="<b>%{customdata[0]}</b><br>%{x:,} trainable parameters<br>"
+                              "WER %{y:.2f}% (%{customdata[1]} seeds)<extra></extra>"))
         figure.add_trace(go.Scatter(x=front["trainable"], y=100 * front["wer_mean"], mode="lines", name="Pareto frontier",
-                                    line={"color": "black", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
-        figure.update_layout(title=f"{model} · {data} · test={test_set}", xaxis={"type": "log", "title": "trainable parameters"},
-                             yaxis={"title": "WER (%)"}, width=560, height=420, margin={"l": 50, "r": 10, "t": 40, "b": 40})
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=False))
-    return f'<div class="plots">{"".join(parts)}</div>' if parts else "<p>No completed runs yet.</p>"
+                                    line={"color": "black", "dash": "dash", "shape": "hv", "width": 1}, hoverinfo="skip"))
+        reference = reference_wer(panel)
+        if reference is not None:
+            figure.add_hline(y=100 * reference, line={"color": "#888", "dash": "dot", "width": 1},
+                             annotation_text="before adaptation", annotation_font_size=10, annotation_font_color="#666")
+        figure.update_layout(template="plotly_white", width=560, height=380, margin={"l": 55, "r": 15, "t": 30, "b": 45},
+                             xaxis={"type": "log", "dtick": 1, "exponentformat": "SI", "title": "trainable parameters"},
+                             yaxis={"title": "WER (%)"}, legend={"font": {"size": 11}})
+        plot = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        parts.append(f'<div class="panel"><div class="panel-title">{html.escape(panel_title(model, data, test_set))}</div>{plot}</div>')
+    return f'<div class="plots">{"".join(parts)}</div>' if parts else '<p class="note">No completed runs with a WER yet.</p>'
 
 
-def write_dashboard(frame: pd.DataFrame, summary: pd.DataFrame, path: Path, *, unreadable: list[str]) -> Path:
-    failed = frame.drop_duplicates("run_dir")["status"].ne("completed").sum() if not frame.empty else 0
-    notes = f"{frame['run_dir'].nunique() if not frame.empty else 0} runs, {failed} not completed"
+def subspace_table(subspace: pd.DataFrame, colours: dict[str, str]) -> str:
+    rows = []
+    for _, row in subspace.iterrows():
+        rows.append("<tr>" + "".join([
+            cell(html.escape(str(row["configuration"])), css="text"), method_cell(row["method"], colours),
+            cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
+            cell(f"{row['input_mean']:.2f} ± {row['input_std']:.2f}", value=row["input_mean"]),
+            cell(f"{row['output_mean']:.2f} ± {row['output_std']:.2f}", value=row["output_mean"]),
+            cell(f"{row['relative_norm']:.3g}", value=row["relative_norm"]),
+            cell(f"{row['effective_rank']:.1f}", value=row["effective_rank"]), cell(str(row["seeds"]))]) + "</tr>")
+    header = [("configuration", "text"), ("method", "text"), ("model", "text"), ("data", "text"),
+              ("input angle (°)", ""), ("output angle (°)", ""), ("‖ΔW‖/‖W₀‖", ""), ("ΔW effective rank", ""), ("seeds", "")]
+    return table(header, rows, table_id="subspace")
+
+
+def image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def status_pills(frame: pd.DataFrame) -> str:
+    counts = frame.drop_duplicates("run_dir")["status"].value_counts() if not frame.empty else pd.Series(dtype=int)
+    return "".join(f'<span class="pill {s if s in ("completed", "failed") else "other"}">{n} {html.escape(str(s))}</span>'
+                   for s, n in counts.items())
+
+
+def write_dashboard(path: Path, *, frame: pd.DataFrame, summary: pd.DataFrame, pareto_summary: pd.DataFrame,
+                    subspace: pd.DataFrame, colours: dict[str, str], figures: dict[str, Path], unreadable: list[str]) -> Path:
+    """Write report.html: `summary` for the table, `pareto_summary` (its chosen test sets) for the
+    plots, `subspace` from `figures.subspace_summary`, `figures` the PNGs to inline by name."""
+    test_sets = ordered_test_sets(frame)
+    runs = frame["run_dir"].nunique() if not frame.empty else 0
+    warning = ""
     if unreadable:
-        notes += f"; {len(unreadable)} unreadable record(s): " + html.escape("; ".join(unreadable[:5]))
+        items = "".join(f"<li><code>{html.escape(problem)}</code></li>" for problem in unreadable)
+        warning = f'<div class="callout"><b>{len(unreadable)} unreadable file(s)</b>, left out:<ul>{items}</ul></div>'
+    subspace_section = ""
+    if not subspace.empty:
+        subspace_section = f"""<section><h2>Subspace diagnostics</h2>
+<p class="note">Mean principal angle between the top-r singular subspaces of the pretrained and the adapted weights
+(r = a fixed fraction of each layer's rank), input side (right singular vectors) vs output side (left), averaged over
+the adapted layers; mean ± std over seeds. Per layer type: subspace.csv.</p>
+{image(figures["subspace"], "principal angles per configuration")}{subspace_table(subspace, colours)}</section>"""
+    generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>asr-peft report</title>
-<style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script></head>
-<body><h1>asr-peft: WER against trainable parameters</h1><p class="note">{notes}</p>
-<h2>Pareto plots (mean ± std over seeds)</h2>{pareto_plots(summary)}
-<h2>Runs (click a column to sort)</h2>{run_table(frame) if not frame.empty else "<p>No runs.</p>"}
-<script>{SORT_SCRIPT}</script></body></html>"""
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>asr-peft report</title><style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script></head>
+<body><header><h1>asr-peft · parameter-efficient adaptation under domain shift</h1>
+<p>{runs} run record(s) {status_pills(frame)} · generated {generated}</p></header><main>{warning}
+<section><h2>Cross-domain summary</h2>
+<p class="note">WER (%) per test set, mean ± std over seeds (completed runs); the small number is the change against
+the model before adaptation (negative is better), so forgetting on the source domain and transfer to the other target
+domain show side by side. Bold: lowest WER of the column for that model and data. Click a header to sort.</p>
+{summary_table(summary, test_sets, colours)}</section>
+<section><h2>WER against trainable parameters</h2>
+<p class="note">Mean ± std over seeds; dashed: the Pareto frontier (fewer parameters and lower WER dominate);
+dotted: before adaptation. Hover a point for its configuration; click legend entries to hide methods.</p>
+{pareto_plots(pareto_summary, colours)}</section>
+<section><h2>Convergence</h2><p class="note">Validation WER against training step, mean over seeds.</p>
+{image(figures["convergence"], "validation WER against step")}</section>
+{subspace_section}
+<section><h2>Runs</h2><p class="note">Every record found, failed runs with their error. Click a header to sort.</p>
+<input class="filter" data-table="#runs" placeholder="Filter runs (e.g. failed, lora, synth_child)">
+{runs_table(frame, test_sets, colours) if not frame.empty else '<p class="note">No runs.</p>'}</section>
+</main><script>{SCRIPT}</script></body></html>"""
     path.write_text(page, encoding="utf-8")
     return path
