@@ -52,7 +52,7 @@ def _wers(data: str, capacity: float, rng: np.random.Generator) -> dict[str, flo
     wers = {target: BEFORE[target] - (BEFORE[target] - floor) * capacity,
             "source": BEFORE["source"] + 0.20 * capacity ** 3,
             other: BEFORE[other] - 0.12 * capacity + 0.10 * capacity ** 3}
-    return {k: float(np.clip(v + rng.normal(0, 0.008), 0.02, 1.2)) for k, v in wers.items()}
+    return {k: float(np.clip(wers[k] + rng.normal(0, 0.008), 0.02, 1.2)) for k in BEFORE}  # the data config's order
 
 
 def _record(directory: Path, name: str, method: dict, p: float, trainable: int, capacity: float, data: str, seed: int,

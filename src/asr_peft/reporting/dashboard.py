@@ -205,7 +205,7 @@ def pareto_plots(summary: pd.DataFrame, colours: dict[str, str]) -> str:
         if reference is not None:
             figure.add_hline(y=100 * reference, line={"color": "#888", "dash": "dot", "width": 1},
                              annotation_text="before adaptation", annotation_font_size=10, annotation_font_color="#666")
-        figure.update_layout(template="plotly_white", width=560, height=380, margin={"l": 55, "r": 15, "t": 30, "b": 45},
+        figure.update_layout(template="plotly_white", width=510, height=360, margin={"l": 55, "r": 15, "t": 30, "b": 45},
                              xaxis={"type": "log", "dtick": 1, "exponentformat": "SI", "title": "trainable parameters"},
                              yaxis={"title": "WER (%)"}, legend={"font": {"size": 11}})
         plot = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
