@@ -51,6 +51,8 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
     assert record["peak_memory_mb"] > 0 and record["train_time_s"] > 0
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "decode" / "test" / "hyp.trn").read_text().count("\n") == 2
+    subspace = json.loads((run_dir / "subspace.json").read_text())
+    assert subspace["overall"]["layers"] == 2 * 11 + 2 * 10 + 2  # owsm_all on 2 + 2 blocks, embed.out, output layer
     assert "adapted" in result.stdout and "WER" in result.stdout
     # The same command again must not overwrite a completed run.
     again = train_cli([*FAST, "method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=6",

@@ -23,9 +23,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import apply_method, parameter_plan, total_parameter_count, trainable_parameter_count
+from asr_peft.adapters.injection import match_modules
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.models import load_owsm
+from asr_peft.reporting.diagnostics import compute_subspace_diagnostics, write_subspace_diagnostics
 from asr_peft.training.datamodule import OWSMDataModule
 from asr_peft.training.module import OWSMLitModule
 from asr_peft.training.results import (claim_run_dir, git_commit, now_iso, package_versions, peak_memory_mb,
@@ -65,6 +67,15 @@ def _baseline_metrics(cfg: DictConfig, bundle, normalizer, run_dir: Path, skippe
     return metrics
 
 
+def _pretrained_targets(cfg: DictConfig, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the pretrained weights of the adapted modules, for the subspace diagnostics at the end."""
+    if not cfg.evaluation.get("subspace", False) or cfg.method.name == "frozen":
+        return {}
+    matches = match_modules(model, cfg.adapt.targets)
+    return {f"{name}.weight": module.weight.detach().clone() for name, _, module in matches
+            if isinstance(module, torch.nn.Linear)}
+
+
 def _build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -99,6 +110,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     if rank_zero_only.rank == 0:
         record["baseline_metrics"] = _baseline_metrics(cfg, bundle, normalizer, run_dir, skipped)
 
+    pretrained = _pretrained_targets(cfg, bundle.model)
     apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
     record["parameters"] = {"trainable": trainable_parameter_count(bundle.model),
                             "total": total_parameter_count(bundle.model)}
@@ -126,6 +138,10 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     record["metrics"] = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
                                         run_dir / "decode", skipped=skipped)
     record["skipped"] = dict(skipped)
+    if pretrained:
+        diagnostics = compute_subspace_diagnostics(pretrained, bundle.model, [k.removesuffix(".weight") for k in pretrained],
+                                                   svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
+        write_subspace_diagnostics(run_dir, diagnostics)
     record["peak_memory_mb"] = peak_memory_mb()
     for lightning_logger in trainer.loggers:
         lightning_logger.log_metrics({f"test/{name}/{key}": value for name, values in record["metrics"].items()
