@@ -29,7 +29,9 @@ NON_DISTINGUISHING = {"name", "embedding_targets", "seed", "projection_seed"}
 METHODS_USING_P = {"ssvd"}
 # Config groups whose differences between runs make different configurations (besides method/adapt).
 SETTING_GROUPS = ("optimizer", "trainer", "loader", "evaluation")
-DISPLAY_ONLY = {"evaluation.progress", "trainer.enable_progress_bar", "trainer.log_every_n_steps"}
+# Display, throughput and extra-output knobs: they change neither what is trained nor how it is scored.
+NO_EFFECT = {"evaluation.progress", "evaluation.max_batch_seconds", "evaluation.baseline", "evaluation.subspace",
+             "trainer.enable_progress_bar", "trainer.log_every_n_steps", "loader.num_workers"}
 GROUP_KEYS = ["model", "data", "test_set", "method", "configuration"]
 
 
@@ -116,7 +118,7 @@ def run_settings(record: dict) -> dict[str, Any]:
     """The settings that can make two runs of one method different configurations."""
     config = _mapping(record.get("config"))
     settings = {k: v for group in SETTING_GROUPS for k, v in flatten(_mapping(config.get(group)), f"{group}.").items()
-                if k not in DISPLAY_ONLY}
+                if k not in NO_EFFECT}
     settings["adapt.targets"] = _scalar(_mapping(record.get("adapt")).get("targets"))
     return settings
 
