@@ -108,6 +108,17 @@ def fake_sweep(root: str | Path) -> Path:
     return root
 
 
+PROBE = """
+const th = [...document.querySelectorAll('#runs th')].find(h => h.textContent === 'trainable');
+const column = () => [...document.querySelectorAll('#runs tbody tr')].map(r => r.cells[th.cellIndex].dataset.value);
+th.click(); const ascending = column();
+th.click(); const descending = column();
+const filter = document.querySelector('input.filter');
+filter.value = 'failed'; filter.dispatchEvent(new Event('input'));
+const visible = [...document.querySelectorAll('#runs tbody tr')].filter(r => !r.hidden).length;
+const probe = document.createElement('pre'); probe.id = 'probe';
+probe.textContent = JSON.stringify({ascending, descending, visible}); document.body.appendChild(probe);
+"""
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 
 
@@ -128,6 +139,15 @@ def test_dashboard_renders_offline_in_headless_chromium(tmp_path):
     assert runs.count("<tr") == 1 + 80 and runs.count('class="failed"') == 1 and "has diverged" in runs
     summary_rows = dom[dom.index('id="summary"'):]
     assert summary_rows[:summary_rows.index("</table>")].count("<tr") == 1 + 2 * len(GRID)
+
+    # The sorting and filtering scripts, driven in the browser: click "trainable" twice, then filter.
+    probe = tmp_path / "report" / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", f"<script>{PROBE}</script></body>"))
+    result = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dump_dom(probe)).group(1))
+    numbers = [float(v) for v in result["ascending"] if v != ""]
+    assert numbers == sorted(numbers) and len(numbers) == 80 and numbers[0] == 0  # frozen first
+    assert [float(v) for v in result["descending"] if v != ""] == sorted(numbers, reverse=True)
+    assert result["visible"] == 1  # "failed" leaves the one failed run
 
     png = screenshot(page, tmp_path / "shot.png", width=1400, height=1600)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
