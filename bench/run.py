@@ -2,9 +2,9 @@
 
 1. Layer level (d=384, k=153, T=1000 tokens, the spec's "Efficient computation" setting): a training
    step (forward + backward) of each SSVD formulation and LoRA r=32, relative to a frozen layer.
-2. Model level, OWSM v3.1 base architecture (random weights, 2 x 20 s, CPU): training-step time and
+2. Model level, OWSM v3.1 base architecture (random weights, 2 x 10 s, CPU): training-step time and
    peak resident memory of every method relative to LoRA r=32 (one fresh process per method).
-3. Inference: merged and unmerged SSVD relative to the base model.
+3. Inference (encoder, 2 x 10 s): merged and unmerged SSVD relative to the base model.
 4. SVD set-up for every adapted OWSM-1B layer (owsm_all targets), cold and from the on-disk cache.
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
@@ -73,7 +73,8 @@ def layer_level() -> dict[str, float]:
 def model_level(mode: str, methods: dict) -> dict[str, dict]:
     results = {}
     for name, method in methods.items():
-        out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode],
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode,
+                              "--seconds", "10", "--repeats", "2"],
                              capture_output=True, text=True, timeout=1800)
         if out.returncode != 0:
             raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
@@ -113,7 +114,7 @@ def main() -> None:
     report["layer_vs_frozen"] = layer_level()
     for name, ratio in report["layer_vs_frozen"].items():
         print(f"   {name:<24} {ratio:5.2f}x")
-    print("2. OWSM-base training step (2 x 20 s, CPU), relative to LoRA r=32")
+    print("2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32")
     steps = model_level("train", METHODS)
     report["train_step"] = steps
     lora = steps["lora r=32"]["seconds"]
@@ -122,7 +123,7 @@ def main() -> None:
         print(f"   {name:<38} {values['seconds'] / lora:9.2f} {values['trainable']:>12,} {values['peak_rss_mb']:>12.0f}")
     ssvd, reference = steps["ssvd p=0.4"]["seconds"], steps["ssvd p=0.4 (reference: rebuild W')"]["seconds"]
     print(f"   SSVD / reference formulation: {ssvd / reference:.2f}x")
-    print("3. inference (encoder, 2 x 20 s), relative to the base model")
+    print("3. inference (encoder, 2 x 10 s), relative to the base model")
     inference = model_level("infer-base", {"base": {"name": "frozen"}})
     inference.update({f"ssvd {m}": v for m, v in zip(("merged", "unmerged"), [
         model_level(mode, {"ssvd": {"name": "ssvd"}})["ssvd"] for mode in ("infer-merged", "infer-unmerged")])})
