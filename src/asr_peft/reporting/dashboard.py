@@ -100,6 +100,11 @@ def cell(text="", *, value=None, css: str | None = None, title: str | None = Non
     return f"<td{attributes}>{text}</td>"
 
 
+def number_cell(value, text: str) -> str:
+    """A numeric cell sorted by its value; empty when the value is missing."""
+    return cell(text, value=value) if value is not None and pd.notna(value) else cell(value="")
+
+
 def table(header: list[tuple[str, str]], rows: list[str], *, table_id: str) -> str:
     """header: (label, css class) pairs; rows: `<tr>` strings."""
     head = "".join(f'<th class="{css}">{html.escape(label)}</th>' for label, css in header)
@@ -134,12 +139,11 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
     for (model, data, method, configuration), group in summary.groupby(keys, dropna=False, sort=False):
         by_test = group.set_index("test_set")
         first = group.iloc[0]
-        share = first["trainable"] / first["total"] if first["total"] else None
+        share = first["trainable"] / first["total"] if first["total"] else float("nan")
         cells = [cell(html.escape(str(configuration)), css="text"), method_cell(method, colours),
                  cell(html.escape(str(model)), css="text"), cell(html.escape(str(data)), css="text"),
-                 cell(human_count(first["trainable"]), value=first["trainable"], title=f"{first['trainable']:,.0f}"),
-                 cell(f"{100 * share:.3g}%" if share is not None and pd.notna(share) else "", value=share if share is not None else ""),
-                 cell(str(int(group["seeds"].max())), value=int(group["seeds"].max()))]
+                 number_cell(first["trainable"], human_count(first["trainable"])),
+                 number_cell(share, f"{100 * share:.3g}%"), number_cell(group["seeds"].max(), str(group["seeds"].max()))]
         for test_set in test_sets:
             if test_set in by_test.index:
                 row = by_test.loc[test_set]
@@ -167,14 +171,13 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
                  cell(html.escape(str(row["configuration"])), css="text"), method_cell(row["method"], colours),
                  cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
                  cell(html.escape(str(row["seed"]))),
-                 cell(human_count(row["trainable"]), value=row["trainable"] if pd.notna(row["trainable"]) else "")]
+                 number_cell(row["trainable"], human_count(row["trainable"]))]
         for test_set in test_sets:
             value = wer.loc[run_dir, test_set] if run_dir in wer.index and test_set in wer.columns else None
             cells.append(wer_cell(value))
-        for key, digits in (("train_time_s", 0), ("peak_memory_mb", 0), ("global_step", 0)):
-            value = row[key]
-            cells.append(cell(f"{value:,.{digits}f}" if pd.notna(value) else "", value=value if pd.notna(value) else ""))
-        error = "" if pd.isna(row["error"]) or row["error"] is None else str(row["error"])
+        for key in ("train_time_s", "peak_memory_mb", "global_step"):
+            cells.append(number_cell(row[key], f"{row[key]:,.0f}"))
+        error = "" if pd.isna(row["error"]) else str(row["error"])
         cells.append(cell(html.escape(error[:300]), css="error", title=error))
         css = ' class="failed"' if status != "completed" else ""
         rows.append(f'<tr{css}>{"".join(cells)}</tr>')

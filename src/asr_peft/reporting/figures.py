@@ -42,7 +42,7 @@ def configuration_colours(pairs: Iterable[tuple[str, str]], colours: dict[str, s
     for method, configurations in by_method.items():
         base = np.array(matplotlib.colors.to_rgb(colours[method]))
         for i, configuration in enumerate(configurations):
-            mix = 0.55 * i / max(1, len(configurations) - 1) if len(configurations) > 1 else 0.0
+            mix = 0.55 * i / max(1, len(configurations) - 1)
             shades[configuration] = matplotlib.colors.to_hex(base + (1 - base) * mix)
     return shades
 
