@@ -124,7 +124,8 @@ def wer_cell(mean, std=None, baseline=None, *, best: bool = False) -> str:
     text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None and pd.notna(std) else "")
     if baseline is not None and pd.notna(baseline):
         change = 100 * (mean - baseline)
-        text += f'<span class="delta {"better" if change < 0 else "worse"}">{change:+.1f}</span>'
+        tone = "better" if change < -0.05 else "worse" if change > 0.05 else ""  # as printed: ±0.0 is no change
+        text += f'<span class="delta {tone}">{change:+.1f}</span>'
     return cell(text, value=f"{mean:.6f}", css="best" if best else None)
 
 
