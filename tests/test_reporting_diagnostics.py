@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from asr_peft.adapters.injection import module_type
 from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.ssvd import SSVDLinear
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.errors import ConfigError
-from asr_peft.reporting.diagnostics import (SUBSPACE_FILE, compute_subspace_diagnostics, effective_rank, layer_type,
+from asr_peft.reporting.diagnostics import (SUBSPACE_FILE, compute_subspace_diagnostics, effective_rank,
                                             principal_angles_deg, write_subspace_diagnostics)
 
 D_OUT, D_IN = 40, 30
@@ -140,8 +141,8 @@ def test_principal_angles_and_effective_rank_helpers():
     assert principal_angles_deg(e[:, :1], tilted) == pytest.approx([45.0])
     assert effective_rank(torch.tensor([1.0, 1.0, 1.0, 1.0])) == pytest.approx(4.0)
     assert effective_rank(torch.zeros(3)) == 0.0
-    assert layer_type("decoder.decoders.11.self_attn.linear_v") == "decoder.self_attn.linear_v"
-    assert layer_type("0") == "0"
+    assert module_type("decoder.decoders.11.self_attn.linear_v") == "decoder.self_attn.linear_v"
+    assert module_type("0") == "0"
 
 
 def test_bad_inputs_name_the_module(tmp_path):

@@ -30,3 +30,10 @@ def test_run_names_come_from_the_command_line():
     assert run_name("") == "defaults"
     assert run_name("adapt.p=0.4,method=ssvd") == "adapt.p=0.4,method=ssvd"
     assert run_name("data.corpus_dir=/a b/c") == "data.corpus_dir=_a_b_c"
+
+
+def test_long_run_names_stay_legal_unique_and_stable():
+    overrides = ",".join(f"method.key{i}=value{i}" for i in range(40))
+    name = run_name(overrides)
+    assert len(name) <= 120 and name == run_name(overrides) and name != run_name(overrides + ",x=1")
+    assert name.startswith("method.key0=value0")

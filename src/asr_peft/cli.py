@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -17,9 +18,19 @@ from asr_peft.errors import AsrPeftError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+MAX_RUN_NAME = 120  # file systems allow 255 bytes; leave room for Hydra's and Lightning's own suffixes
+
+
 def run_name(override_dirname: str) -> str:
-    """A directory name from a command line's overrides; `defaults` when there are none."""
+    """A directory name from a command line's overrides; `defaults` when there are none.
+
+    Long override lists (sweeps over many keys) keep a readable prefix and a hash of the whole list,
+    so the name stays unique, stable (the same command finds the same run) and a legal file name.
+    """
     name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", override_dirname or "")
+    if len(name) > MAX_RUN_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = f"{name[:MAX_RUN_NAME - 13]}-{digest}"
     return name or "defaults"
 
 

@@ -46,3 +46,9 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def module_type(name: str) -> str:
+    """A module's name without block indices: `encoder.encoders.3.attn.linear_q` -> `encoder.attn.linear_q`."""
+    kind = ".".join(part for part in name.split(".") if not part.isdigit() and part not in ("encoders", "decoders"))
+    return kind or name

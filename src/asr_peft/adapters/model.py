@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
-from asr_peft.adapters.injection import match_modules, replace_module
+from asr_peft.adapters.injection import match_modules, module_type, replace_module
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.registry import get_method
 from asr_peft.adapters.svd import thin_svds
@@ -156,7 +156,7 @@ def parameter_plan(model: nn.Module) -> dict[str, Any]:
     """
     per_type: dict[str, dict[str, int]] = {}
     for name, module in adapter_modules(model):
-        kind = ".".join(p for p in name.split(".") if not p.isdigit() and p not in ("encoders", "decoders"))
+        kind = module_type(name)
         row = per_type.setdefault(kind, {"modules": 0, "trainable": 0})
         row["modules"] += 1
         row["trainable"] += sum(p.numel() for _, p in module.named_adapter_parameters() if p.requires_grad)

@@ -48,18 +48,13 @@ import torch
 from torch import nn
 
 from asr_peft.adapters.model import ADAPTER_TYPES
+from asr_peft.adapters.injection import module_type
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.errors import ConfigError
 
 SUBSPACE_FILE = "subspace.json"
 FORMAT = 1
 WeightSource = nn.Module | Mapping[str, torch.Tensor]
-
-
-def layer_type(module_name: str) -> str:
-    """`encoder.encoders.3.attn.linear_q` -> `encoder.attn.linear_q` (block indices dropped)."""
-    kind = ".".join(part for part in module_name.split(".") if not part.isdigit() and part not in ("encoders", "decoders"))
-    return kind or module_name
 
 
 def _weight(source: WeightSource, name: str, *, adapted: bool) -> torch.Tensor:
@@ -157,7 +152,7 @@ def compute_subspace_diagnostics(base_model: WeightSource, adapted_model: Weight
         layers = {}
         for name, W0, W1, svd0, svd1 in zip(names, base, adapted, svds0, svds1):
             rank = max(1, math.floor(rank_fraction * min(W0.shape)))
-            layers[name] = {"type": layer_type(name), **_layer_diagnostics(W0, W1.to(W0.device), svd0, svd1, rank, spectrum_head)}
+            layers[name] = {"type": module_type(name), **_layer_diagnostics(W0, W1.to(W0.device), svd0, svd1, rank, spectrum_head)}
     grouped: dict[str, list[dict]] = defaultdict(list)
     for entry in layers.values():
         grouped[entry["type"]].append(entry)
