@@ -3,7 +3,7 @@
 # scoring), libsndfile. Installed with apt-get when missing and we are root; otherwise we say what to do.
 # EXTRA_APT adds packages (the Makefile passes chromium for the browser test of the dashboard).
 set -euo pipefail
-declare -A binary_of=([espeak-ng]=espeak-ng [flite]=flite [sox]=sox [sctk]=sclite [libsndfile1]=)
+declare -A binary_of=([espeak-ng]=espeak-ng [flite]=flite [sox]=sox [sctk]=sctk [libsndfile1]=)
 missing=()
 for package in espeak-ng flite sox sctk libsndfile1 ${EXTRA_APT:-}; do
   binary=${binary_of[$package]-$package}
