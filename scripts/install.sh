@@ -19,7 +19,6 @@ fi
 
 echo "building $VENV from requirements/lock.txt (first time: several minutes)"
 python3 -m venv "$VENV"
-"$PY" -m pip install -q --upgrade "pip>=24"
 # --no-deps everywhere: the lock is complete, and no resolver may choose a torch (or a setuptools) itself.
 "$PY" -m pip install -q --no-deps -r requirements/lock.txt
 # ESPnet pins setuptools<74 while torch 2.14 needs >=77; its runtime needs are in the lock instead.
