@@ -54,6 +54,13 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
     subspace = json.loads((run_dir / "subspace.json").read_text())
     assert subspace["overall"]["layers"] == 2 * 11 + 2 * 10 + 2  # owsm_all on 2 + 2 blocks, embed.out, output layer
     assert "adapted" in result.stdout and "WER" in result.stdout
+    # evaluate.py rescoring the run's best checkpoint reproduces the run's own test WER, in trn files too.
+    rescored = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", "evaluation.progress=false"],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "ASR_PEFT_ROOT": str(ROOT)})
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    evaluation = json.loads(next((run_dir / "eval").glob("*/eval.json")).read_text())
+    assert evaluation["metrics"]["test"]["wer"] == pytest.approx(record["metrics"]["test"]["wer"])
+    assert next((run_dir / "eval").glob("*/test/ref.trn")).read_text() == (run_dir / "decode" / "test" / "ref.trn").read_text()
     # The same command again must not overwrite a completed run.
     again = train_cli([*FAST, "method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=6",
                        "trainer.val_check_interval=3", f"hydra.run.dir={run_dir}"])

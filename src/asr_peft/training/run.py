@@ -146,7 +146,20 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     for lightning_logger in trainer.loggers:
         lightning_logger.log_metrics({f"test/{name}/{key}": value for name, values in record["metrics"].items()
                                       for key, value in values.items() if isinstance(value, (int, float))})
+        if hasattr(lightning_logger, "log_table"):  # W&B: a per-run table of test transcripts
+            lightning_logger.log_table(key="test_decodes", columns=["test set", "reference", "hypothesis"],
+                                       data=_decode_rows(run_dir / "decode"))
     return record
+
+
+def _decode_rows(decode_dir: Path, per_set: int = 50) -> list[list[str]]:
+    """(test set, reference, hypothesis) for the first utterances of each test set's trn files."""
+    rows = []
+    for set_dir in sorted(p for p in decode_dir.iterdir() if p.is_dir()):
+        refs = (set_dir / "ref.trn").read_text(encoding="utf-8").splitlines()[:per_set]
+        hyps = (set_dir / "hyp.trn").read_text(encoding="utf-8").splitlines()[:per_set]
+        rows += [[set_dir.name, ref.rsplit(" (", 1)[0], hyp.rsplit(" (", 1)[0]] for ref, hyp in zip(refs, hyps)]
+    return rows
 
 
 def new_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
