@@ -49,5 +49,5 @@ bench: install
 lock:
 	rm -rf .lock-venv && python3 -m venv .lock-venv
 	.lock-venv/bin/pip install -q -r requirements/top.in -r requirements/espnet-runtime.in
-	( head -2 requirements/lock.txt; .lock-venv/bin/pip freeze --exclude-editable ) > requirements/lock.txt.new
+	( head -2 requirements/lock.txt; .lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' ) > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv
