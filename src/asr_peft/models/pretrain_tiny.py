@@ -46,26 +46,34 @@ def prepare(corpus_dir: Path, out_dir: Path = PREPARED) -> None:
 
 
 def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
-    """Export the run's best checkpoint in fp16 with its data card and training summary."""
+    """Export the run's best checkpoint in fp16, score the exported model, and add its card and summary."""
+    from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.checkpoint import load_trained_run
+    from asr_peft.evaluation.scoring import score_test_sets
+    from asr_peft.models.owsm import load_exported
 
-    bundle, _, checkpoint = load_trained_run(run_dir, "best")
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    bundle, run_cfg, checkpoint = load_trained_run(run_dir, "best")
     staging = out_dir.with_name(out_dir.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     export_espnet_dir(bundle, staging, half=True)
-    corpus_card = Path(results["config"]["data"]["corpus_dir"]) / "card.json"
-    if corpus_card.is_file():
-        shutil.copyfile(corpus_card, staging / "data_card.json")
-    summary = {key: results.get(key) for key in ("metrics", "parameters", "train_time_s", "global_step",
-                                                 "validation_history", "packages", "git_commit")}
-    summary.update({"checkpoint": Path(checkpoint).name, "model": results["config"]["model"]})
+    data = OmegaConf.to_container(run_cfg.data, resolve=True)
+    shipped = load_exported(staging)  # what users get: the fp16 weights, loaded back
+    metrics = score_test_sets(shipped, data, {"decode": "ctc_greedy", "progress": False},
+                              get_normalizer(data["normalizer"]), out_dir=None)
+    shutil.copyfile(Path(data["corpus_dir"]) / "card.json", staging / "data_card.json")
+    state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=False)
+    summary = {"metrics": metrics, "decode": "ctc_greedy", "global_step": state.get("global_step"),
+               "validation_history": state.get("validation_history", []), "checkpoint": Path(checkpoint).name,
+               "parameters": sum(p.numel() for p in shipped.model.parameters()),
+               "model": OmegaConf.to_container(run_cfg.model, resolve=True),
+               "optimizer": OmegaConf.to_container(run_cfg.optimizer, resolve=True),
+               "trainer": {k: v for k, v in OmegaConf.to_container(run_cfg.trainer, resolve=True).items() if k != "_target_"}}
     (staging / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     write_checksums(staging)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # the checkpoint is a build product of this recipe; git keeps its history
     staging.rename(out_dir)
-    print(f"exported {out_dir}")
+    print(f"exported {out_dir}: " + ", ".join(f"{k} WER {100 * v['wer']:.1f}%" for k, v in metrics.items()))
 
 
 def main() -> None:
