@@ -128,12 +128,14 @@ def test_unknown_config_values_give_one_line_errors(args, expected):
 
 
 def test_bad_inputs_fail_before_training_and_name_the_culprit(tiny_corpus, tmp_path):
+    valid = (tiny_corpus / "valid.jsonl").read_text()
     (tiny_corpus / "valid.jsonl").write_text('{"id": "x", "audio": "audio/missing.wav", "text": "hi"}\n')
     with pytest.raises(DataError, match="missing.wav does not exist"):
         run_in_process(["method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "a")
     assert json.loads((tmp_path / "a" / "results.json").read_text())["status"] == "failed"
     with pytest.raises(ModelLoadError, match="model.path"):
         run_in_process(["model=owsm_0.1b", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "b")
+    (tiny_corpus / "valid.jsonl").write_text(valid)
     with pytest.raises(ConfigError, match="adapt.p"):
         run_in_process(["method=ssvd", "adapt.p=1.5", "data=manifest", f"data.corpus_dir={tiny_corpus}",
                         "data.on_error=skip", "evaluation.baseline=false"], tmp_path / "c")

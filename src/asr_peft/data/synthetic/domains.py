@@ -13,6 +13,10 @@ Physical ranges (and why):
   wider espeak rate range (150-230) the result is the faster, more variable rate the task calls for.
 - Dialect (`dialect`): accents the source never contains: Scottish (rhotic), Caribbean (th-stopping),
   Lancastrian and West Midlands (h-dropping) English, with the same adult voice variants.
+Measured on the generated test sets (median of per-utterance median F0, yin; spectral centroid):
+source 112 Hz / 1.89 kHz, child 198 Hz / 2.34 kHz, dialect 107 Hz / 1.96 kHz. The child F0 lands
+below the 220-300 Hz of real 8-11 year olds because male-based variants start low; the formant shift
+(x1.24 centroid) is in the intended range.
 Every utterance gets a random level (-26 to -16 dBFS RMS) and light white noise (SNR 30-45 dB).
 """
 
