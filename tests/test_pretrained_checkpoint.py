@@ -46,3 +46,10 @@ def test_checkpoint_loads_and_transcribes_fresh_source_speech():
     hypotheses = ctc_greedy_decode(bundle, batch, lengths)
     rates = error_rates(sentences, hypotheses, get_normalizer("whisper_basic"))
     assert rates["cer"] < 0.35, (rates, hypotheses)
+
+
+def test_meta_device_plan_of_a_local_checkpoint_reads_no_weights():
+    model = compose_config("train", ["model=owsm_tiny_pretrained"]).model
+    bundle = load_owsm(OmegaConf.to_container(model, resolve=True), device="meta")
+    parameters = list(bundle.model.parameters())
+    assert all(p.is_meta for p in parameters) and sum(p.numel() for p in parameters) == 3_761_884

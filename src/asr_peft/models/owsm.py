@@ -192,6 +192,9 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
         raise ModelLoadError(f"cannot read {config_file}: {err}") from err
     s2t_config = _resolve_paths(s2t_config, root)
     model = build_model(s2t_config, device=device)
+    if str(device) == "meta":  # planning: the architecture from config.yaml, no weights read
+        tokenizer, converter = _tokenizer_for(s2t_config)
+        return OWSMBundle(model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter, source="meta")
     try:
         state = torch.load(weights_file, map_location=device, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged file
