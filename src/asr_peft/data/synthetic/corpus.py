@@ -1,14 +1,13 @@
 """Planning, rendering and caching the synthetic domain-shift corpus.
 
-Splits at scale 1.0 (utterances; hours are measured in the corpus's CARD.md):
-    source_train  19,500  pretraining (>= 8 h: utterances average 1.6 s), adult voices, standard accents
-    source_dev, child_dev, dialect_dev  300 each: the same 300 dev sentences in every domain
-    child_adapt 2,500, dialect_adapt 2,100  adaptation sets (about 1 h each)
-    source_test, child_test, dialect_test  600 each: the same 600 test sentences in every domain
-Dev and test sentences are held out first and never occur in a training split (source_train,
-child_adapt, dialect_adapt); paired dev and test sets make a domain gap come from voice and
-pronunciation alone. Every random choice is drawn up front from one generator seeded with `seed`,
-and each utterance's audio depends only on its drawn specification: a seed fixes the corpus bytes.
+Splits (utterance counts at scale 1.0):
+    source_train 16,500 (>= 8 h)   pretraining, adult standard-accent voices
+    source_dev   300
+    child_adapt  3,000 (~1 h; child utterances are faster)   child_dev   300
+    dialect_adapt 1,900 (~1 h)  dialect_dev 300
+    source_test / child_test / dialect_test 600 each: the same sentences in every domain (paired)
+Sentences are partitioned first: test and dev sentences never occur in a training split.
+Every random choice is drawn up front from one seeded generator, so a seed fixes the corpus exactly.
 """
 
 from __future__ import annotations
@@ -18,138 +17,137 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
-from multiprocessing import get_context
+from dataclasses import asdict
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from asr_peft.data.synthetic import engines
-from asr_peft.data.synthetic.card import write_card
+from asr_peft.data.synthetic.domains import DOMAINS, FEMALE_VARIANTS, LEVEL_DBFS, MALE_VARIANTS, SNR_DB
 from asr_peft.data.synthetic.render import SAMPLE_RATE, Rendering, render_to_file
-from asr_peft.data.synthetic.text import SENTENCES, hold_out, load_sentences
-from asr_peft.data.synthetic.voices import domains, draw_voice
 from asr_peft.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
-LEVEL_DBFS = (-26.0, -16.0)  # RMS level of each utterance
-SNR_DB = (30.0, 45.0)        # white noise below that level: clean, but never digital silence
+GENERATOR_VERSION = 1
+SENTENCES = Path(__file__).with_name("sentences.txt")
+SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
+    "source_train": ("source", 16500, "train"), "source_dev": ("source", 300, "dev"),
+    "child_adapt": ("child", 3000, "train"), "child_dev": ("child", 300, "dev"),
+    "dialect_adapt": ("dialect", 1900, "train"), "dialect_dev": ("dialect", 300, "dev"),
+    "source_test": ("source", 600, "test"), "child_test": ("child", 600, "test"),
+    "dialect_test": ("dialect", 600, "test"),
+}
+COMPLETE = "COMPLETE"
 
 
-@dataclass(frozen=True)
-class Split:
-    name: str
-    domain: str
-    utterances: int  # at scale 1.0
-    pool: str        # "train", "dev" or "test" sentences
+def load_sentences() -> list[str]:
+    return [line.strip() for line in SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-SPLITS = (
-    Split("source_train", "source", 19500, "train"), Split("source_dev", "source", 300, "dev"),
-    Split("child_adapt", "child", 2500, "train"), Split("child_dev", "child", 300, "dev"),
-    Split("dialect_adapt", "dialect", 2100, "train"), Split("dialect_dev", "dialect", 300, "dev"),
-    Split("source_test", "source", 600, "test"), Split("child_test", "child", 600, "test"),
-    Split("dialect_test", "dialect", 600, "test"),
-)
-COMPLETE, GENERATING = "COMPLETE.json", "GENERATING.json"
+def partition(sentences: list[str], rng: np.random.Generator, scale: float) -> dict[str, list[str]]:
+    order = rng.permutation(len(sentences))
+    n_test, n_dev = math.ceil(600 * scale), math.ceil(300 * scale)
+    shuffled = [sentences[i] for i in order]
+    return {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev], "train": shuffled[n_test + n_dev:]}
 
 
-def scaled(count: int, scale: float) -> int:
-    return max(1, math.ceil(count * scale))
+def draw(domain_name: str, text: str, rng: np.random.Generator) -> Rendering:
+    domain = DOMAINS[domain_name]
+    female = rng.random() < len(FEMALE_VARIANTS) / (len(FEMALE_VARIANTS) + len(MALE_VARIANTS))
+    variant = rng.choice(FEMALE_VARIANTS if female else MALE_VARIANTS)
+    low, high = domain.vtlp_female if female else domain.vtlp_male
+    # Quantised so that the resampling ratio stays a small fraction (fast, exact to reproduce).
+    target_rate = round(SAMPLE_RATE / rng.uniform(low, high) / 50) * 50
+    return Rendering(
+        text=text, voice=f"{rng.choice(domain.accents)}+{variant}", pitch=int(rng.integers(*domain.pitch, endpoint=True)),
+        rate=int(rng.integers(*domain.rate, endpoint=True)), vtlp=SAMPLE_RATE / target_rate,
+        level_dbfs=float(rng.uniform(*LEVEL_DBFS)), snr_db=float(rng.uniform(*SNR_DB)),
+        noise_seed=int(rng.integers(2**31)))
 
 
-def plan(seed: int, scale: float, flite: bool) -> dict[str, list[Rendering]]:
-    """Every utterance of every split, drawn from one generator seeded with `seed`."""
+def plan(seed: int, scale: float) -> dict[str, list[Rendering]]:
     rng = np.random.default_rng(seed)
-    held_counts = {pool: max(scaled(s.utterances, scale) for s in SPLITS if s.pool == pool) for pool in ("dev", "test")}
-    held, training = hold_out(load_sentences(), held_counts["dev"] + held_counts["test"], rng)
-    pools = {"test": held[: held_counts["test"]], "dev": held[held_counts["test"]:], "train": training}
-    voices = domains(flite)
+    pools = partition(load_sentences(), rng, scale)
     planned = {}
-    for split in SPLITS:
-        count, pool = scaled(split.utterances, scale), pools[split.pool]
-        if split.pool == "train":  # every training sentence once before any twice
-            order = np.concatenate([rng.permutation(len(pool)) for _ in range(math.ceil(count / len(pool)))])
-            texts = [pool[i] for i in order[:count]]
+    for split, (domain, count, pool) in SPLITS.items():
+        sentences = pools[pool]
+        if pool == "train":
+            texts = [sentences[i] for i in rng.integers(len(sentences), size=math.ceil(count * scale))]
         else:
-            texts = pool[:count]
-        planned[split.name] = [
-            Rendering(text, draw_voice(voices[split.domain], rng, SAMPLE_RATE), float(rng.uniform(*LEVEL_DBFS)),
-                      float(rng.uniform(*SNR_DB)), int(rng.integers(2**31)))
-            for text in texts]
+            texts = sentences[: math.ceil(count * scale)]
+        planned[split] = [draw(domain, text, rng) for text in texts]
     return planned
 
 
-def settings(seed: int, scale: float, flite: bool) -> dict:
-    """What determines the corpus; its hash marks a finished corpus."""
-    sentences = hashlib.sha256(SENTENCES.read_bytes()).hexdigest()[:16]
-    values = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale, "flite": flite, "sentences": sentences}
-    values["hash"] = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-    return values
+def settings_hash(seed: int, scale: float) -> str:
+    payload = json.dumps({"seed": seed, "scale": scale, "version": GENERATOR_VERSION,
+                          "sentences": hashlib.sha256(SENTENCES.read_bytes()).hexdigest()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def utterance_id(split: str, index: int) -> str:
-    return f"{split}-{index:05d}"
-
-
-def generate(out_dir: Path, wanted: dict, workers: int) -> None:
-    """Render every planned utterance (skipping finished files), then write manifests and the card."""
-    planned = plan(wanted["seed"], wanted["scale"], wanted["flite"])
-    jobs = [(spec, str(out_dir / "audio" / split / f"{utterance_id(split, i)}.flac"))
+def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None) -> None:
+    planned = plan(seed, scale)
+    jobs = [(spec, str(out_dir / "audio" / split / f"{split}_{i:05d}.flac"))
             for split, specs in planned.items() for i, spec in enumerate(specs)]
-    # fork: the workers inherit the imported modules; the synthesisers fork per utterance anyway.
-    with get_context("fork").Pool(workers) as pool:
-        durations = list(tqdm(pool.imap(render_to_file, jobs, chunksize=8), total=len(jobs),
-                              desc="synthesising", unit="utt", dynamic_ncols=True))
-    index = 0
+    todo = [job for job in jobs if not (os.path.exists(job[1]) and os.path.getsize(job[1]) > 0)]
+    with Pool(workers or os.cpu_count()) as pool:
+        for _ in tqdm(pool.imap(render_to_file, todo, chunksize=16), total=len(todo), desc="rendering", unit="utt"):
+            pass
+    import soundfile
+
+    card_splits = {}
     for split, specs in planned.items():
-        lines = []
+        lines, seconds = [], 0.0
         for i, spec in enumerate(specs):
-            name = utterance_id(split, i)
+            name = f"{split}_{i:05d}"
+            path = out_dir / "audio" / split / f"{name}.flac"
+            duration = soundfile.info(str(path)).duration
+            seconds += duration
             lines.append(json.dumps({"id": name, "audio": f"audio/{split}/{name}.flac", "text": spec.text,
-                                     "duration": round(durations[index], 4), "speaker": spec.draw.voice.speaker,
-                                     "language": "eng"}))
-            index += 1
+                                     "duration": round(duration, 3), "speaker": spec.voice, "language": "eng"}))
         (out_dir / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_card(out_dir, wanted, planned, durations)
+        card_splits[split] = {"domain": SPLITS[split][0], "utterances": len(specs), "hours": round(seconds / 3600, 3),
+                              "distinct_sentences": len({s.text for s in specs}),
+                              "voices": sorted({s.voice for s in specs})}
+    write_card(out_dir, seed, scale, card_splits)
 
 
-def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None,
-                  flite: bool = True) -> Path:
-    """The corpus directory, generated first unless it already holds the corpus for these settings.
+def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
+    card = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale, "sample_rate": SAMPLE_RATE,
+            "synthesiser": "espeak-ng", "text": "Princeton WordNet 3.0 example sentences (see SENTENCES_LICENSE.txt)",
+            "domains": {name: asdict(domain) for name, domain in DOMAINS.items()},
+            "level_dbfs": LEVEL_DBFS, "snr_db": SNR_DB, "splits": splits}
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    rows = "\n".join(f"| {s} | {v['domain']} | {v['utterances']} | {v['hours']:.2f} | {v['distinct_sentences']} |"
+                     for s, v in splits.items())
+    domains = "\n".join(f"- **{d.name}**: accents {', '.join(d.accents)}; espeak pitch {d.pitch}, rate {d.rate} wpm; "
+                        f"VTLP factor {d.vtlp_male} (male variants), {d.vtlp_female} (female)" for d in DOMAINS.values())
+    (out_dir / "CARD.md").write_text(
+        f"# Synthetic domain-shift corpus (seed {seed}, scale {scale})\n\nSynthesised offline with espeak-ng from "
+        f"WordNet 3.0 example sentences; 16 kHz mono FLAC. Physical ranges and their rationale: "
+        f"`asr_peft/data/synthetic/domains.py`.\n\n{domains}\n\nLevel {LEVEL_DBFS} dBFS, white noise at SNR {SNR_DB} dB.\n\n"
+        f"| split | domain | utterances | hours | distinct sentences |\n|---|---|---|---|---|\n{rows}\n"
+        f"\nTest sets are paired: the same sentences in every domain. Test and dev sentences never occur in training splits.\n"
+        f"Only pitch, formants, tempo and rule-based accent differ between domains: no disfluencies or child language.\n",
+        encoding="utf-8")
 
-    `scale` shrinks or grows every split; `flite=False` uses espeak-ng voices only (no flite
-    installed). An interrupted generation with the same settings resumes. A directory that holds
-    anything else (another corpus, other files) is never touched: DataError.
-    """
-    out_dir = Path(out_dir).expanduser().absolute()
-    if scale <= 0:
-        raise DataError(f"scale must be positive, got {scale} (corpus {out_dir})")
-    wanted = settings(seed, scale, flite)
-    describe = f"seed {seed}, scale {scale}, flite {flite}, generator {GENERATOR_VERSION}"
-    for marker in (COMPLETE, GENERATING):
-        if (out_dir / marker).is_file():
-            found = json.loads((out_dir / marker).read_text())
-            if found.get("hash") != wanted["hash"]:
-                raise DataError(f"{out_dir} holds another synthetic corpus (seed {found.get('seed')}, scale "
-                                f"{found.get('scale')}, flite {found.get('flite')}, generator "
-                                f"{found.get('generator_version')}), not the one asked for ({describe}); "
-                                f"choose another directory or delete it")
-            if marker == COMPLETE:
-                return out_dir
-            break
-    else:
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise DataError(f"{out_dir} is not empty and holds no synthetic corpus; choose another directory")
-    if flite:
-        engines.flite_version()  # fails early, with the install hint, before anything is written
-    engines.espeak_version()
+
+def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
+    """Generate the corpus into `out_dir` unless the same corpus (seed, scale, generator) is there already."""
+    out_dir = Path(out_dir).expanduser()
+    wanted = settings_hash(seed, scale)
+    marker = out_dir / COMPLETE
+    if marker.is_file():
+        if marker.read_text().strip() == wanted:
+            return out_dir
+        raise DataError(f"{out_dir} holds a different synthetic corpus (other seed, scale or generator); "
+                        f"choose another data.corpus_dir or delete it")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "audio").is_dir():
+        raise DataError(f"{out_dir} is not empty and is not a synthetic corpus; choose another data.corpus_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / GENERATING).write_text(json.dumps(wanted, indent=1) + "\n")
-    log.info("generating the synthetic corpus in %s (%s)", out_dir, describe)
-    generate(out_dir, wanted, workers or len(os.sched_getaffinity(0)))
-    (out_dir / GENERATING).replace(out_dir / COMPLETE)
+    log.info("generating the synthetic corpus in %s (seed %d, scale %s)", out_dir, seed, scale)
+    generate(out_dir, seed=seed, scale=scale, workers=workers)
+    marker.write_text(wanted + "\n")
     return out_dir

@@ -1,58 +1,74 @@
-"""One utterance from its drawn specification to a 16 kHz mono FLAC file."""
+"""Rendering one utterance: espeak-ng, vocal-tract-length perturbation, level and noise, 16 kHz."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile
+from scipy.signal import resample_poly
 
-from asr_peft.data.synthetic import engines
-from asr_peft.data.synthetic.transforms import set_level_and_noise, trim_silence, warp
-from asr_peft.data.synthetic.voices import DEFAULT_WPM, ESPEAK, VoiceDraw, espeak_pitch
+from asr_peft.errors import DataError
 
 SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
 class Rendering:
-    """Everything that determines an utterance's audio, drawn in advance from the corpus seed."""
+    """Everything that determines an utterance's audio (drawn in advance from the corpus seed)."""
 
     text: str
-    draw: VoiceDraw
+    voice: str         # espeak-ng voice, e.g. "en-us+m3"
+    pitch: int
+    rate: int
+    vtlp: float        # frequency scaling factor (1.0: none)
     level_dbfs: float
     snr_db: float
     noise_seed: int
 
 
-def synthesise(text: str, draw: VoiceDraw) -> tuple[np.ndarray, int]:
-    """The synthesiser's output before the warp: F0 and tempo divided by alpha, so that the warp lands on the targets."""
-    f0, tempo, voice = draw.f0_hz / draw.alpha, draw.tempo / draw.alpha, draw.voice
-    if voice.engine == ESPEAK:
-        variant = voice.name.split("+", 1)[1]
-        return engines.espeak(text, voice.name, int(round(DEFAULT_WPM * tempo)), espeak_pitch(variant, f0))
-    return engines.flite(text, voice.name, f0, 1.0 / tempo)
+def espeak(text: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
+        try:
+            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", handle.name, text],
+                           check=True, capture_output=True, timeout=60)
+        except FileNotFoundError as err:
+            raise DataError("espeak-ng is not installed (apt-get install espeak-ng; see README)") from err
+        except subprocess.CalledProcessError as err:
+            raise DataError(f"espeak-ng failed for voice {voice}: {err.stderr.decode(errors='replace').strip()}") from err
+        samples, rate_hz = soundfile.read(handle.name, dtype="float32")
+    return samples, rate_hz
+
+
+def trim_silence(samples: np.ndarray, threshold: float = 1e-3, margin: int = 1600) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    if loud.size == 0:
+        return samples
+    return samples[max(0, loud[0] - margin): loud[-1] + margin]
 
 
 def render(spec: Rendering) -> np.ndarray:
-    """The utterance's float32 samples at 16 kHz."""
-    samples, rate = synthesise(spec.text, spec.draw)
-    samples = warp(samples / 32768.0, rate, SAMPLE_RATE, spec.draw.alpha)
-    samples = trim_silence(samples, SAMPLE_RATE)
-    return set_level_and_noise(samples, spec.level_dbfs, spec.snr_db, spec.noise_seed).astype(np.float32)
+    samples, rate_hz = espeak(spec.text, spec.voice, spec.pitch, spec.rate)
+    # Resampling to rate/vtlp and reading the result as `rate` scales every frequency by vtlp.
+    target = SAMPLE_RATE / spec.vtlp
+    up, down = int(round(target)), int(rate_hz)
+    divisor = np.gcd(up, down)
+    samples = resample_poly(samples.astype(np.float64), up // divisor, down // divisor)
+    samples = trim_silence(samples)
+    rms = np.sqrt(np.mean(samples**2)) + 1e-12
+    samples = samples * (10 ** (spec.level_dbfs / 20) / rms)
+    noise_rms = 10 ** ((spec.level_dbfs - spec.snr_db) / 20)
+    samples = samples + np.random.default_rng(spec.noise_seed).normal(0.0, noise_rms, samples.shape)
+    return np.clip(samples, -1.0, 1.0).astype(np.float32)
 
 
 def render_to_file(job: tuple[Rendering, str]) -> float:
-    """Worker entry point: write the FLAC unless it exists (an interrupted run resumes); its duration in seconds.
-
-    Written to a temporary name and renamed, so a file that exists is complete.
-    """
+    """Worker entry point: render and write FLAC; returns the duration in seconds."""
     spec, path = job
-    if not os.path.exists(path):
-        samples = render(spec)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.partial"
-        soundfile.write(partial, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-        os.replace(partial, path)
-    return soundfile.info(path).duration
+    samples = render(spec)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    soundfile.write(path, samples, SAMPLE_RATE, format="FLAC")
+    return len(samples) / SAMPLE_RATE

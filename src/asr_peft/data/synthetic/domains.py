@@ -1,0 +1,49 @@
+"""The three domains of the synthetic corpus: who speaks, in which accent, through which transforms.
+
+Physical ranges (and why):
+- Adult speech (`source`, `dialect`): espeak-ng's adult voice variants, pitch parameter 30-65 (its
+  default 50 gives F0 around 100-130 Hz for male and 180-220 Hz for female variants, within adult
+  ranges of 85-155 Hz and 165-255 Hz), rate 140-190 words/min (conversational read speech).
+- Child speech (`child`): children of 8-11 years, the MyST age range, have vocal tracts of about
+  12-13 cm against 17 cm (men) and 14.5 cm (women), so formants sit ~1.35x (male-based voices) and
+  ~1.15x (female-based) higher, and F0 is 220-300 Hz. We synthesise with a raised pitch parameter
+  (70-95) and then apply vocal-tract-length perturbation by resampling: playing the waveform back
+  alpha times faster scales every frequency (formants and F0) by alpha, alpha drawn from 1.25-1.45
+  for male and 1.10-1.25 for female variants. Resampling also speeds speech up by alpha; with a
+  wider espeak rate range (150-230) the result is the faster, more variable rate the task calls for.
+- Dialect (`dialect`): accents the source never contains: Scottish (rhotic), Caribbean (th-stopping),
+  Lancastrian and West Midlands (h-dropping) English, with the same adult voice variants.
+Measured on the generated test sets (median of per-utterance median F0, yin; spectral centroid):
+source 112 Hz / 1.89 kHz, child 198 Hz / 2.34 kHz, dialect 107 Hz / 1.96 kHz. The child F0 lands
+below the 220-300 Hz of real 8-11 year olds because male-based variants start low; the formant shift
+(x1.24 centroid) is in the intended range.
+Every utterance gets a random level (-26 to -16 dBFS RMS) and light white noise (SNR 30-45 dB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MALE_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
+FEMALE_VARIANTS = ["f1", "f2", "f3", "f4", "f5"]
+SOURCE_ACCENTS = ["en-us", "en-gb-x-rp"]
+DIALECT_ACCENTS = ["en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    accents: tuple[str, ...]
+    pitch: tuple[int, int]            # espeak-ng -p (0-99)
+    rate: tuple[int, int]             # espeak-ng -s (words per minute)
+    vtlp_male: tuple[float, float]    # frequency scaling by resampling; (1, 1) = none
+    vtlp_female: tuple[float, float]
+
+
+DOMAINS = {
+    "source": Domain("source", tuple(SOURCE_ACCENTS), (30, 65), (140, 190), (1.0, 1.0), (1.0, 1.0)),
+    "child": Domain("child", tuple(SOURCE_ACCENTS), (70, 95), (150, 230), (1.25, 1.45), (1.10, 1.25)),
+    "dialect": Domain("dialect", tuple(DIALECT_ACCENTS), (30, 65), (140, 190), (1.0, 1.0), (1.0, 1.0)),
+}
+LEVEL_DBFS = (-26.0, -16.0)
+SNR_DB = (30.0, 45.0)
