@@ -61,7 +61,9 @@ def test_ssvd_update_is_the_papers_formula(d_out, d_in):
     # Singular vectors are defined up to a joint sign per pair, and G mixes them, so the formula is
     # evaluated on the same factorisation the layer used: that of W, transposed when the reference
     # orientation factorises Wᵀ (d_in > d_out), which is a valid SVD of Wᵀ.
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    svd = thin_svds([W])[0]
+    U, S, Vh = svd.U, svd.S, svd.Vh
+    assert torch.allclose(U @ torch.diag(S) @ Vh, W, atol=1e-5)
     if d_in > d_out:
         U, Vh = Vh.T, U.T
     k = layer.k

@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 from asr_peft.adapters import (adapter_modules, apply_method, load_adapter, merge_adapters, merged_copy, parameter_plan,
                                save_adapter, trainable_parameter_count, unmerge_adapters)
 from asr_peft.adapters.injection import match_modules
-from asr_peft.adapters.svd import thin_svds, weight_key
 from asr_peft.errors import ConfigError
 from asr_peft.models import load_owsm
 from conftest import ROOT, model_config
@@ -140,18 +139,6 @@ def test_merged_copy_is_a_plain_espnet_model_with_the_same_outputs(tiny_bundle_f
     assert not list(adapter_modules(plain))
     assert set(plain.state_dict()) == set(tiny_bundle_factory(0).model.state_dict())
     assert torch.allclose(encoder_output(plain, batch), encoder_output(model, batch), atol=1e-5)
-
-
-def test_svd_cache_is_keyed_by_the_weight_and_survives_a_corrupt_file(tmp_path):
-    weights = [torch.randn(8, 6), torch.randn(8, 6), torch.randn(5, 7)]
-    first = thin_svds(weights, tmp_path)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 3
-    again = thin_svds(weights, tmp_path)
-    assert all(torch.equal(a.U, b.U) for a, b in zip(first, again))
-    (tmp_path / f"{weight_key(weights[0])}.safetensors").write_bytes(b"torn")
-    recovered = thin_svds(weights, tmp_path)
-    assert torch.allclose(recovered[0].U @ torch.diag(recovered[0].S) @ recovered[0].Vh, weights[0], atol=1e-5)
-    assert weight_key(weights[0]) != weight_key(weights[0] + 1e-7)
 
 
 def test_owsm_1b_plan_on_the_meta_device_matches_the_papers_32m():

@@ -67,7 +67,8 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
     on_meta = any(module.weight.is_meta for _, _, module in targets)
     svds = [None] * len(targets)
     if spec.needs_svd and not on_meta:
-        svds = thin_svds([module.weight for _, _, module in targets], svd_cache_dir)
+        svds = thin_svds([module.weight for _, _, module in targets], svd_cache_dir,
+                         [spec.svd_rank(module, method, adapt) for _, _, module in targets])
     context: dict = {}
     for (name, _, module), svd in zip(targets, svds):
         replace_module(model, name, spec.build(module, svd, method, adapt, context))

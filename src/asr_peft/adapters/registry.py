@@ -14,7 +14,7 @@ from asr_peft.adapters.base import AdapterLayer
 from asr_peft.adapters.dora import DoRALinear
 from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.pissa import PiSSALinear
-from asr_peft.adapters.ssvd import SSVDLinear
+from asr_peft.adapters.ssvd import SSVDLinear, rank_for
 from asr_peft.adapters.svd import ThinSVD
 from asr_peft.adapters.svft import SVFTLinear
 from asr_peft.adapters.vera import SharedProjections, VeRALinear
@@ -28,6 +28,9 @@ class MethodSpec:
     build: LayerBuilder | None = None      # None: no adapter layers (full, frozen)
     trains: str = "adapters"               # adapters | all | none
     needs_svd: bool = False
+    # How many leading singular triplets a layer needs (None: all min(d_out, d_in)); only the top
+    # of the spectrum is factorised and cached when a method uses no more.
+    svd_rank: Callable[[nn.Linear, Mapping[str, Any], Mapping[str, Any]], int | None] = lambda base, m, a: None
     hyperparameters: tuple[str, ...] = ()  # keys `method.<key>` may hold besides `name`
     embedding_adapter: bool = False        # may also adapt `method.embedding_targets` (LoRA family)
     summary: str = field(default="", compare=False)
@@ -44,6 +47,9 @@ METHODS: dict[str, MethodSpec] = {
                                                 orientation=m.get("orientation", "reference"),
                                                 formulation=m.get("formulation", "efficient")),
         needs_svd=True, hyperparameters=("rotation", "orientation", "formulation"),
+        # the reference formulation rebuilds W' from the whole spectrum
+        svd_rank=lambda base, m, a: (None if m.get("formulation") == "reference"
+                                     else rank_for(a["p"], base.in_features, base.out_features)),
         summary="structured SVD-guided rotation of the top-k input subspace"),
     "svft": MethodSpec(
         lambda base, svd, m, a, ctx: SVFTLinear(base, svd, pattern=m.get("pattern", "plain"),
@@ -56,6 +62,8 @@ METHODS: dict[str, MethodSpec] = {
                        summary="magnitude + low-rank direction"),
     "pissa": MethodSpec(lambda base, svd, m, a, ctx: PiSSALinear(base, svd, r=m["r"], alpha=m["alpha"]),
                         needs_svd=True, hyperparameters=("r", "alpha", "embedding_targets"), embedding_adapter=True,
+                        # capped so that an oversized r reaches LoRA's own check and its config-key error
+                        svd_rank=lambda base, m, a: max(1, min(m["r"], base.in_features, base.out_features)),
                         summary="LoRA on the principal singular subspace"),
     "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="shared random projections, trained scales"),
     "full": MethodSpec(trains="all", summary="every parameter"),

@@ -146,12 +146,12 @@ def compute_subspace_diagnostics(base_model: WeightSource, adapted_model: Weight
         if W0.dim() != 2 or W0.shape != W1.shape:
             raise ConfigError(f"{name}: base weight {tuple(W0.shape)} and adapted weight {tuple(W1.shape)} "
                               "are not matrices of one shape")
+    ranks = [max(1, math.floor(rank_fraction * min(W0.shape))) for W0 in base]
     with torch.no_grad():
-        svds0 = thin_svds(base, svd_cache_dir) if names else []
-        svds1 = thin_svds([W1.to(W0.device) for W0, W1 in zip(base, adapted)]) if names else []
+        svds0 = thin_svds(base, svd_cache_dir, ranks) if names else []
+        svds1 = thin_svds([W1.to(W0.device) for W0, W1 in zip(base, adapted)], ranks=ranks) if names else []
         layers = {}
-        for name, W0, W1, svd0, svd1 in zip(names, base, adapted, svds0, svds1):
-            rank = max(1, math.floor(rank_fraction * min(W0.shape)))
+        for name, W0, W1, svd0, svd1, rank in zip(names, base, adapted, svds0, svds1, ranks):
             layers[name] = {"type": module_type(name), **_layer_diagnostics(W0, W1.to(W0.device), svd0, svd1, rank, spectrum_head)}
     grouped: dict[str, list[dict]] = defaultdict(list)
     for entry in layers.values():
