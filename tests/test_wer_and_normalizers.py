@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr_peft.data.normalizers import get_normalizer
+from asr_peft.data.normalizers import get_normalizer, spell_out_english_numbers
 from asr_peft.errors import ConfigError
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
@@ -43,10 +43,24 @@ def test_normaliser_applies_to_both_sides_and_empty_references_are_counted():
     ("whisper_basic", "Café—au lait", "café au lait"),
     ("myst", "um so the <no-signal> (( )) frog, uh, JUMPED... it's", "SO THE FROG JUMPED IT'S"),
     ("cgn", "uh ja ggg dat is ko*a mooi xxx , zegt-ie .", "ja dat is ko mooi zegt-ie"),
+    # MyST recipe rules: nested and curly markup, digits spelled out, "&", split clitics, typographic apostrophe.
+    ("myst", "((maybe)) {laugh} +UM they 're at 3 & 25 m[NOISE]", "THEY'RE AT THREE AND TWENTY FIVE M"),
+    ("myst", "1,000 or 125 or 2.5 or 50% on the 1st, 2nd, 3rd and 21st it’s", "ONE THOUSAND OR ONE HUNDRED TWENTY "
+     "FIVE OR TWO POINT FIVE OR FIFTY PERCENT ON THE FIRST SECOND THIRD AND TWENTY FIRST IT'S"),
+    # CGN: a marker before sentence punctuation, reduced forms keep the apostrophe, a quoted word, latin-1 letters.
+    ("cgn", "'t is goed*v. zo'n 'dinge' één café Xxx", "'t is goed zo'n dinge één café"),
     ("none", "  Keep   As Is. ", "Keep As Is."),
 ])
 def test_normalisers(name, text, expected):
     assert get_normalizer(name)(text) == expected
+
+
+@pytest.mark.parametrize("number, words", [
+    (0, "zero"), (13, "thirteen"), (40, "forty"), (99, "ninety nine"), (100, "one hundred"), (101, "one hundred one"),
+    (2014, "two thousand fourteen"), (1_000_000, "one million"), (7_003_050, "seven million three thousand fifty"),
+])
+def test_english_cardinals(number, words):
+    assert spell_out_english_numbers(str(number)).strip() == words
 
 
 def test_unknown_normaliser_names_the_key():

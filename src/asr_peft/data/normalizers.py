@@ -3,10 +3,14 @@
 - `none`: the text as it is, whitespace collapsed.
 - `whisper_basic`: the behaviour of Whisper's BasicTextNormalizer: lower-case, drop text in brackets
   and parentheses, turn every symbol, punctuation mark and control character into a space.
-- `myst`: English child speech as ESPnet's MyST recipe scores it: markup and noise tags removed,
-  filler words (um, uh, ...) dropped, punctuation removed, upper-case.
+- `myst`: English child speech as ESPnet's MyST recipe (egs2/myst/asr1) prepares it: markup and
+  noise tags removed (`<...>`, `[...]`, `{...}`, nested `(...)`), digits spelled out ("25" -> "TWENTY
+  FIVE", "3rd" -> "THIRD", "2.5" -> "TWO POINT FIVE"), "&" -> "AND", split clitics rejoined ("THEY 'RE"
+  -> "THEY'RE"), filler words (um, uh, ...) dropped, punctuation removed, upper-case.
 - `cgn`: Dutch (CGN): fillers (uh, uhm, ggg, xxx, ...) dropped, partial-word and dialect markers
-  (`*a`, `*d`, `*u`, `*v`, `*x` suffixes) removed, punctuation removed, lower-case.
+  (`*a`, `*d`, `*u`, `*v`, `*x`, `*z` suffixes, also before punctuation) removed, punctuation removed,
+  lower-case; reduced forms keep their apostrophe ("'t", "'k", "z'n"). CGN writes numbers out in
+  words, so digits are left as they are.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Callable
+
+import inflect
 
 from asr_peft.errors import ConfigError
 
@@ -35,17 +41,54 @@ def whisper_basic(text: str) -> str:
 
 
 ENGLISH_FILLERS = {"um", "uh", "umm", "uhm", "hmm", "mm", "mhm", "er", "erm", "ah", "eh"}
+# Transcribers sometimes split a contraction ("they 're"); the recipe glues these back on.
+ENGLISH_CLITICS = {"s", "re", "ve", "ll", "d", "m", "t"}
+FLAT_MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}")
+INNERMOST_PARENTHESES = re.compile(r"\([^()]*\)")
+
+
+def remove_markup(text: str) -> str:
+    """Drop `<...>`, `[...]`, `{...}` and parentheses, nested ones included (MyST's "((word))")."""
+    text = FLAT_MARKUP.sub(" ", text)
+    previous = None
+    while previous != text:
+        previous, text = text, INNERMOST_PARENTHESES.sub(" ", text)
+    return text
+
+
+# "1,000", "25", "2.5", "3rd": a number not glued to a preceding digit or decimal point.
+ENGLISH_NUMBER = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?((?:st|nd|rd|th)(?![a-z]))?", re.IGNORECASE)
+_INFLECT = inflect.engine()  # what the ESPnet MyST recipe spells numbers with
+
+
+def spell_out_english_numbers(text: str) -> str:
+    """American reading without "and" or hyphens: "125" -> "one hundred twenty five", "3rd" -> "third"."""
+    def words(match: re.Match) -> str:
+        integer, fraction, ordinal_suffix = match.groups()
+        number = integer.replace(",", "") + (fraction or "")
+        if ordinal_suffix and not fraction:
+            number = _INFLECT.ordinal(number)
+        return " " + _INFLECT.number_to_words(number, andword="", comma="").replace("-", " ") + " "
+    return ENGLISH_NUMBER.sub(words, text)
 
 
 def myst(text: str) -> str:
-    text = BRACKETED.sub(" ", text.lower())
-    text = _symbols_to_spaces(text, keep="'")
-    words = [w.strip("'") for w in text.split()]
-    return " ".join(w for w in words if w and w not in ENGLISH_FILLERS).upper()
+    text = text.replace("\u2019", "'").replace("\u2018", "'")  # typographic apostrophes
+    text = spell_out_english_numbers(remove_markup(text)).replace("&", " and ").replace("%", " percent ")
+    words: list[str] = []
+    for token in _symbols_to_spaces(text.lower(), keep="'").split():
+        if token.startswith("'") and token[1:] in ENGLISH_CLITICS and words:
+            words[-1] += token
+            continue
+        token = token.strip("'")
+        if token and token not in ENGLISH_FILLERS:
+            words.append(token)
+    return " ".join(words).upper()
 
 
 DUTCH_FILLERS = {"uh", "uhm", "uhu", "hm", "hmm", "mm", "mmm", "ggg", "xxx", "ah", "eh", "euh"}
-CGN_WORD_MARKER = re.compile(r"\*[a-z]$")
+# The marker may be followed by sentence punctuation: "goed*v." is "goed" + ".".
+CGN_WORD_MARKER = re.compile(r"\*[a-z](?=\W*$)")
 
 
 def cgn(text: str) -> str:
@@ -53,8 +96,11 @@ def cgn(text: str) -> str:
     for word in BRACKETED.sub(" ", text.lower()).split():
         word = CGN_WORD_MARKER.sub("", word)
         word = _collapse(_symbols_to_spaces(word, keep="'-")).replace(" ", "")
-        word = word.strip("'-")
-        if word and word not in DUTCH_FILLERS:
+        word = word.strip("-")
+        if len(word) > 2 and word[0] == word[-1] == "'":
+            word = word[1:-1]  # quotes around a word go; a leading apostrophe alone is Dutch spelling ("'t")
+        word = word.rstrip("'")
+        if word.strip("'") and word not in DUTCH_FILLERS:
             words.append(word)
     return " ".join(words)
 
