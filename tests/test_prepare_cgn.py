@@ -14,6 +14,7 @@ from asr_peft.data.prepare.__main__ import main
 from asr_peft.data.prepare.cgn import parse_textgrid, read_textgrid
 from asr_peft.errors import ConfigError, DataError
 from conftest import write_tone
+from test_train_e2e import run_in_process
 
 Tiers = dict[str, list[tuple[float, float, str]]]
 
@@ -282,3 +283,12 @@ def test_existing_outputs_are_not_overwritten_without_overwrite(corpus, tmp_path
     assert capsys.readouterr().err == (f"error: {tmp_path / 'out/train.jsonl'} already exists; "
                                        "pass --overwrite to replace it\n")
     assert main([*args, "--overwrite"])["splits"]["train"]["utterances"] == 3
+
+
+def test_prepared_manifests_train_with_data_cgn(corpus, tmp_path):
+    prepare_cgn(corpus, tmp_path / "cgn", split_lists={"dev": id_list(tmp_path / "dev", "fv600001"),
+                                                      "test": id_list(tmp_path / "test", "fv400002")})
+    record = run_in_process(["method=lora", "data=cgn", f"data.corpus_dir={tmp_path / 'cgn'}", "trainer.max_steps=2",
+                             "trainer.val_check_interval=2", "evaluation.baseline=false"], tmp_path / "run")
+    assert record["status"] == "completed" and record["global_step"] == 2
+    assert record["metrics"]["cgn_test"]["num_utterances"] == 2

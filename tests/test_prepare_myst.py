@@ -15,6 +15,7 @@ from asr_peft.data.prepare import prepare_myst
 from asr_peft.data.prepare.__main__ import main
 from asr_peft.errors import DataError
 from conftest import ROOT, write_tone
+from test_train_e2e import run_in_process
 
 TRAIN_A = "myst_002030_2014-02-28_09-37-56_MX_1.1"  # a session of student 002030
 TRAIN_B = "myst_002031_2014-03-01_10-00-00_VB_2.1"
@@ -157,3 +158,11 @@ def test_command_line(corpus, tmp_path, capsys):
         main(["myst", str(corpus), str(out)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {out / 'train.jsonl'} already exists; pass --overwrite to replace it\n"
+
+
+def test_prepared_manifests_train_with_data_myst(corpus, tmp_path):
+    prepare_myst(corpus, tmp_path / "myst")
+    record = run_in_process(["method=ssvd", "data=myst", f"data.corpus_dir={tmp_path / 'myst'}", "trainer.max_steps=2",
+                             "trainer.val_check_interval=2", "evaluation.baseline=false"], tmp_path / "run")
+    assert record["status"] == "completed" and record["global_step"] == 2
+    assert record["metrics"]["myst_test"]["num_utterances"] == 3
