@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,7 +163,13 @@ def test_command_line(corpus, tmp_path, capsys):
 
 def test_prepared_manifests_train_with_data_myst(corpus, tmp_path):
     prepare_myst(corpus, tmp_path / "myst")
+    sclite = bool(shutil.which("sclite") or shutil.which("sctk"))  # scored with sclite too where it is installed
     record = run_in_process(["method=ssvd", "data=myst", f"data.corpus_dir={tmp_path / 'myst'}", "trainer.max_steps=2",
-                             "trainer.val_check_interval=2", "evaluation.baseline=false"], tmp_path / "run")
+                             "trainer.val_check_interval=2", "evaluation.baseline=false", f"evaluation.sclite={sclite}"],
+                            tmp_path / "run")
     assert record["status"] == "completed" and record["global_step"] == 2
-    assert record["metrics"]["myst_test"]["num_utterances"] == 3
+    metrics = record["metrics"]["myst_test"]
+    assert metrics["num_utterances"] == 3
+    if sclite:
+        assert metrics["sclite"]["wer"] == pytest.approx(metrics["wer"])
+        assert metrics["sclite"]["num_words"] == metrics["num_words"]

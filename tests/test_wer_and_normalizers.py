@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from asr_peft.data.normalizers import get_normalizer, spell_out_english_numbers
 from asr_peft.errors import ConfigError
+from asr_peft.evaluation.sclite import sclite_word_errors
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
 
@@ -71,3 +74,27 @@ def test_unknown_normaliser_names_the_key():
 def test_trn_lines(tmp_path):
     write_trn(tmp_path / "h.trn", ["spk1-u1", "u2"], ["hello  world", ""], ["spkA", None])
     assert (tmp_path / "h.trn").read_text() == "hello world (spkA-spk1-u1)\n (u2-u2)\n"
+
+
+SCLITE_PAIRS = [("the cat sat on the mat", "the cat sat on a mat"), ("één café alstublieft", "een café alstublieft"),
+                ("hello world", "hello big world"), ("a b c d", "b c"), ("we need two batteries", ""),
+                ("one more line here", "one more line here")]
+
+
+@pytest.mark.skipif(not (shutil.which("sclite") or shutil.which("sctk")), reason="NIST sclite (sctk) is not installed")
+def test_sclite_agrees_with_jiwer_on_the_same_trn_files(tmp_path):
+    refs, hyps = [r for r, _ in SCLITE_PAIRS], [h for _, h in SCLITE_PAIRS]
+    ids = [f"spk{i % 2}-utt{i}" for i in range(len(SCLITE_PAIRS))]
+    write_trn(tmp_path / "ref.trn", ids, refs)
+    write_trn(tmp_path / "hyp.trn", ids, hyps)
+    ours = error_rates(refs, hyps, get_normalizer("none"))
+    theirs = sclite_word_errors(tmp_path / "ref.trn", tmp_path / "hyp.trn")
+    # By hand: 1 sub; 1 sub; 1 ins; 2 del; 4 del; 0 -> 2 sub, 6 del, 1 ins over 23 words.
+    assert (theirs["substitutions"], theirs["deletions"], theirs["insertions"], theirs["num_words"]) == (2, 6, 1, 23)
+    assert {k: ours[k] for k in theirs} == theirs
+
+
+def test_sclite_missing_is_a_config_error_naming_the_key(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="evaluation.sclite"):
+        sclite_word_errors("ref.trn", "hyp.trn")

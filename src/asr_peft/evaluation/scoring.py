@@ -16,6 +16,7 @@ from asr_peft.data.manifest import load_utterances
 from asr_peft.data.owsm_text import OWSMTextEncoder
 from asr_peft.data.sampler import DurationBucketSampler
 from asr_peft.evaluation.decoding import decode
+from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
 
@@ -45,6 +46,9 @@ def score_test_sets(
     encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
     metrics: dict[str, dict[str, Any]] = {}
     limit = eval_cfg.get("max_utterances")
+    use_sclite = bool(eval_cfg.get("sclite", False))
+    if use_sclite:
+        sclite_command()  # before any decoding: a missing sclite is a config error, not a late crash
     for name, path in (data_cfg.get("test") or {}).items():
         utterances, skip_counts = validate_utterances(
             load_utterances(path), max_duration=data_cfg.get("max_duration"),
@@ -63,8 +67,13 @@ def score_test_sets(
         log.info("test %s: WER %.2f%% CER %.2f%% (%d utterances)", name, 100 * metrics[name]["wer"],
                  100 * metrics[name]["cer"], len(ids))
         if out_dir is not None:
+            # The scored utterances only (a reference empty after normalisation has no WER), so that
+            # sclite scores exactly what jiwer did.
+            scored = [(i, normalizer(r), normalizer(h)) for i, r, h in zip(ids, references, hyps) if normalizer(r)]
             set_dir = Path(out_dir) / name
             set_dir.mkdir(parents=True, exist_ok=True)
-            write_trn(set_dir / "ref.trn", ids, [normalizer(t) for t in references])
-            write_trn(set_dir / "hyp.trn", ids, [normalizer(t) for t in hyps])
+            write_trn(set_dir / "ref.trn", [i for i, _, _ in scored], [r for _, r, _ in scored])
+            write_trn(set_dir / "hyp.trn", [i for i, _, _ in scored], [h for _, _, h in scored])
+            if use_sclite and scored:
+                metrics[name]["sclite"] = sclite_word_errors(set_dir / "ref.trn", set_dir / "hyp.trn")
     return metrics
