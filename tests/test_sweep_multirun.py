@@ -1,0 +1,28 @@
+"""A Hydra multirun with one job that fails at run time: the sweep goes on, and the report shows the failure."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+
+from conftest import ROOT
+from test_train_e2e import FAST, PYTHON, train_cli
+
+
+def test_a_failing_job_is_recorded_and_neither_the_sweep_nor_the_report_stops(tiny_corpus, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    # r=4096 exceeds every layer's smaller dimension: the first job fails when its adapters are built.
+    result = train_cli(["-m", *FAST, "method=lora", "method.r=4096,2", "data=manifest", f"data.corpus_dir={tiny_corpus}",
+                        "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluation.baseline=false",
+                        "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "report" / "results.csv").open())}
+    statuses = sorted((row["status"], row["error"]) for row in rows.values())
+    assert [status for status, _ in statuses] == ["completed", "failed"]
+    assert "method.r=4096" in statuses[1][1] and "\n" not in statuses[1][1]
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "failed" in page and "method.r=4096" in page
+    assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
