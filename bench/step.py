@@ -7,6 +7,7 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -50,39 +51,58 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--mode", choices=["train", "infer-merged", "infer-unmerged", "infer-base"], default="train")
+    parser.add_argument("--mode", choices=["train", "infer"], default="train")
     args = parser.parse_args()
     torch.set_num_threads(2)
     bundle = base_model()
     method = json.loads(args.method)
     targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
-    if args.mode != "infer-base":
-        apply_method(bundle.model, method, {"p": args.p, "targets": targets})
     inputs = batch(bundle, args.seconds, args.batch)
+    if args.mode == "infer":
+        print(json.dumps(inference_ratios(bundle.model, method, targets, args.p, inputs, args.repeats)))
+        return
     model = bundle.model
+    apply_method(model, method, {"p": args.p, "targets": targets})
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times = []
-    if args.mode == "train":
-        model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        for i in range(args.repeats + 1):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            model(**inputs)[0].backward()
-            optimizer.step()
-            if i:  # the first step warms up allocators and caches
-                times.append(time.perf_counter() - start)
-    else:
-        if args.mode == "infer-merged":
-            merge_adapters(model)
-        model.eval()
-        with torch.inference_mode():
-            for i in range(args.repeats + 1):
-                start = time.perf_counter()
-                model.encode(inputs["speech"], inputs["speech_lengths"])
-                if i:
-                    times.append(time.perf_counter() - start)
+    for i in range(args.repeats + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        model(**inputs)[0].backward()
+        optimizer.step()
+        if i:  # the first step warms up allocators and caches
+            times.append(time.perf_counter() - start)
     print(json.dumps({"seconds": statistics.median(times), "trainable": trainable_parameter_count(model),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def inference_ratios(base, method: dict, targets: list[str], p: float, inputs: dict, repeats: int) -> dict[str, float]:
+    """Encoder time of the adapted model, unmerged and merged, relative to the base model.
+
+    The three models live side by side and are timed in rotating order every round; the ratio is the
+    median of the per-round ratios, so drifts in the machine's speed cancel out.
+    """
+    unmerged = copy.deepcopy(base)
+    apply_method(unmerged, method, {"p": p, "targets": targets})
+    merged = copy.deepcopy(unmerged)
+    merge_adapters(merged)
+    models = {"base": base, "unmerged": unmerged, "merged": merged}
+    ratios: dict[str, list[float]] = {"unmerged": [], "merged": []}
+    with torch.inference_mode():
+        for model in models.values():
+            model.eval()
+            model.encode(inputs["speech"], inputs["speech_lengths"])  # warm-up
+        for round_ in range(repeats):
+            seconds = {}
+            names = list(models)
+            for name in names[round_ % 3:] + names[:round_ % 3]:
+                start = time.perf_counter()
+                models[name].encode(inputs["speech"], inputs["speech_lengths"])
+                seconds[name] = time.perf_counter() - start
+            for name in ratios:
+                ratios[name].append(seconds[name] / seconds["base"])
+    return {name: statistics.median(values) for name, values in ratios.items()}
 
 
 if __name__ == "__main__":
