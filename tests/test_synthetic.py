@@ -104,3 +104,23 @@ def test_refuses_a_foreign_directory(tmp_path):
     with pytest.raises(DataError, match="not a synthetic corpus"):
         ensure_corpus(tmp_path, seed=0, scale=SCALE)
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_without_the_command_libespeak_ng_speaks_the_same_reproducibly(monkeypatch):
+    from asr_peft.data.synthetic import espeak
+    from asr_peft.data.synthetic.render import trim_silence
+
+    text, voice = "she sells sea shells by the sea shore", "en-gb-scotland+f2"
+    command, command_rate = espeak.synthesise_with_command(text, voice, 60, 150)
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)  # a machine without the command
+    library, library_rate = espeak.synthesise(text, voice, 60, 150)
+    # Spoken in a fresh fork each time, so earlier utterances leave no trace in the samples.
+    espeak.synthesise(text, "en-us+m3", 30, 190)
+    assert np.array_equal(espeak.synthesise(text, voice, 60, 150)[0], library)
+    assert library_rate == command_rate
+    spoken, reference = trim_silence(library), trim_silence(command)
+    assert abs(len(spoken) - len(reference)) < 0.15 * len(reference)
+    common = min(len(spoken), len(reference))
+    assert np.corrcoef(spoken[:common], reference[:common])[0, 1] > 0.99
+    with pytest.raises(DataError, match="no voice"):
+        espeak.synthesise(text, "xx-nonexistent", 50, 150)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from asr_peft.errors import DataError
+from asr_peft.data.synthetic.espeak import synthesise
 
 SAMPLE_RATE = 16000
 
@@ -30,19 +28,6 @@ class Rendering:
     noise_seed: int
 
 
-def espeak(text: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
-    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
-        try:
-            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", handle.name, text],
-                           check=True, capture_output=True, timeout=60)
-        except FileNotFoundError as err:
-            raise DataError("espeak-ng is not installed (apt-get install espeak-ng; see README)") from err
-        except subprocess.CalledProcessError as err:
-            raise DataError(f"espeak-ng failed for voice {voice}: {err.stderr.decode(errors='replace').strip()}") from err
-        samples, rate_hz = soundfile.read(handle.name, dtype="float32")
-    return samples, rate_hz
-
-
 def trim_silence(samples: np.ndarray, threshold: float = 1e-3, margin: int = 1600) -> np.ndarray:
     loud = np.flatnonzero(np.abs(samples) > threshold)
     if loud.size == 0:
@@ -51,7 +36,7 @@ def trim_silence(samples: np.ndarray, threshold: float = 1e-3, margin: int = 160
 
 
 def render(spec: Rendering) -> np.ndarray:
-    samples, rate_hz = espeak(spec.text, spec.voice, spec.pitch, spec.rate)
+    samples, rate_hz = synthesise(spec.text, spec.voice, spec.pitch, spec.rate)
     # Resampling to rate/vtlp and reading the result as `rate` scales every frequency by vtlp.
     target = SAMPLE_RATE / spec.vtlp
     up, down = int(round(target)), int(rate_hz)
