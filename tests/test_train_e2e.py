@@ -148,3 +148,18 @@ def test_skipped_utterances_are_counted_in_results(tiny_corpus, tmp_path):
                              "evaluation.baseline=false"], tmp_path / "run")
     assert record["skipped"] == {"missing_audio": 1, "empty_transcript": 1}
     assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == record["skipped"]
+
+
+def test_baseline_scores_are_cached_by_the_weights_not_by_the_path(tiny_bundle_factory, tiny_corpus, tmp_path):
+    from asr_peft.models.export import export_espnet_dir
+
+    model_dir = tmp_path / "model"
+    common = ["method=frozen", "data=manifest", f"data.corpus_dir={tiny_corpus}", f"model.path={model_dir}",
+              f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=1", "evaluation.subspace=false"]
+    export_espnet_dir(tiny_bundle_factory(0), model_dir)
+    first = run_in_process(common, tmp_path / "a")["baseline_metrics"]
+    assert run_in_process(common, tmp_path / "b")["baseline_metrics"] == first
+    assert not (tmp_path / "b" / "decode_baseline").exists()  # served from the cache
+    export_espnet_dir(tiny_bundle_factory(1), model_dir, overwrite=True)  # other weights, same path
+    run_in_process(common, tmp_path / "c")
+    assert (tmp_path / "c" / "decode_baseline").is_dir()  # scored afresh

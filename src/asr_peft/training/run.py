@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import apply_method, parameter_plan, total_parameter_count, trainable_parameter_count
+from asr_peft.adapters.svd import weight_key
 from asr_peft.adapters.injection import match_modules
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.evaluation.scoring import score_test_sets
@@ -55,7 +56,9 @@ def _baseline_metrics(cfg: DictConfig, bundle, normalizer, run_dir: Path, skippe
     """Scores of the model before adaptation, cached: every method of a sweep shares them."""
     if not cfg.evaluation.get("baseline", False):
         return None
-    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source],
+    # The weights themselves are part of the key: a checkpoint re-exported to the same path is a new model.
+    weights = [weight_key(tensor) for tensor in bundle.model.state_dict().values()]
+    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights],
                             sort_keys=True, default=str)
     cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
     if cache.is_file() and bundle.source not in ("random", "meta"):
