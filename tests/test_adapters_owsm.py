@@ -29,8 +29,8 @@ def adapt_config(name: str = "owsm_all", **overrides) -> dict:
 METHODS = [method_config("ssvd"), method_config("ssvd", rotation="cayley"), method_config("svft"),
            method_config("svft", pattern="banded", off_diag=2), method_config("lora", r=4, alpha=8),
            method_config("dora", r=4, alpha=8), method_config("pissa", r=4, alpha=4), method_config("vera", r=16),
-           method_config("full"), method_config("frozen")]
-IDS = ["ssvd", "ssvd-cayley", "svft", "svft-banded", "lora", "dora", "pissa", "vera", "full", "frozen"]
+           method_config("peft", peft_config={"peft_type": "PSOFT", "r": 8}), method_config("full"), method_config("frozen")]
+IDS = ["ssvd", "ssvd-cayley", "svft", "svft-banded", "lora", "dora", "pissa", "vera", "peft-psoft", "full", "frozen"]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from torch import nn
 from asr_peft.adapters.base import AdapterLayer
 from asr_peft.adapters.dora import DoRALinear
 from asr_peft.adapters.lora import LoRALinear
+from asr_peft.adapters.peft_tuner import PEFTLinear
 from asr_peft.adapters.pissa import PiSSALinear
 from asr_peft.adapters.ssvd import SSVDLinear, rank_for
 from asr_peft.adapters.svd import ThinSVD
@@ -66,6 +67,8 @@ METHODS: dict[str, MethodSpec] = {
                         svd_rank=lambda base, m, a: max(1, min(m["r"], base.in_features, base.out_features)),
                         summary="LoRA on the principal singular subspace"),
     "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="shared random projections, trained scales"),
+    "peft": MethodSpec(lambda base, svd, m, a, ctx: PEFTLinear(base, m["peft_config"]), hyperparameters=("peft_config",),
+                       summary="any Hugging Face PEFT tuner of nn.Linear layers (method.peft_config)"),
     "full": MethodSpec(trains="all", summary="every parameter"),
     "frozen": MethodSpec(trains="none", summary="no parameter (the pretrained model)"),
 }
