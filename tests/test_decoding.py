@@ -88,3 +88,24 @@ def test_merged_export_of_an_adapted_model_decodes_identically_in_stock_espnet(t
     finally:
         os.chdir(cwd)
     assert ours == without_specials(text)
+
+
+@pytest.mark.parametrize("maxlenratio", [0.0, 5.0])
+def test_beam_search_never_outgrows_the_ctc_frames(tiny_bundle, maxlenratio, monkeypatch):
+    """A hypothesis that does not end (an untrained model on a short input) stops at what CTC can align:
+    ESPnet's CTC prefix scorer indexes past the frames once primer + tokens outgrow them, which stock
+    maxlen (the frame count when maxlenratio=0) allows."""
+    speech = torch.randn(3000) * 0.1
+    with torch.no_grad():
+        frames = tiny_bundle.model.encode(speech[None], torch.tensor([3000]))[0].shape[1]
+    decoder = BeamSearchDecoder(tiny_bundle, beam_size=2, ctc_weight=0.3, maxlenratio=maxlenratio)
+    never_ending = tiny_bundle.model.decoder.batch_score
+
+    def batch_score_without_eos(ys, states, xs, *args, **kwargs):
+        scores, states = never_ending(ys, states, xs, *args, **kwargs)
+        scores[:, tiny_bundle.model.eos] = -1e10
+        return scores, states
+
+    monkeypatch.setattr(tiny_bundle.model.decoder, "batch_score", batch_score_without_eos)
+    text = decoder(speech)
+    assert len(decoder.bundle.text_to_ids(text)) <= frames

@@ -92,6 +92,18 @@ class BeamSearchDecoder:
             vocab_size=len(token_list), token_list=token_list, pre_beam_score_key=None if ctc_weight == 1.0 else "full")
         self.search.eval()
 
+    def max_tokens(self, frames: int) -> int:
+        """ESPnet's output-length limit for `maxlenratio`, capped where its CTC prefix scorer would index
+        past the last frame (it counts the primer's tokens as aligned output: at step i it reads frame
+        len(primer) + i - 2). A stock run with maxlenratio=0 allows `frames` steps and crashes on a
+        hypothesis that does not end; the cap only stops what CTC could not align anyway. Passing the
+        limit as an absolute length gives up ESPnet's end-detect heuristic for maxlenratio=0."""
+        if self.maxlenratio > 0:
+            requested = max(1, int(self.maxlenratio * frames))
+        else:
+            requested = -int(self.maxlenratio) if self.maxlenratio < 0 else frames
+        return min(requested, frames - len(self.primer) + 2)
+
     def __call__(self, speech: torch.Tensor) -> str:
         """Transcript of one utterance (1-D waveform at 16 kHz)."""
         model = self.bundle.model
@@ -101,8 +113,11 @@ class BeamSearchDecoder:
             encoded, _ = model.encode(speech, lengths)
             if isinstance(encoded, tuple):
                 encoded = encoded[0]
+            maxlen = self.max_tokens(encoded.shape[1])
+            if maxlen < 1:
+                return ""  # too few frames for the CTC scorer to extend the primer at all
             self.search.set_hyp_primer(list(self.primer))
-            hypotheses = self.search(x=encoded[0], maxlenratio=self.maxlenratio, minlenratio=self.minlenratio)
+            hypotheses = self.search(x=encoded[0], maxlenratio=-maxlen, minlenratio=self.minlenratio)
         tokens = hypotheses[0].yseq.tolist()[:-1]  # drop the final <eos>
         tokens = tokens[tokens.index(model.sos) + 1:]
         return self.bundle.ids_to_text([t for t in tokens if t != model.blank_id])
