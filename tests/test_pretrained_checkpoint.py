@@ -45,7 +45,9 @@ def test_checkpoint_loads_and_transcribes_fresh_source_speech():
     batch = torch.nn.utils.rnn.pad_sequence(speech, batch_first=True)
     hypotheses = ctc_greedy_decode(bundle, batch, lengths)
     rates = error_rates(sentences, hypotheses, get_normalizer("whisper_basic"))
-    assert rates["cer"] < 0.35, (rates, hypotheses)
+    # The shipped checkpoint scores 21% WER / 6.8% CER on the source test set (1 error in these 125
+    # characters when exported); the margin covers other espeak-ng builds and BLAS rounding.
+    assert rates["cer"] < 0.12 and rates["wer"] < 0.3, (rates, hypotheses)
 
 
 def test_meta_device_plan_of_a_local_checkpoint_reads_no_weights():
