@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from asr_peft.adapters import (adapter_modules, apply_method, load_adapter, merge_adapters, merged_copy, parameter_plan,
                                save_adapter, trainable_parameter_count, unmerge_adapters)
-from asr_peft.adapters.injection import match_modules
+from asr_peft.adapters.injection import match_modules, module_type
 from asr_peft.errors import ConfigError
 from asr_peft.models import load_owsm
 from conftest import ROOT, model_config
@@ -59,8 +59,8 @@ def test_presets_match_exactly_the_recipe_modules(tiny_bundle):
     """owsm_all: every recipe module of every block, decoder self/src attention included; nothing else."""
     kinds = Counter(pattern for _, pattern, _ in match_modules(tiny_bundle.model, adapt_config()["targets"]))
     blocks = 2
-    expected = {p: blocks for p in adapt_config()["targets"]}
-    expected.update({"encoder.embed.out.0": 1, "decoder.output_layer": 1,
+    expected = {p: blocks for p in adapt_config()["targets"] if p != "encoder.embed.out?"}  # conv2d8's name (v4)
+    expected.update({"encoder.embed.out.0?": 1, "decoder.output_layer": 1,
                      "feed_forward.w_1": 2 * blocks, "feed_forward.w_2": 2 * blocks})  # encoder and decoder FFNs
     assert kinds == expected
     names = [n for n, _, _ in match_modules(tiny_bundle.model, ["attn.linear_q"])]
@@ -70,6 +70,43 @@ def test_presets_match_exactly_the_recipe_modules(tiny_bundle):
     ffn = Counter(p for _, p, _ in match_modules(tiny_bundle.model, adapt_config("ffn")["targets"]))
     assert ffn["feed_forward.w_1"] == 2 * blocks   # encoder and decoder FFNs; the macaron one is separate
     assert "ctc.ctc_lo" not in [n for n, _, _ in match_modules(tiny_bundle.model, adapt_config()["targets"])]
+
+
+def test_optional_patterns_may_match_nothing_and_only_match_linear_layers(tiny_bundle):
+    model = tiny_bundle.model
+    assert [n for n, _, _ in match_modules(model, ["decoder.output_layer", "merge_proj_typo?"])] == ["decoder.output_layer"]
+    with pytest.raises(ConfigError, match="adapt.targets: pattern.s. merge_proj_typo match no module"):
+        match_modules(model, ["decoder.output_layer", "merge_proj_typo"])
+    # `encoder.embed.out` is the Sequential(Linear, PosEnc) here: named, it matches (and injection then
+    # refuses it as non-Linear); optional, it is passed over.
+    assert [n for n, _, _ in match_modules(model, ["encoder.embed.out"])] == ["encoder.embed.out"]
+    assert [n for n, _, _ in match_modules(model, ["encoder.embed.out?", "encoder.embed.out.0?"])] == ["encoder.embed.out.0"]
+    with pytest.raises(ConfigError, match="none of the optional patterns"):
+        match_modules(model, ["encoder.embed.out?", "nothing?"])
+
+
+@pytest.mark.parametrize("name, input_projection, encoder_types", [
+    # OWSM v4 (conv2d8): the input projection is encoder.embed.out itself; the rest is v3.1's recipe list
+    ("owsm_v4_base", "encoder.embed.out", {f"encoder.{t}": 6 for t in (
+        "attn.linear_q", "attn.linear_k", "attn.linear_v", "attn.linear_out", "cgmlp.channel_proj1",
+        "cgmlp.channel_proj2", "feed_forward.w_1", "feed_forward.w_2", "feed_forward_macaron.w_1",
+        "feed_forward_macaron.w_2", "merge_proj")}),
+    # OWLS (Transformer encoder, conv2d): self_attn and feed_forward in each of its 16 encoder blocks
+    ("owls_2b", "encoder.embed.out.0", {f"encoder.{t}": 16 for t in (
+        "self_attn.linear_q", "self_attn.linear_k", "self_attn.linear_v", "self_attn.linear_out",
+        "feed_forward.w_1", "feed_forward.w_2")}),
+])
+def test_owsm_all_preset_serves_other_architectures(name, input_projection, encoder_types):
+    """One preset across the zoo: the decoder is the same Transformer decoder everywhere; the encoder's
+    layers are what the architecture has."""
+    model = load_owsm(model_config(name), device="meta").model
+    names = [n for n, _, _ in match_modules(model, adapt_config()["targets"])]
+    assert [n for n in names if n.startswith("encoder.embed")] == [input_projection]
+    blocks = len(model.decoder.decoders)
+    expected = {f"decoder.{a}.linear_{x}": blocks for a in ("self_attn", "src_attn") for x in ("q", "k", "v", "out")}
+    expected.update({"decoder.feed_forward.w_1": blocks, "decoder.feed_forward.w_2": blocks, "decoder.output_layer": 1,
+                     "encoder.embed.out": 1, **encoder_types})
+    assert Counter(module_type(n) for n in names) == expected
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)

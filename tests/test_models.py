@@ -13,16 +13,25 @@ from asr_peft.models import load_exported, load_owsm
 from conftest import model_config
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("owsm_0.1b", 101_180_320),            # the published OWSM v3.1 base ("101M"), exact
-    ("owsm_0.37b", 367e6),                 # published "367M"
-    ("owsm_1b", 1.02e9),                   # published "1.02B"
+# (model config, published size, tolerance): the tolerance is half a unit of the published figure's
+# last digit, so the build must round to the figure as published.
+@pytest.mark.parametrize("name, expected, tolerance", [
+    ("owsm_0.1b", 101_180_320, 0),         # the published OWSM v3.1 base ("101M"), exact
+    ("owsm_0.37b", 367e6, 0.5e6),          # published "367M"
+    ("owsm_1b", 1.02e9, 0.005e9),          # published "1.02B"
+    # OWSM v4, as published in ESPnet's egs2/owsm_v4/s2t1/README.md model table
+    ("owsm_v4_base", 102e6, 0.5e6),        # "102M" (builds 101.92M)
+    ("owsm_v4_small", 370e6, 0.5e6),       # "370M" (builds 369.60M)
+    ("owsm_v4_medium", 1.02e9, 0.005e9),   # "1.02B" (builds 1.022B)
+    # OWLS 2B: published only as "2B" (espnet/owls_2B_180K, the SSVD paper's "0.1B to 2B"); its
+    # architecture in configs/model/owls_2b.yaml is an unverified estimate, see the comment there.
+    ("owls_2b", 2e9, 0.5e9),
 ])
-def test_meta_builds_match_published_sizes(name, expected):
+def test_meta_builds_match_published_sizes(name, expected, tolerance):
     bundle = load_owsm(model_config(name), device="meta")
     count = sum(p.numel() for p in bundle.model.parameters())
     assert all(p.is_meta for p in bundle.model.parameters())
-    assert count == expected if isinstance(expected, int) else abs(count - expected) / expected < 0.005
+    assert abs(count - expected) <= tolerance, f"{name}: {count:,} parameters, published {expected:,.0f}"
 
 
 def export_tiny(bundle, directory):
