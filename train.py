@@ -38,8 +38,14 @@ def main(cfg: DictConfig) -> float | None:
         return None
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     existing = read_results(run_dir)
-    if multirun and existing and existing.get("status") == "completed":
+    if existing and existing.get("status") == "completed":
+        # The same command finds its finished run: nothing is retrained or overwritten (a sweep re-run
+        # resumes where it stopped; `make demo` twice shows the first result).
         log.info("skipping %s: already completed", run_dir)
+        if not multirun:
+            print(f"{run_dir} already holds this completed run; its recorded results follow "
+                  f"(delete the directory or pick another hydra.run.dir to train again)")
+            _print_summary(existing)
         return _objective(existing, cfg)
     try:
         record = run(cfg, run_dir)
