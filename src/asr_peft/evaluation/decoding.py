@@ -9,6 +9,7 @@ in both.
 from __future__ import annotations
 
 import contextlib
+import logging
 from itertools import groupby
 
 import torch
@@ -91,6 +92,8 @@ class BeamSearchDecoder:
             beam_size=beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
             vocab_size=len(token_list), token_list=token_list, pre_beam_score_key=None if ctc_weight == 1.0 else "full")
         self.search.eval()
+        # ESPnet's search logs every utterance's hypotheses at INFO: thousands of lines per test set.
+        logging.getLogger("espnet.nets.beam_search").setLevel(logging.WARNING)
 
     def max_tokens(self, frames: int) -> int:
         """ESPnet's output-length limit for `maxlenratio`, capped where its CTC prefix scorer would index
