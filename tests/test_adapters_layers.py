@@ -11,7 +11,7 @@ from torch import nn
 from asr_peft.adapters import apply_method, merge_adapters, trainable_parameter_count, unmerge_adapters
 from asr_peft.adapters.dora import DoRALinear
 from asr_peft.adapters.lora import LoRALinear
-from asr_peft.adapters.ssvd import SSVDLinear, skew_symmetric
+from asr_peft.adapters.ssvd import SSVDLinear, activation_path_is_cheaper, skew_symmetric
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.adapters.svft import SVFTLinear
 from asr_peft.errors import ConfigError
@@ -75,9 +75,12 @@ def test_ssvd_update_is_the_papers_formula(d_out, d_in):
 
 
 @pytest.mark.parametrize("formulation", ["activation", "reference"])
-def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formulation):
+@pytest.mark.parametrize("shape, activation_path", [((3, 7), False), ((1, 2), True)])
+def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formulation, shape, activation_path):
+    # 21 rows form W' (21·88 > 24·52), 2 rows go through the rank-k subspace: both paths are covered.
+    assert activation_path_is_cheaper(shape[0] * shape[1], D_OUT, D_IN, 12) == activation_path
     torch.manual_seed(0)
-    x = torch.randn(3, 7, D_IN)
+    x = torch.randn(*shape, D_IN)
     layers = {}
     for name in ("efficient", formulation):
         layers[name] = ssvd(linear(), p=0.5, formulation=name)
@@ -92,13 +95,14 @@ def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formula
     assert layers["efficient"].base_layer.weight.grad is None
 
 
-def test_ssvd_gradient_reaches_the_input():
+@pytest.mark.parametrize("rows", [4, 40])  # the activation path and the formed-W' path
+def test_ssvd_gradient_reaches_the_input(rows):
     layer = ssvd(linear(), p=0.5)
     randomize(layer)
-    x = torch.randn(4, D_IN, requires_grad=True)
+    x = torch.randn(rows, D_IN, requires_grad=True)
     layer(x).sum().backward()
     W_adapted = (layer.base_layer.weight + layer.delta_weight()).detach()
-    assert torch.allclose(x.grad, torch.ones(4, D_OUT) @ W_adapted, atol=1e-5)   # dx = dy W'
+    assert torch.allclose(x.grad, torch.ones(rows, D_OUT) @ W_adapted, atol=1e-5)   # dx = dy W'
 
 
 @pytest.mark.parametrize("method, expected", [

@@ -24,6 +24,11 @@ factors on the output and input side; N = M, or Mᵀ when Wᵀ was factorised). 
 - `efficient` (default): a custom autograd function forms W' once per step (d_out·k·(k+d_in) MACs),
   computes y = x W'ᵀ, and in the backward pass gives dx = dy W' and dN = (dy L)ᵀ (x R) — the full
   d_out×d_in weight gradient is never built. W is the frozen base weight, so W' = W exactly at init.
+  For few input rows T (decoder layers see tens of tokens, the encoder hundreds of frames) forming W'
+  costs more than going through the k-dim subspace: y = x Wᵀ + ((x R) Nᵀ) Lᵀ, dx = dy W + ((dy L) N) Rᵀ,
+  dN from the saved x R. Beyond the frozen layer's own work that is T·k·(2d_in + 2d_out + 3k) MACs
+  against d_out·k·(k+d_in) + T·k·(d_in + d_out + k), so each call takes the activation path when
+  T·(d_in + d_out + 2k) < d_out·(k + d_in). Both paths are exact; they differ only in round-off.
 - `activation`: y = x Wᵀ + ((x R) Nᵀ) Lᵀ through plain autograd.
 - `reference`: the authors' formulation, rebuilding W' = U diag(σ') blockdiag(G, I) Vᵀ + (W − U diag(σ) Vᵀ)
   from the full factors every step (kept for benchmarks and as a correctness reference).
@@ -60,20 +65,41 @@ def skew_symmetric(upper: torch.Tensor, k: int) -> torch.Tensor:
     return S - S.T
 
 
+def activation_path_is_cheaper(rows: int, d_out: int, d_in: int, k: int) -> bool:
+    """Whether x·R (activation path) beats forming W' for `rows` input vectors (see module docstring)."""
+    return rows * (d_in + d_out + 2 * k) < d_out * (k + d_in)
+
+
 class _LowRankUpdateLinear(torch.autograd.Function):
     """y = x (W + L N Rᵀ)ᵀ + b with a gradient for N only, never forming dW (see module docstring)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, left, right, core):
+        rows = x.numel() // x.shape[-1]
+        ctx.activation_path = activation_path_is_cheaper(rows, *weight.shape, core.shape[0])
+        if ctx.activation_path:
+            projected = x @ right
+            ctx.save_for_backward(projected, weight, left, right, core)
+            return F.linear(x, weight, bias) + (projected @ core.T) @ left.T
         adapted = torch.addmm(weight, left @ core, right.T)
         ctx.save_for_backward(x, adapted, left, right)
         return F.linear(x, adapted, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
+        grad_x = grad_core = None
+        if ctx.activation_path:
+            projected, weight, left, right, core = ctx.saved_tensors
+            grad_left = grad_out @ left
+            if ctx.needs_input_grad[0]:
+                grad_x = grad_out @ weight + (grad_left @ core) @ right.T
+            if ctx.needs_input_grad[5]:
+                k = core.shape[0]
+                grad_core = grad_left.reshape(-1, k).T @ projected.reshape(-1, k)
+            return grad_x, None, None, None, None, grad_core
         x, adapted, left, right = ctx.saved_tensors
-        grad_x = grad_out @ adapted if ctx.needs_input_grad[0] else None
-        grad_core = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ adapted
         if ctx.needs_input_grad[5]:
             flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
             flat_x = x.reshape(-1, x.shape[-1])
