@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr_peft.data.audio import read_audio
-from asr_peft.data.dataset import collate, validate_utterances
+from asr_peft.data.audio import change_speed, read_audio
+from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.sampler import DurationBucketSampler, duration_buckets
 from asr_peft.errors import ConfigError, DataError
+from asr_peft.training.datamodule import speed_factors
 from conftest import write_tone
 
 
@@ -89,6 +90,40 @@ def test_read_audio_resamples_downmixes_and_cuts_segments(tmp_path):
     assert segment.shape == (8000,)
     with pytest.raises(DataError, match="expected 16000 Hz"):
         read_audio(tmp_path / "s.wav", resample=False)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbation_divides_duration_and_multiplies_frequency(factor):
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    changed = change_speed(tone, factor)
+    assert abs(len(changed) - 16000 / factor) <= 1
+    spectrum = np.abs(np.fft.rfft(changed * np.hanning(len(changed))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(changed)
+    assert peak_hz == pytest.approx(440 * factor, abs=2.0)
+    assert change_speed(tone, 1.0) is tone
+
+
+def test_speed_perturbed_dataset_batches_by_its_slowest_factor_and_draws_every_factor(tmp_path):
+    class NoText:
+        def encode(self, text, language):
+            return {}
+
+    tone = write_tone(tmp_path / "t.wav", 1.0)
+    dataset = SpeechDataset([Utterance("a", tone, "x", 1.0)], NoText(), speed_factors=[0.8, 1.0, 1.25])
+    assert dataset.durations == [pytest.approx(1.25)]
+    assert {len(dataset[0]["speech"]) for _ in range(60)} == {20000, 16000, 12800}
+
+
+@pytest.mark.parametrize("value, factors", [(None, []), ([], []), ([0.9, 1, 1.1], [0.9, 1.0, 1.1])])
+def test_speed_perturb_config(value, factors):
+    assert speed_factors({"speed_perturb": value}) == factors
+
+
+@pytest.mark.parametrize("value", [1.1, "0.9,1.1", [0.9, "fast"], [0.0], [3.0], [True]])
+def test_bad_speed_perturb_config_names_the_key(value):
+    with pytest.raises(ConfigError, match="data.speed_perturb"):
+        speed_factors({"speed_perturb": value})
 
 
 def test_validation_raises_or_counts_every_bad_input(tmp_path):

@@ -58,3 +58,14 @@ def read_audio(path: Path, *, start: float | None = None, end: float | None = No
     if sample_rate != TARGET_SAMPLE_RATE:
         samples = torchaudio.functional.resample(torch.from_numpy(samples), sample_rate, TARGET_SAMPLE_RATE).numpy()
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
+    """Kaldi/ESPnet speed perturbation: play `samples` `factor` times faster, so that the duration is
+    divided by `factor` and every frequency (F0 and formants) multiplied by it."""
+    if factor == 1.0:
+        return samples
+    # Reading the 16 kHz samples as if taken at 16 kHz x factor and resampling them to 16 kHz.
+    source_rate = int(round(TARGET_SAMPLE_RATE * factor))
+    changed = torchaudio.functional.resample(torch.from_numpy(samples), source_rate, TARGET_SAMPLE_RATE)
+    return np.ascontiguousarray(changed.numpy(), dtype=np.float32)

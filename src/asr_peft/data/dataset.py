@@ -10,6 +10,7 @@ counts end up in results.json.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from typing import Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from asr_peft.data.audio import TARGET_SAMPLE_RATE, audio_info, check_sample_rate, read_audio
+from asr_peft.data.audio import TARGET_SAMPLE_RATE, audio_info, change_speed, check_sample_rate, read_audio
 from asr_peft.data.manifest import Utterance
 from asr_peft.data.owsm_text import OWSMTextEncoder
 from asr_peft.errors import ConfigError, DataError
@@ -76,10 +77,12 @@ class SpeechDataset(Dataset):
     """Validated utterances → dicts of numpy arrays in the keys `ESPnetS2TModel.forward` takes."""
 
     def __init__(self, utterances: Sequence[Utterance], text_encoder: OWSMTextEncoder, *, resample: bool = True,
-                 speech_length: float | None = None):
+                 speech_length: float | None = None, speed_factors: Sequence[float] | None = None):
         self.utterances = list(utterances)
         self.text_encoder = text_encoder
         self.resample = resample
+        # Speed perturbation: each read draws one factor (Python's RNG, seeded per worker by Lightning).
+        self.speed_factors = list(speed_factors or [])
         # OWSM models were pretrained on inputs padded or trimmed to a fixed length (30 s).
         self.pad_to_samples = int(speech_length * TARGET_SAMPLE_RATE) if speech_length else None
 
@@ -88,11 +91,15 @@ class SpeechDataset(Dataset):
 
     @property
     def durations(self) -> list[float]:
-        return [utt.duration or 0.0 for utt in self.utterances]
+        """Seconds per utterance as batched: the slowest speed factor's, so batches keep their bound."""
+        stretch = 1.0 / min(self.speed_factors, default=1.0)
+        return [(utt.duration or 0.0) * stretch for utt in self.utterances]
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
         speech = read_audio(utt.audio, start=utt.start, end=utt.end, resample=self.resample)
+        if self.speed_factors:
+            speech = change_speed(speech, random.choice(self.speed_factors))
         if self.pad_to_samples is not None:
             speech = np.pad(speech[: self.pad_to_samples], (0, max(0, self.pad_to_samples - len(speech))))
         item = {"utt_id": utt.id, "speech": speech, "transcript": utt.text}

@@ -1,10 +1,12 @@
 """Recipe for the small pretrained OWSM-architecture checkpoint shipped in `checkpoints/owsm_tiny_pretrained`.
 
     python -m asr_peft.models.pretrain_tiny prepare            # tokenizer + feature statistics
-    python train.py experiment=pretrain_tiny                   # the framework's own Lightning loop
-    python -m asr_peft.models.pretrain_tiny export <run dir>   # fp16 ESPnet export + card + checksums
+    python train.py experiment=pretrain_tiny                   # stage 1: the framework's own Lightning loop
+    python -m asr_peft.models.pretrain_tiny export <stage-1 run dir> --out data/generated/pretrain_tiny/stage1
+    python train.py experiment=pretrain_tiny_stage2            # stage 2: on from stage 1, speed-perturbed
+    python -m asr_peft.models.pretrain_tiny export <stage-2 run dir>   # fp16 ESPnet export + card + checksums
 
-`make pretrained-checkpoint` runs the three steps. The model is pretrained on the synthetic corpus's
+`make pretrained-checkpoint` runs these steps. The model is pretrained on the synthetic corpus's
 `source` domain only (adult, standard-accent voices), so that the child and dialect domains are
 shifts it has never heard.
 """

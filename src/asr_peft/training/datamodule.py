@@ -24,6 +24,15 @@ def load_split(data_cfg: Mapping[str, Any], path: str, skipped: Counter) -> list
     return utterances
 
 
+def speed_factors(data_cfg: Mapping[str, Any]) -> list[float]:
+    """`data.speed_perturb`: the training set's speed factors (e.g. [0.9, 1.0, 1.1]); null or [] for none."""
+    factors = data_cfg.get("speed_perturb") or []
+    if isinstance(factors, (str, int, float)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 for f in factors):
+        raise ConfigError(f"data.speed_perturb must be a list of speed factors in [0.5, 2], got {factors!r}")
+    return [float(f) for f in factors]
+
+
 class OWSMDataModule(pl.LightningDataModule):
     def __init__(self, data_cfg: Mapping[str, Any], loader_cfg: Mapping[str, Any], bundle, *, seed: int = 0):
         super().__init__()
@@ -35,18 +44,20 @@ class OWSMDataModule(pl.LightningDataModule):
         self.bundle = bundle
         self.seed = seed
         self.text_encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+        self.speed_factors = speed_factors(data_cfg)
         self.skipped: Counter = Counter()
         self.train_set: SpeechDataset | None = None
         self.valid_set: SpeechDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.dataset(load_split(self.cfg, self.cfg["train"], self.skipped))
+            self.train_set = self.dataset(load_split(self.cfg, self.cfg["train"], self.skipped),
+                                          speed_factors=self.speed_factors)
             self.valid_set = self.dataset(load_split(self.cfg, self.cfg["valid"], self.skipped))
 
-    def dataset(self, utterances: list[Utterance]) -> SpeechDataset:
+    def dataset(self, utterances: list[Utterance], *, speed_factors: list[float] | None = None) -> SpeechDataset:
         return SpeechDataset(utterances, self.text_encoder, resample=self.cfg.get("resample", True),
-                             speech_length=self.bundle.speech_length)
+                             speech_length=self.bundle.speech_length, speed_factors=speed_factors)
 
     def loader(self, dataset: SpeechDataset, *, shuffle: bool) -> DataLoader:
         trainer = self.trainer
