@@ -157,7 +157,7 @@ def test_skipped_utterances_are_counted_in_results(tiny_corpus, tmp_path):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == record["skipped"]
 
 
-def test_baseline_scores_are_cached_by_the_weights_not_by_the_path(tiny_bundle_factory, tiny_corpus, tmp_path):
+def test_baseline_scores_are_cached_by_the_weights_and_test_data_not_by_the_paths(tiny_bundle_factory, tiny_corpus, tmp_path):
     from asr_peft.models.export import export_espnet_dir
 
     model_dir = tmp_path / "model"
@@ -170,3 +170,6 @@ def test_baseline_scores_are_cached_by_the_weights_not_by_the_path(tiny_bundle_f
     export_espnet_dir(tiny_bundle_factory(1), model_dir, overwrite=True)  # other weights, same path
     run_in_process(common, tmp_path / "c")
     assert (tmp_path / "c" / "decode_baseline").is_dir()  # scored afresh
+    test = tiny_corpus / "test.jsonl"
+    test.write_text(test.read_text().splitlines()[0] + "\n")  # a corpus regenerated in place
+    assert run_in_process(common, tmp_path / "d")["baseline_metrics"]["test"]["num_utterances"] == 1

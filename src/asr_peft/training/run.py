@@ -52,14 +52,22 @@ def run_dry(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return plan
 
 
+def _file_digest(path: str) -> str | None:
+    """SHA-256 of a manifest file (None for a Kaldi directory or a missing file: the scorer reports those)."""
+    file = Path(path)
+    return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+
+
 def _baseline_metrics(cfg: DictConfig, bundle, normalizer, run_dir: Path, skipped: Counter) -> dict | None:
     """Scores of the model before adaptation, cached: every method of a sweep shares them."""
     if not cfg.evaluation.get("baseline", False):
         return None
     # The weights themselves are part of the key: a checkpoint re-exported to the same path is a new model.
     weights = [weight_key(tensor) for tensor in bundle.model.state_dict().values()]
-    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights],
-                            sort_keys=True, default=str)
+    # So are the test manifests' contents: a corpus regenerated in place is new test data.
+    manifests = {name: _file_digest(path) for name, path in (cfg.data.test or {}).items()}
+    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights,
+                             manifests], sort_keys=True, default=str)
     cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
     if cache.is_file() and bundle.source not in ("random", "meta"):
         return json.loads(cache.read_text(encoding="utf-8"))
