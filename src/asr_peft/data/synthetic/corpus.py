@@ -30,7 +30,7 @@ from asr_peft.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: child formant scaling of 8-11-year-olds (domains.py)
 SENTENCES = Path(__file__).with_name("sentences.txt")
 SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
     "source_train": ("source", 16500, "train"), "source_dev": ("source", 300, "dev"),
