@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from asr_peft.cli import one_line_errors, preflight, setup_environment
+from asr_peft.cli import one_line_errors, preflight, quote_path_overrides, setup_environment
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
@@ -46,5 +46,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     setup_environment()
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("run_dir",))
     preflight("evaluate", sys.argv[1:])
     main()

@@ -55,7 +55,10 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
     assert subspace["overall"]["layers"] == 2 * 11 + 2 * 10 + 2  # owsm_all on 2 + 2 blocks, embed.out, output layer
     assert "adapted" in result.stdout and "WER" in result.stdout
     # evaluate.py rescoring the run's best checkpoint reproduces the run's own test WER, in trn files too.
-    rescored = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", "evaluation.progress=false"],
+    # Real run directories are named after their overrides; the documented command takes them unquoted.
+    named_like_a_run = tmp_path / "method=full,seed=0"
+    named_like_a_run.symlink_to(run_dir)
+    rescored = subprocess.run([PYTHON, str(ROOT / "evaluate.py"), f"run_dir={named_like_a_run}", "evaluation.progress=false"],
                               capture_output=True, text=True, timeout=600, env={**os.environ, "ASR_PEFT_ROOT": str(ROOT)})
     assert rescored.returncode == 0, rescored.stderr[-3000:]
     evaluation = json.loads(next((run_dir / "eval").glob("*/eval.json")).read_text())
@@ -120,6 +123,17 @@ def test_every_config_group_composes_and_the_1b_job_config_prints():
             OmegaConf.to_container(cfg.model, resolve=True)
             OmegaConf.to_container(cfg.method, resolve=True)
     assert "owsm_tiny" in groups["model"] and "ssvd" in groups["method"] and "ddp" in groups["trainer"]
+
+
+@pytest.mark.parametrize("path", ["outputs/train/method=ssvd,seed=0", "runs/it's=here", "plain/dir"])
+def test_run_dir_paths_reach_hydra_verbatim(path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from asr_peft.cli import quote_path_overrides
+
+    args = quote_path_overrides([f"run_dir={path}", "data=synth_child", "run_dir='already=quoted'"], ("run_dir",))
+    parsed = OverridesParser.create().parse_overrides(args)
+    assert [o.value() for o in parsed] == [path, "synth_child", "already=quoted"]
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -34,6 +34,21 @@ def run_name(override_dirname: str) -> str:
     return name or "defaults"
 
 
+def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """Quote the values of path overrides (`run_dir=...`) for Hydra's override grammar.
+
+    Run directories are named after their overrides (`method=ssvd,seed=0`), and the grammar reads a bare
+    `=` or `,` in a value as syntax; a value the user quoted already is left alone.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and value and value[0] not in "'\"":
+            arg = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        quoted.append(arg)
+    return quoted
+
+
 def setup_environment() -> None:
     """Resolvers and defaults that must exist before Hydra composes the config."""
     os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
