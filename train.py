@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from asr_peft.cli import one_line_errors, preflight, setup_environment
+from asr_peft.errors import ConfigError
 
 log = logging.getLogger("asr_peft.train")
 
@@ -49,11 +50,15 @@ def main(cfg: DictConfig) -> float | None:
         return _objective(existing, cfg)
     try:
         record = run(cfg, run_dir)
-    except Exception:
+    except Exception as error:
         if not multirun:
             raise
-        # One failing job must not stop a sweep: the failure is recorded in its results.json.
-        log.exception("run %s failed; the sweep goes on", run_dir)
+        # One failing job must not stop a sweep: the failure is recorded in its results.json. Bad
+        # input is reported in one line; anything else keeps its traceback for debugging.
+        if isinstance(error, ConfigError):
+            log.error("run %s failed: %s; the sweep goes on", run_dir, error)
+        else:
+            log.exception("run %s failed; the sweep goes on", run_dir)
         return None
     _print_summary(record)
     return _objective(record, cfg)

@@ -16,6 +16,9 @@ def test_a_failing_job_is_recorded_and_neither_the_sweep_nor_the_report_stops(ti
                         "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluation.baseline=false",
                         "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    # Bad input is a one-line log entry in a sweep too, not a traceback.
+    assert "method.r=4096 must be positive" in console and "Traceback" not in console
     report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
