@@ -3,7 +3,8 @@
 1. Layer level (d=384, k=153, T=1000 tokens, the spec's "Efficient computation" setting): a training
    step (forward + backward) of each SSVD formulation and LoRA r=32, relative to a frozen layer.
 2. Model level, OWSM v3.1 base architecture (random weights, 2 x 10 s, CPU): training-step time and
-   peak resident memory of every method relative to LoRA r=32 (one fresh process per method).
+   peak resident memory of every method relative to LoRA r=32 (one fresh process per method and round;
+   a ratio is the median over rounds of the ratio within a round, so drifts of a shared machine cancel).
 3. Inference (encoder, 2 x 10 s): merged and unmerged SSVD relative to the base model, the three
    timed in rotating order in one process (median of per-round ratios).
 4. SVD set-up of SSVD p=0.4 for every adapted OWSM-1B layer (owsm_all targets), cold and from the
@@ -72,16 +73,29 @@ def layer_level() -> dict[str, float]:
     return {name: value / times["frozen"] for name, value in times.items()}
 
 
-def model_level(mode: str, methods: dict, repeats: int = 2) -> dict[str, dict]:
-    results = {}
-    for name, method in methods.items():
-        out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode,
-                              "--seconds", "10", "--repeats", str(repeats)],
-                             capture_output=True, text=True, timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    return results
+def step_process(method: dict, mode: str, repeats: int) -> dict:
+    """bench/step.py for one method in a fresh process, so that its peak memory is its own."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode,
+                          "--seconds", "10", "--repeats", str(repeats)],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def training_steps(rounds: int = 3, repeats: int = 2) -> dict[str, list[dict]]:
+    """Every method once per round, in an order rotated each round; returns each method's runs by round."""
+    names = list(METHODS)
+    runs: dict[str, list[dict]] = {name: [None] * rounds for name in names}
+    for round_ in range(rounds):
+        shift = round_ * len(names) // rounds  # each method meets the machine at a different time
+        for name in names[shift:] + names[:shift]:
+            runs[name][round_] = step_process(METHODS[name], "train", repeats)
+    return runs
+
+
+def ratio_over_rounds(runs: dict[str, list[dict]], name: str, baseline: str) -> float:
+    return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(runs[name], runs[baseline]))
 
 
 def svd_setup_owsm_1b() -> dict[str, dict[str, float]]:
@@ -129,17 +143,20 @@ def main() -> None:
     report["layer_vs_frozen"] = layer_level()
     for name, ratio in report["layer_vs_frozen"].items():
         print(f"   {name:<24} {ratio:5.2f}x")
-    print("2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32")
-    steps = model_level("train", METHODS)
-    report["train_step"] = steps
-    lora = steps["lora r=32"]["seconds"]
+    print("2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32 (median over 3 rounds)")
+    runs = training_steps()
+    report["train_step"] = {name: {"step_vs_lora": ratio_over_rounds(runs, name, "lora r=32"),
+                                   "seconds_by_round": [run["seconds"] for run in method_runs],
+                                   "trainable": method_runs[0]["trainable"],
+                                   "peak_rss_mb": max(run["peak_rss_mb"] for run in method_runs)}
+                            for name, method_runs in runs.items()}
     print(f"   {'method':<38} {'step/LoRA':>9} {'trainable':>12} {'peak RSS MB':>12}")
-    for name, values in steps.items():
-        print(f"   {name:<38} {values['seconds'] / lora:9.2f} {values['trainable']:>12,} {values['peak_rss_mb']:>12.0f}")
-    ssvd, reference = steps["ssvd p=0.4"]["seconds"], steps["ssvd p=0.4 (reference: rebuild W')"]["seconds"]
-    print(f"   SSVD / reference formulation: {ssvd / reference:.2f}x")
+    for name, values in report["train_step"].items():
+        print(f"   {name:<38} {values['step_vs_lora']:9.2f} {values['trainable']:>12,} {values['peak_rss_mb']:>12.0f}")
+    report["ssvd_vs_reference"] = ratio_over_rounds(runs, "ssvd p=0.4", "ssvd p=0.4 (reference: rebuild W')")
+    print(f"   SSVD / reference formulation: {report['ssvd_vs_reference']:.2f}x")
     print("3. inference (encoder, 2 x 10 s), SSVD p=0.4 relative to the base model, timed side by side")
-    report["inference"] = model_level("infer", {"ssvd": {"name": "ssvd"}}, repeats=9)["ssvd"]
+    report["inference"] = step_process({"name": "ssvd"}, "infer", repeats=9)
     for name, ratio in report["inference"].items():
         print(f"   ssvd {name:<11} {ratio:5.2f}x")
     if not args.skip_svd:
