@@ -14,7 +14,7 @@ help:
 	@echo "make demo       install, generate the offline corpus (cached), adapt with SSVD, report"
 	@echo "make bench      speed and memory ratios of the adapters (see README)"
 	@echo "make corpus     generate the offline synthetic corpus (cached; ~6 min on 2 cores)"
-	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h of pretraining in two stages)"
+	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 15 min of pretraining in three stages)"
 	@echo "make lock       re-resolve requirements/*.in into requirements/lock.txt"
 
 install:
@@ -36,15 +36,19 @@ demo: install corpus
 corpus: install
 	$(PY) -m asr_peft.data.synthetic --out data/generated/synth
 
-# Two stages: from random weights on clean source speech, then on with speed perturbation.
+# Three stages: from random weights on clean source speech, on with speed perturbation, then a short
+# low-learning-rate cycle.
 PRETRAIN_RUN := outputs/pretrain/experiment=pretrain_tiny
 PRETRAIN_STAGE2_RUN := outputs/pretrain_stage2/experiment=pretrain_tiny_stage2
+PRETRAIN_STAGE3_RUN := outputs/pretrain_stage3/experiment=pretrain_tiny_stage3
 pretrained-checkpoint: install corpus
 	$(PY) -m asr_peft.models.pretrain_tiny prepare
 	$(PY) train.py experiment=pretrain_tiny
 	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_RUN) --out data/generated/pretrain_tiny/stage1
 	$(PY) train.py experiment=pretrain_tiny_stage2
-	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_STAGE2_RUN)
+	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_STAGE2_RUN) --out data/generated/pretrain_tiny/stage2
+	$(PY) train.py experiment=pretrain_tiny_stage3
+	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_STAGE3_RUN)
 
 bench: install
 	$(PY) bench/run.py

@@ -4,7 +4,9 @@
     python train.py experiment=pretrain_tiny                   # stage 1: the framework's own Lightning loop
     python -m asr_peft.models.pretrain_tiny export <stage-1 run dir> --out data/generated/pretrain_tiny/stage1
     python train.py experiment=pretrain_tiny_stage2            # stage 2: on from stage 1, speed-perturbed
-    python -m asr_peft.models.pretrain_tiny export <stage-2 run dir>   # fp16 ESPnet export + card + checksums
+    python -m asr_peft.models.pretrain_tiny export <stage-2 run dir> --out data/generated/pretrain_tiny/stage2
+    python train.py experiment=pretrain_tiny_stage3            # stage 3: 500 low-lr steps on from stage 2
+    python -m asr_peft.models.pretrain_tiny export <stage-3 run dir>   # fp16 ESPnet export + card + checksums
 
 `make pretrained-checkpoint` runs these steps. The model is pretrained on the synthetic corpus's
 `source` domain only (adult, standard-accent voices), so that the child and dialect domains are
