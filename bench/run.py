@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINING_ROUNDS = 3  # each method timed once per round; ratios are taken within a round
 METHODS = {
     "lora r=32": {"name": "lora", "r": 32, "alpha": 64, "embedding_targets": ["decoder.embed.0"]},
     "ssvd p=0.4": {"name": "ssvd"},
@@ -83,7 +84,7 @@ def step_process(method: dict, mode: str, repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def training_steps(rounds: int = 3, repeats: int = 2) -> dict[str, list[dict]]:
+def training_steps(rounds: int, repeats: int = 2) -> dict[str, list[dict]]:
     """Every method once per round, in an order rotated each round; returns each method's runs by round."""
     names = list(METHODS)
     runs: dict[str, list[dict]] = {name: [None] * rounds for name in names}
@@ -143,8 +144,8 @@ def main() -> None:
     report["layer_vs_frozen"] = layer_level()
     for name, ratio in report["layer_vs_frozen"].items():
         print(f"   {name:<24} {ratio:5.2f}x")
-    print("2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32 (median over 3 rounds)")
-    runs = training_steps()
+    print(f"2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32 (median over {TRAINING_ROUNDS} rounds)")
+    runs = training_steps(TRAINING_ROUNDS)
     report["train_step"] = {name: {"step_vs_lora": ratio_over_rounds(runs, name, "lora r=32"),
                                    "seconds_by_round": [run["seconds"] for run in method_runs],
                                    "trainable": method_runs[0]["trainable"],
