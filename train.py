@@ -28,7 +28,8 @@ log = logging.getLogger("asr_peft.train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
     from asr_peft.training.results import read_results
-    from asr_peft.training.run import run, run_dry
+    from asr_peft.training.plan import run_dry
+    from asr_peft.training.run import run
     from asr_peft.reporting.plan_table import format_plan
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)

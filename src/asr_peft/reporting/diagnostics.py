@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from asr_peft.adapters.model import ADAPTER_TYPES
-from asr_peft.adapters.injection import module_type
+from asr_peft.adapters.injection import match_modules, module_type
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.errors import ConfigError
 
@@ -123,6 +123,15 @@ def _mean_lists(lists: list[list[float]]) -> list[float]:
 SCALARS = ("input_angle_mean_deg", "input_angle_max_deg", "output_angle_mean_deg", "output_angle_max_deg",
            "delta_relative_norm", "delta_effective_rank")
 PROFILES = ("input_angles_deg", "output_angles_deg", "delta_spectrum")
+
+
+def pretrained_target_weights(cfg, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the pretrained weights of the modules a run adapts, taken before its method is applied,
+    for the diagnostics at the end (none when `evaluation.subspace` is off or nothing is adapted)."""
+    if not cfg.evaluation.get("subspace", False) or cfg.method.name == "frozen":
+        return {}
+    return {f"{name}.weight": module.weight.detach().clone() for name, _, module in match_modules(model, cfg.adapt.targets)
+            if isinstance(module, nn.Linear)}
 
 
 def compute_subspace_diagnostics(base_model: WeightSource, adapted_model: WeightSource, module_names: Iterable[str], *,

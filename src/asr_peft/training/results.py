@@ -87,3 +87,15 @@ def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False, default=str), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A run's record as it starts: what runs, on what; outcomes are filled in as they come."""
+    return {
+        "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
+        "method": cfg["method"], "adapt": cfg["adapt"], "model": {"name": cfg["model"]["name"]},
+        "data": {"name": cfg["data"]["name"]}, "seed": cfg["seed"], "metrics": {}, "baseline_metrics": None,
+        "parameters": None, "train_time_s": None, "peak_memory_mb": None, "global_step": None,
+        "validation_history": [], "skipped": {}, "packages": package_versions(),
+        "git_commit": git_commit(Path(cfg["paths"]["root_dir"])), "config": cfg,
+    }

@@ -1,0 +1,46 @@
+"""Scores of the pretrained model before adaptation, cached: every method of a sweep shares them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from asr_peft.adapters.svd import weight_key
+from asr_peft.evaluation.scoring import score_test_sets
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _file_digest(path: str) -> str | None:
+    """SHA-256 of a manifest file (None for a Kaldi directory or a missing file: the scorer reports those)."""
+    file = Path(path)
+    return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+
+
+def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], run_dir: Path,
+                     skipped: Counter) -> dict | None:
+    """The frozen model's test scores (`evaluation.baseline`), from the cache when the same model and
+    test data were scored before."""
+    if not cfg.evaluation.get("baseline", False):
+        return None
+    # The weights themselves are part of the key: a checkpoint re-exported to the same path is a new model.
+    weights = [weight_key(tensor) for tensor in bundle.model.state_dict().values()]
+    # So are the test manifests' contents: a corpus regenerated in place is new test data.
+    manifests = {name: _file_digest(path) for name, path in (cfg.data.test or {}).items()}
+    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights,
+                             manifests], sort_keys=True, default=str)
+    cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
+    if cache.is_file() and bundle.source not in ("random", "meta"):
+        return json.loads(cache.read_text(encoding="utf-8"))
+    metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
+                              run_dir / "decode_baseline", skipped=skipped)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(metrics), encoding="utf-8")
+    return metrics
