@@ -12,6 +12,18 @@ vectors by a rotation G and the top-k singular values by a gated shift:
 
 Trainable per layer: k + k(k−1)/2 + 1 (free: k + k² + 1); all start at zero, so A' = A at init.
 
+Basis. The trained numbers are coordinates in the basis of A's top-k singular vectors, which are
+defined only up to a sign per pair. They are not stored: they are rebuilt on load by `adapters/svd.py`
+in its canonical basis (each right singular vector of W has its largest-magnitude entry positive), and
+adapter files and checkpoints record a fingerprint of them (`adapters/fingerprint.py`), so a reload is
+the trained model or a one-line error.
+
+Against the authors' code (converting an ESPnet SSVD checkpoint): its skew generator `K_vec` forms
+A = I − 2K where this project forms G = I + 2S, so S = −K (the `skew` vector holds S's strict upper
+triangle, row-major); Δσ and the gate carry over. Their checkpoints store the factors with the
+weights, in whatever signs their SVD returned: with d_j = ±1 the sign that maps their rotated vector j
+onto this project's canonical one (d_j = sign of the dot product of the two), S_ij = −d_i·d_j·K_ij.
+
 Orientation: `A` is the weight `W` (d_out×d_in), so the rotation acts on the input side — except that,
 like the authors' reference code, `orientation=reference` (default) factorises `Wᵀ` when d_in > d_out
 (FFN `w_2`, `merge_proj`, `encoder.embed.out`), always rotating the subspace of the smaller dimension.
@@ -128,7 +140,8 @@ class SSVDLinear(AdapterLayer):
         else:
             self.skew = nn.Parameter(torch.zeros(k * (k - 1) // 2, **factory))
         # Factors are derived from the frozen weight, so they stay out of checkpoints (non-persistent)
-        # and are recomputed (or read from the SVD cache) when the method is applied again.
+        # and are recomputed (or read from the SVD cache) in the canonical basis when the method is
+        # applied again; the fingerprint checks they are the ones the adapter was trained in.
         r_max = min(d_in, d_out)
         if svd is None:  # meta device: shapes only
             U, S, Vh = (torch.empty(d_out, r_max, **factory), torch.empty(r_max, **factory),

@@ -1,24 +1,38 @@
-"""Truncated thin SVDs of pretrained weights: computed once per weight, only as far as needed, cached on disk.
+"""Thin SVDs of pretrained weights in one canonical basis: computed once per weight, only as far as needed, cached on disk.
 
-How: for W (d_out×d_in) with m = min(d_out, d_in), the eigendecomposition of the m×m Gram matrix
+Route. For W (d_out×d_in) with m = min(d_out, d_in), the eigendecomposition of the m×m Gram matrix
 (W Wᵀ or Wᵀ W) gives the singular values and the singular vectors of the smaller side; the other
 side's top-`rank` vectors follow as Wᵀu/σ (or Wv/σ). That is several times faster than LAPACK's SVD
-of the rectangular matrix. Squaring W squares its condition number, so the precision is chosen by
-how far down the spectrum the requested rank reaches (measured on OWSM-sized weights against a
-float64 SVD, see tests/test_svd.py):
+of the rectangular matrix. Squaring W squares its condition number, so the route works in float64:
+in float32 its vectors were off by up to 1e-3 on a 384×1024 layer (4-10× LAPACK float32's error, and
+far more down a decaying spectrum), in float64 they are within float32 rounding (≤ 1e-8) of a float64
+LAPACK SVD on every spectrum tested (random, power-law and exponential decay, σ_rank/σ_max down to
+1e-4; tests/test_svd.py). It stays so until σ_rank/σ_max ≈ 2e-5, so below `GRAM_FLOOR` (a (nearly)
+rank-deficient weight) LAPACK's float64 SVD is used instead. Either way the result is rounded to float32 once.
 
-- σ_rank ≥ 0.1·σ_max: float32, as accurate as LAPACK's float32 SVD (what the factors are stored in);
-- σ_rank ≥ 1e-6·σ_max: float64, better than float32 working precision;
-- below (a rank-deficient weight): LAPACK's SVD itself.
+Canonical basis. A singular pair (u_j, v_j) is defined up to a common sign, and which sign an
+algorithm returns depends on the algorithm, the rank asked for, the BLAS and the thread count. Every
+route here returns the pair whose right singular vector v_j has its largest-magnitude entry positive
+(the first such entry on an exact tie), decided in float64 before rounding. So a top-k factorisation
+is the prefix of a full one, and the cache, a fresh computation, another thread count or machine give
+the same factors up to float32 rounding. What no sign rule fixes: singular values that are repeated,
+or closer than float64 can resolve (~1e-13·σ_max; the null space of a rank-deficient weight is the
+common case), span a subspace in which any orthonormal basis is a valid answer. An adapter trained in
+such a basis may be rebuilt in another one; the fingerprint (`adapters/fingerprint.py`) recorded with
+every adapter file and checkpoint then refuses it rather than letting it act on other directions.
 
 Layers are spread over a thread pool with one BLAS thread each, because the tridiagonal reduction
 inside `eigh` is memory-bound and scales better across matrices than across threads.
 
-The cache key is a hash of the weight's bytes (with dtype and shape), so a factorisation is reused
+Cache. The key is a hash of the weight's bytes (with dtype and shape), so a factorisation is reused
 for the same weights whatever the run, method or `p`, and never for different weights. A file holds
-the leading `r` singular triplets, rows first (`Ut`: r×d_out, `S`, `Vh`: r×d_in), so that any smaller
-rank is a contiguous prefix read from the memory-mapped file; a request for more than is stored
-recomputes and replaces the entry. A file that cannot be read is ignored and recomputed.
+the leading `r` canonical singular triplets, rows first (`Ut`: r×d_out, `S`, `Vh`: r×d_in), so that any
+smaller rank is a contiguous prefix read from the memory-mapped file; a request for more than is
+stored recomputes and replaces the entry. Its metadata names the cache format and the weight's key,
+and what is read is checked against the weight itself (shapes, a descending finite spectrum, the
+sign convention, and W·Vᵀ = U·diag(S) on a probe vector): a file that fails (unreadable, written
+without the canonical convention by an earlier version, or holding another weight's factors) is
+ignored, recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -35,10 +49,16 @@ import xxhash
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from asr_peft.adapters.fingerprint import probe_vectors
+
 log = logging.getLogger(__name__)
 
-# (precision, smallest σ_rank / σ_max it factorises accurately), tried in order
-GRAM_PRECISIONS = ((torch.float32, 0.1), (torch.float64, 1e-6))
+# The float64 Gram route factorises accurately while σ_rank ≥ GRAM_FLOOR·σ_max (see the docstring).
+GRAM_FLOOR = 1e-3
+CACHE_FORMAT = "2"  # 1: no sign convention (earlier versions); 2: canonical basis, weight key in the metadata
+# A stored factorisation must satisfy W·Vᵀ = U·diag(S) to this relative accuracy on a probe vector
+# (float32 factors of the right weight: ~1e-6; another weight's: ~1).
+CACHE_CHECK_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -62,52 +82,91 @@ def weight_key(weight: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def canonical(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> ThinSVD:
+    """Flip each pair (u_j, v_j) so that v_j's largest-magnitude entry is positive; then round to float32."""
+    largest = Vh.gather(1, Vh.abs().argmax(dim=1, keepdim=True))  # argmax: the first on a tie
+    signs = torch.where(largest < 0, -1.0, 1.0).to(Vh.dtype)
+    return ThinSVD((U * signs.T).float().contiguous(), S.float().contiguous(), (Vh * signs).float().contiguous())
+
+
 def truncated_svd(weight: torch.Tensor, rank: int | None = None) -> ThinSVD:
-    """The top-`rank` (default: all) singular triplets of `weight`, in float32 on the weight's device."""
+    """The top-`rank` (default: all) canonical singular triplets of `weight`, in float32 on its device."""
     d_out, d_in = weight.shape
     m = min(d_out, d_in)
     rank = m if rank is None else rank
     if not 0 < rank <= m:
         raise ValueError(f"rank {rank} is outside [1, {m}] for a {d_out}x{d_in} weight")
-    for dtype, floor in GRAM_PRECISIONS:
-        svd = _gram_svd(weight.detach().to(dtype), rank, floor)
-        if svd is not None:
-            return svd
-    U, S, Vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
-    return ThinSVD(U[:, :rank].contiguous(), S[:rank].contiguous(), Vh[:rank].contiguous())
+    W = weight.detach().double()
+    svd = _gram_svd(W, rank)
+    if svd is not None:
+        return svd
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return canonical(U[:, :rank], S[:rank], Vh[:rank])
 
 
-def _gram_svd(W: torch.Tensor, rank: int, floor: float) -> ThinSVD | None:
-    """The SVD from the Gram matrix in W's precision, or None if σ_rank < floor·σ_max."""
+def _gram_svd(W: torch.Tensor, rank: int) -> ThinSVD | None:
+    """The SVD from W's Gram matrix, or None if σ_rank < GRAM_FLOOR·σ_max (then the route loses accuracy)."""
     wide = W.shape[0] <= W.shape[1]  # then the Gram matrix lives on the output side
     eigenvalues, eigenvectors = torch.linalg.eigh(W @ W.T if wide else W.T @ W)
     S = eigenvalues.flip(0)[:rank].clamp_min(0).sqrt()
-    if S[-1] < floor * S[0] or S[0] == 0:
+    if S[0] == 0 or S[-1] < GRAM_FLOOR * S[0]:
         return None
     smaller_side = eigenvectors.flip(1)[:, :rank]
     other_side = ((W.T if wide else W) @ smaller_side) / S
     U, V = (smaller_side, other_side) if wide else (other_side, smaller_side)
-    return ThinSVD(U.float().contiguous(), S.float(), V.T.float().contiguous())
+    return canonical(U, S, V.T)
 
 
-def _read(path: Path, rank: int, device: torch.device) -> ThinSVD | None:
-    """The leading `rank` triplets from a cache file, or None if it holds fewer or cannot be read."""
+def cache_entry_problem(svd: ThinSVD, weight: torch.Tensor) -> str | None:
+    """Why `svd` (read from the cache) is not the canonical factorisation of `weight`, or None."""
+    d_out, d_in = weight.shape
+    if svd.U.shape[0] != d_out or svd.Vh.shape[1] != d_in:
+        return f"its factors are {svd.U.shape[0]}x{svd.Vh.shape[1]}, the weight {d_out}x{d_in}"
+    if not all(torch.isfinite(t).all() for t in (svd.U, svd.S, svd.Vh)):
+        return "it holds non-finite numbers"
+    if (svd.S[1:] > svd.S[:-1]).any() or (svd.S < 0).any():
+        return "its singular values are not descending and non-negative"
+    # The convention, up to float32 rounding of a float64 decision: max(v_j) ≥ max(−v_j).
+    if (svd.Vh.amax(dim=1) < (1 - 1e-5) * (-svd.Vh).amax(dim=1)).any():
+        return "it is not in the canonical sign convention"
+    probe = probe_vectors(d_out, count=1)[0].to(device=weight.device, dtype=torch.float32)
+    projected = probe @ weight.detach().float()
+    residual = projected @ svd.Vh.T - (probe @ svd.U) * svd.S
+    if torch.linalg.vector_norm(residual) > CACHE_CHECK_TOLERANCE * torch.linalg.vector_norm(projected):
+        return "its factors are not those of this weight"
+    return None
+
+
+def _read(path: Path, key: str, rank: int, weight: torch.Tensor) -> ThinSVD | None:
+    """The leading `rank` triplets of `weight` from its cache file, or None if the file holds fewer or fails a check."""
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:
-            stored = handle.get_slice("S").get_shape()[0]
-            if stored < rank:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != CACHE_FORMAT:
+                log.info("recomputing SVD cache file %s: written by an earlier version, without the canonical basis", path)
+                return None
+            if metadata.get("weight") != key:
+                log.warning("ignoring SVD cache file %s: it was written for another weight (%s)", path, metadata.get("weight"))
+                return None
+            if handle.get_slice("S").get_shape()[0] < rank:
                 return None
             Ut, S, Vh = (handle.get_slice(name)[:rank] for name in ("Ut", "S", "Vh"))
-        return ThinSVD(Ut.T.contiguous().to(device), S.to(device), Vh.contiguous().to(device))
     except Exception as err:  # a torn or foreign file: recompute rather than fail
         log.warning("ignoring unreadable SVD cache file %s (%s)", path, err)
         return None
+    svd = ThinSVD(Ut.T.contiguous().to(weight.device), S.to(weight.device), Vh.contiguous().to(weight.device))
+    problem = cache_entry_problem(svd, weight)
+    if problem:
+        log.warning("ignoring SVD cache file %s: %s", path, problem)
+        return None
+    return svd
 
 
-def _write(path: Path, svd: ThinSVD) -> None:
+def _write(path: Path, key: str, svd: ThinSVD) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file({"Ut": svd.U.T.contiguous().cpu(), "S": svd.S.cpu(), "Vh": svd.Vh.cpu()}, tmp)
+    save_file({"Ut": svd.U.T.contiguous().cpu(), "S": svd.S.cpu(), "Vh": svd.Vh.cpu()}, tmp,
+              metadata={"format": CACHE_FORMAT, "weight": key})
     tmp.replace(path)  # atomic: a reader never sees a half-written file
 
 
@@ -117,15 +176,16 @@ def thin_svds(weights: Sequence[torch.Tensor], cache_dir: str | Path | None = No
     ranks = list(ranks) if isinstance(ranks, Sequence) else [ranks] * len(weights)
     ranks = [min(w.shape) if r is None else r for w, r in zip(weights, ranks)]
     cache = Path(cache_dir) if cache_dir else None
-    paths = [cache / f"{weight_key(w)}.safetensors" if cache else None for w in weights]
-    results = [_read(path, rank, w.device) if path is not None and path.is_file() else None
-               for w, rank, path in zip(weights, ranks, paths)]
+    keys = [weight_key(w) if cache else None for w in weights]
+    paths = [cache / f"{key}.safetensors" if cache else None for key in keys]
+    results = [_read(path, key, rank, w) if path is not None and path.is_file() else None
+               for w, key, rank, path in zip(weights, keys, ranks, paths)]
     pending = [i for i, svd in enumerate(results) if svd is None]
 
     def compute(index: int) -> ThinSVD:
         svd = truncated_svd(weights[index], ranks[index])
         if paths[index] is not None:
-            _write(paths[index], svd)
+            _write(paths[index], keys[index], svd)
         return svd
 
     if pending:

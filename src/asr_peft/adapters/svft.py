@@ -3,7 +3,10 @@
     W' = U (diag σ + sigmoid(g)·M) Vᵀ = W + sigmoid(g) · U M Vᵀ
 
 U, σ, V are the frozen thin SVD of W; M (r_max × r_max) is sparse on a fixed pattern, starts at 0,
-and its non-zero entries plus the gate g are the trainable parameters (count: entries + 1).
+and its non-zero entries plus the gate g are the trainable parameters (count: entries + 1). M's entries
+are coordinates in the singular basis: U and V are not stored but rebuilt on load in the canonical
+basis of `adapters/svd.py` (a sign flip of a pair would flip M's off-diagonal entries in its row and
+column), and adapter files and checkpoints record their fingerprint (`adapters/fingerprint.py`).
 
 Patterns (`method.pattern`, `method.off_diag` = d):
 - `plain`: the diagonal, r_max entries (ESPnet's MyST recipe);
