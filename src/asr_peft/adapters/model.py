@@ -1,29 +1,45 @@
 """Model-level operations over every adapter in a model: inject, count, merge, save and load.
 
 Everything here finds adapters by type (`AdapterLayer`, `LoRAEmbedding`), never by parameter name.
+
+An adapter directory (format 2) holds `adapter_config.json` (format, method, adapt, adapted modules)
+and `adapter.safetensors`, the trained tensors, whose metadata records the method and adapt settings
+they were trained with and the fingerprint of what each layer was trained in (`adapters/fingerprint.py`).
+Loading refuses, in one line naming the file, anything that would not give back the trained model: an
+unreadable or incomplete file, an unknown format, a config that differs from the recorded one (say
+`rotation` edited from approx to cayley: same shapes, another model), non-finite tensors, tensors that
+do not fit the method, and layers rebuilt differently from the fingerprint. Format-1 directories
+(earlier versions: no record, no fingerprint) load with a warning.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.fingerprint import check_fingerprint, fingerprint
 from asr_peft.adapters.injection import match_modules, module_type, replace_module
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.registry import get_method
 from asr_peft.adapters.svd import thin_svds
-from asr_peft.errors import ConfigError
+from asr_peft.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # 1: no recorded method and no fingerprint (earlier versions)
 ADAPTER_TYPES = (AdapterLayer, LoRAEmbedding)
 
 
@@ -69,7 +85,7 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
     if spec.needs_svd and not on_meta:
         svds = thin_svds([module.weight for _, _, module in targets], svd_cache_dir,
                          [spec.svd_rank(module, method, adapt) for _, _, module in targets])
-    context: dict = {}
+    context: dict = {"layers": [module for _, _, module in targets]}  # e.g. VeRA's projections span them all
     for (name, _, module), svd in zip(targets, svds):
         replace_module(model, name, spec.build(module, svd, method, adapt, context))
     adapted = [name for name, _, _ in targets]
@@ -89,41 +105,106 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "adapter state") -> None:
     """Copy adapter tensors in; the key sets must match exactly (a partial load is a silent bug)."""
     expected = adapter_state_dict(model)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ConfigError(f"adapter state does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ModelLoadError(f"{source} does not fit this model's adapters: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         for key, target in expected.items():
             if target.shape != state[key].shape:
-                raise ConfigError(f"adapter tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
+                raise ModelLoadError(f"{source}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
             target.copy_(state[key])
 
 
 def save_adapter(model: nn.Module, directory: str | Path, method: Mapping[str, Any], adapt: Mapping[str, Any]) -> Path:
-    """adapter.safetensors + adapter_config.json; refuses to overwrite an existing adapter."""
+    """adapter.safetensors (with the method and fingerprint it was trained with) + adapter_config.json;
+    refuses to overwrite an existing adapter."""
     directory = Path(directory)
     if (directory / ADAPTER_WEIGHTS).exists():
         raise ConfigError(f"{directory / ADAPTER_WEIGHTS} exists already; save the adapter elsewhere")
     directory.mkdir(parents=True, exist_ok=True)
+    method, adapt = dict(method), dict(adapt)
     state = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model).items()}
-    save_file(state, directory / ADAPTER_WEIGHTS)
-    config = {"format": 1, "method": dict(method), "adapt": dict(adapt),
+    record = {"format": str(ADAPTER_FORMAT), "method": json.dumps(method, sort_keys=True),
+              "adapt": json.dumps(adapt, sort_keys=True), "fingerprint": json.dumps(fingerprint(adapter_modules(model)))}
+    save_file(state, directory / ADAPTER_WEIGHTS, metadata=record)
+    config = {"format": ADAPTER_FORMAT, "method": method, "adapt": adapt,
               "adapted_modules": [name for name, _ in adapter_modules(model)]}
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return directory
 
 
+def _read_adapter_config(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist: not an adapter directory (save_adapter / export.py --adapter-only write one)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ModelLoadError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} holds a JSON {type(config).__name__}, not an object")
+    if type(config.get("format")) is not int or config["format"] not in READABLE_FORMATS:
+        raise ModelLoadError(f"{path}: format {config.get('format')!r} is not one this version reads "
+                             f"({', '.join(map(str, READABLE_FORMATS))}); a newer version may have written it")
+    if not isinstance(config.get("method"), dict) or "name" not in config["method"]:
+        raise ModelLoadError(f"{path} has no `method` with a `name` (the method the adapter was trained with)")
+    if not isinstance(config.get("adapt"), dict):
+        raise ModelLoadError(f"{path} has no `adapt` mapping (the adapter targets it was trained with)")
+    return config
+
+
+def _read_adapter_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors (checked finite) and the record in the file's metadata (decoded JSON)."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist: the adapter directory lacks its tensors")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as err:  # safetensors reports a torn file in several ways; all mean the same here
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({err})") from err
+    try:
+        record = {key: json.loads(metadata[key]) for key in ("method", "adapt", "fingerprint") if key in metadata}
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: the record in its metadata is not valid JSON ({err.msg})") from err
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelLoadError(f"{path}: tensor {key} holds non-finite values (NaN or inf)")
+    return state, record
+
+
+def _first_difference(stated: Mapping[str, Any], recorded: Mapping[str, Any]) -> str | None:
+    for key in sorted(set(stated) | set(recorded)):
+        if stated.get(key) != recorded.get(key):
+            return f"{key}={stated.get(key)!r} where the tensors were trained with {recorded.get(key)!r}"
+    return None
+
+
 def load_adapter(base_model: nn.Module, directory: str | Path, *, svd_cache_dir: str | Path | None = None) -> AdaptationReport:
-    """Re-apply the saved method to a freshly loaded base model, then load the adapter tensors."""
+    """Re-apply the saved method to a freshly loaded base model, load the adapter tensors, and check the
+    rebuilt layers against the recorded fingerprint (see the module docstring for what is refused)."""
     directory = Path(directory)
-    if not (directory / ADAPTER_CONFIG).is_file():
-        raise ConfigError(f"{directory} holds no {ADAPTER_CONFIG}")
-    config = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    report = apply_method(base_model, config["method"], config["adapt"], svd_cache_dir=svd_cache_dir)
-    load_adapter_state(base_model, load_file(directory / ADAPTER_WEIGHTS))
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    config = _read_adapter_config(config_path)
+    state, record = _read_adapter_tensors(weights_path)
+    if config["format"] >= 2:
+        if not {"method", "adapt", "fingerprint"} <= set(record):
+            raise ModelLoadError(f"{weights_path} lacks the record of its method and fingerprint that format "
+                                 f"{config['format']} requires (it was replaced by another file?)")
+        for group in ("method", "adapt"):
+            difference = _first_difference(config[group], record[group])
+            if difference:
+                raise ModelLoadError(f"{config_path}: {group}.{difference} (recorded in {weights_path})")
+    try:
+        report = apply_method(base_model, config["method"], config["adapt"], svd_cache_dir=svd_cache_dir)
+    except ConfigError as err:
+        raise ModelLoadError(f"{config_path}: {err}") from err
+    load_adapter_state(base_model, state, source=str(weights_path))
+    check_fingerprint(adapter_modules(base_model), record.get("fingerprint"), str(weights_path))
     return report
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from asr_peft.adapters import apply_method
+from asr_peft.adapters import adapter_modules, apply_method
+from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
 from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.models import load_owsm
 
@@ -25,12 +26,14 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best"):
     bundle = load_owsm(plain(run_cfg.model), cache_dir=run_cfg.paths.get("model_cache_dir"))
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    checkpoint_dict = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint_dict["state_dict"]
     prefix = "model."
     tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     missing = {n for n, p in bundle.model.named_parameters() if p.requires_grad} - set(tensors)
     if missing:
         raise ModelLoadError(f"{path} lacks trainable tensor(s) of the run's method, e.g. {sorted(missing)[0]}")
     bundle.model.load_state_dict(tensors, strict=False)
+    check_fingerprint(adapter_modules(bundle.model), checkpoint_dict.get(FINGERPRINT_KEY), str(path))
     bundle.model.eval()
     return bundle, run_cfg, str(path)

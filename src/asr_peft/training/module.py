@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping
 import lightning.pytorch as pl
 import torch
 
+from asr_peft.adapters import adapter_modules
+from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint
 from asr_peft.evaluation.decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
 from asr_peft.errors import ModelLoadError
@@ -101,6 +103,8 @@ class OWSMLitModule(pl.LightningModule):
         trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["validation_history"] = self.validation_history
+        # what the adapters were trained in (SVD bases, projections, base weights): checked on every reload
+        checkpoint[FINGERPRINT_KEY] = fingerprint(adapter_modules(self.model))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.validation_history = list(checkpoint.get("validation_history", []))
@@ -110,3 +114,4 @@ class OWSMLitModule(pl.LightningModule):
             raise ModelLoadError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this method (e.g. {sorted(missing)[0]}); "
                 "it was written by another method or model config")
+        check_fingerprint(adapter_modules(self.model), checkpoint.get(FINGERPRINT_KEY), f"checkpoint {self._trainer.ckpt_path if self._trainer else ''}")
