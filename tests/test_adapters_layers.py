@@ -187,6 +187,43 @@ def test_lora_and_dora_match_hugging_face_peft():
         assert torch.allclose(ours(x), reference(x), atol=1e-5), ours_class.__name__
 
 
+def test_vera_matches_hugging_face_peft():
+    """One projection pair for the model, Kaiming-uniform with PEFT's bounds, sliced per layer: PEFT's own VeraModel
+    with the same seed draws the same numbers, and with the same λ's gives the same outputs."""
+    from peft import VeraConfig
+    from peft.tuners.vera import VeraModel
+
+    class Layers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide, self.tall, self.square = nn.Linear(D_IN, D_OUT), nn.Linear(D_OUT, D_IN), nn.Linear(16, 16)
+
+    torch.manual_seed(0)
+    ours, reference = Layers(), Layers()
+    reference.load_state_dict(ours.state_dict())
+    names = ["wide", "tall", "square"]
+    apply_method(ours, {"name": "vera", "r": 8, "d_initial": 0.1, "projection_seed": 3}, {"targets": names})
+    VeraModel(reference, VeraConfig(r=8, target_modules=names, projection_prng_key=3, d_initial=0.1), "default")
+    generator = torch.Generator().manual_seed(1)
+    for name in names:
+        mine, theirs = getattr(ours, name), getattr(reference, name)
+        assert torch.equal(mine.vera_A, theirs.vera_A["default"][:, :theirs.in_features])
+        assert torch.equal(mine.vera_B, theirs.vera_B["default"][:theirs.out_features])
+        assert torch.equal(mine.lambda_d, theirs.vera_lambda_d["default"])   # init: d_initial
+        assert torch.equal(mine.lambda_b, theirs.vera_lambda_b["default"])   # init: 0
+        with torch.no_grad():
+            for ours_lambda, peft_lambda in ((mine.lambda_d, theirs.vera_lambda_d["default"]),
+                                             (mine.lambda_b, theirs.vera_lambda_b["default"])):
+                ours_lambda.copy_(torch.randn(ours_lambda.shape, generator=generator))
+                peft_lambda.copy_(ours_lambda)
+        x = torch.randn(5, mine.in_features, generator=generator)
+        assert torch.allclose(mine(x), theirs(x), atol=1e-6), name
+        assert torch.allclose(mine.delta_weight(), theirs.get_delta_weight("default"), atol=1e-6), name
+    # the bound PEFT's users know: U(±√(6/fan_in)), fan_in = the largest d_in for A and r for B
+    assert float(ours.wide.vera_A.abs().max()) <= (6 / D_IN) ** 0.5 and float(ours.wide.vera_B.abs().max()) <= (6 / 8) ** 0.5
+    assert float(ours.wide.vera_A.abs().max()) > 0.8 * (6 / D_IN) ** 0.5
+
+
 def test_pissa_principal_part_and_residual():
     base = linear()
     W = base.weight.detach().clone()

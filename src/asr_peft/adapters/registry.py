@@ -38,8 +38,9 @@ class MethodSpec:
 
 
 def _vera(base, svd, method, adapt, context):
-    projections = context.setdefault("vera_projections", SharedProjections(method.get("projection_seed", 0)))
-    return VeRALinear(base, projections, r=method["r"], d_initial=method.get("d_initial", 0.1))
+    if "vera_projections" not in context:  # one pair for all adapted layers (context["layers"]), as PEFT
+        context["vera_projections"] = SharedProjections(context["layers"], method["r"], method.get("projection_seed", 0))
+    return VeRALinear(base, context["vera_projections"], d_initial=method.get("d_initial", 0.1))
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -66,7 +67,7 @@ METHODS: dict[str, MethodSpec] = {
                         # capped so that an oversized r reaches LoRA's own check and its config-key error
                         svd_rank=lambda base, m, a: max(1, min(m["r"], base.in_features, base.out_features)),
                         summary="LoRA on the principal singular subspace"),
-    "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="shared random projections, trained scales"),
+    "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="one shared pair of random projections (PEFT's), trained scales"),
     "peft": MethodSpec(lambda base, svd, m, a, ctx: PEFTLinear(base, m["peft_config"]), hyperparameters=("peft_config",),
                        summary="any Hugging Face PEFT tuner of nn.Linear layers (method.peft_config)"),
     "full": MethodSpec(trains="all", summary="every parameter"),

@@ -1,49 +1,64 @@
-"""VeRA (Kopiczko et al., 2024): W' = W + Λ_b B Λ_d A with frozen random A, B shared by all layers of a shape.
+"""VeRA (Kopiczko et al., 2024) as Hugging Face PEFT implements it: W' = W + Λ_b B Λ_d A.
 
-A (r×d_in) and B (d_out×r) are drawn once per layer shape from a fixed seed (Kaiming-uniform) and
-shared; only the scaling vectors are trained: Λ_d (r, init `d_initial` = 0.1) and Λ_b (d_out, init 0),
-so W' = W at init. Trainable per layer: d_out + r. The projections are regenerated from the seed, so
-adapter-only checkpoints need not store them.
+One frozen random pair serves every adapted layer: A (r × the largest d_in) and B (the largest d_out × r),
+drawn from a CPU generator seeded with `projection_seed` (PEFT's `projection_prng_key`), A first, each
+Kaiming-uniform with PEFT's bound √(6/fan_in) (A: √(6/max d_in), B: √(6/r)); a layer uses the slices
+A[:, :d_in] and B[:d_out, :]. Only the scaling vectors train: Λ_d (r, init `d_initial` = 0.1) and Λ_b
+(d_out, init 0), so W' = W at init. Trainable per layer: d_out + r. The same targets, r and seed give
+PEFT's projections bit for bit (tests/test_adapters_layers.py), so the projections are regenerated
+rather than stored; adapter files and checkpoints record their fingerprint.
+
+Earlier versions of this project drew one pair per layer shape with the bound 1/√fan_in, which made
+ΔW 3.7-6× smaller at the same λ (so a learning rate meant something else); adapters trained that way
+do not reproduce with these projections.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.errors import ConfigError
+
+
+def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """U(−b, b) with b = √(6/fan_in), fan_in = shape[1]: Kaiming-uniform for a ReLU gain, as PEFT's VeRA draws it."""
+    bound = math.sqrt(6 / shape[1])
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
 class SharedProjections:
-    """One frozen random (A, B) pair per (d_out, d_in, r), drawn from `seed` on first use."""
+    """The model's one frozen (A, B) pair, sized for the largest of `layers`, drawn from `seed`."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
-        self.pairs: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, layers: Sequence[nn.Linear], r: int, seed: int):
+        if not isinstance(r, int) or r <= 0:
+            raise ConfigError(f"method.r={r!r} must be a positive integer")
+        d_in, d_out = max(layer.in_features for layer in layers), max(layer.out_features for layer in layers)
+        if any(layer.weight.is_meta for layer in layers):  # planning: shapes only
+            self.A, self.B = torch.empty(r, d_in, device="meta"), torch.empty(d_out, r, device="meta")
+        else:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            self.A = kaiming_uniform((r, d_in), generator)
+            self.B = kaiming_uniform((d_out, r), generator)
 
-    def get(self, d_out: int, d_in: int, r: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (d_out, d_in, r)
-        if key not in self.pairs:
-            if device.type == "meta":
-                return torch.empty(r, d_in, device=device), torch.empty(d_out, r, device=device)
-            generator = torch.Generator().manual_seed(self.seed + d_out * 100_003 + d_in * 1_009 + r)
-            A = torch.empty(r, d_in).uniform_(-1, 1, generator=generator) * math.sqrt(6 / d_in) / math.sqrt(1 + 5)
-            B = torch.empty(d_out, r).uniform_(-1, 1, generator=generator) * math.sqrt(6 / r) / math.sqrt(1 + 5)
-            self.pairs[key] = (A.to(device), B.to(device))
-        return self.pairs[key]
+    def for_layer(self, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        device = layer.weight.device
+        return self.A[:, :layer.in_features].to(device), self.B[:layer.out_features].to(device)
 
 
 class VeRALinear(AdapterLayer):
-    def __init__(self, base_layer: nn.Linear, projections: SharedProjections, *, r: int, d_initial: float = 0.1):
+    def __init__(self, base_layer: nn.Linear, projections: SharedProjections, *, d_initial: float = 0.1):
         super().__init__(base_layer)
         weight = base_layer.weight
-        A, B = projections.get(base_layer.out_features, base_layer.in_features, r, weight.device)
+        A, B = projections.for_layer(base_layer)
         self.register_buffer("vera_A", A, persistent=False)
         self.register_buffer("vera_B", B, persistent=False)
-        self.lambda_d = nn.Parameter(torch.full((r,), d_initial, device=weight.device))
+        self.lambda_d = nn.Parameter(torch.full((A.shape[0],), float(d_initial), device=weight.device))
         self.lambda_b = nn.Parameter(torch.zeros(base_layer.out_features, device=weight.device))
 
     def delta_weight(self) -> torch.Tensor:
