@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -74,6 +75,8 @@ def test_an_adapter_reloads_as_trained_under_another_thread_count_and_another_sv
         trained = outputs(model, batch)
         save_adapter(model, tmp_path / "adapter", method_config("ssvd"), adapt_config())
         torch.set_num_threads(2)
+        # one layer at a time, so each factorisation runs on 2 BLAS threads (the pool would give each 1)
+        monkeypatch.setattr(adapters_model, "thin_svds", functools.partial(adapters_model.thin_svds, workers=1))
         two_threads = tiny_bundle_factory(0).model
         load_adapter(two_threads, tmp_path / "adapter")
         monkeypatch.setattr(svd_module, "GRAM_FLOOR", float("inf"))  # every layer through LAPACK's float64 SVD

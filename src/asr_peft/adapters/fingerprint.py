@@ -1,17 +1,18 @@
 """A fingerprint of what each adapter layer was trained in, so that a reloaded adapter is the same model or an error.
 
-Adapter files and checkpoints hold only what trains. What an adapter's numbers *mean* is rebuilt on
-load from the base weight: SSVD's and SVFT's numbers are coordinates in the basis of its singular
-vectors (`adapters/svd.py`), VeRA's scale random projections drawn from a seed, PiSSA's base holds the
-residual of an SVD. Those rebuilt tensors are the adapter's non-persistent buffers. If they came out
-differently on load (another sign of a singular vector, a (nearly) repeated singular value resolved
-another way, a different base model, another version of the code), the trained numbers would act on
-other directions: a different model, silently.
+Adapter files and checkpoints hold only what trains (parameters). What an adapter's numbers *mean*
+is rebuilt on load from the base weight: SSVD's and SVFT's numbers are coordinates in the basis of
+its singular vectors (`adapters/svd.py`), VeRA's scale random projections drawn from a seed, PiSSA's
+base holds the residual of an SVD, PEFT's PSOFT caches factors of its own SVD. Those rebuilt tensors
+are the base weight and the adapter's buffers. If they came out differently on load (another sign of
+a singular vector, a (nearly) repeated singular value resolved another way, a different base model,
+another version of the code), the trained numbers would act on other directions: a different model,
+silently.
 
-The fingerprint records, per adapted layer, for the frozen base weight and for every non-persistent
-buffer the layer rebuilt: its Frobenius norm and `PROBES` bilinear sketches aᵢᵀ T bᵢ (a 1-d tensor:
-tᵀ bᵢ), with probe vectors from a counter-based hash (`probe_vectors`), so they are the same on every
-machine and torch version. Loading rebuilds the layers, recomputes the fingerprint and compares.
+The fingerprint records, per adapted layer, for each rebuilt tensor (`rebuilt_tensors`) its Frobenius
+norm and `PROBES` bilinear sketches aᵢᵀ T bᵢ (a 1-d tensor: tᵀ bᵢ), with probe vectors from a
+counter-based hash (`probe_vectors`), so they are the same on every machine and torch version.
+Loading rebuilds the layers, recomputes the fingerprint and compares.
 
 Tolerance. With probes uniform on [−1, 1], the sketch of a difference E has the scale ‖E‖_F / 3, so
 3·rms(sketch differences) estimates ‖T₁ − T₂‖_F; a tensor differs when that, or the difference of the
@@ -74,14 +75,15 @@ def tensor_fingerprint(tensor: torch.Tensor) -> dict[str, Any]:
 
 
 def rebuilt_tensors(layer: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """The frozen base weight (as before any merge) and every non-persistent buffer outside it."""
+    """The frozen base weight (as before any merge) and every buffer outside it: adapter files and
+    checkpoints store parameters only, so buffers are rebuilt on load (SSVD's and SVFT's factors,
+    VeRA's projections, the SVD caches of PEFT's PSOFT)."""
     yield BASE_WEIGHT, layer._unmerged_weight if layer.merged else layer.base_layer.weight
     for prefix, module in layer.named_modules():
         if module is layer.base_layer:
             continue
         for name, buffer in module.named_buffers(recurse=False):
-            if name in module._non_persistent_buffers_set:
-                yield f"{prefix}.{name}" if prefix else name, buffer
+            yield f"{prefix}.{name}" if prefix else name, buffer
 
 
 def fingerprint(layers: Iterable[tuple[str, nn.Module]]) -> dict[str, dict[str, dict[str, Any]]]:

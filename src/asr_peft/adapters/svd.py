@@ -22,7 +22,8 @@ such a basis may be rebuilt in another one; the fingerprint (`adapters/fingerpri
 every adapter file and checkpoint then refuses it rather than letting it act on other directions.
 
 Layers are spread over a thread pool with one BLAS thread each, because the tridiagonal reduction
-inside `eigh` is memory-bound and scales better across matrices than across threads.
+inside `eigh` is memory-bound and scales better across matrices than across threads; cache reads
+and their checks go through the same pool.
 
 Cache. The key is a hash of the weight's bytes (with dtype and shape), so a factorisation is reused
 for the same weights whatever the run, method or `p`, and never for different weights. A file holds
@@ -30,7 +31,7 @@ the leading `r` canonical singular triplets, rows first (`Ut`: r×d_out, `S`, `V
 smaller rank is a contiguous prefix read from the memory-mapped file; a request for more than is
 stored recomputes and replaces the entry. Its metadata names the cache format and the weight's key,
 and what is read is checked against the weight itself (shapes, a descending finite spectrum, the
-sign convention, and W·Vᵀ = U·diag(S) on a probe vector): a file that fails (unreadable, written
+sign convention, and W·Vᵀ = U·diag(S) on probe combinations of a few rows): a file that fails (unreadable, written
 without the canonical convention by an earlier version, or holding another weight's factors) is
 ignored, recomputed and replaced.
 """
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 # The float64 Gram route factorises accurately while σ_rank ≥ GRAM_FLOOR·σ_max (see the docstring).
 GRAM_FLOOR = 1e-3
 CACHE_FORMAT = "2"  # 1: no sign convention (earlier versions); 2: canonical basis, weight key in the metadata
-# A stored factorisation must satisfy W·Vᵀ = U·diag(S) to this relative accuracy on a probe vector
-# (float32 factors of the right weight: ~1e-6; another weight's: ~1).
+# A stored factorisation must satisfy W·Vᵀ = U·diag(S), on probe combinations of CACHE_CHECK_ROWS
+# rows, to this relative accuracy (float32 factors of the right weight: ~1e-6; another weight's: ~1).
+CACHE_CHECK_ROWS = 16
 CACHE_CHECK_TOLERANCE = 1e-4
 
 
@@ -118,22 +120,26 @@ def _gram_svd(W: torch.Tensor, rank: int) -> ThinSVD | None:
 
 
 def cache_entry_problem(svd: ThinSVD, weight: torch.Tensor) -> str | None:
-    """Why `svd` (read from the cache) is not the canonical factorisation of `weight`, or None."""
+    """Why `svd` (read from the cache) is not the canonical factorisation of `weight`, or None.
+
+    Cheap next to reading the entry: a pass over U, two over Vh for the sign convention and one for
+    W·Vᵀc = U·(S∘c) on CACHE_CHECK_ROWS rows of W, with c two fixed probe vectors."""
     d_out, d_in = weight.shape
     if svd.U.shape[0] != d_out or svd.Vh.shape[1] != d_in:
         return f"its factors are {svd.U.shape[0]}x{svd.Vh.shape[1]}, the weight {d_out}x{d_in}"
-    if not all(torch.isfinite(t).all() for t in (svd.U, svd.S, svd.Vh)):
+    if not torch.isfinite(svd.U.sum()):  # unit vectors: no overflow (S and Vh are covered below)
         return "it holds non-finite numbers"
     if (svd.S[1:] > svd.S[:-1]).any() or (svd.S < 0).any():
         return "its singular values are not descending and non-negative"
-    # The convention, up to float32 rounding of a float64 decision: max(v_j) ≥ max(−v_j).
-    if (svd.Vh.amax(dim=1) < (1 - 1e-5) * (-svd.Vh).amax(dim=1)).any():
+    # The convention, up to float32 rounding of a float64 decision: max(v_j) ≥ −min(v_j).
+    if (svd.Vh.amax(dim=1) < -(1 - 1e-5) * svd.Vh.amin(dim=1)).any():
         return "it is not in the canonical sign convention"
-    probe = probe_vectors(d_out, count=1)[0].to(device=weight.device, dtype=torch.float32)
-    projected = probe @ weight.detach().float()
-    residual = projected @ svd.Vh.T - (probe @ svd.U) * svd.S
-    if torch.linalg.vector_norm(residual) > CACHE_CHECK_TOLERANCE * torch.linalg.vector_norm(projected):
-        return "its factors are not those of this weight"
+    mix = probe_vectors(svd.rank, count=2).to(device=weight.device, dtype=torch.float32)  # 2 × r
+    rows = torch.linspace(0, d_out - 1, min(d_out, CACHE_CHECK_ROWS), device=weight.device).long()
+    expected = weight.detach()[rows].float() @ (mix @ svd.Vh).T
+    rebuilt = svd.U[rows] @ (svd.S[:, None] * mix.T)
+    if not torch.linalg.vector_norm(expected - rebuilt) <= CACHE_CHECK_TOLERANCE * torch.linalg.vector_norm(expected):
+        return "its factors are not those of this weight (or hold non-finite numbers)"
     return None
 
 
@@ -176,27 +182,25 @@ def thin_svds(weights: Sequence[torch.Tensor], cache_dir: str | Path | None = No
     ranks = list(ranks) if isinstance(ranks, Sequence) else [ranks] * len(weights)
     ranks = [min(w.shape) if r is None else r for w, r in zip(weights, ranks)]
     cache = Path(cache_dir) if cache_dir else None
-    keys = [weight_key(w) if cache else None for w in weights]
-    paths = [cache / f"{key}.safetensors" if cache else None for key in keys]
-    results = [_read(path, key, rank, w) if path is not None and path.is_file() else None
-               for w, key, rank, path in zip(weights, keys, ranks, paths)]
-    pending = [i for i, svd in enumerate(results) if svd is None]
 
-    def compute(index: int) -> ThinSVD:
-        svd = truncated_svd(weights[index], ranks[index])
-        if paths[index] is not None:
-            _write(paths[index], keys[index], svd)
+    def obtain(index: int) -> ThinSVD:
+        weight, rank = weights[index], ranks[index]
+        if cache is None:
+            return truncated_svd(weight, rank)
+        key = weight_key(weight)
+        path = cache / f"{key}.safetensors"
+        svd = _read(path, key, rank, weight) if path.is_file() else None
+        if svd is None:
+            svd = truncated_svd(weight, rank)
+            _write(path, key, svd)
         return svd
 
-    if pending:
-        workers = workers or min(len(pending), torch.get_num_threads())
-        previous = torch.get_num_threads()
-        if workers > 1:
-            torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for index, svd in zip(pending, pool.map(compute, pending)):
-                    results[index] = svd
-        finally:
-            torch.set_num_threads(previous)
-    return results
+    workers = workers or min(len(weights), torch.get_num_threads()) or 1
+    previous = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(obtain, range(len(weights))))
+    finally:
+        torch.set_num_threads(previous)
