@@ -24,6 +24,7 @@ however much they differ. A fingerprint is ~20 numbers per layer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -60,18 +61,33 @@ def probe_vectors(length: int, count: int = PROBES, stream: int = 0) -> torch.Te
     return _probe_vectors(length, count, stream)
 
 
+@contextlib.contextmanager
+def full_float32_matmul():
+    """float32 matmuls in float32 precision: a set-up may allow TF32 (GPU) or bf16 (CPU) for them, whose
+    1e-3 round-off would blur a 1e-4 comparison."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def tensor_fingerprint(tensor: torch.Tensor) -> dict[str, Any]:
     """{"norm": ‖T‖_F, "sketch": [aᵢᵀ T bᵢ for PROBES probe pairs]} as plain floats."""
-    values = tensor.detach().float()
-    values = values.reshape(1, -1) if values.dim() < 2 else values.reshape(values.shape[0], -1)
+    values = tensor.detach()
+    # A vector (σ's, λ's: small) in float64; a matrix in float32, one pass, its row norms combined in float64
+    # (a float32 norm of millions of entries is off by ~1e-4).
+    values = values.double().reshape(1, -1) if values.dim() < 2 else values.float().reshape(values.shape[0], -1)
     rows, cols = values.shape
-    right = probe_vectors(cols, stream=1).to(values)
-    projected = (values @ right.T).double()  # rows × PROBES, one matrix-vector pass over T
+    with full_float32_matmul():
+        projected = (values @ probe_vectors(cols, stream=1).to(values).T).double()  # rows × PROBES
     if rows == 1:
         sketch = projected[0]
     else:
         sketch = (probe_vectors(rows, stream=2).to(projected).T * projected).sum(0)
-    return {"norm": float(torch.linalg.vector_norm(values, dtype=torch.float64)), "sketch": sketch.tolist()}
+    norm = torch.linalg.vector_norm(values, dim=1).double().square().sum().sqrt()
+    return {"norm": float(norm), "sketch": sketch.tolist()}
 
 
 def rebuilt_tensors(layer: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -50,7 +50,7 @@ import xxhash
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from asr_peft.adapters.fingerprint import probe_vectors
+from asr_peft.adapters.fingerprint import full_float32_matmul, probe_vectors
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,9 @@ def cache_entry_problem(svd: ThinSVD, weight: torch.Tensor) -> str | None:
         return "it is not in the canonical sign convention"
     mix = probe_vectors(svd.rank, count=2).to(device=weight.device, dtype=torch.float32)  # 2 × r
     rows = torch.linspace(0, d_out - 1, min(d_out, CACHE_CHECK_ROWS), device=weight.device).long()
-    expected = weight.detach()[rows].float() @ (mix @ svd.Vh).T
-    rebuilt = svd.U[rows] @ (svd.S[:, None] * mix.T)
+    with full_float32_matmul():
+        expected = weight.detach()[rows].float() @ (mix @ svd.Vh).T
+        rebuilt = svd.U[rows] @ (svd.S[:, None] * mix.T)
     if not torch.linalg.vector_norm(expected - rebuilt) <= CACHE_CHECK_TOLERANCE * torch.linalg.vector_norm(expected):
         return "its factors are not those of this weight (or hold non-finite numbers)"
     return None
