@@ -45,20 +45,17 @@ FINGERPRINT_KEY = "adapter_fingerprint"  # its key in a training checkpoint
 
 
 @functools.lru_cache(maxsize=64)
-def _probe_vectors(length: int, count: int, stream: int) -> torch.Tensor:
+def probe_vectors(length: int, count: int = PROBES, stream: int = 0) -> torch.Tensor:
+    """`count` × `length` numbers uniform on [−1, 1), a fixed function of (length, count, stream),
+    the same on every machine (cached and shared: never modify the result)."""
     state = np.arange(count * length, dtype=np.uint64) + np.uint64(stream << 40)
-    # splitmix64's finaliser: a bijective mix of the counter, exact integer arithmetic on any machine
+    # splitmix64's finaliser: a bijective mix of the counter, exact integer arithmetic everywhere
     z = state + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
     uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -52 - 1.0  # [−1, 1) from the top 53 bits
     return torch.from_numpy(uniform.reshape(count, length))
-
-
-def probe_vectors(length: int, count: int = PROBES, stream: int = 0) -> torch.Tensor:
-    """`count` × `length` numbers uniform on [−1, 1), a fixed function of (length, count, stream)."""
-    return _probe_vectors(length, count, stream)
 
 
 @contextlib.contextmanager
