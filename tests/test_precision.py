@@ -25,7 +25,7 @@ from asr_peft.adapters import apply_method
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.model import adapter_modules
 from asr_peft.adapters.precision import add_delta
-from asr_peft.training.trainer import cast_keeping_adapters
+from asr_peft.models.precision import cast_keeping_adapters
 from test_adapters_layers import D_IN, D_OUT, randomize
 
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 4e-3}
@@ -180,3 +180,36 @@ def test_merge_into_half_precision_adds_in_fp32_and_rounds_once(dtype):
     assert (errors["once"] <= errors["twice"]).all() and errors["once"].sum() < errors["twice"].sum()
     half.unmerge()
     assert torch.equal(half.base_layer.weight, weight)
+
+
+def test_svds_run_in_fp32_or_better_whatever_the_weights_dtype():
+    """SVD set-up of a half-precision weight (a bf16-true model, an fp16 checkpoint): fp32 factors that
+    reproduce the weight as stored, as accurately as for an fp32 weight."""
+    from asr_peft.adapters.svd import thin_svds
+
+    torch.manual_seed(0)
+    weight = torch.randn(48, 80) / 9
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        stored = weight.to(dtype)
+        svd = thin_svds([stored])[0]
+        assert svd.U.dtype == svd.S.dtype == svd.Vh.dtype == torch.float32
+        assert relative_error((svd.U * svd.S) @ svd.Vh, stored.float()) < 1e-5
+
+
+@pytest.mark.parametrize("precision, method", [("bf16-mixed", "ssvd"), pytest.param("bf16-true", "ssvd", marks=pytest.mark.slow),
+                                               pytest.param("bf16-true", "lora", marks=pytest.mark.slow),
+                                               pytest.param("16-true", "ssvd", marks=pytest.mark.slow)])
+def test_a_run_trains_and_scores_in_low_precision(tiny_corpus, tmp_path, precision, method):
+    """The whole run under a low precision on the CPU: training steps, validation, baseline and test scoring
+    in the same precision (recorded), finite losses, adapter tensors checkpointed in fp32."""
+    from test_train_e2e import run_in_process
+
+    record = run_in_process([f"method={method}", "data=manifest", f"data.corpus_dir={tiny_corpus}",
+                             f"trainer.precision={precision}", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                             f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    assert record["status"] == "completed" and record["global_step"] == 2
+    assert record["scored_on"] == {"device": "cpu", "precision": precision}
+    assert all(0 <= metrics["wer"] for metrics in (*record["metrics"].values(), *record["baseline_metrics"].values()))
+    assert all(torch.isfinite(torch.tensor(h["val_loss"])) for h in record["validation_history"])
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state and all(tensor.dtype == torch.float32 for tensor in state.values())

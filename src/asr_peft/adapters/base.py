@@ -26,6 +26,14 @@ from asr_peft.adapters.precision import add_delta, compute_dtype, parameter_math
 from asr_peft.errors import ConfigError
 
 
+def _reshape_scalar_parameters(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before gates became 1-element tensors hold them 0-d: reshape on load."""
+    for name, parameter in module._parameters.items():
+        value = state_dict.get(prefix + name)
+        if parameter is not None and value is not None and value.dim() == 0 and parameter.shape == (1,):
+            state_dict[prefix + name] = value.reshape(1)
+
+
 class AdapterLayer(nn.Module, abc.ABC):
     base_layer: nn.Linear
 
@@ -37,6 +45,7 @@ class AdapterLayer(nn.Module, abc.ABC):
         self.merged = False
         for parameter in base_layer.parameters():
             parameter.requires_grad_(False)
+        self.register_load_state_dict_pre_hook(_reshape_scalar_parameters)
 
     @property
     def in_features(self) -> int:

@@ -152,7 +152,7 @@ class SSVDLinear(AdapterLayer):
         weight = base_layer.weight
         factory = {"device": weight.device, "dtype": torch.float32}
         self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
-        self.gate = nn.Parameter(torch.zeros((), **factory))
+        self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
         if rotation == "free":
             self.rotation_free = nn.Parameter(torch.zeros(k, k, **factory))
         else:

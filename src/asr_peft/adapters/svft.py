@@ -67,7 +67,7 @@ class SVFTLinear(AdapterLayer):
         self.r = r
         self.diagonal = pattern == "plain"
         self.values = nn.Parameter(torch.zeros(positions.shape[1], **factory))
-        self.gate = nn.Parameter(torch.zeros((), **factory))
+        self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
         if svd is None:
             U, Vh = torch.empty(base_layer.out_features, r, **factory), torch.empty(r, base_layer.in_features, **factory)
         else:
