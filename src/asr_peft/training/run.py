@@ -33,6 +33,7 @@ from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
 from asr_peft.models import load_owsm
+from asr_peft.models.checkpointing import enable_activation_checkpointing
 from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
@@ -62,6 +63,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     normalizer = get_normalizer(cfg.data.get("normalizer", "whisper_basic"))
     bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
+    if cfg.get("activation_checkpointing"):
+        enable_activation_checkpointing(bundle.model)
     datamodule = OWSMDataModule(_plain(cfg.data), _plain(cfg.loader), bundle, seed=cfg.seed)
     datamodule.setup("fit")  # validate all data before spending time on anything else
     if rank_zero_only.rank == 0:
