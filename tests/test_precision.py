@@ -213,3 +213,57 @@ def test_a_run_trains_and_scores_in_low_precision(tiny_corpus, tmp_path, precisi
     assert all(torch.isfinite(torch.tensor(h["val_loss"])) for h in record["validation_history"])
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert state and all(tensor.dtype == torch.float32 for tensor in state.values())
+
+
+@pytest.mark.parametrize("dtype, lost_range", [(torch.bfloat16, (0.05, 0.4)), (torch.float16, (0.005, 0.05)),
+                                               (torch.float32, (0.0, 1e-4))])
+def test_export_measures_what_its_stored_dtype_does_to_delta_w(tiny_bundle_factory, tmp_path, dtype, lost_range):
+    """delta_rounding against the weights export_espnet_dir actually wrote, with ‖ΔW‖/‖W‖ = 1e-2 per layer."""
+    from asr_peft.adapters import merged_copy
+    from asr_peft.models.export import WEIGHTS, delta_rounding, export_espnet_dir
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    bundle = tiny_bundle_factory(0)
+    targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
+    apply_method(bundle.model, {"name": "lora", "r": 4, "alpha": 8}, {"targets": targets})
+    exact, deltas = {}, {}
+    with torch.no_grad():
+        for name, module in adapter_modules(bundle.model):
+            randomize(module)
+            module.lora_B.mul_(0.01 * module.base_layer.weight.norm() / module.delta_weight().norm())
+            deltas[name] = module.delta_weight().double()
+            exact[name] = module.base_layer.weight.double() + deltas[name]
+    measured = delta_rounding(bundle.model, dtype)
+    export_espnet_dir(bundle, tmp_path / "out", model=merged_copy(bundle.model), dtype=dtype)
+    stored = torch.load(tmp_path / "out" / WEIGHTS, weights_only=True)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {dtype}
+    errors = {name: float((stored[f"{name}.weight"].double() - exact[name]).norm()) for name in exact}
+    truth = (sum(e ** 2 for e in errors.values()) / sum(float(d.norm()) ** 2 for d in deltas.values())) ** 0.5
+    assert measured.layers == len(exact) and measured.lost == pytest.approx(truth, rel=0.05, abs=1e-6)
+    assert lost_range[0] <= measured.lost <= lost_range[1]
+    worst = max(exact, key=lambda name: errors[name] / float(deltas[name].norm()))
+    assert measured.worst_layer == worst or dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_export_cli_names_the_dtype_and_warns_when_it_loses_delta_w(tiny_corpus, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from test_train_e2e import FAST, train_cli
+
+    run_dir = tmp_path / "run"
+    result = train_cli([*FAST, "method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2",
+                        "trainer.val_check_interval=2", "evaluation.baseline=false", f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {}
+    for dtype in ("bfloat16", "float32"):
+        outputs[dtype] = subprocess.run([sys.executable, str(ROOT / "export.py"), str(run_dir), "--out",
+                                         str(tmp_path / dtype), "--dtype", dtype], capture_output=True, text=True)
+        assert outputs[dtype].returncode == 0, outputs[dtype].stderr[-3000:]
+        assert f"weights stored as {dtype}" in outputs[dtype].stdout
+    assert "warning: storing bfloat16 rounds away" in outputs["bfloat16"].stderr
+    assert "warning" not in outputs["float32"].stderr and "rounds away 0.0%" in outputs["float32"].stdout
