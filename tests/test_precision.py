@@ -267,3 +267,28 @@ def test_export_cli_names_the_dtype_and_warns_when_it_loses_delta_w(tiny_corpus,
         assert f"weights stored as {dtype}" in outputs[dtype].stdout
     assert "warning: storing bfloat16 rounds away" in outputs["bfloat16"].stderr
     assert "warning" not in outputs["float32"].stderr and "rounds away 0.0%" in outputs["float32"].stdout
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_scoring_decodes_in_the_precision_it_is_given(tiny_bundle_factory, tiny_corpus, monkeypatch, precision):
+    """What the decoder sees: autocast on for *-mixed, bf16 speech into a bf16 model (adapters fp32) for *-true."""
+    from asr_peft.evaluation import scoring
+
+    bundle = tiny_bundle_factory(0)
+    apply_method(bundle.model, {"name": "ssvd"}, {"p": 0.4, "targets": ["encoder.encoders.0.feed_forward.w_1"]})
+    seen = []
+    real_decode = scoring.decode
+
+    def spy(bundle, speech, lengths, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), speech.dtype))
+        return real_decode(bundle, speech, lengths, **kwargs)
+
+    monkeypatch.setattr(scoring, "decode", spy)
+    data = {"test": {"test": str(tiny_corpus / "test.jsonl")}}
+    metrics = scoring.score_test_sets(bundle, data, {"progress": False}, str.lower, None, device="cpu", precision=precision)
+    assert metrics["test"]["num_utterances"] == 2 and seen
+    expected = {"32-true": (False, torch.float32), "bf16-mixed": (True, torch.float32), "bf16-true": (False, torch.bfloat16)}
+    assert set(seen) == {expected[precision]}
+    layer = bundle.model.encoder.encoders[0].feed_forward.w_1
+    assert layer.base_layer.weight.dtype == (torch.bfloat16 if precision == "bf16-true" else torch.float32)
+    assert layer.delta_sigma.dtype == layer.left.dtype == torch.float32
