@@ -27,8 +27,7 @@ def gpus(monkeypatch):
 
 
 def config(*overrides: str):
-    cfg = compose_config("train", list(overrides))
-    return cfg
+    return compose_config("train", list(overrides))
 
 
 @pytest.mark.parametrize("overrides, key, says", [
@@ -45,6 +44,7 @@ def config(*overrides: str):
     (["evaluation.device=cuda"], "evaluation.device=cuda", "no CUDA GPU"),
     (["evaluation.device=tpu"], "evaluation.device=tpu", "cpu, cuda"),
     (["evaluation.precision=16-mixed"], "evaluation.precision=16-mixed", "bf16-mixed"),
+    (["evaluation.precision=bf16-true"], "evaluation.precision=bf16-true with trainer.precision=32-true", "evaluate.py"),
 ])
 def test_impossible_settings_on_this_cpu_machine_fail_in_one_line(overrides, key, says):
     with pytest.raises(ConfigError) as err:
@@ -94,6 +94,13 @@ def test_gpu_runs_validate_and_score_on_their_first_device_in_validation_precisi
     assert scoring_target(cfg.trainer, cfg.evaluation) == (torch.device("cpu"), "32-true")
     cfg = config("trainer=cpu", "trainer.accelerator=auto")
     assert scoring_target(cfg.trainer, cfg.evaluation) == (torch.device("cuda:0"), "32-true")
+
+
+def test_evaluate_checks_the_scoring_options_it_is_given_before_reading_the_run():
+    for evaluation, key in (({"device": "cuda"}, "evaluation.device=cuda"), ({"precision": "fp8"}, "evaluation.precision=fp8")):
+        with pytest.raises(ConfigError, match=key):
+            validate_hardware({"evaluation": evaluation})
+    validate_hardware({"evaluation": {"device": "cpu", "precision": "bf16-true"}})
 
 
 def test_cpu_runs_score_on_the_cpu_in_their_training_precision():

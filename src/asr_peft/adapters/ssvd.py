@@ -97,8 +97,8 @@ class _LowRankUpdateLinear(torch.autograd.Function):
             bias = None if bias is None else bias.to(dtype)
             rows = x.numel() // x.shape[-1]
             ctx.activation_path = activation_path_is_cheaper(rows, *weight.shape, core.shape[0])
-            left_c, right_c, core_c = left.to(dtype), right.to(dtype), core.to(dtype)
             if ctx.activation_path:
+                left_c, right_c, core_c = left.to(dtype), right.to(dtype), core.to(dtype)
                 projected = x @ right_c
                 ctx.save_for_backward(projected, weight, left_c, right_c, core_c)
                 return F.linear(x, weight.to(dtype), bias) + (projected @ core_c.T) @ left_c.T

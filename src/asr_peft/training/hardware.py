@@ -74,7 +74,11 @@ def validate_hardware(cfg: Mapping[str, Any]) -> None:
     if precision in HALF_PRECISIONS and (cfg.get("method") or {}).get("name") == "full":
         raise ConfigError(f"trainer.precision={precision} with method=full would train half-precision weights whose "
                           "updates fall below their rounding step; use bf16-mixed (fp32 master weights)")
-    scoring_target(trainer, evaluation)
+    scored_in = scoring_target(trainer, evaluation)[1]
+    if scored_in in HALF_PRECISIONS and scored_in != precision:
+        raise ConfigError(f"evaluation.precision={scored_in} with trainer.precision={precision}: scoring the baseline "
+                          f"in {scored_in} casts the model before it trains; use it with trainer.precision={scored_in}, "
+                          "or rescore the trained run with evaluate.py")
 
 
 def _registered_strategies() -> list[str]:
