@@ -3,6 +3,8 @@
 The model, method and adapter settings come from the run's own saved config; the checkpoint's
 trainable weights are put back into a freshly loaded pretrained model, and every test set of the
 data config is decoded and scored. Hypotheses and references are written in sclite's trn format.
+Scoring runs on the accelerator the run trained on and in its `trainer.precision`, unless
+`evaluation.device` (cpu, cuda, cuda:1) or `evaluation.precision` (32-true, bf16-mixed, ...) say otherwise.
 """
 
 from __future__ import annotations
@@ -21,22 +23,28 @@ from asr_peft.cli import one_line_errors, preflight, quote_path_overrides, setup
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from asr_peft.evaluation.checkpoint import load_trained_run
+    from asr_peft.evaluation.checkpoint import checkpoint_path, read_run_config, rebuild_trained_model
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.scoring import score_test_sets
     from asr_peft.errors import ConfigError
-    from asr_peft.training.results import now_iso, write_results
+    from asr_peft.training.hardware import scoring_target, validate_hardware
+    from asr_peft.training.results import now_iso
 
+    validate_hardware(cfg)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if (out_dir / "eval.json").exists():
         raise ConfigError(f"{out_dir / 'eval.json'} exists already; evaluate with other overrides or delete it")
-    bundle, run_cfg, checkpoint = load_trained_run(Path(cfg.run_dir), cfg.checkpoint)
+    run_cfg = read_run_config(Path(cfg.run_dir))
+    checkpoint = checkpoint_path(Path(cfg.run_dir), cfg.checkpoint)
+    evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    device, precision = scoring_target(run_cfg.trainer, evaluation)  # before the model loads: fail fast
+    bundle = rebuild_trained_model(run_cfg, checkpoint, device=device)
     data_cfg = cfg.data if cfg.get("data") is not None else run_cfg.data
     data = OmegaConf.to_container(data_cfg, resolve=True)
-    evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir)
-    record = {"run_dir": str(cfg.run_dir), "checkpoint": checkpoint, "data": data, "evaluation": evaluation,
-              "metrics": metrics, "finished_at": now_iso()}
+    metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir,
+                              device=device, precision=precision)
+    record = {"run_dir": str(cfg.run_dir), "checkpoint": str(checkpoint), "data": data, "evaluation": evaluation,
+              "scored_on": {"device": str(device), "precision": precision}, "metrics": metrics, "finished_at": now_iso()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     for name, values in metrics.items():

@@ -1,9 +1,13 @@
-"""Export a trained run: `python export.py <run dir> --out <dir> [--adapter-only] [--checkpoint best|last]`.
+"""Export a trained run: `python export.py <run dir> --out <dir> [--dtype float32|float16|bfloat16]
+[--adapter-only] [--checkpoint best|last]`.
 
-Default: the adapters merged into plain ESPnet modules, written in ESPnet's exported layout, which
-stock `espnet2.bin.s2t_inference.Speech2Text(s2t_train_config=..., s2t_model_file=...)` loads (run it
-from the export directory: ESPnet's paths are recipe-relative) and `model.path=<dir>` loads here.
-`--adapter-only`: just the adapter tensors (safetensors) and their JSON config, for `load_adapter`.
+Default: the adapters merged into plain ESPnet modules (W + ΔW added in fp32, rounded once to
+`--dtype`), written in ESPnet's exported layout, which stock
+`espnet2.bin.s2t_inference.Speech2Text(s2t_train_config=..., s2t_model_file=...)` loads (run it from
+the export directory: ESPnet's paths are recipe-relative) and `model.path=<dir>` loads here. The
+command names the dtype it writes and how much of the adapters' update ΔW that dtype rounds away,
+with a warning from 1% on.
+`--adapter-only`: just the adapter tensors (safetensors, fp32) and their JSON config, for `load_adapter`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from omegaconf import OmegaConf
 from asr_peft.cli import setup_environment
 from asr_peft.errors import AsrPeftError
 
+DTYPES = ("float32", "float16", "bfloat16")
+LOST_WARNING = 0.01  # a stored dtype that gets 1% of ΔW wrong or more is worth a warning
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,12 +31,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", default="best", help="best | last | a .ckpt path")
     parser.add_argument("--adapter-only", action="store_true")
-    parser.add_argument("--half", action="store_true", help="store weights in fp16")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="floating-point storage of the merged weights (default: float32, ΔW kept whole)")
     args = parser.parse_args()
     setup_environment()
+    import torch
+
     from asr_peft.adapters import merged_copy, save_adapter
     from asr_peft.evaluation.checkpoint import load_trained_run
-    from asr_peft.models.export import export_espnet_dir
+    from asr_peft.models.export import delta_rounding, export_espnet_dir
 
     try:
         bundle, run_cfg, checkpoint = load_trained_run(args.run_dir, args.checkpoint)
@@ -37,11 +47,24 @@ def main() -> None:
             save_adapter(bundle.model, args.out, OmegaConf.to_container(run_cfg.method, resolve=True),
                          OmegaConf.to_container(run_cfg.adapt, resolve=True))
         else:
-            export_espnet_dir(bundle, args.out, model=merged_copy(bundle.model), half=args.half)
+            dtype = getattr(torch, args.dtype)
+            rounding = delta_rounding(bundle.model, dtype)
+            export_espnet_dir(bundle, args.out, model=merged_copy(bundle.model), dtype=dtype)
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"exported {checkpoint} -> {args.out}")
+    if args.adapter_only:
+        print(f"exported {checkpoint} -> {args.out} (adapter tensors, float32)")
+        return
+    print(f"exported {checkpoint} -> {args.out} (weights stored as {args.dtype})")
+    if rounding.layers:
+        measured = (f"storing {args.dtype} rounds away {100 * rounding.lost:.1f}% of the adapters' update dW "
+                    f"(||stored W' - (W + dW)|| / ||dW|| over {rounding.layers} adapted layers; "
+                    f"worst {rounding.worst_layer}: {100 * rounding.worst_lost:.1f}%)")
+        if rounding.lost >= LOST_WARNING:
+            print(f"warning: {measured}; --dtype float32 keeps it whole", file=sys.stderr)
+        else:
+            print(measured)
 
 
 if __name__ == "__main__":

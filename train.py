@@ -28,12 +28,13 @@ log = logging.getLogger("asr_peft.train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
     from asr_peft.training.results import read_results
-    from asr_peft.training.plan import run_dry
-    from asr_peft.training.run import run
-    from asr_peft.reporting.plan_table import format_plan
+    from asr_peft.training.hardware import validate_hardware
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.dry_run:
+    if cfg.dry_run:  # a plan needs no hardware: plan a GPU run on a laptop
+        from asr_peft.training.plan import run_dry
+        from asr_peft.reporting.plan_table import format_plan
+
         plan = run_dry(cfg, run_dir)
         print(format_plan(plan))
         print(f"plan written to {run_dir / 'plan.json'}")
@@ -49,6 +50,10 @@ def main(cfg: DictConfig) -> float | None:
                   f"(delete the directory or pick another hydra.run.dir to train again)")
             _print_summary(existing)
         return _objective(existing, cfg)
+    validate_hardware(cfg)  # before Lightning is even imported: an impossible combination fails in seconds
+    from asr_peft.training.run import run
+    from lightning.pytorch.utilities import rank_zero_only
+
     try:
         record = run(cfg, run_dir)
     except Exception as error:
@@ -61,7 +66,8 @@ def main(cfg: DictConfig) -> float | None:
         else:
             log.exception("run %s failed; the sweep goes on", run_dir)
         return None
-    _print_summary(record)
+    if rank_zero_only.rank == 0:  # under DDP every process runs this; only rank 0 has the test scores
+        _print_summary(record)
     return _objective(record, cfg)
 
 

@@ -1,7 +1,15 @@
-"""One method's training-step time and peak memory on the OWSM v3.1 base architecture (random weights).
+"""One method's training-step time and memory on the OWSM v3.1 base architecture (random weights).
 
-Run by bench/run.py in a fresh process per method, so that peak resident memory belongs to one method.
-Prints one JSON line.
+Run by bench/run.py (and bench/gpu_check.py) in a fresh process per method, so that peak memory
+belongs to one method. Prints one JSON line:
+
+- `seconds`: median step time after a warm-up step;
+- `peak_rss_mb`: the process's peak resident memory (model, runtime and step together);
+- `step_mb`: the step's own memory, the peak resident memory during the steps (Linux VmHWM, reset
+  after set-up) minus the resident memory once model, adapters and batch are set up: activations,
+  gradients, optimizer state (on CUDA: peak allocated minus allocated);
+- `saved_weight_mb`: what the efficient SSVD step keeps of W' for the backward pass (d_out·d_in per layer
+  call that forms W', in the compute dtype), counted from the calls of the first step.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -19,20 +28,28 @@ from omegaconf import OmegaConf
 from asr_peft.adapters import apply_method, merge_adapters, trainable_parameter_count
 from asr_peft.models import load_owsm
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def base_model():
-    cfg = OmegaConf.load(ROOT / "configs" / "model" / "owsm_0.1b.yaml")
-    cfg.init, cfg.speech_length = "random", None
+def model_config(name: str):
+    """A configs/model entry composed as Hydra does (owsm_tiny inherits from owsm_0.1b)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs" / "model"), version_base="1.3"):
+        return compose(config_name=name)
+
+
+def base_model(name: str = "owsm_0.1b", device: str = "cpu"):
+    cfg = model_config(name)
+    cfg.init, cfg.path, cfg.speech_length = "random", None, None
     cfg.s2t_config.specaug = None  # identical inputs for every method
     for key in ("dropout_rate", "positional_dropout_rate", "attention_dropout_rate"):
         cfg.s2t_config.encoder_conf[key] = 0.0
     torch.manual_seed(0)
-    return load_owsm(OmegaConf.to_container(cfg, resolve=True))
+    return load_owsm(OmegaConf.to_container(cfg, resolve=True), device=device)
 
 
-def batch(bundle, seconds: float, size: int):
+def batch(bundle, seconds: float, size: int, device: str = "cpu"):
     from asr_peft.data.dataset import collate
     from asr_peft.data.owsm_text import OWSMTextEncoder
 
@@ -41,40 +58,107 @@ def batch(bundle, seconds: float, size: int):
     text = "the quick brown fox jumps over the lazy dog " * 4
     items = [{"utt_id": str(i), "transcript": text, **encoder.encode(text),
               "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]
-    return {k: v for k, v in collate(items).items() if k not in ("utt_id", "transcript")}
+    return {k: v.to(device) for k, v in collate(items).items() if k not in ("utt_id", "transcript")}
+
+
+def status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field} (the bench measures memory on Linux)")
+
+
+def reset_peak_resident() -> None:
+    """Restart VmHWM from the current resident size (Linux), so the peak is the step's, not the set-up's."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def saved_weight_counter(model):
+    """Forward pre-hooks on every efficient SSVD layer, counting the W' it forms (and keeps) per call."""
+    from asr_peft.adapters.ssvd import SSVDLinear, activation_path_is_cheaper
+
+    counted = {"elements": 0}
+
+    def hook(module, args):
+        x = args[0]
+        rows = x.numel() // x.shape[-1]
+        if not module.recompute_weight and not activation_path_is_cheaper(rows, module.out_features, module.in_features, module.k):
+            counted["elements"] += module.out_features * module.in_features
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if isinstance(m, SSVDLinear) and m.formulation == "efficient"]
+    return counted, handles
+
+
+def train_steps(model, inputs: dict, repeats: int, precision: str, device: str, lr: float = 1e-5) -> dict:
+    """A warm-up step and `repeats` timed steps of AdamW on one batch, with their losses and memory."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
+    counted, handles = saved_weight_counter(model)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_peak_resident()
+    before = torch.cuda.memory_allocated() / 2**20 if cuda else status_mb("VmRSS")
+    times, losses = [], []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.split(":")[0], dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = model(**inputs)[0]
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if cuda:
+            torch.cuda.synchronize()
+        losses.append(float(loss))
+        if i == 0:  # the first step warms up allocators and caches, and is the one whose W' calls are counted
+            for handle in handles:
+                handle.remove()
+        else:
+            times.append(time.perf_counter() - start)
+    element_bytes = torch.finfo(dtype or torch.float32).bits // 8
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else status_mb("VmHWM")
+    return {"seconds": statistics.median(times), "losses": losses, "trainable": trainable_parameter_count(model),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "step_mb": peak - before,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            "saved_weight_mb": counted["elements"] * element_bytes / 2**20}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--method", required=True, help="JSON of the method config")
+    parser.add_argument("--model", default="owsm_0.1b", help="a configs/model name, built with random weights")
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mode", choices=["train", "infer"], default="train")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    bundle = base_model()
+    torch.set_num_threads(args.threads)
+    bundle = base_model(args.model, args.device)
     method = json.loads(args.method)
     targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
-    inputs = batch(bundle, args.seconds, args.batch)
+    inputs = batch(bundle, args.seconds, args.batch, args.device)
     if args.mode == "infer":
         print(json.dumps(inference_ratios(bundle.model, method, targets, args.p, inputs, args.repeats)))
         return
     model = bundle.model
     apply_method(model, method, {"p": args.p, "targets": targets})
+    if args.activation_checkpointing:
+        from asr_peft.models.checkpointing import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    times = []
-    for i in range(args.repeats + 1):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        model(**inputs)[0].backward()
-        optimizer.step()
-        if i:  # the first step warms up allocators and caches
-            times.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": statistics.median(times), "trainable": trainable_parameter_count(model),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps(train_steps(model, inputs, args.repeats, args.precision, args.device)))
 
 
 def inference_ratios(base, method: dict, targets: list[str], p: float, inputs: dict, repeats: int) -> dict[str, float]:

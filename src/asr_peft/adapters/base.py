@@ -4,11 +4,13 @@ An adapter layer wraps a frozen `nn.Linear` (`base_layer`) and owns a few parame
 What it owns is found by structure, never by name: every parameter registered on the adapter module
 itself or on its submodules other than `base_layer`. Each method supplies two things:
 
-- `delta_weight()`: the change it makes to the base weight, `W' − W` (differentiable);
-- `adapted_forward(x)`: the layer's output while unmerged (usually cheaper than forming `W'`).
+- `delta_weight()`: the change it makes to the base weight, `W' − W` (differentiable), in the adapter's
+  own precision (fp32), never rounded to a half-precision base weight's dtype;
+- `adapted_forward(x)`: the layer's output while unmerged (usually cheaper than forming `W'`), in the
+  dtype the frozen layer computes in (see `adapters/precision.py`).
 
 Merging writes `W + ΔW` into the base layer after checking it is finite (so a diverged adapter can
-never corrupt the model); unmerging restores the pre-merge weight exactly.
+never corrupt the model), added in fp32 and rounded once; unmerging restores the pre-merge weight exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_peft.adapters.precision import add_delta, compute_dtype, parameter_math
 from asr_peft.errors import ConfigError
+
+
+def _reshape_scalar_parameters(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before gates became 1-element tensors hold them 0-d: reshape on load."""
+    for name, parameter in module._parameters.items():
+        value = state_dict.get(prefix + name)
+        if parameter is not None and value is not None and value.dim() == 0 and parameter.shape == (1,):
+            state_dict[prefix + name] = value.reshape(1)
 
 
 class AdapterLayer(nn.Module, abc.ABC):
@@ -34,6 +45,7 @@ class AdapterLayer(nn.Module, abc.ABC):
         self.merged = False
         for parameter in base_layer.parameters():
             parameter.requires_grad_(False)
+        self.register_load_state_dict_pre_hook(_reshape_scalar_parameters)
 
     @property
     def in_features(self) -> int:
@@ -63,8 +75,16 @@ class AdapterLayer(nn.Module, abc.ABC):
         """W' − W for the current adapter parameters (differentiable)."""
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.base_layer.weight + self.delta_weight()
-        return F.linear(x, weight, self.base_layer.bias)
+        dtype = compute_dtype(x)
+        with parameter_math(x.device):
+            weight = add_delta(self.base_layer.weight, self.delta_weight()).to(dtype)
+            bias = self.base_layer.bias
+            return F.linear(x.to(dtype), weight, None if bias is None else bias.to(dtype))
+
+    def merged_weight(self) -> torch.Tensor:
+        """W + ΔW in the base weight's dtype, added in fp32 and rounded once."""
+        with torch.no_grad(), parameter_math(self.base_layer.weight.device):
+            return add_delta(self.base_layer.weight, self.delta_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -76,8 +96,7 @@ class AdapterLayer(nn.Module, abc.ABC):
         """Write W + ΔW into the base layer (checked finite first); the adapter then costs nothing."""
         if self.merged:
             return
-        delta = self.delta_weight().to(self.base_layer.weight.dtype)
-        merged = self.base_layer.weight + delta
+        merged = self.merged_weight()
         if not torch.isfinite(merged).all():
             raise ValueError(f"{type(self).__name__}: merged weight is not finite; the adapter has diverged")
         # The pre-merge weight is kept and restored bit for bit on unmerge: W + ΔW − ΔW is not W in
@@ -97,7 +116,7 @@ class AdapterLayer(nn.Module, abc.ABC):
     def merged_linear(self) -> nn.Linear:
         """A plain `nn.Linear` with the adapted weight, for export (the adapter itself is unchanged)."""
         with torch.no_grad():
-            weight = self.base_layer.weight if self.merged else self.base_layer.weight + self.delta_weight()
+            weight = self.base_layer.weight if self.merged else self.merged_weight()
             linear = nn.Linear(self.in_features, self.out_features, bias=self.base_layer.bias is not None,
                                device=weight.device, dtype=weight.dtype)
             linear.weight.copy_(weight)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_peft.adapters.lora import LoRALinear
+from asr_peft.adapters.precision import compute_dtype, master_dtype, parameter_math
 
 
 class DoRALinear(LoRALinear):
@@ -20,17 +21,25 @@ class DoRALinear(LoRALinear):
         magnitude = torch.empty(weight.shape[0], device=weight.device) if weight.is_meta else weight.norm(dim=1).float()
         self.magnitude = nn.Parameter(magnitude.detach().clone())
 
-    def _direction_scale(self) -> torch.Tensor:
+    def _combined(self) -> torch.Tensor:
+        """W + s B A in fp32 (the parameter-side math of `adapters/precision.py`)."""
+        dtype = master_dtype(self.lora_A.dtype)
+        with parameter_math(self.lora_A.device):
+            return self.base_layer.weight.to(dtype) + self.scaling * self.lora_B.to(dtype) @ self.lora_A.to(dtype)
+
+    def _direction_scale(self, combined: torch.Tensor) -> torch.Tensor:
         """m / ‖W + s B A‖ per output row, the norm treated as a constant."""
-        combined = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A
-        return self.magnitude / combined.norm(dim=1).detach()
+        return self.magnitude.to(combined.dtype) / combined.norm(dim=1).detach()
 
     def delta_weight(self) -> torch.Tensor:
-        combined = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A
-        return (self._direction_scale()[:, None] * combined - self.base_layer.weight).to(self.base_layer.weight.dtype)
+        combined = self._combined()
+        return self._direction_scale(combined)[:, None] * combined - self.base_layer.weight.to(combined.dtype)
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = compute_dtype(x)
         bias = self.base_layer.bias
-        unbiased = F.linear(x, self.base_layer.weight) + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
-        out = unbiased * self._direction_scale()
-        return out + bias if bias is not None else out
+        x = x.to(dtype)
+        low_rank = F.linear(F.linear(x, self.lora_A.to(dtype)), self.lora_B.to(dtype))
+        unbiased = F.linear(x, self.base_layer.weight.to(dtype)) + self.scaling * low_rank
+        out = unbiased * self._direction_scale(self._combined()).to(dtype)
+        return out + bias.to(dtype) if bias is not None else out

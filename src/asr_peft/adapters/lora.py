@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.precision import add_delta, compute_dtype, parameter_math
 from asr_peft.errors import ConfigError
 
 
@@ -34,10 +35,12 @@ class LoRALinear(AdapterLayer):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.scaling * self.lora_B @ self.lora_A).to(self.base_layer.weight.dtype)
+        return self.scaling * self.lora_B @ self.lora_A
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base_layer(x) + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
+        dtype = compute_dtype(x)
+        low_rank = F.linear(F.linear(x.to(dtype), self.lora_A.to(dtype)), self.lora_B.to(dtype))
+        return self.base_layer(x) + self.scaling * low_rank
 
 
 class LoRAEmbedding(nn.Module):
@@ -63,18 +66,22 @@ class LoRAEmbedding(nn.Module):
         yield "lora_B", self.lora_B
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.scaling * (self.lora_B @ self.lora_A).T).to(self.base_layer.weight.dtype)
+        return self.scaling * (self.lora_B @ self.lora_A).T
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        embedded = self.base_layer(tokens)
         if self.merged:
-            return self.base_layer(tokens)
-        return self.base_layer(tokens) + self.scaling * F.embedding(tokens, self.lora_A.T) @ self.lora_B.T
+            return embedded
+        # An embedding is no autocast op: the update joins the table's own dtype (fp32 under autocast).
+        dtype = embedded.dtype
+        return embedded + self.scaling * F.embedding(tokens, self.lora_A.T.to(dtype)) @ self.lora_B.T.to(dtype)
 
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
             self._unmerged_weight = self.base_layer.weight.detach().clone()  # restored exactly on unmerge
-            self.base_layer.weight.add_(self.delta_weight())
+            with parameter_math(self.base_layer.weight.device):
+                self.base_layer.weight.copy_(add_delta(self.base_layer.weight, self.delta_weight()))
             self.merged = True
 
     @torch.no_grad()

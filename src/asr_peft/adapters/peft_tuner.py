@@ -15,6 +15,7 @@ with an error rather than merged wrongly.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import torch
@@ -24,6 +25,7 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.precision import compute_dtype, master_dtype, parameter_math
 from asr_peft.errors import ConfigError
 
 
@@ -55,25 +57,34 @@ class PEFTLinear(AdapterLayer):
             parameter.requires_grad_(False)
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tuner(x)
+        # PEFT hands some tuners' outputs back in the input's dtype (fp32 under autocast, where the frozen
+        # layer's is bf16): the common rule of adapters/precision.py applies here too.
+        return self.tuner(x).to(compute_dtype(x))
 
     def delta_weight(self) -> torch.Tensor:
-        weight, bias = self.base_layer.weight, self.base_layer.bias
-        was_training = self.tuner.training
-        self.tuner.eval()  # no dropout in a measurement
+        with parameter_math(self.base_layer.weight.device):
+            if master_dtype(self.base_layer.weight.dtype) == self.base_layer.weight.dtype:
+                return self._measured_delta(self.tuner)
+            # A half-precision base would measure ΔW as a difference of rounded outputs: measure an fp32 copy.
+            return self._measured_delta(copy.deepcopy(self.tuner).float())
+
+    def _measured_delta(self, tuner: nn.Module) -> torch.Tensor:
+        weight, bias = tuner.base_layer.weight, tuner.base_layer.bias
+        was_training = tuner.training
+        tuner.eval()  # no dropout in a measurement
         try:
             eye = torch.eye(self.in_features, device=weight.device, dtype=weight.dtype)
             zero = torch.zeros(1, self.in_features, device=weight.device, dtype=weight.dtype)
-            offset = self.tuner(zero)
-            delta = (self.tuner(eye) - offset).T - weight
+            offset = tuner(zero)
+            delta = (tuner(eye) - offset).T - weight
             generator = torch.Generator(device=weight.device).manual_seed(0)  # leaves the global RNG alone
             probe = torch.randn(2, self.in_features, generator=generator, device=weight.device, dtype=weight.dtype)
-            expected, merged = self.tuner(probe), F.linear(probe, weight + delta, bias)
+            expected, merged = tuner(probe), F.linear(probe, weight + delta, bias)
         finally:
-            self.tuner.train(was_training)
+            tuner.train(was_training)
         tolerance = 1e-5 * float(expected.abs().max()) + 1e-6
-        if not torch.allclose(offset, self.base_layer(zero), rtol=1e-4, atol=tolerance):
-            raise ValueError(f"{type(self.tuner).__module__} changes the layer's bias: it cannot be merged into the weight")
+        if not torch.allclose(offset, tuner.base_layer(zero), rtol=1e-4, atol=tolerance):
+            raise ValueError(f"{type(tuner).__module__} changes the layer's bias: it cannot be merged into the weight")
         if not torch.allclose(merged, expected, rtol=1e-4, atol=tolerance):
-            raise ValueError(f"{type(self.tuner).__module__} is not linear in its input: it cannot be merged into a plain nn.Linear")
+            raise ValueError(f"{type(tuner).__module__} is not linear in its input: it cannot be merged into a plain nn.Linear")
         return delta

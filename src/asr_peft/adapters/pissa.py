@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from asr_peft.adapters.lora import LoRALinear
+from asr_peft.adapters.precision import add_delta
 from asr_peft.adapters.svd import ThinSVD
 
 
@@ -24,4 +25,4 @@ class PiSSALinear(LoRALinear):
             self.lora_A.copy_(root[:, None] * svd.Vh[:r])
             self.lora_B.copy_(svd.U[:, :r] * root[None, :])
             # The residual spectrum stays frozen in the base layer (its weight is rewritten once, here).
-            base_layer.weight.sub_((self.scaling * self.lora_B @ self.lora_A).to(base_layer.weight.dtype))
+            base_layer.weight.copy_(add_delta(base_layer.weight, -self.scaling * self.lora_B @ self.lora_A))

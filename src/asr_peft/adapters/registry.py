@@ -47,8 +47,9 @@ METHODS: dict[str, MethodSpec] = {
     "ssvd": MethodSpec(
         lambda base, svd, m, a, ctx: SSVDLinear(base, svd, p=a["p"], rotation=m.get("rotation", "approx"),
                                                 orientation=m.get("orientation", "reference"),
-                                                formulation=m.get("formulation", "efficient")),
-        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation"),
+                                                formulation=m.get("formulation", "efficient"),
+                                                recompute_weight=m.get("recompute_weight", False)),
+        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation", "recompute_weight"),
         # the reference formulation rebuilds W' from the whole spectrum
         svd_rank=lambda base, m, a: (None if m.get("formulation") == "reference"
                                      else rank_for(a["p"], base.in_features, base.out_features)),

@@ -41,6 +41,9 @@ factors on the output and input side; N = M, or Mᵀ when Wᵀ was factorised). 
   dN from the saved x R. Beyond the frozen layer's own work that is T·k·(2d_in + 2d_out + 3k) MACs
   against d_out·k·(k+d_in) + T·k·(d_in + d_out + k), so each call takes the activation path when
   T·(d_in + d_out + 2k) < d_out·(k + d_in). Both paths are exact; they differ only in round-off.
+  The formed-W' path keeps W' (d_out×d_in in the compute dtype) from the forward to the backward pass,
+  per layer call; `recompute_weight=true` keeps only what rebuilds it and forms it again in the
+  backward pass (one more d_out·k·(k+d_in) product per call, bit-identical gradients).
 - `activation`: y = x Wᵀ + ((x R) Nᵀ) Lᵀ through plain autograd.
 - `reference`: the authors' formulation, rebuilding W' = U diag(σ') blockdiag(G, I) Vᵀ + (W − U diag(σ) Vᵀ)
   from the full factors every step (kept for benchmarks and as a correctness reference).
@@ -55,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.precision import compute_dtype, master_dtype, parameter_math
 from asr_peft.adapters.svd import ThinSVD
 from asr_peft.errors import ConfigError
 
@@ -82,46 +86,70 @@ def activation_path_is_cheaper(rows: int, d_out: int, d_in: int, k: int) -> bool
     return rows * (d_in + d_out + 2 * k) < d_out * (k + d_in)
 
 
+def _adapted_weight(weight, left, right, core, dtype):
+    """W' = W + L N Rᵀ added in fp32 and rounded once to the compute dtype."""
+    master = master_dtype(weight.dtype)
+    return torch.addmm(weight.to(master), left.to(master) @ core.to(master), right.to(master).T).to(dtype)
+
+
 class _LowRankUpdateLinear(torch.autograd.Function):
-    """y = x (W + L N Rᵀ)ᵀ + b with a gradient for N only, never forming dW (see module docstring)."""
+    """y = x (W + L N Rᵀ)ᵀ + b with a gradient for N only, never forming dW (see module docstring).
+
+    Autocast is declared by explicit casts, for any device: the products run in the dtype the frozen
+    layer would use here (`compute_dtype`), W' is formed in fp32 and rounded once, and each gradient
+    comes back in its input's own dtype (x's, and N's fp32), so fp32 factors never meet a bf16 dy.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, left, right, core):
-        rows = x.numel() // x.shape[-1]
-        ctx.activation_path = activation_path_is_cheaper(rows, *weight.shape, core.shape[0])
-        if ctx.activation_path:
-            projected = x @ right
-            ctx.save_for_backward(projected, weight, left, right, core)
-            return F.linear(x, weight, bias) + (projected @ core.T) @ left.T
-        adapted = torch.addmm(weight, left @ core, right.T)
-        ctx.save_for_backward(x, adapted, left, right)
-        return F.linear(x, adapted, bias)
+    def forward(ctx, x, weight, bias, left, right, core, recompute_weight):
+        dtype = compute_dtype(x)  # read before autocast is switched off for the explicit casts below
+        ctx.dtypes = (x.dtype, core.dtype, dtype)
+        with parameter_math(x.device):
+            x = x.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+            rows = x.numel() // x.shape[-1]
+            ctx.activation_path = activation_path_is_cheaper(rows, *weight.shape, core.shape[0])
+            if ctx.activation_path:
+                left_c, right_c, core_c = left.to(dtype), right.to(dtype), core.to(dtype)
+                projected = x @ right_c
+                ctx.save_for_backward(projected, weight, left_c, right_c, core_c)
+                return F.linear(x, weight.to(dtype), bias) + (projected @ core_c.T) @ left_c.T
+            adapted = _adapted_weight(weight, left, right, core, dtype)
+            ctx.recompute_weight = recompute_weight
+            # Either W' itself (d_out×d_in, the fast default) or what rebuilds it (W is the model's own).
+            ctx.save_for_backward(x, weight if recompute_weight else adapted, left, right, core)
+            return F.linear(x, adapted, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
+        x_dtype, core_dtype, dtype = ctx.dtypes
         grad_x = grad_core = None
-        if ctx.activation_path:
-            projected, weight, left, right, core = ctx.saved_tensors
-            grad_left = grad_out @ left
+        with parameter_math(grad_out.device):
+            grad_out = grad_out.to(dtype)
+            if ctx.activation_path:
+                projected, weight, left, right, core = ctx.saved_tensors
+                grad_left = grad_out @ left
+                if ctx.needs_input_grad[0]:
+                    grad_x = (grad_out @ weight.to(dtype) + (grad_left @ core) @ right.T).to(x_dtype)
+                if ctx.needs_input_grad[5]:
+                    k = core.shape[0]
+                    grad_core = (grad_left.reshape(-1, k).T @ projected.reshape(-1, k)).to(core_dtype)
+                return grad_x, None, None, None, None, grad_core, None
+            x, weight_or_adapted, left, right, core = ctx.saved_tensors
             if ctx.needs_input_grad[0]:
-                grad_x = grad_out @ weight + (grad_left @ core) @ right.T
+                adapted = (_adapted_weight(weight_or_adapted, left, right, core, dtype) if ctx.recompute_weight
+                           else weight_or_adapted)
+                grad_x = (grad_out @ adapted).to(x_dtype)
             if ctx.needs_input_grad[5]:
-                k = core.shape[0]
-                grad_core = grad_left.reshape(-1, k).T @ projected.reshape(-1, k)
-            return grad_x, None, None, None, None, grad_core
-        x, adapted, left, right = ctx.saved_tensors
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ adapted
-        if ctx.needs_input_grad[5]:
-            flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-            flat_x = x.reshape(-1, x.shape[-1])
-            grad_core = (flat_grad @ left).T @ (flat_x @ right)
-        return grad_x, None, None, None, None, grad_core
+                flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+                flat_x = x.reshape(-1, x.shape[-1])
+                grad_core = ((flat_grad @ left.to(dtype)).T @ (flat_x @ right.to(dtype))).to(core_dtype)
+        return grad_x, None, None, None, None, grad_core, None
 
 
 class SSVDLinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, p: float, rotation: str = "approx",
-                 orientation: str = "reference", formulation: str = "efficient"):
+                 orientation: str = "reference", formulation: str = "efficient", recompute_weight: bool = False):
         super().__init__(base_layer)
         for key, value, choices in (("rotation", rotation, ROTATIONS), ("orientation", orientation, ORIENTATIONS),
                                     ("formulation", formulation, FORMULATIONS)):
@@ -129,12 +157,14 @@ class SSVDLinear(AdapterLayer):
                 raise ConfigError(f"method.{key}={value!r} is unknown; choose from {', '.join(choices)}")
         d_out, d_in = base_layer.out_features, base_layer.in_features
         self.k = k = rank_for(p, d_in, d_out)
-        self.rotation, self.formulation = rotation, formulation
+        if not isinstance(recompute_weight, bool):
+            raise ConfigError(f"method.recompute_weight={recompute_weight!r} must be true or false")
+        self.rotation, self.formulation, self.recompute_weight = rotation, formulation, recompute_weight
         self.transposed = orientation == "reference" and d_in > d_out
         weight = base_layer.weight
         factory = {"device": weight.device, "dtype": torch.float32}
         self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
-        self.gate = nn.Parameter(torch.zeros((), **factory))
+        self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
         if rotation == "free":
             self.rotation_free = nn.Parameter(torch.zeros(k, k, **factory))
         else:
@@ -160,37 +190,52 @@ class SSVDLinear(AdapterLayer):
             self.register_buffer("Vh_full", Vh_A.contiguous(), persistent=False)
 
     def rotation_matrix(self) -> torch.Tensor:
-        eye = torch.eye(self.k, device=self.delta_sigma.device, dtype=self.delta_sigma.dtype)
+        """G in fp32 (fp64 for an fp64 model) whatever the parameters' storage dtype: no solve in bf16."""
+        dtype = master_dtype(self.delta_sigma.dtype)
+        eye = torch.eye(self.k, device=self.delta_sigma.device, dtype=dtype)
         if self.rotation == "free":
-            return eye + self.rotation_free
-        S = skew_symmetric(self.skew, self.k)
+            return eye + self.rotation_free.to(dtype)
+        S = skew_symmetric(self.skew.to(dtype), self.k)
         if self.rotation == "approx":
             return eye + 2 * S
         return torch.linalg.solve(eye - S, eye + S)
 
     def core(self) -> torch.Tensor:
-        """N: W' = W + L N Rᵀ (M of the factorised matrix, transposed when Wᵀ was factorised)."""
-        scaled = self.sigma_k + torch.sigmoid(self.gate) * self.delta_sigma
-        M = scaled[:, None] * self.rotation_matrix() - torch.diag(self.sigma_k)
+        """N: W' = W + L N Rᵀ (M of the factorised matrix, transposed when Wᵀ was factorised), in fp32."""
+        G = self.rotation_matrix()
+        sigma = self.sigma_k.to(G.dtype)
+        scaled = sigma + torch.sigmoid(self.gate.to(G.dtype)) * self.delta_sigma.to(G.dtype)
+        M = scaled[:, None] * G - torch.diag(sigma)
         return M.T if self.transposed else M
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.left @ self.core() @ self.right.T).to(self.base_layer.weight.dtype)
+        with parameter_math(self.left.device):
+            core = self.core()
+            return self.left.to(core.dtype) @ core @ self.right.to(core.dtype).T
 
     def _reference_weight(self) -> torch.Tensor:
-        """The authors' form: the whole W' from the full factors, plus the SVD round-off residual."""
+        """The authors' form: the whole W' from the full factors, plus the SVD round-off residual (fp32)."""
         k = self.k
-        scaled = torch.cat([self.S_full[:k] + torch.sigmoid(self.gate) * self.delta_sigma, self.S_full[k:]])
-        Vh = torch.cat([self.rotation_matrix() @ self.Vh_full[:k], self.Vh_full[k:]])
-        rebuilt = (self.U_full * scaled) @ Vh
-        residual = (self.base_layer.weight.T if self.transposed else self.base_layer.weight) - (self.U_full * self.S_full) @ self.Vh_full
-        adapted = rebuilt + residual
+        G = self.rotation_matrix()
+        U, S, Vh = (t.to(G.dtype) for t in (self.U_full, self.S_full, self.Vh_full))
+        scaled = torch.cat([S[:k] + torch.sigmoid(self.gate.to(G.dtype)) * self.delta_sigma.to(G.dtype), S[k:]])
+        rotated = torch.cat([G @ Vh[:k], Vh[k:]])
+        W = self.base_layer.weight.to(G.dtype)
+        residual = (W.T if self.transposed else W) - (U * S) @ Vh
+        adapted = (U * scaled) @ rotated + residual
         return adapted.T if self.transposed else adapted
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.base_layer.weight, self.base_layer.bias
         if self.formulation == "efficient":
-            return _LowRankUpdateLinear.apply(x, weight, bias, self.left, self.right, self.core())
-        if self.formulation == "activation":
-            return F.linear(x, weight, bias) + ((x @ self.right) @ self.core().T) @ self.left.T
-        return F.linear(x, self._reference_weight(), bias)
+            with parameter_math(x.device):
+                core = self.core()
+            return _LowRankUpdateLinear.apply(x, weight, bias, self.left, self.right, core, self.recompute_weight)
+        dtype = compute_dtype(x)
+        with parameter_math(x.device):
+            x = x.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+            if self.formulation == "activation":
+                core = self.core().to(dtype)
+                return F.linear(x, weight.to(dtype), bias) + ((x @ self.right.to(dtype)) @ core.T) @ self.left.to(dtype).T
+            return F.linear(x, self._reference_weight().to(dtype), bias)

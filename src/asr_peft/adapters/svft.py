@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.precision import compute_dtype
 from asr_peft.adapters.svd import ThinSVD
 from asr_peft.errors import ConfigError
 
@@ -69,7 +70,7 @@ class SVFTLinear(AdapterLayer):
         self.r = r
         self.diagonal = pattern == "plain"
         self.values = nn.Parameter(torch.zeros(positions.shape[1], **factory))
-        self.gate = nn.Parameter(torch.zeros((), **factory))
+        self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
         if svd is None:
             U, Vh = torch.empty(base_layer.out_features, r, **factory), torch.empty(r, base_layer.in_features, **factory)
         else:
@@ -84,14 +85,16 @@ class SVFTLinear(AdapterLayer):
         return torch.sigmoid(self.gate) * core
 
     def delta_weight(self) -> torch.Tensor:
+        U, V = self.U.to(self.values.dtype), self.V.to(self.values.dtype)
         if self.diagonal:
-            return ((self.U * (torch.sigmoid(self.gate) * self.values)) @ self.V.T).to(self.base_layer.weight.dtype)
-        return (self.U @ self.sparse_core() @ self.V.T).to(self.base_layer.weight.dtype)
+            return (U * (torch.sigmoid(self.gate) * self.values)) @ V.T
+        return U @ self.sparse_core() @ V.T
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = x @ self.V  # activation path: never forms the d_out×d_in update
+        dtype = compute_dtype(x)
+        projected = x.to(dtype) @ self.V.to(dtype)  # activation path: never forms the d_out×d_in update
         if self.diagonal:
-            projected = projected * (torch.sigmoid(self.gate) * self.values)
+            projected = projected * (torch.sigmoid(self.gate) * self.values).to(dtype)
         else:
-            projected = projected @ self.sparse_core().T
-        return self.base_layer(x) + projected @ self.U.T
+            projected = projected @ self.sparse_core().to(dtype).T
+        return self.base_layer(x) + projected @ self.U.to(dtype).T

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.precision import compute_dtype
 from asr_peft.errors import ConfigError
 
 
@@ -62,8 +63,10 @@ class VeRALinear(AdapterLayer):
         self.lambda_b = nn.Parameter(torch.zeros(base_layer.out_features, device=weight.device))
 
     def delta_weight(self) -> torch.Tensor:
-        return ((self.lambda_b[:, None] * self.vera_B) @ (self.lambda_d[:, None] * self.vera_A)).to(self.base_layer.weight.dtype)
+        dtype = self.lambda_b.dtype
+        return (self.lambda_b[:, None] * self.vera_B.to(dtype)) @ (self.lambda_d[:, None] * self.vera_A.to(dtype))
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.linear(x, self.vera_A) * self.lambda_d
-        return self.base_layer(x) + F.linear(hidden, self.vera_B) * self.lambda_b
+        dtype = compute_dtype(x)
+        hidden = F.linear(x.to(dtype), self.vera_A.to(dtype)) * self.lambda_d.to(dtype)
+        return self.base_layer(x) + F.linear(hidden, self.vera_B.to(dtype)) * self.lambda_b.to(dtype)

@@ -13,20 +13,29 @@ from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.models import load_owsm
 
 
-def load_trained_run(run_dir: Path, checkpoint: str = "best"):
-    """(bundle with the trained weights, the run's config, the checkpoint path used)."""
+def read_run_config(run_dir: Path) -> DictConfig:
+    """The composed config a training run saved (`.hydra/config.yaml`)."""
     config_file = Path(run_dir) / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"run_dir={run_dir} is not a training run directory (no {config_file})")
-    run_cfg: DictConfig = OmegaConf.load(config_file)
+    return OmegaConf.load(config_file)
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
+    """`best` / `last` of the run, or a path to a .ckpt file; it must exist."""
     path = Path(checkpoint) if checkpoint not in ("best", "last") else Path(run_dir) / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist (checkpoint=best|last|<path>)")
+    return path
+
+
+def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
+    """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    bundle = load_owsm(plain(run_cfg.model), cache_dir=run_cfg.paths.get("model_cache_dir"))
+    bundle = load_owsm(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
-    checkpoint_dict = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint_dict = torch.load(path, map_location=device, weights_only=False)
     state = checkpoint_dict["state_dict"]
     prefix = "model."
     tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
@@ -36,4 +45,11 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best"):
     bundle.model.load_state_dict(tensors, strict=False)
     check_fingerprint(adapter_modules(bundle.model), checkpoint_dict.get(FINGERPRINT_KEY), str(path))
     bundle.model.eval()
-    return bundle, run_cfg, str(path)
+    return bundle
+
+
+def load_trained_run(run_dir: Path, checkpoint: str = "best", *, device: torch.device | str = "cpu"):
+    """(bundle with the trained weights on `device`, the run's config, the checkpoint path used)."""
+    run_cfg = read_run_config(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
+    return rebuild_trained_model(run_cfg, path, device=device), run_cfg, str(path)

@@ -111,7 +111,7 @@ class BeamSearchDecoder:
         """Transcript of one utterance (1-D waveform at 16 kHz)."""
         model = self.bundle.model
         speech = speech[None]
-        speech, lengths = pad_or_trim(speech, torch.tensor([speech.shape[1]]), self.bundle.speech_length)
+        speech, lengths = pad_or_trim(speech, torch.tensor([speech.shape[1]], device=speech.device), self.bundle.speech_length)
         with eval_mode(model):
             encoded, _ = model.encode(speech, lengths)
             if isinstance(encoded, tuple):

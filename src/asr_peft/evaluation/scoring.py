@@ -1,4 +1,9 @@
-"""Scoring a model on test sets: decode every utterance, compute WER/CER, write sclite trn files."""
+"""Scoring a model on test sets: decode every utterance, compute WER/CER, write sclite trn files.
+
+Scoring runs on a given device and in one of Lightning's precisions, through Lightning's own precision
+plugin (autocast for `*-mixed`; the model cast to half precision, adapters kept fp32, for `*-true`),
+so a test set is decoded as validation ran (`training/hardware.py` chooses both).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -19,12 +25,16 @@ from asr_peft.evaluation.decoding import decode
 from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
+from asr_peft.models.precision import precision_plugin
 
 log = logging.getLogger(__name__)
 
 
-def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding") -> dict[str, str]:
-    """Hypotheses by utterance id, decoded in duration-sorted batches."""
+def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding",
+               precision: Precision | None = None) -> dict[str, str]:
+    """Hypotheses by utterance id, decoded in duration-sorted batches on the model's device, in `precision`
+    (a Lightning precision plugin whose `convert_module` the model has been through)."""
+    precision = precision or Precision()
     sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
                                     shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
@@ -33,16 +43,24 @@ def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, d
     hypotheses: dict[str, str] = {}
     device = next(bundle.model.parameters()).device
     for batch in tqdm(loader, desc=desc, leave=False, disable=not eval_cfg.get("progress", True)):
-        texts = decode(bundle, batch["speech"].to(device), batch["speech_lengths"].to(device), method=method, **beam_kwargs)
+        speech = precision.convert_input(batch["speech"].to(device))
+        with precision.forward_context():
+            texts = decode(bundle, speech, batch["speech_lengths"].to(device), method=method, **beam_kwargs)
         hypotheses.update(zip(batch["utt_id"], texts))
     return hypotheses
 
 
 def score_test_sets(
     bundle, data_cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any], normalizer: Callable[[str], str],
-    out_dir: Path | None, *, skipped: Counter | None = None,
+    out_dir: Path | None, *, skipped: Counter | None = None, device: torch.device | str = "cpu",
+    precision: str = "32-true",
 ) -> dict[str, dict[str, Any]]:
-    """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`."""
+    """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`.
+
+    The model is moved to `device` (and, for `*-true`, cast to half precision) and stays there."""
+    device = torch.device(device)
+    plugin = precision_plugin(precision, device.type)
+    plugin.convert_module(bundle.model).to(device)
     encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
     metrics: dict[str, dict[str, Any]] = {}
     limit = eval_cfg.get("max_utterances")
@@ -59,7 +77,7 @@ def score_test_sets(
         dataset = SpeechDataset(utterances, encoder, resample=data_cfg.get("resample", True),
                                 speech_length=bundle.speech_length)
         with torch.inference_mode():
-            hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}")
+            hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}", precision=plugin)
         ids = [utt.id for utt in utterances]
         references = [utt.text for utt in utterances]
         hyps = [hypotheses[i] for i in ids]

@@ -21,6 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from asr_peft.data.manifest import load_utterances
@@ -59,7 +60,7 @@ def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
     bundle, run_cfg, checkpoint = load_trained_run(run_dir, "best")
     staging = out_dir.with_name(out_dir.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    export_espnet_dir(bundle, staging, half=True)
+    export_espnet_dir(bundle, staging, dtype=torch.float16)
     data = OmegaConf.to_container(run_cfg.data, resolve=True)
     shipped = load_exported(staging)  # what users get: the fp16 weights, loaded back
     metrics = score_test_sets(shipped, data, {"decode": "ctc_greedy", "progress": False},

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters.svd import weight_key
@@ -25,9 +26,10 @@ def _file_digest(path: str) -> str | None:
 
 
 def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], run_dir: Path,
-                     skipped: Counter) -> dict | None:
+                     skipped: Counter, *, device: torch.device, precision: str) -> dict | None:
     """The frozen model's test scores (`evaluation.baseline`), from the cache when the same model and
-    test data were scored before."""
+    test data were scored before in the same precision on the same kind of device. Scoring moves the
+    model to `device` (and casts it for `*-true`, as Lightning would next)."""
     if not cfg.evaluation.get("baseline", False):
         return None
     # The weights themselves are part of the key: a checkpoint re-exported to the same path is a new model.
@@ -35,12 +37,12 @@ def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], 
     # So are the test manifests' contents: a corpus regenerated in place is new test data.
     manifests = {name: _file_digest(path) for name, path in (cfg.data.test or {}).items()}
     key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights,
-                             manifests], sort_keys=True, default=str)
+                             manifests, device.type, precision], sort_keys=True, default=str)
     cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
     if cache.is_file() and bundle.source not in ("random", "meta"):
         return json.loads(cache.read_text(encoding="utf-8"))
     metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                              run_dir / "decode_baseline", skipped=skipped)
+                              run_dir / "decode_baseline", skipped=skipped, device=device, precision=precision)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics), encoding="utf-8")
     return metrics

@@ -4,6 +4,10 @@ The wrapped model is ESPnet's own `ESPnetS2TModel`; its `forward` returns the jo
 (`ctc_weight`·CTC + (1−ctc_weight)·attention, label smoothing from the model config). Only parameters
 that require gradients reach the optimizer, and only they (plus the optimizer state) are written to
 checkpoints: frozen weights come from the pretrained model, rebuilt the same way on resume.
+
+Under FSDP (auto-wrap) or activation-checkpoint wrapping, `named_parameters()` names carry the
+wrappers' segments (`_fsdp_wrapped_module.`) while the state dict Lightning checkpoints does not;
+trainable tensors are matched by the state dict's names (`state_dict_name`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,19 @@ from asr_peft.evaluation.decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
 from asr_peft.errors import ModelLoadError
 
+# Module-path segments that wrappers insert and full state dicts leave out: FSDP, torch's checkpoint
+# wrapper, torch.compile.
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
 MODEL_INPUTS = ("speech", "speech_lengths", "text", "text_lengths", "text_prev", "text_prev_lengths",
                 "text_ctc", "text_ctc_lengths")
+
+
+def state_dict_name(name: str) -> str:
+    """A parameter's name as a (full) state dict holds it: wrapper segments removed."""
+    for segment in WRAPPER_SEGMENTS:
+        name = name.replace(segment, "")
+    return name
 
 
 def warmup_lambda(warmup_steps: int, schedule: str, total_steps: int | None) -> Callable[[int], float]:
@@ -99,8 +114,12 @@ class OWSMLitModule(pl.LightningModule):
             optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), cfg.get("schedule", "constant"), self.total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def trainable_state_names(self) -> set[str]:
+        """The checkpoint keys of the trainable tensors (`model.<name>`, as the state dict names them)."""
+        return {f"model.{state_dict_name(name)}" for name, p in self.model.named_parameters() if p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        trainable = self.trainable_state_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["validation_history"] = self.validation_history
         # what the adapters were trained in (SVD bases, projections, base weights): checked on every reload
@@ -108,8 +127,7 @@ class OWSMLitModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.validation_history = list(checkpoint.get("validation_history", []))
-        expected = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
-        missing = expected - set(checkpoint["state_dict"])
+        missing = self.trainable_state_names() - set(checkpoint["state_dict"])
         if missing:
             raise ModelLoadError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this method (e.g. {sorted(missing)[0]}); "

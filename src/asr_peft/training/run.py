@@ -1,9 +1,12 @@
 """One training run, from a composed Hydra config to `results.json`.
 
-Order matters: data are prepared and validated, the pretrained model is loaded (weights first), the
-frozen model is scored if asked, then the method is injected (SVDs of the loaded weights), Lightning
-trains (resuming from `last.ckpt` when the run directory has one), the best checkpoint is scored on
-every test set, and the record is written. A failure still leaves a record, marked failed.
+Order matters: the hardware settings are checked (before anything loads), data are prepared and
+validated, the pretrained model is loaded (weights first), the frozen model is scored if asked, then
+the method is injected (SVDs of the loaded weights), Lightning trains (resuming from `last.ckpt` when
+the run directory has one), the best checkpoint is scored on every test set, and the record is
+written. A failure still leaves a record, marked failed. Scoring (baseline and test) runs on the
+training accelerator in validation's precision (`training/hardware.py`); under FSDP, whose processes
+each hold a shard of the trained model, rank 0 scores a copy rebuilt from the tested checkpoint.
 
 The steps live in their own modules: `baseline` (frozen scores, cached), `trainer` (Lightning Trainer
 and the tested checkpoint), `module` / `datamodule` (what Lightning runs), `results` (the record),
@@ -25,16 +28,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import apply_method, total_parameter_count, trainable_parameter_count
 from asr_peft.data.normalizers import get_normalizer
+from asr_peft.errors import ModelLoadError
+from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
 from asr_peft.models import load_owsm
+from asr_peft.models.checkpointing import enable_activation_checkpointing
 from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import OWSMDataModule
+from asr_peft.training.hardware import scoring_target, strategy_name, validate_hardware
 from asr_peft.training.module import OWSMLitModule
 from asr_peft.training.results import claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
-from asr_peft.training.trainer import build_trainer, load_tested_checkpoint
+from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,9 @@ def _plain(node: Any) -> Any:
 
 def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str, Any]:
     """Everything after the run directory is claimed; fills and returns `record`."""
+    validate_hardware(cfg)
+    device, precision = scoring_target(cfg.trainer, cfg.evaluation)
+    record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     skipped: Counter = Counter()
@@ -53,10 +63,13 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     normalizer = get_normalizer(cfg.data.get("normalizer", "whisper_basic"))
     bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
+    if cfg.get("activation_checkpointing"):
+        enable_activation_checkpointing(bundle.model)
     datamodule = OWSMDataModule(_plain(cfg.data), _plain(cfg.loader), bundle, seed=cfg.seed)
     datamodule.setup("fit")  # validate all data before spending time on anything else
     if rank_zero_only.rank == 0:
-        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, skipped)
+        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, skipped, device=device,
+                                                      precision=precision)
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
     apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
@@ -79,14 +92,23 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
         record["validation_history"] = module.validation_history
         if not trainer.is_global_zero:
             return record
-        record["tested_checkpoint"] = load_tested_checkpoint(module, trainer, cfg.evaluation.get("checkpoint", "best"))
+        which = cfg.evaluation.get("checkpoint", "best")
+        if strategy_name(cfg.trainer.get("strategy", "auto")).startswith("fsdp"):
+            record["tested_checkpoint"] = tested_checkpoint_path(trainer, which)
+            if record["tested_checkpoint"] is None:
+                raise ModelLoadError(f"trainer=fsdp: no {which} checkpoint was written, and the sharded model can only "
+                                     "be scored from one")
+            bundle = rebuild_trained_model(cfg, Path(record["tested_checkpoint"]), device=device)
+        else:
+            record["tested_checkpoint"] = load_tested_checkpoint(module, trainer, which)
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
     skipped.update(datamodule.skipped)
     record["metrics"] = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                                        run_dir / "decode", skipped=skipped)
+                                        run_dir / "decode", skipped=skipped, device=device, precision=precision)
     record["skipped"] = dict(skipped)
     if pretrained:
+        pretrained = {name: weight.to(device) for name, weight in pretrained.items()}  # beside the scored model
         diagnostics = compute_subspace_diagnostics(pretrained, bundle.model, [k.removesuffix(".weight") for k in pretrained],
                                                    svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
         write_subspace_diagnostics(run_dir, diagnostics)

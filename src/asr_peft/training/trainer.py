@@ -1,4 +1,7 @@
-"""The Lightning Trainer a config describes, and the checkpoint whose weights are tested after training."""
+"""The Lightning Trainer a config describes, and the checkpoint whose weights are tested after training.
+
+Under `bf16-true`/`16-true` the adapters' own tensors stay fp32 (`models/precision.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,35 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from asr_peft.models.precision import HalfPrecisionWithFP32Adapters
+from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
+
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     """`cfg.trainer` with the configured callbacks and loggers, writing below `run_dir`."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    overrides = {}
+    precision = unified_precision(cfg.trainer.get("precision"))
+    if precision in HALF_PRECISIONS:  # Lightning's own plugin, with the adapters left in fp32
+        overrides = {"precision": None, "plugins": [HalfPrecisionWithFP32Adapters(precision)]}
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                       **overrides)
 
 
-def load_tested_checkpoint(module: pl.LightningModule, trainer: pl.Trainer, which: str) -> str | None:
-    """Put the trainable weights of the best (or last) checkpoint back into the model for testing."""
+def tested_checkpoint_path(trainer: pl.Trainer, which: str) -> str | None:
+    """The best (or last) checkpoint the trainer wrote, if any."""
     callback = trainer.checkpoint_callback
     path = None
     if callback is not None:
         path = callback.best_model_path if which == "best" else callback.last_model_path
-    if not path or not Path(path).is_file():
+    return path if path and Path(path).is_file() else None
+
+
+def load_tested_checkpoint(module: pl.LightningModule, trainer: pl.Trainer, which: str) -> str | None:
+    """Put the trainable weights of the best (or last) checkpoint back into the model for testing."""
+    path = tested_checkpoint_path(trainer, which)
+    if path is None:
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state, strict=False)
