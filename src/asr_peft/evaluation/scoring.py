@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
 from asr_peft.data.manifest import load_utterances
-from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
 from asr_peft.evaluation.decoding import decode
 from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
@@ -24,16 +24,20 @@ log = logging.getLogger(__name__)
 
 
 def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding") -> dict[str, str]:
-    """Hypotheses by utterance id, decoded in duration-sorted batches."""
+    """Hypotheses by utterance id, decoded in batches of at most `evaluation.batch_size` utterances (in
+    corpus order), else in duration-sorted batches of at most `evaluation.max_batch_seconds` of padded
+    audio (a model that pads to 30 s costs 30 s per utterance)."""
     sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
-                                    shuffle=False)
+                                    batch_size=eval_cfg.get("batch_size"), spread_remainder=False, shuffle=False,
+                                    config_key="evaluation")
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     method = eval_cfg.get("decode", "ctc_greedy")
     beam_kwargs = dict(eval_cfg.get("beam", {}) or {})
     hypotheses: dict[str, str] = {}
     device = next(bundle.model.parameters()).device
     for batch in tqdm(loader, desc=desc, leave=False, disable=not eval_cfg.get("progress", True)):
-        texts = decode(bundle, batch["speech"].to(device), batch["speech_lengths"].to(device), method=method, **beam_kwargs)
+        texts = decode(bundle, batch["speech"].to(device), batch["speech_lengths"].to(device), method=method,
+                       languages=batch["language"], **beam_kwargs)
         hypotheses.update(zip(batch["utt_id"], texts))
     return hypotheses
 
@@ -43,7 +47,7 @@ def score_test_sets(
     out_dir: Path | None, *, skipped: Counter | None = None,
 ) -> dict[str, dict[str, Any]]:
     """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`."""
-    encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+    preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
     metrics: dict[str, dict[str, Any]] = {}
     limit = eval_cfg.get("max_utterances")
     use_sclite = bool(eval_cfg.get("sclite", False))
@@ -56,8 +60,7 @@ def score_test_sets(
         if skipped is not None:
             skipped.update({f"test/{reason}": count for reason, count in skip_counts.items()})
         utterances = utterances[:limit] if limit else utterances
-        dataset = SpeechDataset(utterances, encoder, resample=data_cfg.get("resample", True),
-                                speech_length=bundle.speech_length)
+        dataset = SpeechDataset(utterances, preprocessor, resample=data_cfg.get("resample", True))
         with torch.inference_mode():
             hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}")
         ids = [utt.id for utt in utterances]
