@@ -366,3 +366,52 @@ def test_scoring_primes_each_utterance_with_its_own_language(shipped, utterances
     batch = collate([dataset[i] for i in range(3)])
     decoding.decode(shipped, batch["speech"], batch["speech_lengths"], method="beam", languages=batch["language"])
     assert primed == ["<eng>", "<nld>", "<eng>"]
+
+
+# --- the recipe preset on OWSM-base's real architecture --------------------------------------------------
+
+RECIPE_ON_OWSM_BASE = ["model=owsm_0.1b", "model.init=random", "experiment=espnet_myst_recipe", "data=manifest"]
+
+
+@pytest.fixture(scope="module")
+def recipe_corpus(tmp_path_factory) -> Path:
+    """17 short training utterances (two fixed-size batches of 8, ESPnet's rule: 8 and 9), 2 dev, 2 test."""
+    import json
+
+    root = tmp_path_factory.mktemp("recipe")
+    for split, count in (("train", 17), ("valid", 2), ("test", 2)):
+        lines = []
+        for i in range(count):
+            audio = write_tone(root / f"{split}{i}.wav", 0.5 + 0.05 * i, frequency=150 + 20 * i, seed=i)
+            lines.append(json.dumps({"id": f"{split}{i}", "audio": audio.name, "text": TRANSCRIPTS[i % 3]}))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(recipe_corpus):
+    from omegaconf import OmegaConf
+
+    from asr_peft.training.datamodule import OWSMDataModule
+
+    cfg = compose_config("train", [*RECIPE_ON_OWSM_BASE, f"data.corpus_dir={recipe_corpus}", "loader.num_workers=0"])
+    assert (cfg.trainer.max_steps, cfg.trainer.accumulate_grad_batches, cfg.trainer.gradient_clip_val) == (7500, 4, 5.0)
+    assert (cfg.evaluation.checkpoint, cfg.evaluation.decode, cfg.evaluation.beam.ctc_weight) == ("last", "beam", 0.0)
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    bundle = load_owsm(plain(cfg.model), device="meta")  # the real config and tokenizer; no weights needed here
+    datamodule = OWSMDataModule(plain(cfg.data), plain(cfg.loader), bundle, seed=cfg.seed)
+    datamodule.setup()
+    shapes = sorted(tuple(batch["speech"].shape) for batch in datamodule.train_dataloader())
+    assert shapes == [(8, 480000), (9, 480000)]
+
+
+@pytest.mark.slow
+def test_recipe_preset_trains_two_updates_of_owsm_base(recipe_corpus, tmp_path):
+    """The issue's command: two updates of the real OWSM-base architecture (101M, random weights) with 30 s
+    padding and batches of 8 (trainer=cpu: no accumulation), then greedy-CTC scoring of the last checkpoint."""
+    from test_train_e2e import run_in_process
+
+    record = run_in_process([*RECIPE_ON_OWSM_BASE, f"data.corpus_dir={recipe_corpus}", "trainer=cpu",
+                             "trainer.max_steps=2", "loader.num_workers=0", "evaluation.decode=ctc_greedy",
+                             "evaluation.baseline=false", "method=ssvd"], tmp_path / "run")
+    assert record["status"] == "completed" and record["global_step"] == 2
+    assert record["parameters"]["total"] > 100_000_000 and record["config"]["loader"]["batch_size"] == 8
