@@ -59,7 +59,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), schedule, total_steps))
     for key in ("warmup_steps", "schedule"):
-        if cfg.get(key) is not None:
+        if cfg.get(key):  # warmup_steps: 0 asks for nothing
             raise ConfigError(f"optimizer.{key} applies only without optimizer.scheduler; "
                               f"set the schedule in optimizer.scheduler_conf")
     scheduler_class = espnet_scheduler_class(cfg["scheduler"])
