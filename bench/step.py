@@ -51,14 +51,14 @@ def base_model(name: str = "owsm_0.1b", device: str = "cpu"):
 
 def batch(bundle, seconds: float, size: int, device: str = "cpu"):
     from asr_peft.data.dataset import collate
-    from asr_peft.data.owsm_text import OWSMTextEncoder
+    from asr_peft.data.owsm_text import OWSMPreprocessor
 
     generator = torch.Generator().manual_seed(0)
-    encoder = OWSMTextEncoder(bundle)
+    encoder = OWSMPreprocessor(bundle)
     text = "the quick brown fox jumps over the lazy dog " * 4
-    items = [{"utt_id": str(i), "transcript": text, **encoder.encode(text),
+    items = [{"utt_id": str(i), "transcript": text, "language": "eng", **encoder.encode(text),
               "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]
-    return {k: v.to(device) for k, v in collate(items).items() if k not in ("utt_id", "transcript")}
+    return {k: v.to(device) for k, v in collate(items).items() if k not in ("utt_id", "transcript", "language")}
 
 
 def status_mb(field: str) -> float:

@@ -104,15 +104,31 @@ def test_speed_perturbation_divides_duration_and_multiplies_frequency(factor):
     assert change_speed(tone, 1.0) is tone
 
 
-def test_speed_perturbed_dataset_batches_by_its_slowest_factor_and_draws_every_factor(tmp_path):
-    class NoText:
-        def encode(self, text, language):
-            return {}
+class SpeechOnly:
+    """Stands in for OWSMPreprocessor: the waveform as it is, no text targets."""
+    default_language = "eng"
 
+    def __init__(self, speech_length=None):
+        self.speech_length = speech_length
+
+    def __call__(self, utt_id, speech, transcript, language):
+        return {"speech": speech}
+
+
+def test_speed_perturbed_dataset_batches_by_its_slowest_factor_and_draws_every_factor(tmp_path):
     tone = write_tone(tmp_path / "t.wav", 1.0)
-    dataset = SpeechDataset([Utterance("a", tone, "x", 1.0)], NoText(), speed_factors=[0.8, 1.0, 1.25])
+    dataset = SpeechDataset([Utterance("a", tone, "x", 1.0)], SpeechOnly(), speed_factors=[0.8, 1.0, 1.25])
     assert dataset.durations == [pytest.approx(1.25)]
     assert {len(dataset[0]["speech"]) for _ in range(60)} == {20000, 16000, 12800}
+
+
+def test_a_model_that_pads_makes_every_utterance_cost_its_fixed_length(tmp_path):
+    tone = write_tone(tmp_path / "t.wav", 1.0)
+    utterances = [Utterance("a", tone, "x", 1.0), Utterance("b", tone, "y", 12.0)]
+    dataset = SpeechDataset(utterances, SpeechOnly(speech_length=30), speed_factors=[0.9, 1.1])
+    assert dataset.durations == [30.0, 30.0]
+    # 60 s of padded audio per batch is two utterances, not sixty 1-s ones.
+    assert DurationBucketSampler([30.0] * 7, max_batch_seconds=60.0, shuffle=False).batches == [[0, 1], [2, 3], [4, 5], [6]]
 
 
 @pytest.mark.parametrize("value, factors", [(None, []), ([], []), ([0.9, 1, 1.1], [0.9, 1.0, 1.1])])
@@ -173,10 +189,11 @@ def test_sampler_shards_batches_evenly_across_ranks():
 
 
 def test_collate_pads_speech_with_zeros_and_tokens_with_ignore_id():
-    items = [{"utt_id": "a", "transcript": "x", "speech": np.ones(3, np.float32), "text": np.array([5, 6]),
-              "text_prev": np.array([2]), "text_ctc": np.array([6])},
-             {"utt_id": "b", "transcript": "y", "speech": np.ones(5, np.float32), "text": np.array([7]),
-              "text_prev": np.array([2]), "text_ctc": np.array([7, 8, 9])}]
+    items = [{"utt_id": "a", "transcript": "x", "language": "eng", "speech": np.ones(3, np.float32),
+              "text": np.array([5, 6]), "text_prev": np.array([2]), "text_ctc": np.array([6])},
+             {"utt_id": "b", "transcript": "y", "language": "nld", "speech": np.ones(5, np.float32),
+              "text": np.array([7]), "text_prev": np.array([2]), "text_ctc": np.array([7, 8, 9])}]
     batch = collate(items)
     assert batch["speech"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["text"].tolist() == [[5, 6], [7, -1]] and batch["text_ctc_lengths"].tolist() == [1, 3]
+    assert batch["utt_id"] == ["a", "b"] and batch["language"] == ["eng", "nld"]

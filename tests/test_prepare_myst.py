@@ -66,10 +66,10 @@ def test_manifests_hold_normalised_texts_and_every_drop_is_counted(corpus, tmp_p
     session_a = corpus / "data/train/002030" / TRAIN_A
     train = read_jsonl(tmp_path / "out/train.jsonl")
     assert train == [
-        {"id": f"{TRAIN_A}_001", "audio": str(session_a / f"{TRAIN_A}_001.flac"), "text": "THE FROG HAS THREE LEGS",
+        {"id": f"{TRAIN_A}_001", "audio": str(session_a / f"{TRAIN_A}_001.flac"), "text": "UM THE FROG HAS THREE LEGS",
          "duration": 1.5, "speaker": "002030", "language": "eng"},
         {"id": f"{TRAIN_B}_001", "audio": str(corpus / "data/train/002031" / TRAIN_B / f"{TRAIN_B}_001.flac"),
-         "text": "THEY'RE MAKING TWENTY FIVE CIRCUITS RIGHT", "duration": 2.0, "speaker": "002031", "language": "eng"},
+         "text": "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT", "duration": 2.0, "speaker": "002031", "language": "eng"},
     ]
     assert [u["text"] for u in read_jsonl(tmp_path / "out/dev.jsonl")] == ["THE MAGNET STICKS TO IRON"]
     assert [u["text"] for u in read_jsonl(tmp_path / "out/test.jsonl")] == [
@@ -88,14 +88,15 @@ def test_manifests_hold_normalised_texts_and_every_drop_is_counted(corpus, tmp_p
     # What training reads back: the same utterances, audio found, durations from the headers.
     first, second = load_utterances(tmp_path / "out/train.jsonl")
     assert first.audio.is_file() and (first.duration, first.speaker, first.language) == (1.5, "002030", "eng")
-    assert second.text == "THEY'RE MAKING TWENTY FIVE CIRCUITS RIGHT"
+    assert second.text == "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT"
     assert len(load_utterances(tmp_path / "out/test.jsonl")) == 3
 
 
 def test_keep_list_restricts_only_the_test_set(corpus, tmp_path):
     keep = tmp_path / "test.list"
     keep.write_text(f"{TEST}_001\n\n{TEST}_003\nmyst_999999_not_in_the_corpus_001\n", encoding="utf-8")
-    summary = prepare_myst(corpus, tmp_path / "out", keep_list=keep)
+    # The listed test set is kept whole ("WE NEED TWO BATTERIES" has 4 words); the other splits get the limit.
+    summary = prepare_myst(corpus, tmp_path / "out", keep_list=keep, min_words=5)
     assert [u.id for u in load_utterances(tmp_path / "out/test.jsonl")] == [f"{TEST}_001", f"{TEST}_003"]
     assert summary["splits"]["test"]["dropped"] == {"not_in_keep_list": 1}
     assert summary["keep_list"] == {"listed": 3, "kept": 2, "not_in_corpus": 1}

@@ -27,6 +27,31 @@ def test_checkpoint_matches_its_checksums_and_carries_its_documents():
         assert (CHECKPOINT / name).is_file(), name
     summary = json.loads((CHECKPOINT / "training_summary.json").read_text())
     assert summary["metrics"]["source"]["wer"] < summary["metrics"]["child"]["wer"]
+    assert summary["metrics"] == summary["decoding"][summary["decode"]]
+    assert set(summary["decoding"]) == {"ctc_greedy", "beam_ctc0.0", "beam_ctc0.3"}
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make install installs it)")
+def test_the_decoder_starts_a_transcript_where_the_beam_search_primes_it(tmp_path):
+    """ESPnet's target is <sos> <eng> <asr> <notimestamps> words: the decoder must put the language token,
+    not sentencepiece's lone "▁", after <sos>, and a transcript's first word piece after that primer."""
+    import soundfile
+
+    from asr_peft.data.manifest import Utterance
+    from asr_peft.data.synthetic.corpus import draw
+    from asr_peft.data.synthetic.render import render
+    from asr_peft.models.pretrain_tiny import first_token_probabilities
+
+    bundle = load_owsm({"path": str(CHECKPOINT)})
+    rng = __import__("numpy").random.default_rng(7)
+    utterances = []
+    for i, sentence in enumerate(["the children played in the park", "she wrote a letter to her mother",
+                                  "we waited for the train", "a cold wind blew from the north"]):
+        soundfile.write(str(tmp_path / f"{i}.wav"), render(draw("source", sentence, rng)), 16000)
+        utterances.append(Utterance(str(i), tmp_path / f"{i}.wav", sentence))
+    probabilities = first_token_probabilities(bundle, utterances)
+    assert probabilities["p(<lang> | <sos>)"] > 0.9 and probabilities["p(▁ | <sos>)"] < 0.05, probabilities
+    assert probabilities["p(first piece | primer)"] > 0.5, probabilities
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make install installs it)")

@@ -1,4 +1,4 @@
-"""A speech dataset for ESPnet's S2T model: validated utterances, OWSM text targets, padded batches.
+"""A speech dataset for ESPnet's S2T model: validated utterances, ESPnet's own preprocessing and collation.
 
 Every utterance is checked once, up front, from the audio header alone: the file exists and is
 readable, the sample rate is usable, the transcript is not empty, the duration is within
@@ -9,24 +9,23 @@ counts end up in results.json.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
 import random
 from collections import Counter
 from typing import Sequence
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from asr_peft.data.audio import TARGET_SAMPLE_RATE, audio_info, change_speed, check_sample_rate, read_audio
+from asr_peft.data.audio import audio_info, change_speed, check_sample_rate, read_audio
 from asr_peft.data.manifest import Utterance
-from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "skip")
-IGNORE_ID = -1  # ESPnet's ignore_id: padding of token sequences
 
 
 def validate_utterances(
@@ -74,24 +73,26 @@ def validate_utterances(
 
 
 class SpeechDataset(Dataset):
-    """Validated utterances → dicts of numpy arrays in the keys `ESPnetS2TModel.forward` takes."""
+    """Validated utterances -> items for `collate`: what ESPnet's S2T preprocessor makes of each one."""
 
-    def __init__(self, utterances: Sequence[Utterance], text_encoder: OWSMTextEncoder, *, resample: bool = True,
-                 speech_length: float | None = None, speed_factors: Sequence[float] | None = None):
+    def __init__(self, utterances: Sequence[Utterance], preprocessor: OWSMPreprocessor, *, resample: bool = True,
+                 speed_factors: Sequence[float] | None = None):
         self.utterances = list(utterances)
-        self.text_encoder = text_encoder
+        self.preprocessor = preprocessor
         self.resample = resample
         # Speed perturbation: each read draws one factor (Python's RNG, seeded per worker by Lightning).
         self.speed_factors = list(speed_factors or [])
-        # OWSM models were pretrained on inputs padded or trimmed to a fixed length (30 s).
-        self.pad_to_samples = int(speech_length * TARGET_SAMPLE_RATE) if speech_length else None
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     @property
     def durations(self) -> list[float]:
-        """Seconds per utterance as batched: the slowest speed factor's, so batches keep their bound."""
+        """Seconds per utterance as the model sees it, which is what a batch costs: the fixed input
+        length of a model that pads (OWSM: 30 s, however short the utterance), else the utterance at
+        its slowest speed factor."""
+        if self.preprocessor.speech_length:
+            return [float(self.preprocessor.speech_length)] * len(self.utterances)
         stretch = 1.0 / min(self.speed_factors, default=1.0)
         return [(utt.duration or 0.0) * stretch for utt in self.utterances]
 
@@ -100,18 +101,26 @@ class SpeechDataset(Dataset):
         speech = read_audio(utt.audio, start=utt.start, end=utt.end, resample=self.resample)
         if self.speed_factors:
             speech = change_speed(speech, random.choice(self.speed_factors))
-        if self.pad_to_samples is not None:
-            speech = np.pad(speech[: self.pad_to_samples], (0, max(0, self.pad_to_samples - len(speech))))
-        item = {"utt_id": utt.id, "speech": speech, "transcript": utt.text}
-        item.update(self.text_encoder.encode(utt.text, utt.language))
+        language = utt.language or self.preprocessor.default_language
+        item = {"utt_id": utt.id, "transcript": utt.text, "language": language}
+        item.update(self.preprocessor(utt.id, speech, utt.text, language))
         return item
 
 
+MODEL_KEYS = ("speech", "text", "text_prev", "text_ctc")  # ESPnet's collate adds each one's `_lengths`
+
+
+@functools.cache
+def espnet_collate():
+    """ESPnet's S2T collate function (`CommonCollateFn`: speech padded with 0, token ids with -1)."""
+    from asr_peft.models.owsm import s2t_task
+
+    return s2t_task().build_collate_fn(argparse.Namespace(), train=True)
+
+
 def collate(items: list[dict]) -> dict:
-    """Pad a list of items into a batch: speech with zeros, token ids with ESPnet's ignore id."""
-    batch: dict = {"utt_id": [item["utt_id"] for item in items], "transcript": [item["transcript"] for item in items]}
-    for key, pad_value in (("speech", 0.0), ("text", IGNORE_ID), ("text_prev", IGNORE_ID), ("text_ctc", IGNORE_ID)):
-        sequences = [torch.from_numpy(np.asarray(item[key])) for item in items]
-        batch[f"{key}_lengths"] = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-        batch[key] = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=pad_value)
+    """A batch as ESPnet's collate makes it, plus the ids, transcripts and languages for scoring."""
+    utt_ids, batch = espnet_collate()([(item["utt_id"], {key: item[key] for key in MODEL_KEYS}) for item in items])
+    batch.update(utt_id=list(utt_ids), transcript=[item["transcript"] for item in items],
+                 language=[item["language"] for item in items])
     return batch

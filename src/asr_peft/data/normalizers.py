@@ -3,10 +3,11 @@
 - `none`: the text as it is, whitespace collapsed.
 - `whisper_basic`: the behaviour of Whisper's BasicTextNormalizer: lower-case, drop text in brackets
   and parentheses, turn every symbol, punctuation mark and control character into a space.
-- `myst`: English child speech as ESPnet's MyST recipe (egs2/myst/asr1) prepares it: markup and
-  noise tags removed (`<...>`, `[...]`, `{...}`, nested `(...)`), digits spelled out ("25" -> "TWENTY
-  FIVE", "3rd" -> "THIRD", "2.5" -> "TWO POINT FIVE"), "&" -> "AND", split clitics rejoined ("THEY 'RE"
-  -> "THEY'RE"), filler words (um, uh, ...) dropped, punctuation removed, upper-case.
+- `myst`: English child speech exactly as ESPnet's MyST recipe prepares its references
+  (egs2/myst/asr1/local/text_preprocess.py): markup and noise tags removed (`<...>`, `[...]`, `{...}`,
+  `+...+`, nested `(...)`), each run of digits spelled out and its hyphens dropped ("25" ->
+  "TWENTYFIVE"), "&" -> "AND", hyphenated words joined, split upper-case clitics rejoined ("THEY 'RE"
+  -> "THEY'RE"), punctuation removed, upper-case; fillers (UM, UH, MM) are kept, as the recipe keeps them.
 - `cgn`: Dutch (CGN): fillers (uh, uhm, ggg, xxx, ...) dropped, partial-word and dialect markers
   (`*a`, `*d`, `*u`, `*v`, `*x`, `*z` suffixes, also before punctuation) removed, punctuation removed,
   lower-case; reduced forms keep their apostrophe ("'t", "'k", "z'n"). CGN writes numbers out in
@@ -40,50 +41,41 @@ def whisper_basic(text: str) -> str:
     return _collapse(_symbols_to_spaces(BRACKETED.sub(" ", text.lower())))
 
 
-ENGLISH_FILLERS = {"um", "uh", "umm", "uhm", "hmm", "mm", "mhm", "er", "erm", "ah", "eh"}
-# Transcribers sometimes split a contraction ("they 're"); the recipe glues these back on.
-ENGLISH_CLITICS = {"s", "re", "ve", "ll", "d", "m", "t"}
-FLAT_MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}")
+# ESPnet's MyST recipe (egs2/myst/asr1/local/text_preprocess.py), rule by rule and in its order.
+MYST_MARKUP = [re.compile(r"\{.*?\}"), re.compile(r"<.*?>"), re.compile(r"\[.*?\]"), re.compile(r"\+.*?\+")]
 INNERMOST_PARENTHESES = re.compile(r"\([^()]*\)")
+DIGIT_RUN = re.compile(r"\d+")
+_INFLECT = inflect.engine()  # what the recipe spells numbers with
+# Case-sensitive, before upper-casing, as the recipe applies them.
+MYST_REPLACEMENTS = [("&", " and "), ("_", ""), ("-", ""), ("\u2013", ""), ("*", ""), ("/", " slash "),
+                     ("\u2019", "'"), ("\u2018", "'"), ("'EM", "em"),
+                     *((f"{word} '{clitic}", f"{word}'{clitic}") for word, clitic in (
+                         ("THEY", "RE"), ("I", "M"), ("I", "VE"), ("I", "LL"), ("I", "D"), ("YOU", "RE"),
+                         ("THEY", "VE"), ("THEY", "LL"), ("THEY", "D"), ("HE", "S"))),
+                     ("'CAUSE", "CAUSE"), *((mark, "") for mark in (",", ".", "?", "!", ";", "\u2026")),
+                     ("+UM", ""), ("+UH", ""), ("+", ""), (":", "")]
 
 
 def remove_markup(text: str) -> str:
-    """Drop `<...>`, `[...]`, `{...}` and parentheses, nested ones included (MyST's "((word))")."""
-    text = FLAT_MARKUP.sub(" ", text)
+    """Drop `{...}`, `<...>`, `[...]`, `+...+` and parentheses, nested ones included (MyST's "((word))")."""
+    for pattern in MYST_MARKUP:
+        text = pattern.sub("", text)
     previous = None
     while previous != text:
-        previous, text = text, INNERMOST_PARENTHESES.sub(" ", text)
+        previous, text = text, INNERMOST_PARENTHESES.sub("", text)
     return text
 
 
-# "1,000", "25", "2.5", "3rd": a number not glued to a preceding digit or decimal point.
-ENGLISH_NUMBER = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?((?:st|nd|rd|th)(?![a-z]))?", re.IGNORECASE)
-_INFLECT = inflect.engine()  # what the ESPnet MyST recipe spells numbers with
-
-
-def spell_out_english_numbers(text: str) -> str:
-    """American reading without "and" or hyphens: "125" -> "one hundred twenty five", "3rd" -> "third"."""
-    def words(match: re.Match) -> str:
-        integer, fraction, ordinal_suffix = match.groups()
-        number = integer.replace(",", "") + (fraction or "")
-        if ordinal_suffix and not fraction:
-            number = _INFLECT.ordinal(number)
-        return " " + _INFLECT.number_to_words(number, andword="", comma="").replace("-", " ") + " "
-    return ENGLISH_NUMBER.sub(words, text)
-
-
 def myst(text: str) -> str:
-    text = text.replace("\u2019", "'").replace("\u2018", "'")  # typographic apostrophes
-    text = spell_out_english_numbers(remove_markup(text)).replace("&", " and ").replace("%", " percent ")
-    words: list[str] = []
-    for token in _symbols_to_spaces(text.lower(), keep="'").split():
-        if token.startswith("'") and token[1:] in ENGLISH_CLITICS and words:
-            words[-1] += token
-            continue
-        token = token.strip("'")
-        if token and token not in ENGLISH_FILLERS:
-            words.append(token)
-    return " ".join(words).upper()
+    """The recipe's text preprocessing: markup removed, every run of digits spelled out by inflect and
+    its hyphens then dropped ("25" -> "TWENTYFIVE", "125" -> "ONE HUNDRED AND TWENTYFIVE"; "1,000" is two
+    runs, "ONEZERO"), "&" -> "AND", hyphens and underscores removed (joining the words), "/" -> "SLASH",
+    split clitics rejoined where the transcript is upper-case ("THEY 'RE" -> "THEY'RE"), punctuation
+    removed, upper-case. Fillers (UM, UH, MM) stay: they are words of the references."""
+    text = DIGIT_RUN.sub(lambda match: _INFLECT.number_to_words(match.group()), remove_markup(text))
+    for old, new in MYST_REPLACEMENTS:
+        text = text.replace(old, new)
+    return _collapse(text.upper())
 
 
 DUTCH_FILLERS = {"uh", "uhm", "uhu", "hm", "hmm", "mm", "mmm", "ggg", "xxx", "ah", "eh", "euh"}

@@ -3,7 +3,8 @@
 The beam search is ESPnet's own `BatchBeamSearch` with the scorers and hypothesis primer that stock
 `espnet2.bin.s2t_inference.Speech2Text` uses (`<sos> <lang> <asr> <notimestamps>`, timestamp score
 filter, CTC prefix scorer, length bonus), so that an exported model decodes to the same transcript
-in both.
+in both. The language token of the primer is each utterance's own (its manifest's `language`, else
+`data.language`), as `Speech2Text(lang_sym=...)` is given it.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class BeamSearchDecoder:
             if symbol not in index:
                 raise ConfigError(f"evaluation.beam: {symbol} is not in the model's token list")
         self.bundle = bundle
+        self.index = index
+        self.lang_sym = lang_sym
         self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
+        # Speech2Text's primer: <sos> <lang> <task> <notimestamps>; the language is set per call.
         self.primer = [model.sos, index[lang_sym], index[task_sym], index[preprocessor.get("notime_symbol", "<notimestamps>")]]
         scorers = {
             "decoder": model.decoder,
@@ -107,8 +111,16 @@ class BeamSearchDecoder:
             requested = -int(self.maxlenratio) if self.maxlenratio < 0 else frames
         return min(requested, frames - len(self.primer) + 2)
 
-    def __call__(self, speech: torch.Tensor) -> str:
-        """Transcript of one utterance (1-D waveform at 16 kHz)."""
+    def primer_for(self, lang_sym: str | None) -> list[int]:
+        lang_sym = lang_sym or self.lang_sym
+        if lang_sym not in self.index:
+            raise ConfigError(f"language token {lang_sym} is not in the model's token list (data.language?)")
+        return [self.primer[0], self.index[lang_sym], *self.primer[2:]]
+
+    def __call__(self, speech: torch.Tensor, lang_sym: str | None = None) -> str:
+        """Transcript of one utterance (1-D waveform at 16 kHz), primed with `lang_sym` (default: the
+        decoder's own)."""
+        primer = self.primer_for(lang_sym)
         model = self.bundle.model
         speech = speech[None]
         speech, lengths = pad_or_trim(speech, torch.tensor([speech.shape[1]], device=speech.device), self.bundle.speech_length)
@@ -119,7 +131,7 @@ class BeamSearchDecoder:
             maxlen = self.max_tokens(encoded.shape[1])
             if maxlen < 1:
                 return ""  # too few frames for the CTC scorer to extend the primer at all
-            self.search.set_hyp_primer(list(self.primer))
+            self.search.set_hyp_primer(primer)
             hypotheses = self.search(x=encoded[0], maxlenratio=-maxlen, minlenratio=self.minlenratio)
         tokens = hypotheses[0].yseq.tolist()[:-1]  # drop the final <eos>
         tokens = tokens[tokens.index(model.sos) + 1:]
@@ -127,11 +139,13 @@ class BeamSearchDecoder:
 
 
 def decode(bundle, speech: torch.Tensor, speech_lengths: torch.Tensor, *, method: str = "ctc_greedy",
-           **beam_kwargs) -> list[str]:
-    """Transcripts of a padded batch with the chosen method (`evaluation.decode`)."""
+           languages: list[str] | None = None, **beam_kwargs) -> list[str]:
+    """Transcripts of a padded batch with the chosen method (`evaluation.decode`); `languages` (ISO
+    639-3, one per utterance) prime the beam search's language token."""
     if method == "ctc_greedy":
         return ctc_greedy_decode(bundle, speech, speech_lengths)
     if method == "beam":
         decoder = BeamSearchDecoder(bundle, **beam_kwargs)
-        return [decoder(s[:n]) for s, n in zip(speech, speech_lengths.tolist())]
+        lang_syms = [f"<{language}>" for language in languages] if languages else [None] * len(speech)
+        return [decoder(s[:n], lang_sym) for s, n, lang_sym in zip(speech, speech_lengths.tolist(), lang_syms)]
     raise ConfigError(f"evaluation.decode={method!r} is unknown; choose from {', '.join(DECODE_METHODS)}")

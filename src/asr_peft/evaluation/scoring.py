@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
 from asr_peft.data.manifest import load_utterances
-from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
 from asr_peft.evaluation.decoding import decode
 from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
@@ -32,11 +32,14 @@ log = logging.getLogger(__name__)
 
 def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding",
                precision: Precision | None = None) -> dict[str, str]:
-    """Hypotheses by utterance id, decoded in duration-sorted batches on the model's device, in `precision`
-    (a Lightning precision plugin whose `convert_module` the model has been through)."""
+    """Hypotheses by utterance id, decoded on the model's device in `precision` (a Lightning precision plugin
+    whose `convert_module` the model has been through), in batches of at most `evaluation.batch_size`
+    utterances (in corpus order), else in duration-sorted batches of at most `evaluation.max_batch_seconds`
+    of padded audio (a model that pads to 30 s costs 30 s per utterance)."""
     precision = precision or Precision()
     sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
-                                    shuffle=False)
+                                    batch_size=eval_cfg.get("batch_size"), spread_remainder=False, shuffle=False,
+                                    config_key="evaluation")
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     method = eval_cfg.get("decode", "ctc_greedy")
     beam_kwargs = dict(eval_cfg.get("beam", {}) or {})
@@ -45,7 +48,8 @@ def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, d
     for batch in tqdm(loader, desc=desc, leave=False, disable=not eval_cfg.get("progress", True)):
         speech = precision.convert_input(batch["speech"].to(device))
         with precision.forward_context():
-            texts = decode(bundle, speech, batch["speech_lengths"].to(device), method=method, **beam_kwargs)
+            texts = decode(bundle, speech, batch["speech_lengths"].to(device), method=method,
+                           languages=batch["language"], **beam_kwargs)
         hypotheses.update(zip(batch["utt_id"], texts))
     return hypotheses
 
@@ -61,7 +65,7 @@ def score_test_sets(
     device = torch.device(device)
     plugin = precision_plugin(precision, device.type)
     plugin.convert_module(bundle.model).to(device)
-    encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+    preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
     metrics: dict[str, dict[str, Any]] = {}
     limit = eval_cfg.get("max_utterances")
     use_sclite = bool(eval_cfg.get("sclite", False))
@@ -74,8 +78,7 @@ def score_test_sets(
         if skipped is not None:
             skipped.update({f"test/{reason}": count for reason, count in skip_counts.items()})
         utterances = utterances[:limit] if limit else utterances
-        dataset = SpeechDataset(utterances, encoder, resample=data_cfg.get("resample", True),
-                                speech_length=bundle.speech_length)
+        dataset = SpeechDataset(utterances, preprocessor, resample=data_cfg.get("resample", True))
         with torch.inference_mode():
             hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}", precision=plugin)
         ids = [utt.id for utt in utterances]

@@ -61,7 +61,7 @@ class OWSMBundle:
         return self.tokenizer.tokens2text(tokens).strip()
 
 
-def _s2t_task():
+def s2t_task():
     # Importing ESPnet's S2T task takes 10-25 s, so it happens only when a model is actually built.
     # On import, g2p_en (pulled in by ESPnet's text frontends, unused here) tries to download NLTK
     # data and prints the refusal offline; that noise is swallowed, real import errors still raise.
@@ -73,7 +73,7 @@ def _s2t_task():
 
 def _build_args(s2t_config: Mapping[str, Any]) -> argparse.Namespace:
     """ESPnet's parser defaults overlaid with the given config, as `S2TTask.build_model` expects."""
-    args = _s2t_task().get_parser().parse_args([])
+    args = s2t_task().get_parser().parse_args([])
     for key, value in s2t_config.items():
         setattr(args, key, copy.deepcopy(value))
     return args
@@ -89,7 +89,7 @@ def build_model(s2t_config: Mapping[str, Any], *, device: str | torch.device = "
     args = _build_args(s2t_config)
     try:
         with torch.device(device):
-            model = _s2t_task().build_model(args)
+            model = s2t_task().build_model(args)
     except (TypeError, KeyError, ValueError) as err:
         raise ConfigError(f"model.s2t_config does not build an ESPnet S2T model: {err}") from err
     return model
@@ -126,6 +126,8 @@ def random_init_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     elif tokenizer.get("type") == "char":
         s2t_config["token_type"] = "char"
         s2t_config["token_list"] = char_token_list(model_cfg.get("vocab_size"))
+        # ESPnet's own preprocessor must keep <eng>, <asr>, ... whole, as this project's tokenizer does.
+        s2t_config["non_linguistic_symbols"] = list(NON_LINGUISTIC_SYMBOLS)
     else:
         raise ConfigError(f"model.tokenizer.type must be 'char' or 'bpe', got {tokenizer.get('type')!r}")
     # Stock Speech2Text always pads to preprocessor_conf.speech_length; this key records whether the

@@ -6,11 +6,14 @@
     python train.py experiment=pretrain_tiny_stage2            # stage 2: on from stage 1, speed-perturbed
     python -m asr_peft.models.pretrain_tiny export <stage-2 run dir> --out data/generated/pretrain_tiny/stage2
     python train.py experiment=pretrain_tiny_stage3            # stage 3: 500 low-lr steps on from stage 2
-    python -m asr_peft.models.pretrain_tiny export <stage-3 run dir>   # fp16 ESPnet export + card + checksums
+    python -m asr_peft.models.pretrain_tiny export <stage-3 run dir>   # into checkpoints/owsm_tiny_pretrained
+    python train.py experiment=pretrain_tiny_stage4            # stage 4: ESPnet's decoder target, on from stage 3
+    python -m asr_peft.models.pretrain_tiny export <stage-4 run dir>   # fp16 ESPnet export + card + checksums
 
 `make pretrained-checkpoint` runs these steps. The model is pretrained on the synthetic corpus's
 `source` domain only (adult, standard-accent voices), so that the child and dialect domains are
-shifts it has never heard.
+shifts it has never heard. The export scores the exported model with greedy CTC and with ESPnet's
+beam search (ctc_weight 0.0 and 0.3) and records how its decoder starts a transcript.
 """
 
 from __future__ import annotations
@@ -50,24 +53,69 @@ def prepare(corpus_dir: Path, out_dir: Path = PREPARED) -> None:
     print(f"prepared {bpe_model} ({len(token_list)} tokens) and {out_dir / 'feats_stats.npz'}")
 
 
+# How the export is scored: the offline default (configs/evaluation/default.yaml) and the alternatives
+# it was chosen against; ESPnet's beam search as stock Speech2Text runs it (beam 5, no length bonus).
+DEFAULT_DECODE = "ctc_greedy"
+DECODES = {
+    "ctc_greedy": {"decode": "ctc_greedy"},
+    "beam_ctc0.0": {"decode": "beam", "beam": {"beam_size": 5, "ctc_weight": 0.0, "penalty": 0.0, "maxlenratio": 0.0}},
+    "beam_ctc0.3": {"decode": "beam", "beam": {"beam_size": 5, "ctc_weight": 0.3, "penalty": 0.0, "maxlenratio": 0.0}},
+}
+PROBE_UTTERANCES = 100
+
+
+def first_token_probabilities(bundle, utterances) -> dict[str, float]:
+    """Mean decoder probabilities where a transcript starts: of "▁" and of the language token right after
+    <sos>, and of the transcript's first word piece after the beam-search primer
+    <sos> <lang> <asr> <notimestamps> (ESPnet's target puts the language token first)."""
+    import torch
+
+    from asr_peft.data.audio import read_audio
+    from asr_peft.data.owsm_text import OWSMPreprocessor
+    from asr_peft.evaluation.decoding import eval_mode
+
+    model, ids = bundle.model, bundle.converter.token2id
+    primer = [model.sos, *OWSMPreprocessor(bundle).encode("x")["text"][:3].tolist()]  # <sos> <lang> <asr> <notimestamps>
+    totals = {"p(▁ | <sos>)": 0.0, "p(<lang> | <sos>)": 0.0, "p(first piece | primer)": 0.0}
+    with eval_mode(model):
+        for utt in utterances:
+            speech = torch.from_numpy(read_audio(utt.audio))[None]
+            encoded, lengths = model.encode(speech, torch.tensor([speech.shape[1]]))
+            logits, _ = model.decoder(encoded, lengths, torch.tensor([primer]), torch.tensor([len(primer)]))
+            probabilities = logits[0].softmax(-1)
+            first_piece = ids[bundle.tokenizer.text2tokens(utt.text)[0]]
+            totals["p(▁ | <sos>)"] += float(probabilities[0, ids["▁"]])
+            totals["p(<lang> | <sos>)"] += float(probabilities[0, primer[1]])
+            totals["p(first piece | primer)"] += float(probabilities[-1, first_piece])
+    return {key: round(value / len(utterances), 4) for key, value in totals.items()}
+
+
 def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
-    """Export the run's best checkpoint in fp16, score the exported model, and add its card and summary."""
+    """Export the run's tested checkpoint (evaluation.checkpoint: best or last) in fp16, score the exported
+    model with each decoding of DECODES, and add its card and summary."""
+    from asr_peft.data.manifest import load_utterances
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.checkpoint import load_trained_run
     from asr_peft.evaluation.scoring import score_test_sets
     from asr_peft.models.owsm import load_exported
 
-    bundle, run_cfg, checkpoint = load_trained_run(run_dir, "best")
+    bundle, run_cfg, checkpoint = load_trained_run(run_dir, run_cfg_checkpoint(run_dir))
     staging = out_dir.with_name(out_dir.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     export_espnet_dir(bundle, staging, dtype=torch.float16)
     data = OmegaConf.to_container(run_cfg.data, resolve=True)
     shipped = load_exported(staging)  # what users get: the fp16 weights, loaded back
-    metrics = score_test_sets(shipped, data, {"decode": "ctc_greedy", "progress": False},
-                              get_normalizer(data["normalizer"]), out_dir=None)
+    decoding = {}
+    for name, settings in DECODES.items():
+        decoding[name] = score_test_sets(shipped, data, {**settings, "progress": False},
+                                         get_normalizer(data["normalizer"]), out_dir=None)
+        print(f"{name}: " + ", ".join(f"{k} WER {100 * v['wer']:.1f}%" for k, v in decoding[name].items()), flush=True)
+    metrics = decoding[DEFAULT_DECODE]
+    probe = load_utterances(data["test"]["source"])[:PROBE_UTTERANCES]
     shutil.copyfile(Path(data["corpus_dir"]) / "card.json", staging / "data_card.json")
     state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=False)
-    summary = {"metrics": metrics, "decode": "ctc_greedy", "global_step": state.get("global_step"),
+    summary = {"metrics": metrics, "decode": DEFAULT_DECODE, "decoding": decoding,
+               "first_token": first_token_probabilities(shipped, probe), "global_step": state.get("global_step"),
                "validation_history": state.get("validation_history", []), "checkpoint": Path(checkpoint).name,
                "parameters": sum(p.numel() for p in shipped.model.parameters()),
                "model": OmegaConf.to_container(run_cfg.model, resolve=True),
@@ -79,6 +127,12 @@ def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
         shutil.rmtree(out_dir)  # the checkpoint is a build product of this recipe; git keeps its history
     staging.rename(out_dir)
     print(f"exported {out_dir}: " + ", ".join(f"{k} WER {100 * v['wer']:.1f}%" for k, v in metrics.items()))
+
+
+def run_cfg_checkpoint(run_dir: Path) -> str:
+    """The checkpoint a run tests (its evaluation.checkpoint), which is the one exported."""
+    config = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    return str(config.get("evaluation", {}).get("checkpoint", "best"))
 
 
 def main() -> None:

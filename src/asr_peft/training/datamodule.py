@@ -1,4 +1,5 @@
-"""The DataModule: manifests from the `data` config, validated once, batched by duration."""
+"""The DataModule: manifests from the `data` config, validated once, preprocessed by ESPnet's S2T
+preprocessor (train mode for the training set), batched as the `loader` config says."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
 from asr_peft.data.manifest import Utterance, load_utterances
-from asr_peft.data.owsm_text import OWSMTextEncoder
+from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
 from asr_peft.errors import ConfigError
 
@@ -43,7 +44,10 @@ class OWSMDataModule(pl.LightningDataModule):
         self.loader_cfg = loader_cfg
         self.bundle = bundle
         self.seed = seed
-        self.text_encoder = OWSMTextEncoder(bundle, default_language=data_cfg.get("language", "eng"))
+        language = data_cfg.get("language", "eng")
+        # Train mode: ESPnet's random placement in the padded window and its text_prev dropping.
+        self.train_preprocessor = OWSMPreprocessor(bundle, default_language=language, train=True)
+        self.eval_preprocessor = OWSMPreprocessor(bundle, default_language=language, train=False)
         self.speed_factors = speed_factors(data_cfg)
         self.skipped: Counter = Counter()
         self.train_set: SpeechDataset | None = None
@@ -51,19 +55,18 @@ class OWSMDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.dataset(load_split(self.cfg, self.cfg["train"], self.skipped),
-                                          speed_factors=self.speed_factors)
-            self.valid_set = self.dataset(load_split(self.cfg, self.cfg["valid"], self.skipped))
-
-    def dataset(self, utterances: list[Utterance], *, speed_factors: list[float] | None = None) -> SpeechDataset:
-        return SpeechDataset(utterances, self.text_encoder, resample=self.cfg.get("resample", True),
-                             speech_length=self.bundle.speech_length, speed_factors=speed_factors)
+            resample = self.cfg.get("resample", True)
+            self.train_set = SpeechDataset(load_split(self.cfg, self.cfg["train"], self.skipped), self.train_preprocessor,
+                                           resample=resample, speed_factors=self.speed_factors)
+            self.valid_set = SpeechDataset(load_split(self.cfg, self.cfg["valid"], self.skipped), self.eval_preprocessor,
+                                           resample=resample)
 
     def loader(self, dataset: SpeechDataset, *, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         sampler = DurationBucketSampler(
-            dataset.durations, max_batch_seconds=self.loader_cfg["max_batch_seconds"],
-            max_batch_size=self.loader_cfg.get("max_batch_size"), shuffle=shuffle, seed=self.seed,
+            dataset.durations, max_batch_seconds=self.loader_cfg.get("max_batch_seconds"),
+            max_batch_size=self.loader_cfg.get("max_batch_size"), batch_size=self.loader_cfg.get("batch_size"),
+            shuffle=shuffle, seed=self.seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
         workers = int(self.loader_cfg.get("num_workers", 0))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,

@@ -1,4 +1,4 @@
-"""The LightningModule: ESPnet's joint CTC/attention loss, AdamW with warm-up, validation WER.
+"""The LightningModule: ESPnet's joint CTC/attention loss, AdamW with ESPnet's or a warm-up schedule, validation WER.
 
 The wrapped model is ESPnet's own `ESPnetS2TModel`; its `forward` returns the joint loss
 (`ctc_weight`·CTC + (1−ctc_weight)·attention, label smoothing from the model config). Only parameters
@@ -21,7 +21,7 @@ from asr_peft.adapters import adapter_modules
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint
 from asr_peft.evaluation.decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
-from asr_peft.errors import ModelLoadError
+from asr_peft.errors import ConfigError, ModelLoadError
 
 # Module-path segments that wrappers insert and full state dicts leave out: FSDP, torch's checkpoint
 # wrapper, torch.compile.
@@ -39,7 +39,7 @@ def state_dict_name(name: str) -> str:
 
 
 def warmup_lambda(warmup_steps: int, schedule: str, total_steps: int | None) -> Callable[[int], float]:
-    """LR multiplier per step: linear warm-up, then constant or linear decay to zero at `total_steps`."""
+    """LR multiplier per update: linear warm-up, then constant or linear decay to zero at `total_steps`."""
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -47,6 +47,45 @@ def warmup_lambda(warmup_steps: int, schedule: str, total_steps: int | None) -> 
             return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
         return 1.0
     return factor
+
+
+def espnet_scheduler_class(name: str):
+    """ESPnet's scheduler registered under `name` (as `scheduler:` in an ESPnet config), if it is one
+    that ESPnet's trainer steps once per update (`AbsBatchStepScheduler`), as Lightning's `interval:
+    step` does here."""
+    from asr_peft.models.owsm import s2t_task
+
+    s2t_task()  # imports ESPnet's task modules quietly (their registries live there)
+    from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
+    from espnet2.tasks.abs_task import scheduler_classes
+
+    choices = {key: cls for key, cls in scheduler_classes.items() if issubclass(cls, AbsBatchStepScheduler)}
+    if str(name).lower() not in choices:
+        raise ConfigError(f"optimizer.scheduler={name!r} is not one of ESPnet's per-update schedulers "
+                          f"(choose from: {', '.join(sorted(choices))})")
+    return choices[str(name).lower()]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int | None):
+    """`optimizer.scheduler` + `scheduler_conf`: ESPnet's class, as in ESPnet's config; otherwise the
+    project's `warmup_steps` + `schedule` (constant | linear decay to zero at trainer.max_steps)."""
+    if not cfg.get("scheduler"):
+        schedule = cfg.get("schedule", "constant")
+        if schedule not in ("constant", "linear"):
+            raise ConfigError(f"optimizer.schedule must be 'constant' or 'linear', got {schedule!r}")
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), schedule, total_steps))
+    for key in ("warmup_steps", "schedule"):
+        if cfg.get(key):  # warmup_steps: 0 asks for nothing
+            raise ConfigError(f"optimizer.{key} applies only without optimizer.scheduler; "
+                              f"set the schedule in optimizer.scheduler_conf")
+    scheduler_class = espnet_scheduler_class(cfg["scheduler"])
+    from typeguard import TypeCheckError  # ESPnet checks its constructors' argument types with typeguard
+
+    try:
+        return scheduler_class(optimizer, **(cfg.get("scheduler_conf") or {}))
+    except (TypeError, TypeCheckError) as err:
+        raise ConfigError(f"optimizer.scheduler_conf does not fit {cfg['scheduler']}: {err}") from err
 
 
 class OWSMLitModule(pl.LightningModule):
@@ -108,11 +147,13 @@ class OWSMLitModule(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         cfg = self.optimizer_cfg
+        # ESPnet's `optim: adamw` is torch's AdamW; ESPnet hands it every parameter, of which only the
+        # trainable ones ever get a gradient, so the update is the same.
         optimizer = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.98))),
                                       weight_decay=cfg.get("weight_decay", 0.0), eps=cfg.get("eps", 1e-8))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), cfg.get("schedule", "constant"), self.total_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        # Stepped once per update (after gradient accumulation), as ESPnet's trainer steps its schedulers.
+        scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def trainable_state_names(self) -> set[str]:
         """The checkpoint keys of the trainable tensors (`model.<name>`, as the state dict names them)."""

@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--max-duration", type=float, default=30.0, help="drop utterances longer than this (s)")
         sub.add_argument("--strict", action="store_true", help="stop at the first unreadable file, not skip it")
         sub.add_argument("--overwrite", action="store_true", help="replace existing manifests and summary.json")
-    myst.add_argument("--keep-list", type=Path, help="test utterance ids to keep, one per line (the filtered test set)")
+    myst.add_argument("--keep-list", type=Path,
+                      help="test utterance ids to keep, one per line, kept whatever the word and duration limits "
+                           "(ESPnet's egs2/myst/asr1/conf/file_list/test.list: the papers' test_filter)")
     myst.add_argument("--min-words", type=int, default=3, help="drop utterances with fewer words after normalisation")
     cgn.add_argument("--components", default="o,k,m", help="comma-separated components a..o (default: o,k,m)")
     cgn.add_argument("--regions", default="vl", help="vl (Flanders), nl (the Netherlands) or vl,nl (default: vl)")

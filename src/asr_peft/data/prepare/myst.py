@@ -6,17 +6,21 @@ Layout of the release (`<corpus>` may also be the directory holding `myst_child_
                                                                      <utterance>.trn   (its transcript)
 
 Splits keep the corpus's own partition (development -> dev.jsonl). Texts are normalised with the
-`myst` normaliser (the ESPnet recipe's rules: markup and noise tags removed, digits spelled out,
-fillers and punctuation dropped, upper case). An utterance is dropped, counted under the first rule
-it fails, in this order:
+`myst` normaliser (ESPnet's recipe, local/text_preprocess.py: markup and noise tags removed, digits
+spelled out, punctuation dropped, upper case; fillers kept). An utterance is dropped, counted under the
+first rule it fails, in this order:
 
     no_transcript      audio without a .trn
     no_audio           a .trn without audio
     not_in_keep_list   test utterance absent from --keep-list (the papers' filtered test set)
-    empty_transcript   nothing left after normalisation (markup, noise, fillers only)
+    empty_transcript   nothing left after normalisation (markup and noise only)
     too_few_words      fewer than --min-words words (3, as in the Whisper-on-MyST papers)
     unreadable_audio   the FLAC header cannot be read (listed in summary.json; an error with --strict)
     too_long           longer than --max-duration seconds (30; from the header, nothing is decoded)
+
+With --keep-list (the recipe's `conf/file_list/test.list`, its Whisper-filtered `test_filter`: 10,328
+utterances, 184,823 words) the test set is the listed utterances themselves: the list was made with
+its own word and duration rules, so --min-words and --max-duration do not drop any of them again.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ def prepare_split(split_dir: Path, audio: dict[str, Path], transcripts: dict[str
         if not text:
             dropped["empty_transcript"] += 1
             continue
-        if len(text.split()) < min_words:
+        listed = keep is not None  # a keep list already applied its own limits
+        if len(text.split()) < min_words and not listed:
             dropped["too_few_words"] += 1
             continue
         try:
@@ -94,7 +99,7 @@ def prepare_split(split_dir: Path, audio: dict[str, Path], transcripts: dict[str
         except DataError as err:
             skips.record(err, "unreadable_audio", dropped)
             continue
-        if duration > max_duration:
+        if duration > max_duration and not listed:
             dropped["too_long"] += 1
             continue
         speaker = audio[utt_id].relative_to(split_dir).parts[0]  # <student_id>/<session_id>/<file>
