@@ -35,13 +35,16 @@ class OWSMTextEncoder:
     def language_token(language: str) -> str:
         return f"<{language}>"
 
+    def has_language(self, language: str) -> bool:
+        return self.language_token(language) in self.bundle.converter.token2id
+
     def decoder_prefix(self, language: str | None = None) -> str:
         return f"{self.language_token(language or self.default_language)}{ASR_TASK}{NO_TIMESTAMPS}"
 
     def encode(self, transcript: str, language: str | None = None) -> dict[str, np.ndarray]:
-        language_token = self.language_token(language or self.default_language)
-        if language_token not in self.bundle.converter.token2id:
-            raise ConfigError(f"language {language!r} has no token {language_token} in the model's token list")
+        language = language or self.default_language
+        if not self.has_language(language):
+            raise ConfigError(f"language {language!r} has no token {self.language_token(language)} in the model's token list")
         ids = self.bundle.text_to_ids
         return {
             "text": np.asarray(ids(f"{self.decoder_prefix(language)} {transcript}"), dtype=np.int64),

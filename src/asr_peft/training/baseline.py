@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters.svd import weight_key
+from asr_peft.data.manifest import Utterance
 from asr_peft.evaluation.scoring import score_test_sets
 
 
@@ -25,7 +25,7 @@ def _file_digest(path: str) -> str | None:
 
 
 def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], run_dir: Path,
-                     skipped: Counter) -> dict | None:
+                     test_sets: Mapping[str, list[Utterance]]) -> dict | None:
     """The frozen model's test scores (`evaluation.baseline`), from the cache when the same model and
     test data were scored before."""
     if not cfg.evaluation.get("baseline", False):
@@ -40,7 +40,7 @@ def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], 
     if cache.is_file() and bundle.source not in ("random", "meta"):
         return json.loads(cache.read_text(encoding="utf-8"))
     metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                              run_dir / "decode_baseline", skipped=skipped)
+                              run_dir / "decode_baseline", test_sets=test_sets)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics), encoding="utf-8")
     return metrics
