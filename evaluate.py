@@ -21,12 +21,14 @@ from asr_peft.cli import one_line_errors, preflight, quote_path_overrides, setup
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from asr_peft.config_schema import validate_config
     from asr_peft.evaluation.checkpoint import load_trained_run
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.scoring import score_test_sets
     from asr_peft.errors import ConfigError
     from asr_peft.training.results import now_iso, write_results
 
+    validate_config(cfg, "evaluate")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if (out_dir / "eval.json").exists():
         raise ConfigError(f"{out_dir / 'eval.json'} exists already; evaluate with other overrides or delete it")
@@ -34,7 +36,8 @@ def main(cfg: DictConfig) -> None:
     data_cfg = cfg.data if cfg.get("data") is not None else run_cfg.data
     data = OmegaConf.to_container(data_cfg, resolve=True)
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir)
+    metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir,
+                              cache_dir=cfg.paths.cache_dir)
     record = {"run_dir": str(cfg.run_dir), "checkpoint": checkpoint, "data": data, "evaluation": evaluation,
               "metrics": metrics, "finished_at": now_iso()}
     out_dir.mkdir(parents=True, exist_ok=True)
