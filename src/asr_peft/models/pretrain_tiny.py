@@ -65,7 +65,7 @@ def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
     metrics = score_test_sets(shipped, data, {"decode": "ctc_greedy", "progress": False},
                               get_normalizer(data["normalizer"]), out_dir=None)
     shutil.copyfile(Path(data["corpus_dir"]) / "card.json", staging / "data_card.json")
-    state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=False)
+    state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=True)
     summary = {"metrics": metrics, "decode": "ctc_greedy", "global_step": state.get("global_step"),
                "validation_history": state.get("validation_history", []), "checkpoint": Path(checkpoint).name,
                "parameters": sum(p.numel() for p in shipped.model.parameters()),
