@@ -2,7 +2,8 @@
 
 The payload, unpickled with `weights_only=False`, would create a marker file; `evaluate.py` /
 `export.py --checkpoint` (load_trained_run) and a resumed training run (Lightning's own load) must
-refuse the file with the marker never appearing.
+refuse the file with the marker never appearing, also where the environment turns torch's default
+off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 overrides only loads that leave weights_only unset).
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ def crafted_checkpoint(path, marker):
 
 
 def test_the_payload_would_run_if_unpickled(tmp_path):
-    """The check that the file is dangerous: the unsafe load does create the marker."""
+    """The check that the file is dangerous: a load that leaves weights_only to the environment runs it."""
     path = crafted_checkpoint(tmp_path / "evil.ckpt", tmp_path / "marker")
-    torch.load(path, weights_only=False)
+    torch.load(path)
     assert (tmp_path / "marker").is_dir()
+
+
+@pytest.fixture(autouse=True)
+def unsafe_default(monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def test_evaluate_and_export_refuse_a_crafted_checkpoint_without_running_it(tmp_path):
