@@ -39,7 +39,10 @@ CONFIG_CASES = [
                                 "trainer.max_epochs)"]),
     (["trainer.val_check_interval=0"], ["trainer.val_check_interval=0 must be a positive whole number of training steps "
                                         "or a fraction in (0, 1]"]),
-    (["data=manifest"], ["data.corpus_dir is required (??? in the config): set data.corpus_dir=<value>"]),
+    (["data=manifest"], ["data.corpus_dir is required (??? in the config; data.train uses it): set data.corpus_dir=<value>"]),
+    (["data=manifest", "data.train=/a", "data.valid=/b", "trainer.max_steps=-9"],  # corpus_dir: needed by data.test only
+     ["data.corpus_dir is required (??? in the config; data.test.test uses it): set data.corpus_dir=<value>",
+      "trainer.max_steps=-9 must be a positive number of optimizer steps (or -1: limited by trainer.max_epochs)"]),
     (["trainer.max_steps=0"], ["trainer.max_steps=0 must be a positive number of optimizer steps (or -1: limited by "
                                "trainer.max_epochs)"]),
     (["loader.max_batch_size=0"], ["loader.max_batch_size=0 must be >= 1"]),

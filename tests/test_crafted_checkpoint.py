@@ -54,17 +54,18 @@ def test_evaluate_and_export_refuse_a_crafted_checkpoint_without_running_it(tmp_
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, run_dir / ".hydra" / "config.yaml")
     path = crafted_checkpoint(tmp_path / "evil.ckpt", tmp_path / "marker")
-    with pytest.raises(ModelLoadError) as refused:
+    with pytest.raises(Exception) as refused:
         load_trained_run(run_dir, str(path))
-    assert str(refused.value) == (f"cannot read checkpoint {path}: it holds more than tensors and plain data "
-                                  "(os.makedirs), refused unread")
-    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "marker").exists()  # the payload did not run
+    assert isinstance(refused.value, ModelLoadError) and str(refused.value) == (
+        f"cannot read checkpoint {path}: it holds more than tensors and plain data (os.makedirs), refused unread")
 
 
 def test_resuming_from_a_crafted_last_checkpoint_runs_nothing(tiny_corpus, tmp_path):
     run_dir = tmp_path / "run"
     crafted_checkpoint(run_dir / "checkpoints" / "last.ckpt", tmp_path / "marker")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(Exception) as refused:
         run_in_process(["method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false",
                         "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
-    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "marker").exists()  # the payload did not run
+    assert isinstance(refused.value, pickle.UnpicklingError) and "Weights only load failed" in str(refused.value)

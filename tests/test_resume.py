@@ -49,7 +49,7 @@ def uninterrupted(tmp_path_factory, tiny_corpus_factory):
     return corpus, run_dir, run_in_process([*COMMON, f"data.corpus_dir={corpus}"], run_dir)
 
 
-@pytest.mark.parametrize("how, step, last_step", [("sigterm", 5, 5), ("crash", 6, 6)])
+@pytest.mark.parametrize("how, step, last_step", [("sigterm", 5, 5), pytest.param("crash", 6, 6, marks=pytest.mark.slow)])
 def test_a_resumed_run_equals_an_uninterrupted_one(uninterrupted, tmp_path, how, step, last_step):
     corpus, reference_dir, reference = uninterrupted
     run_dir = tmp_path / "run"

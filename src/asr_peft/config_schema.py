@@ -6,9 +6,12 @@ resolve is an error naming its key), validates it against the pydantic models be
 value that reaches the code is the value that was checked), adds the rules that span keys, and raises
 `InvalidConfig` with one line per problem, each naming the key and what it allows:
 
-    optimizer.lr=-1.0 must be > 0
+    optimizer.lr=-1 must be > 0
     data.on_error=ignore must be one of: raise, skip
     data.corpus_dir is required (??? in the config): set data.corpus_dir=<value>
+
+A `???` value is an error only where it is needed: a required key, or one another key's value refers
+to (`data=manifest` needs `data.corpus_dir` unless `data.train`, `data.valid` and `data.test` are given).
 
 Choices come from the code that implements them (the method registry, the decoders, the normalisers,
 the SSVD/SVFT option tuples), so the schema never drifts from what the code accepts. Free-form groups
@@ -21,10 +24,11 @@ precision are checked against the machine elsewhere (`trainer.accelerator` & co.
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError, MissingMandatoryValue
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -393,11 +397,12 @@ SCHEMAS = {"train": TrainConfig, "evaluate": EvaluateConfig}
 def validate_config(cfg: DictConfig, task: str = "train") -> None:
     """Check every key of a composed config (without its `hydra` node); raise `InvalidConfig` listing all problems."""
     problems: list[str] = []
-    values = _resolve(cfg, "", problems, skip=("hydra",))
+    missing: set[str] = set()
+    values = _resolve(cfg, "", problems, missing, skip=("hydra",))
     try:
         validated = SCHEMAS[task].model_validate(values)
     except ValidationError as err:
-        problems += [line for error in err.errors() if (line := _describe(error, SCHEMAS[task]))]
+        problems += [line for error in err.errors() if (line := _describe(error, SCHEMAS[task], missing))]
     else:
         problems += _cross_checks(validated) if task == "train" else []
     if task == "train" and isinstance(values.get("method"), dict):
@@ -429,8 +434,13 @@ def _cross_checks(cfg: TrainConfig) -> list[str]:
     return problems
 
 
-def _resolve(node: DictConfig | ListConfig, prefix: str, problems: list[str], skip: tuple[str, ...] = ()) -> Any:
-    """The config as plain values, resolved key by key so that one bad key does not hide the others."""
+def _resolve(node: DictConfig | ListConfig, prefix: str, problems: list[str], missing: set[str],
+             skip: tuple[str, ...] = ()) -> Any:
+    """The config as plain values, resolved key by key so that one bad key does not hide the others.
+
+    A `???` value becomes None (a required key then fails as such) and its key goes to `missing`; a
+    value that refers to a `???` names the missing key in `problems`.
+    """
     keys = [k for k in node.keys() if k not in skip] if isinstance(node, DictConfig) else list(range(len(node)))
     out: dict | list = {} if isinstance(node, DictConfig) else []
     for key in keys:
@@ -438,16 +448,20 @@ def _resolve(node: DictConfig | ListConfig, prefix: str, problems: list[str], sk
         try:
             value = node[key]
         except MissingMandatoryValue:
-            problems.append(f"{name} is required (??? in the config): set {name}=<value>")
+            missing.add(name)
+            value = None
+        except InterpolationToMissingValueError as err:
+            source = re.search(r"Missing mandatory value: (\S+)", str(err))
+            source = source.group(1) if source else name
+            if not any(line.startswith(f"{source} is required") for line in problems):
+                problems.append(f"{source} is required (??? in the config; {name} uses it): set {source}=<value>")
             value = UNRESOLVED
-        except InterpolationToMissingValueError:
-            value = UNRESOLVED  # the missing key it points to is reported by name
         except InterpolationResolutionError as err:
             if "HydraConfig was not set" not in str(err):
                 problems.append(f"{name} cannot be resolved: {' '.join(str(err).split()[:30])}")
             value = UNRESOLVED
         if isinstance(value, (DictConfig, ListConfig)):
-            value = None if value._is_none() else _resolve(value, f"{name}.", problems)
+            value = None if value._is_none() else _resolve(value, f"{name}.", problems, missing)
         if isinstance(out, dict):
             out[str(key)] = value
         else:
@@ -477,7 +491,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _describe(error: dict, schema: type[BaseModel]) -> str | None:
+def _describe(error: dict, schema: type[BaseModel], missing: set[str]) -> str | None:
     """One line for one pydantic error: `<key>=<value> <what it allows>`."""
     value = error.get("input")
     if value is UNRESOLVED or (isinstance(value, dict) and UNRESOLVED in value.values()):
@@ -491,6 +505,8 @@ def _describe(error: dict, schema: type[BaseModel]) -> str | None:
     if kind == "union_tag_not_found":
         return f"method.name is required (one of: {_one_of(METHODS)})"
     key = _dotted(loc)
+    if key in missing:
+        return f"{key} is required (??? in the config): set {key}=<value>"
     if kind == "extra_forbidden":
         allowed = _fields_at(schema, [str(part) for part in loc[:-1]])
         group = _dotted(loc[:-1]) or "the config"

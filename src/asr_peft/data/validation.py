@@ -86,15 +86,28 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
 
 
 class AudioCheckCache:
-    """Audio verdicts by (path, size, mtime, segment, resample) in an SQLite file shared by all runs."""
+    """Audio verdicts by (path, size, mtime, segment, resample) in an SQLite file shared by all runs.
+
+    A cache that cannot be used (a read-only or network file system that refuses SQLite's locks) only
+    costs time: the checks then run every time.
+    """
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path is not None else None
         self.connection: sqlite3.Connection | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            self.connection.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT)")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.connection = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+                self.connection.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT)")
+            except (OSError, sqlite3.Error) as err:
+                self._give_up(err)
+
+    def _give_up(self, err: Exception) -> None:
+        log.warning("audio check cache %s unusable (%s); checking every file", self.path, err)
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
 
     @staticmethod
     def key(utt: Utterance, resample: bool) -> str | None:
@@ -110,20 +123,27 @@ class AudioCheckCache:
             return {}
         found = {}
         keys = list(keys)
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            rows = self.connection.execute(
-                f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            found.update({key: AudioVerdict(**json.loads(value)) for key, value in rows})
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                rows = self.connection.execute(
+                    f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                found.update({key: AudioVerdict(**json.loads(value)) for key, value in rows})
+        except sqlite3.Error as err:
+            self._give_up(err)
+            return {}
         return found
 
     def put_many(self, verdicts: Mapping[str, AudioVerdict]) -> None:
         if self.connection is None or not verdicts:
             return
-        with self.connection:
-            self.connection.executemany(
-                "INSERT OR REPLACE INTO verdicts VALUES (?, ?)",
-                [(key, json.dumps(verdict.__dict__)) for key, verdict in verdicts.items()])
+        try:
+            with self.connection:
+                self.connection.executemany(
+                    "INSERT OR REPLACE INTO verdicts VALUES (?, ?)",
+                    [(key, json.dumps(verdict.__dict__)) for key, verdict in verdicts.items()])
+        except sqlite3.Error as err:
+            self._give_up(err)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -138,8 +158,11 @@ def audio_verdicts(utterances: Sequence[Utterance], *, resample: bool, cache: Au
     fresh: dict[int, AudioVerdict] = {}
     if todo:
         workers = max(1, min(MAX_CHECK_THREADS, os.cpu_count() or 1, len(todo)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             fresh = dict(zip(todo, pool.map(lambda i: check_audio(utterances[i], resample=resample), todo)))
+        finally:  # an interruption (SIGTERM, Ctrl-C) must not wait for the whole corpus
+            pool.shutdown(wait=True, cancel_futures=True)
         cache.put_many({keys[i]: verdict for i, verdict in fresh.items() if keys[i] is not None})
     return [fresh[i] if i in fresh else cached[keys[i]] for i in range(len(utterances))]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,6 +73,9 @@ class _SigtermGuard:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_SigtermGuard]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield self
+            return
         previous = signal.signal(signal.SIGTERM, self)
         try:
             yield self
