@@ -23,14 +23,15 @@ from asr_peft.cli import one_line_errors, preflight, quote_path_overrides, setup
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from asr_peft.config_schema import validate_config
     from asr_peft.evaluation.checkpoint import checkpoint_path, read_run_config, rebuild_trained_model
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.scoring import score_test_sets
     from asr_peft.errors import ConfigError
-    from asr_peft.training.hardware import scoring_target, validate_hardware
+    from asr_peft.training.hardware import scoring_target
     from asr_peft.training.results import now_iso
 
-    validate_hardware(cfg)
+    validate_config(cfg, "evaluate")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if (out_dir / "eval.json").exists():
         raise ConfigError(f"{out_dir / 'eval.json'} exists already; evaluate with other overrides or delete it")
@@ -42,7 +43,7 @@ def main(cfg: DictConfig) -> None:
     data_cfg = cfg.data if cfg.get("data") is not None else run_cfg.data
     data = OmegaConf.to_container(data_cfg, resolve=True)
     metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir,
-                              device=device, precision=precision)
+                              cache_dir=cfg.paths.cache_dir, device=device, precision=precision)
     record = {"run_dir": str(cfg.run_dir), "checkpoint": str(checkpoint), "data": data, "evaluation": evaluation,
               "scored_on": {"device": str(device), "precision": precision}, "metrics": metrics, "finished_at": now_iso()}
     out_dir.mkdir(parents=True, exist_ok=True)

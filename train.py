@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from asr_peft.cli import one_line_errors, preflight, setup_environment
-from asr_peft.errors import ConfigError
+from asr_peft.errors import AsrPeftError
 
 log = logging.getLogger("asr_peft.train")
 
@@ -27,41 +27,45 @@ log = logging.getLogger("asr_peft.train")
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    from asr_peft.training.results import read_results
-    from asr_peft.training.hardware import validate_hardware
+    from lightning.pytorch.utilities import rank_zero_only
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from asr_peft.config_schema import validate_config
+    from asr_peft.reporting.plan_table import format_plan
+    from asr_peft.training.plan import run_dry
+    from asr_peft.training.results import claim_run_dir
+    from asr_peft.training.run import run
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.dry_run:  # a plan needs no hardware: plan a GPU run on a laptop
-        from asr_peft.training.plan import run_dry
-        from asr_peft.reporting.plan_table import format_plan
-
+        validate_config(cfg, check_hardware=False)
         plan = run_dry(cfg, run_dir)
         print(format_plan(plan))
         print(f"plan written to {run_dir / 'plan.json'}")
         return None
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    existing = read_results(run_dir)
-    if existing and existing.get("status") == "completed":
-        # The same command finds its finished run: nothing is retrained or overwritten (a sweep re-run
-        # resumes where it stopped; `make demo` twice shows the first result).
-        log.info("skipping %s: already completed", run_dir)
-        if not multirun:
-            print(f"{run_dir} already holds this completed run; its recorded results follow "
-                  f"(delete the directory or pick another hydra.run.dir to train again)")
-            _print_summary(existing)
-        return _objective(existing, cfg)
-    validate_hardware(cfg)  # before Lightning is even imported: an impossible combination fails in seconds
-    from asr_peft.training.run import run
-    from lightning.pytorch.utilities import rank_zero_only
-
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        record = run(cfg, run_dir)
+        claim = None
+        if rank_zero_only.rank == 0:
+            # The keys that do not name a run do not make it another configuration either.
+            claim = claim_run_dir(run_dir, cfg, same_run_ignores=list(hydra_cfg.job.config.override_dirname.exclude_keys))
+            if claim.completed is not None:
+                # The same command finds its finished run: nothing is retrained or overwritten (a sweep
+                # re-run resumes where it stopped; `make demo` twice shows the first result).
+                claim.release()
+                log.info("skipping %s: already completed", run_dir)
+                if not multirun:
+                    print(f"{run_dir} already holds this completed run; its recorded results follow "
+                          f"(delete the directory or pick another hydra.run.dir to train again)")
+                    _print_summary(claim.completed)
+                return _objective(claim.completed, cfg)
+        record = run(cfg, run_dir, claim=claim)
     except Exception as error:
         if not multirun:
             raise
         # One failing job must not stop a sweep: the failure is recorded in its results.json. Bad
         # input is reported in one line; anything else keeps its traceback for debugging.
-        if isinstance(error, ConfigError):
+        if isinstance(error, AsrPeftError):
             log.error("run %s failed: %s; the sweep goes on", run_dir, error)
         else:
             log.exception("run %s failed; the sweep goes on", run_dir)

@@ -66,10 +66,9 @@ SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she reads a goo
              "the sun is warm today", "he plays the old piano"]
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path: Path) -> Path:
-    """Train/valid/test JSONL manifests over a handful of generated utterances."""
-    root = tmp_path / "corpus"
+def make_tiny_corpus(directory: Path) -> Path:
+    """Train/valid/test JSONL manifests over a handful of generated utterances, in `directory/corpus`."""
+    root = directory / "corpus"
     for split, offset in (("train", 0), ("valid", 2), ("test", 4)):
         lines = []
         for i, sentence in enumerate(SENTENCES[offset:offset + 2] * (2 if split == "train" else 1)):
@@ -78,3 +77,13 @@ def tiny_corpus(tmp_path: Path) -> Path:
                                      "speaker": f"spk{i % 2}", "language": "eng"}))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    return make_tiny_corpus(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_factory():
+    return make_tiny_corpus

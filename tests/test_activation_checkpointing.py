@@ -20,10 +20,10 @@ from test_precision import relative_error
 def synthetic_batch(bundle, seconds: float, size: int) -> dict:
     """Noise audio with a real OWSM text target, collated as training batches are."""
     from asr_peft.data.dataset import collate
-    from asr_peft.data.owsm_text import OWSMTextEncoder
+    from asr_peft.data.owsm_text import OWSMPreprocessor
 
     generator = torch.Generator().manual_seed(0)
-    encoder = OWSMTextEncoder(bundle)
+    encoder = OWSMPreprocessor(bundle)
     text = "the quick brown fox jumps over the lazy dog"
     items = [{"utt_id": str(i), "transcript": text, **encoder.encode(text),
               "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]

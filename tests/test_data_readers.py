@@ -10,11 +10,11 @@ import pytest
 import soundfile
 
 from asr_peft.data.audio import change_speed, read_audio
-from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
+from asr_peft.data.dataset import SpeechDataset, collate
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.sampler import DurationBucketSampler, duration_buckets
+from asr_peft.data.validation import validate_utterances
 from asr_peft.errors import ConfigError, DataError
-from asr_peft.training.datamodule import speed_factors
 from conftest import write_tone
 
 
@@ -131,17 +131,6 @@ def test_a_model_that_pads_makes_every_utterance_cost_its_fixed_length(tmp_path)
     assert DurationBucketSampler([30.0] * 7, max_batch_seconds=60.0, shuffle=False).batches == [[0, 1], [2, 3], [4, 5], [6]]
 
 
-@pytest.mark.parametrize("value, factors", [(None, []), ([], []), ([0.9, 1, 1.1], [0.9, 1.0, 1.1])])
-def test_speed_perturb_config(value, factors):
-    assert speed_factors({"speed_perturb": value}) == factors
-
-
-@pytest.mark.parametrize("value", [1.1, "0.9,1.1", [0.9, "fast"], [0.0], [3.0], [True]])
-def test_bad_speed_perturb_config_names_the_key(value):
-    with pytest.raises(ConfigError, match="data.speed_perturb"):
-        speed_factors({"speed_perturb": value})
-
-
 def test_validation_raises_or_counts_every_bad_input(tmp_path):
     good = write_tone(tmp_path / "good.wav", 1.0)
     long = write_tone(tmp_path / "long.wav", 3.0)
@@ -186,6 +175,35 @@ def test_sampler_shards_batches_evenly_across_ranks():
     first = list(one)
     one.set_epoch(1)
     assert first != list(one) and sorted(map(tuple, first)) == sorted(map(tuple, list(one)))
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_resumed_sampler_goes_on_with_the_batches_its_epoch_had_left(world_size):
+    durations = [float(i % 7 + 1) for i in range(23)]
+    for rank in range(world_size):
+        full = DurationBucketSampler(durations, max_batch_seconds=8.0, seed=3, rank=rank, world_size=world_size)
+        full.set_epoch(2)
+        expected = list(full)
+        resumed = DurationBucketSampler(durations, max_batch_seconds=8.0, seed=3, rank=rank, world_size=world_size)
+        resumed.resume(epoch=2, batches_done=3)
+        resumed.set_epoch(2)  # what the epoch's start does
+        assert list(resumed) == expected[3:]
+        assert list(resumed) == expected  # only the first pass over that epoch is shortened
+        resumed.resume(epoch=2, batches_done=3)
+        resumed.set_epoch(3)  # the saved epoch had ended: the next one is whole
+        full.set_epoch(3)
+        assert list(resumed) == list(full)
+
+
+def test_every_training_epoch_tells_the_sampler_its_number():
+    from types import SimpleNamespace
+
+    from asr_peft.training.datamodule import SamplerEpochs
+
+    sampler = DurationBucketSampler([1.0, 2.0, 3.0], max_batch_seconds=1.0)
+    trainer = SimpleNamespace(train_dataloader=SimpleNamespace(batch_sampler=sampler), current_epoch=4)
+    SamplerEpochs().on_train_epoch_start(trainer, None)
+    assert sampler.epoch == 4
 
 
 def test_collate_pads_speech_with_zeros_and_tokens_with_ignore_id():

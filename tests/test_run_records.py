@@ -1,29 +1,107 @@
-"""results.json: never overwritten when completed, failed ones kept aside; run directory names."""
+"""results.json and the run directory: never overwritten when completed, failed and killed runs kept aside,
+one configuration and one process per directory; run directory names."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 
 import pytest
+from omegaconf import OmegaConf
 
 from asr_peft.cli import run_name
 from asr_peft.errors import ConfigError
 from asr_peft.training.results import claim_run_dir, read_results, write_results
 
+CONFIG = OmegaConf.create({"method": {"name": "ssvd"}, "adapt": {"p": 0.4}, "paths": {"root_dir": "/here"},
+                           "logger": {"csv": {"save_dir": "${paths.root_dir}"}}})
 
-def test_completed_results_are_never_overwritten(tmp_path):
+
+def test_a_completed_run_is_returned_by_the_claim_and_never_overwritten(tmp_path):
+    claim_run_dir(tmp_path, CONFIG).release()  # the first run: its config is the directory's
     write_results(tmp_path, {"status": "completed", "metrics": {"t": {"wer": 0.1}}})
-    with pytest.raises(ConfigError, match="already records a completed run"):
-        claim_run_dir(tmp_path)
+    claim = claim_run_dir(tmp_path, CONFIG)
+    claim.release()
+    assert claim.completed["metrics"] == {"t": {"wer": 0.1}}
     assert read_results(tmp_path)["metrics"] == {"t": {"wer": 0.1}}
 
 
 def test_failed_results_are_kept_aside_when_the_run_is_tried_again(tmp_path):
     write_results(tmp_path, {"status": "failed", "error": "boom"})
-    claim_run_dir(tmp_path)
+    claim_run_dir(tmp_path, CONFIG).release()
     assert read_results(tmp_path) is None
     kept = list(tmp_path.glob("results.failed-*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["error"] == "boom"
+
+
+def test_a_run_directory_belongs_to_one_configuration(tmp_path):
+    claim_run_dir(tmp_path, CONFIG).release()
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml") == CONFIG  # written by the claim, unresolved
+    write_results(tmp_path, {"status": "completed"})
+    other = OmegaConf.merge(CONFIG, {"method": {"name": "lora"}})
+    with pytest.raises(ConfigError) as refused:
+        claim_run_dir(tmp_path, other)
+    assert str(refused.value) == (f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here); "
+                                  "pick another hydra.run.dir or delete that directory")
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml") == CONFIG and read_results(tmp_path)["status"] == "completed"
+    # Machine-local paths and the keys that do not name a run are not the configuration.
+    moved = OmegaConf.merge(CONFIG, {"paths": {"root_dir": "/elsewhere"}, "logger": {"csv": {"save_dir": "/x"}}})
+    claim = claim_run_dir(tmp_path, moved, same_run_ignores=["logger"])
+    claim.release()
+    assert claim.completed == {"status": "completed"}
+
+
+def _hold(run_dir, ready, release):
+    claim = claim_run_dir(run_dir, CONFIG)
+    ready.set()
+    release.wait(60)
+    claim.release()
+
+
+def test_concurrent_claims_are_excluded_by_a_lock(tmp_path):
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(tmp_path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(ConfigError, match=f"is in use by pid {holder.pid} on "):
+            claim_run_dir(tmp_path, CONFIG)
+        assert read_results(tmp_path) is None  # the refused claim wrote nothing
+    finally:
+        release.set()
+        holder.join(60)
+    claim_run_dir(tmp_path, CONFIG).release()  # free again once the holder is done
+
+
+def _run_then_die(run_dir):
+    claim_run_dir(run_dir, CONFIG)
+    write_results(run_dir, {"status": "running", "pid": os.getpid()})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_run_reads_as_killed_and_is_kept_aside_by_the_next_start(tmp_path):
+    process = multiprocessing.get_context("fork").Process(target=_run_then_die, args=(tmp_path,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == -signal.SIGKILL
+    record = read_results(tmp_path)
+    assert record["status"] == "killed" and "SIGKILL" in record["error"]
+    claim_run_dir(tmp_path, CONFIG).release()
+    kept = list(tmp_path.glob("results.killed-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["status"] == "killed"
+    assert read_results(tmp_path) is None
+
+
+def test_a_live_run_reads_as_running(tmp_path):
+    claim = claim_run_dir(tmp_path, CONFIG)
+    write_results(tmp_path, {"status": "running"})
+    try:
+        assert read_results(tmp_path)["status"] == "running"
+    finally:
+        claim.release()
 
 
 def test_run_names_come_from_the_command_line():

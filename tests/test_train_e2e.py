@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from asr_peft.errors import ConfigError, DataError, ModelLoadError
+from asr_peft.training.results import read_results
 from conftest import ROOT, compose_config
 
 PYTHON = sys.executable
@@ -78,29 +79,41 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in recorded.items())
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(tiny_corpus, tmp_path):
+def test_interrupted_runs_are_recorded_and_resume_from_last_checkpoint(tiny_corpus, tmp_path):
     run_dir = tmp_path / "run"
-    args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=80",
+    args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=40",
             "trainer.val_check_interval=2", "evaluation.baseline=false", "~callbacks.early_stopping",
             f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT)}
-    process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the checkpoint file be complete
-    process.send_signal(signal.SIGKILL)  # a hard interruption: no chance to clean up
-    process.wait()
-    assert last.exists() and not (run_dir / "results.json").exists()
+
+    def start_and_stop_after_a_checkpoint(stop: signal.Signals) -> subprocess.Popen:
+        before = last.stat().st_mtime_ns if last.exists() else None
+        process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while (not last.exists() or last.stat().st_mtime_ns == before) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the checkpoint file be complete
+        process.send_signal(stop)
+        process.wait(timeout=300)
+        return process
+
+    # SIGTERM (a scheduler's stop): the record is written first, then a non-zero exit.
+    assert start_and_stop_after_a_checkpoint(signal.SIGTERM).returncode == 128 + signal.SIGTERM
+    record = read_results(run_dir)
+    assert record["status"] == "failed" and record["error"].startswith("SIGTERM")
+    # SIGKILL: no chance to write anything; the record left behind reads as killed.
+    assert start_and_stop_after_a_checkpoint(signal.SIGKILL).returncode == -signal.SIGKILL
+    assert read_results(run_dir)["status"] == "killed"
     resumed = train_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "completed" and record["resumed_from"].endswith("last.ckpt")
-    assert record["global_step"] == 80
+    assert record["global_step"] == 40
     history = [h["step"] for h in record["validation_history"]]
-    assert history == sorted(set(history)) and history[-1] == 80 and history[0] == 2  # kept across the restart
+    assert history == list(range(2, 41, 2))  # kept across both restarts, no step repeated
+    assert sorted(json.loads(p.read_text())["status"] for p in run_dir.glob("results.*-*.json")) == ["failed", "killed"]
 
 
 def test_dry_run_plans_owsm_1b_without_weights(tmp_path):
@@ -154,20 +167,32 @@ def test_bad_inputs_fail_before_training_and_name_the_culprit(tiny_corpus, tmp_p
     with pytest.raises(DataError, match="missing.wav does not exist"):
         run_in_process(["method=full", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "a")
     assert json.loads((tmp_path / "a" / "results.json").read_text())["status"] == "failed"
+    (tiny_corpus / "valid.jsonl").write_text(valid)
     with pytest.raises(ModelLoadError, match="model.path"):
         run_in_process(["model=owsm_0.1b", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "b")
-    (tiny_corpus / "valid.jsonl").write_text(valid)
     with pytest.raises(ConfigError, match="adapt.p"):
         run_in_process(["method=ssvd", "adapt.p=1.5", "data=manifest", f"data.corpus_dir={tiny_corpus}",
                         "data.on_error=skip", "evaluation.baseline=false"], tmp_path / "c")
 
 
-def test_skipped_utterances_are_counted_in_results(tiny_corpus, tmp_path):
+def test_skipped_utterances_are_counted_in_results_and_training_reads_the_rest(tiny_corpus, tmp_path):
+    import numpy as np
+    import soundfile
+
+    soundfile.write(str(tiny_corpus / "audio" / "nan.wav"), np.full(8000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    audio = tiny_corpus / "audio" / "train0.wav"
     with (tiny_corpus / "train.jsonl").open("a") as handle:
-        handle.write('{"id": "gone", "audio": "audio/gone.wav", "text": "x"}\n{"id": "blank", "audio": "audio/train0.wav", "text": " "}\n')
-    record = run_in_process(["method=frozen", "data=manifest", f"data.corpus_dir={tiny_corpus}", "data.on_error=skip",
-                             "evaluation.baseline=false"], tmp_path / "run")
-    assert record["skipped"] == {"missing_audio": 1, "empty_transcript": 1}
+        handle.write('{"id": "gone", "audio": "audio/gone.wav", "text": "x"}\n{"id": "blank", "audio": "audio/train0.wav", "text": " "}\n'
+                     '{"id": "nan", "audio": "audio/nan.wav", "text": "x"}\n{"id": "neg", "audio": "audio/train0.wav", "text": "x", "start": -1}\n'
+                     '{"id": "dots", "audio": "audio/train0.wav", "text": "..."}\n{"id": "null", "audio": "audio/train0.wav", "text": null}\n'
+                     '{"id": "klingon", "audio": "audio/train0.wav", "text": "x", "language": "tlh"}\n')
+    (tiny_corpus / "train.jsonl").write_bytes((tiny_corpus / "train.jsonl").read_bytes() + b'{"id": "latin1", "audio": "x", "text": "caf\xe9"}\n')
+    record = run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "data.on_error=skip",
+                             "evaluation.baseline=false", "evaluation.subspace=false", "trainer.max_steps=4",
+                             "trainer.val_check_interval=2"], tmp_path / "run")
+    assert audio.is_file() and record["status"] == "completed" and record["global_step"] == 4
+    assert record["skipped"] == {"missing_audio": 1, "empty_transcript": 1, "non_finite_audio": 1, "bad_segment": 1,
+                                 "empty_after_normalisation": 1, "invalid_manifest_line": 2, "unknown_language": 1}
     assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == record["skipped"]
 
 

@@ -59,23 +59,31 @@ def setup_environment() -> None:
 
 
 def one_line_errors(main: Callable) -> Callable:
-    """Turn the project's errors into `error: <message>` and exit status 2, instead of a traceback."""
+    """Turn the project's errors into `error: <message>` lines and exit status 2, instead of a traceback."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except AsrPeftError as err:
             logging.getLogger("asr_peft").debug("error details", exc_info=True)
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            report_error(err)
     return wrapper
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
-    """Compose the config from the command line before Hydra does, to report a bad override in one line.
+def report_error(err: AsrPeftError) -> None:
+    """`error: <line>` on stderr for each problem (a config may have several), then exit status 2."""
+    for line in getattr(err, "lines", None) or [str(err)]:
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
 
-    Hydra's own messages for an unknown option or key span many lines; this names the key instead.
-    Sweeps (`-m`) and Hydra's own flags are left to Hydra.
+
+def preflight(config_name: str, argv: list[str]) -> None:
+    """Compose and validate the config from the command line before Hydra starts, so that a bad
+    override is reported in one line each and nothing (no run directory, no log) is created.
+
+    Hydra's own messages for an unknown option or key span many lines (and append its config search
+    path); this keeps the first line and the available options. Sweeps (`-m`) are checked job by job
+    as they run (a bad job is recorded as failed and the others run); Hydra's own flags are left to it.
     """
     if any(arg in ("-m", "--multirun") or arg.startswith("--") or arg.startswith("-") for arg in argv):
         return
@@ -86,20 +94,31 @@ def preflight(config_name: str, argv: list[str]) -> None:
 
     try:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raw = str(err).splitlines()
-        lines = [line.strip() for line in raw if line.strip()]
-        detail = lines[0] if lines else type(err).__name__
-        starts = [i for i, line in enumerate(raw) if line.startswith("Available options")]
-        if starts:
-            options = []
-            for line in raw[starts[0] + 1:]:
-                if not line.strip():
-                    break
-                options.append(line.strip())
-            detail += f" (choose from: {', '.join(options)})"
-        elif err.__cause__ is not None:
-            detail += f" ({' '.join(str(err.__cause__).split()[:20])})"
-        print(f"error: {detail}", file=sys.stderr)
+        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    from asr_peft.config_schema import validate_config
+
+    try:
+        validate_config(cfg, config_name)
+    except AsrPeftError as err:
+        report_error(err)
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """The first line of a Hydra composition error, with the options it lists, without its search path."""
+    raw = str(err).splitlines()
+    lines = [line.strip() for line in raw if line.strip()]
+    detail = lines[0] if lines else type(err).__name__
+    starts = [i for i, line in enumerate(raw) if line.startswith("Available options")]
+    if starts:
+        options = []
+        for line in raw[starts[0] + 1:]:
+            if not line.startswith((" ", "\t")) or not line.strip():
+                break  # the option list is indented; what follows (the config search path) is not
+            options.append(line.strip())
+        detail += f" (choose from: {', '.join(options)})"
+    elif err.__cause__ is not None:
+        detail += f" ({' '.join(str(err.__cause__).split()[:20])})"
+    return detail

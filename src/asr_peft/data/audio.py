@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,11 @@ MIN_SAMPLE_RATE = 8000
 @dataclass(frozen=True)
 class AudioInfo:
     sample_rate: int
-    duration: float
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
 
 
 def audio_info(path: Path) -> AudioInfo:
@@ -31,7 +36,9 @@ def audio_info(path: Path) -> AudioInfo:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise DataError(f"audio file {path} is unreadable: {err}") from err
-    return AudioInfo(sample_rate=info.samplerate, duration=info.frames / info.samplerate)
+    if info.samplerate <= 0:
+        raise DataError(f"audio file {path} is unreadable: its header gives a sample rate of {info.samplerate}")
+    return AudioInfo(sample_rate=info.samplerate, frames=info.frames)
 
 
 def check_sample_rate(path: Path, sample_rate: int, *, resample: bool) -> None:
@@ -43,21 +50,64 @@ def check_sample_rate(path: Path, sample_rate: int, *, resample: bool) -> None:
         )
 
 
+def frame_range(path: Path, sample_rate: int, frames: int, start: float | None, end: float | None) -> tuple[int, int]:
+    """First and past-the-end frame of the `start`..`end` segment (seconds; None: the file's ends)."""
+    if start is not None and not (math.isfinite(start) and start >= 0):
+        raise DataError(f"audio file {path}: segment start {start} s must be a finite number >= 0")
+    if end is not None and not math.isfinite(end):
+        raise DataError(f"audio file {path}: segment end {end} s must be a finite number")
+    first = int(round((start or 0.0) * sample_rate))
+    last = int(round(end * sample_rate)) if end is not None else frames
+    return first, min(last, frames)
+
+
 def read_audio(path: Path, *, start: float | None = None, end: float | None = None, resample: bool = True) -> np.ndarray:
     """Samples of `path` (or of its `start`..`end` segment, seconds) as 16 kHz mono float32."""
     info = audio_info(path)
     check_sample_rate(path, info.sample_rate, resample=resample)
-    first = int(round((start or 0.0) * info.sample_rate))
-    last = int(round(end * info.sample_rate)) if end is not None else -1
+    first, last = frame_range(path, info.sample_rate, info.frames, start, end)
     try:
-        samples, sample_rate = soundfile.read(str(path), start=first, stop=None if last < 0 else last,
-                                              dtype="float32", always_2d=True)
+        samples, sample_rate = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise DataError(f"audio file {path} is unreadable: {err}") from err
     samples = samples.mean(axis=1)  # down-mix: OWSM is a single-channel model
     if sample_rate != TARGET_SAMPLE_RATE:
         samples = torchaudio.functional.resample(torch.from_numpy(samples), sample_rate, TARGET_SAMPLE_RATE).numpy()
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AudioScan:
+    """What decoding a file (or segment) found: the checks that the header cannot answer."""
+    frames: int        # decoded, per channel
+    peak: float        # largest finite |sample|
+    non_finite: int    # NaN or infinite samples
+
+
+def scan_audio(path: Path, *, start: float | None = None, end: float | None = None,
+               block_frames: int = 1 << 20) -> AudioScan:
+    """Decode exactly what `read_audio` reads, block by block (bounded memory); a file that fails to
+    decode, or decodes to fewer frames than its header promises (truncated), is a `DataError`."""
+    info = audio_info(path)
+    first, last = frame_range(path, info.sample_rate, info.frames, start, end)
+    frames, peak, non_finite = 0, 0.0, 0
+    try:
+        with soundfile.SoundFile(str(path)) as handle:
+            handle.seek(first)
+            while frames < last - first:
+                block = handle.read(min(block_frames, last - first - frames), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                finite = np.isfinite(block)
+                non_finite += int(block.size - np.count_nonzero(finite))
+                if finite.any():
+                    peak = max(peak, float(np.abs(block[finite]).max()))
+                frames += len(block)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise DataError(f"audio file {path} fails to decode: {' '.join(str(err).split())}") from err
+    if frames < last - first:
+        raise DataError(f"audio file {path} is truncated: {frames} of {last - first} frames decode")
+    return AudioScan(frames=frames, peak=peak, non_finite=non_finite)
 
 
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:

@@ -1,75 +1,20 @@
 """A speech dataset for ESPnet's S2T model: validated utterances, ESPnet's own preprocessing and collation.
 
-Every utterance is checked once, up front, from the audio header alone: the file exists and is
-readable, the sample rate is usable, the transcript is not empty, the duration is within
-`max_duration`. With `on_error=raise` the first problem stops the run with a one-line error naming
-the file; with `on_error=skip` the utterance is dropped and counted per reason (`skipped`), and the
-counts end up in results.json.
+The utterances come checked (`asr_peft.data.validation`): every one of them reads and encodes.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import random
-from collections import Counter
 from typing import Sequence
 
 from torch.utils.data import Dataset
 
-from asr_peft.data.audio import audio_info, change_speed, check_sample_rate, read_audio
+from asr_peft.data.audio import change_speed, read_audio
 from asr_peft.data.manifest import Utterance
 from asr_peft.data.owsm_text import OWSMPreprocessor
-from asr_peft.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
-
-ON_ERROR_CHOICES = ("raise", "skip")
-
-
-def validate_utterances(
-    utterances: Sequence[Utterance], *, max_duration: float | None, on_error: str, resample: bool = True,
-) -> tuple[list[Utterance], Counter]:
-    """Keep the usable utterances (with their duration filled in) and count the others per reason."""
-    if on_error not in ON_ERROR_CHOICES:
-        raise ConfigError(f"data.on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    kept: list[Utterance] = []
-    skipped: Counter = Counter()
-
-    def reject(reason: str, message: str) -> None:
-        if on_error == "raise":
-            raise DataError(message)
-        skipped[reason] += 1
-
-    for utt in utterances:
-        if not utt.text.strip():
-            reject("empty_transcript", f"utterance {utt.id} ({utt.audio}) has an empty transcript")
-            continue
-        try:
-            info = audio_info(utt.audio)
-            check_sample_rate(utt.audio, info.sample_rate, resample=resample)
-        except DataError as err:
-            reason = "missing_audio" if not utt.audio.exists() else "unreadable_audio"
-            if "Hz" in str(err):
-                reason = "bad_sample_rate"
-            reject(reason, str(err))
-            continue
-        start = utt.start or 0.0
-        end = utt.end if utt.end is not None else info.duration
-        if end > info.duration + 0.01 or end <= start:
-            reject("bad_segment", f"utterance {utt.id}: segment {start}-{end} s is outside {utt.audio} ({info.duration:.2f} s)")
-            continue
-        duration = end - start
-        if max_duration is not None and duration > max_duration:
-            reject("too_long", f"utterance {utt.id} ({utt.audio}) is {duration:.1f} s, over data.max_duration={max_duration}")
-            continue
-        kept.append(Utterance(utt.id, utt.audio, utt.text, duration, utt.speaker, utt.language, utt.start, utt.end))
-    if skipped:
-        log.warning("skipped %d utterance(s): %s", sum(skipped.values()), dict(skipped))
-    if not kept:
-        raise DataError(f"no usable utterances left (skipped: {dict(skipped)})")
-    return kept, skipped
 
 
 class SpeechDataset(Dataset):

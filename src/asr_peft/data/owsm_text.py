@@ -82,15 +82,21 @@ class OWSMPreprocessor:
     def language_token(language: str) -> str:
         return f"<{language}>"
 
+    def has_language(self, language: str) -> bool:
+        return self.language_token(language) in self.bundle.converter.token2id
+
     def decoder_prefix(self, language: str | None = None) -> str:
         return f"{self.language_token(language or self.default_language)}{ASR_TASK}{NO_TIMESTAMPS}"
+
+    def has_language(self, language: str) -> bool:
+        return self.language_token(language) in self.espnet.token_id_converter.token2id
 
     def __call__(self, utt_id: str, speech: np.ndarray | None, transcript: str,
                  language: str | None = None) -> dict[str, np.ndarray]:
         """`speech` (1-D, 16 kHz; padded or trimmed when the model pads) and the three token-id targets."""
-        language_token = self.language_token(language or self.default_language)
-        if language_token not in self.espnet.token_id_converter.token2id:
-            raise ConfigError(f"language {language!r} has no token {language_token} in the model's token list")
+        language = language or self.default_language
+        if not self.has_language(language):
+            raise ConfigError(f"language {language!r} has no token {self.language_token(language)} in the model's token list")
         data = {"text": f"{self.leading_space}{self.decoder_prefix(language)} {transcript}",
                 "text_prev": NO_PREVIOUS_TEXT, "text_ctc": transcript}
         if speech is not None and self.speech_length:

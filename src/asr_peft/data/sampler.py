@@ -73,9 +73,16 @@ class DurationBucketSampler(Sampler[list[int]]):
             raise ConfigError(f"set {config_key}.batch_size (utterances per batch) or {config_key}.max_batch_seconds")
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches of it already trained)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue a checkpointed run: the first pass over `epoch` starts after its first `batches_done`
+        batches (this rank's), the very batches an uninterrupted run draws next."""
+        self.epoch = epoch
+        self._resume_at = (epoch, batches_done)
 
     def __len__(self) -> int:
         return math.ceil(len(self.batches) / self.world_size)
@@ -88,5 +95,9 @@ class DurationBucketSampler(Sampler[list[int]]):
         # Every rank must see the same number of batches, or collective ops hang: wrap around.
         total = len(self) * self.world_size
         order = (order * math.ceil(total / max(1, len(order))))[:total]
-        for position in range(self.rank, total, self.world_size):
+        skip = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            skip = self._resume_at[1]
+        self._resume_at = None
+        for position in range(self.rank + skip * self.world_size, total, self.world_size):
             yield self.batches[order[position]]

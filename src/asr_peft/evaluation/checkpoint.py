@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -35,7 +37,14 @@ def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.devi
     bundle = load_owsm(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
-    checkpoint_dict = torch.load(path, map_location=device, weights_only=False)
+    try:  # weights_only: a checkpoint is data; a crafted pickle must not run code
+        checkpoint_dict = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"unsupported GLOBAL (\S+)", str(err))
+        raise ModelLoadError(f"cannot read checkpoint {path}: it holds more than tensors and plain data "
+                             f"({unsafe.group(1) if unsafe else 'an object'}), refused unread") from err
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ModelLoadError(f"cannot read checkpoint {path}: {' '.join(str(err).split())[:200]}") from err
     state = checkpoint_dict["state_dict"]
     prefix = "model."
     tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}

@@ -17,10 +17,11 @@ from lightning.pytorch.plugins.precision import Precision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr_peft.data.dataset import SpeechDataset, collate, validate_utterances
-from asr_peft.data.manifest import load_utterances
+from asr_peft.data.dataset import SpeechDataset, collate
+from asr_peft.data.manifest import Utterance
 from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
+from asr_peft.data.validation import validate_data
 from asr_peft.evaluation.decoding import decode
 from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
 from asr_peft.evaluation.trn import write_trn
@@ -56,27 +57,31 @@ def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, d
 
 def score_test_sets(
     bundle, data_cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any], normalizer: Callable[[str], str],
-    out_dir: Path | None, *, skipped: Counter | None = None, device: torch.device | str = "cpu",
-    precision: str = "32-true",
+    out_dir: Path | None, *, skipped: Counter | None = None, test_sets: Mapping[str, list[Utterance]] | None = None,
+    cache_dir: str | Path | None = None, device: torch.device | str = "cpu", precision: str = "32-true",
 ) -> dict[str, dict[str, Any]]:
     """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`.
 
-    The model is moved to `device` (and, for `*-true`, cast to half precision) and stays there."""
+    `test_sets`: the test utterances validated already (a training run checks them before it trains);
+    otherwise the manifests are read and validated here, their skips counted into `skipped`.
+    The model is moved to `device` (and, for `*-true`, cast to half precision) and stays there.
+    """
     device = torch.device(device)
     plugin = precision_plugin(precision, device.type)
     plugin.convert_module(bundle.model).to(device)
     preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
+    if test_sets is None:
+        validated = validate_data(data_cfg, normalizer=normalizer, cache_dir=cache_dir, splits=("test",))
+        validated.keep_languages(preprocessor.has_language, preprocessor.default_language, data_cfg.get("on_error", "raise"))
+        test_sets = validated.test
+        if skipped is not None:
+            skipped.update(validated.skipped)
     metrics: dict[str, dict[str, Any]] = {}
     limit = eval_cfg.get("max_utterances")
     use_sclite = bool(eval_cfg.get("sclite", False))
     if use_sclite:
         sclite_command()  # before any decoding: a missing sclite is a config error, not a late crash
-    for name, path in (data_cfg.get("test") or {}).items():
-        utterances, skip_counts = validate_utterances(
-            load_utterances(path), max_duration=data_cfg.get("max_duration"),
-            on_error=data_cfg.get("on_error", "raise"), resample=data_cfg.get("resample", True))
-        if skipped is not None:
-            skipped.update({f"test/{reason}": count for reason, count in skip_counts.items()})
+    for name, utterances in test_sets.items():
         utterances = utterances[:limit] if limit else utterances
         dataset = SpeechDataset(utterances, preprocessor, resample=data_cfg.get("resample", True))
         with torch.inference_mode():

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import io
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -218,7 +219,7 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
     )
 
 
-def download_from_hub(hf_id: str, cache_dir: str | Path | None) -> Path:
+def download_from_hub(hf_id: str, cache_dir: str | Path | None, *, name: str = "model") -> Path:
     """Fetch an OWSM model through espnet_model_zoo (Hugging Face), returning its unpacked directory."""
     from espnet_model_zoo.downloader import ModelDownloader
 
@@ -226,11 +227,12 @@ def download_from_hub(hf_id: str, cache_dir: str | Path | None) -> Path:
     try:
         info = downloader.download_and_unpack(hf_id)
     except Exception as err:  # network, hub and unpack errors all mean "not available here"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        offline = any(os.environ.get(flag, "").lower() in ("1", "true", "yes") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        why = ("offline (HF_HUB_OFFLINE) and not in the download cache" if offline
+               else f"download failed: {' '.join(str(err).split()[:25]) or type(err).__name__}")
         raise ModelLoadError(
-            f"cannot download '{hf_id}' (offline and not in the cache {cache_dir}?): {reason[:200]}; "
-            f"set model.path=<local ESPnet model directory>"
-        ) from err
+            f"model={name} ({hf_id}) is not available: {why} {downloader.cachedir}; set model.path=<a local "
+            f"ESPnet model directory> or download it once online") from err
     return Path(info["s2t_train_config"]).parent
 
 
@@ -246,7 +248,7 @@ def load_owsm(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: s
     if init == "pretrained" and device != "meta":
         if not model_cfg.get("hf_id"):
             raise ConfigError(f"model '{name}' has init=pretrained but neither model.path nor model.hf_id")
-        unpacked = download_from_hub(model_cfg["hf_id"], cache_dir)
+        unpacked = download_from_hub(model_cfg["hf_id"], cache_dir, name=name)
         return load_exported(unpacked, device=device, speech_length=speech_length, source=f"hub:{model_cfg['hf_id']}")
     if not model_cfg.get("s2t_config"):
         raise ConfigError(f"model '{name}' has no model.s2t_config to build it from")

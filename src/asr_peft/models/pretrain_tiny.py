@@ -113,7 +113,7 @@ def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
     metrics = decoding[DEFAULT_DECODE]
     probe = load_utterances(data["test"]["source"])[:PROBE_UTTERANCES]
     shutil.copyfile(Path(data["corpus_dir"]) / "card.json", staging / "data_card.json")
-    state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=False)
+    state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=True)
     summary = {"metrics": metrics, "decode": DEFAULT_DECODE, "decoding": decoding,
                "first_token": first_token_probabilities(shipped, probe), "global_step": state.get("global_step"),
                "validation_history": state.get("validation_history", []), "checkpoint": Path(checkpoint).name,

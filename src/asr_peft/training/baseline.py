@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters.svd import weight_key
+from asr_peft.data.manifest import Utterance
 from asr_peft.evaluation.scoring import score_test_sets
 
 
@@ -26,7 +26,7 @@ def _file_digest(path: str) -> str | None:
 
 
 def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], run_dir: Path,
-                     skipped: Counter, *, device: torch.device, precision: str) -> dict | None:
+                     test_sets: Mapping[str, list[Utterance]], *, device: torch.device, precision: str) -> dict | None:
     """The frozen model's test scores (`evaluation.baseline`), from the cache when the same model and
     test data were scored before in the same precision on the same kind of device. Scoring moves the
     model to `device` (and casts it for `*-true`, as Lightning would next)."""
@@ -42,7 +42,7 @@ def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], 
     if cache.is_file() and bundle.source not in ("random", "meta"):
         return json.loads(cache.read_text(encoding="utf-8"))
     metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                              run_dir / "decode_baseline", skipped=skipped, device=device, precision=precision)
+                              run_dir / "decode_baseline", test_sets=test_sets, device=device, precision=precision)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics), encoding="utf-8")
     return metrics

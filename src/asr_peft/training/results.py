@@ -1,25 +1,33 @@
-"""The run record, `results.json`: what ran, on what, with which outcome.
+"""The run record, `results.json`, and who may write it: what ran, on what, with which outcome.
 
-A record is written for every run, completed or failed. A completed record is never overwritten;
-a failed one is kept under a timestamped name when the run is tried again.
+A record is written for every run: `running` when it starts, then `completed` or `failed`; a run
+whose process was killed is noticed (`killed`) by the next start in its directory. A completed record
+is never overwritten; a failed or killed one is kept under a timestamped name when the run is tried
+again. A run directory belongs to one configuration and one process at a time (`claim_run_dir`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import importlib.metadata
 import json
+import os
 import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.errors import ConfigError
 
 RESULTS_FILE = "results.json"
+LOCK_FILE = ".run.lock"
 RECORDED_PACKAGES = ("torch", "torchaudio", "espnet", "lightning", "hydra-core", "omegaconf", "peft", "jiwer",
                      "wandb", "numpy", "asr-peft")
 
@@ -58,26 +66,140 @@ def peak_memory_mb() -> float:
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / RESULTS_FILE
+    """The run directory's record; a `running` record whose process is gone reads as `killed`."""
+    record = _read_record(Path(run_dir))
+    if record is not None and record.get("status") == "running" and not _locked_by_another_process(Path(run_dir)):
+        record = {**record, "status": "killed", "error": KILLED}
+    return record
+
+
+def _read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULTS_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {"status": "unreadable"}
+    return record if isinstance(record, dict) else {"status": "unreadable"}
 
 
-def claim_run_dir(run_dir: Path) -> None:
-    """Make sure a run may write its record here: refuse a completed run, keep a failed one aside."""
-    existing = read_results(run_dir)
-    if existing is None:
-        return
-    path = Path(run_dir) / RESULTS_FILE
-    if existing.get("status") == "completed":
-        raise ConfigError(
-            f"{path} already records a completed run; pick another hydra.run.dir (or delete it) to train again")
+KILLED = ("the process ended without writing its record (killed: SIGKILL, out of memory, or the machine went "
+          "down); re-running the command resumes from checkpoints/last.ckpt")
+
+
+class RunClaim:
+    """This process's hold on a run directory: an exclusive lock (fcntl) on `.run.lock` for the run's life.
+
+    `completed` is the directory's completed record when the same configuration already finished there.
+    """
+
+    def __init__(self, run_dir: Path, handle, completed: dict[str, Any] | None):
+        self.run_dir, self._handle, self.completed = run_dir, handle, completed
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def claim_run_dir(run_dir: Path, config: DictConfig, *, same_run_ignores: Sequence[str] = ()) -> RunClaim:
+    """Take `run_dir` for the run `config` describes, or refuse in one line.
+
+    A run directory belongs to one configuration (its `.hydra/config.yaml`, compared unresolved and key
+    by key, except `paths` and the keys in `same_run_ignores`, those that do not change what is
+    trained) and to one process at a time (the lock). A completed record of the same configuration is
+    returned in the claim, never overwritten; a failed one is kept aside under a timestamped name, and
+    so is a `running` one whose process died (marked `killed`). The composed config is written to
+    `.hydra/` (Hydra's own copy is switched off in train.yaml so that it cannot overwrite another
+    configuration's) and the record starts as `running`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = (run_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use by {owner}; wait for it to finish or pick another hydra.run.dir") from None
+    claim = RunClaim(run_dir, handle, None)
+    try:
+        _check_same_configuration(run_dir, config, same_run_ignores)
+        existing = _read_record(run_dir)
+        if existing is not None and existing.get("status") == "running":  # we hold the lock: its process is gone
+            existing = {**existing, "status": "killed", "error": KILLED, "killed_noticed_at": now_iso()}
+        if existing is not None and existing.get("status") == "completed":
+            claim.completed = existing
+            return claim
+        if existing is not None:
+            _keep_aside(run_dir, existing)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
+        handle.flush()
+        config_dir = run_dir / ".hydra"
+        config_dir.mkdir(exist_ok=True)
+        OmegaConf.save(config, config_dir / "config.yaml")
+        if HydraConfig.initialized():
+            OmegaConf.save(OmegaConf.create({"hydra": HydraConfig.get()}), config_dir / "hydra.yaml")
+            OmegaConf.save(HydraConfig.get().overrides.task, config_dir / "overrides.yaml")
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
+    """A failed or killed record moves to `results.<status>-<time>.json`; the directory's history stays."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path.rename(path.with_name(f"results.{existing.get('status', 'old')}-{stamp}.json"))
+    aside = run_dir / f"results.{record.get('status', 'old')}-{stamp}.json"
+    if record.get("status") == "killed":  # the record as it was left, with what is now known
+        aside.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        (run_dir / RESULTS_FILE).unlink()
+    else:
+        (run_dir / RESULTS_FILE).rename(aside)
+
+
+def _check_same_configuration(run_dir: Path, config: DictConfig, ignores: Sequence[str]) -> None:
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        before = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
+        raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
+                          "hydra.run.dir") from None
+    now = _flat(OmegaConf.to_container(config, resolve=False))
+    ignored = ("paths", *ignores)
+    for key in sorted(before.keys() & now.keys()):
+        if before[key] != now[key] and not any(key == i or key.startswith(i + ".") for i in ignored):
+            raise ConfigError(f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
+                              f"{now[key]} here); pick another hydra.run.dir or delete that directory")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def _locked_by_another_process(run_dir: Path) -> bool:
+    lock = run_dir / LOCK_FILE
+    if not lock.is_file():
+        return False
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
@@ -91,11 +213,17 @@ def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
 
 def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's record as it starts: what runs, on what; outcomes are filled in as they come."""
+    def name(group: str) -> Any:
+        node = cfg.get(group)
+        return node.get("name") if isinstance(node, dict) else node
+
+    root = (cfg.get("paths") or {}).get("root_dir")
     return {
         "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
-        "method": cfg["method"], "adapt": cfg["adapt"], "model": {"name": cfg["model"]["name"]},
-        "data": {"name": cfg["data"]["name"]}, "seed": cfg["seed"], "metrics": {}, "baseline_metrics": None,
+        "method": cfg.get("method"), "adapt": cfg.get("adapt"), "model": {"name": name("model")},
+        "data": {"name": name("data")}, "seed": cfg.get("seed"), "metrics": {}, "baseline_metrics": None,
         "parameters": None, "train_time_s": None, "peak_memory_mb": None, "global_step": None,
         "validation_history": [], "skipped": {}, "packages": package_versions(),
-        "git_commit": git_commit(Path(cfg["paths"]["root_dir"])), "config": cfg,
+        "git_commit": git_commit(Path(root)) if isinstance(root, str) and Path(root).is_dir() else None,
+        "pid": os.getpid(), "host": socket.gethostname(), "config": cfg,
     }

@@ -1,34 +1,44 @@
 """One training run, from a composed Hydra config to `results.json`.
 
-Order matters: the hardware settings are checked (before anything loads), data are prepared and
-validated, the pretrained model is loaded (weights first), the frozen model is scored if asked, then
-the method is injected (SVDs of the loaded weights), Lightning trains (resuming from `last.ckpt` when
-the run directory has one), the best checkpoint is scored on every test set, and the record is
-written. A failure still leaves a record, marked failed. Scoring (baseline and test) runs on the
-training accelerator in validation's precision (`training/hardware.py`); under FSDP, whose processes
-each hold a shard of the trained model, rank 0 scores a copy rebuilt from the tested checkpoint.
+Order matters: the config is validated (one pass, `config_schema`, the hardware settings included:
+before anything loads), every manifest is read and every utterance checked (train, valid and the test
+sets: a bad test file stops the run before training, not after it), the pretrained model is loaded
+(weights first) and the utterances' languages checked against its tokens, the frozen model is scored if
+asked, then the method is injected (SVDs of the loaded weights), Lightning trains (resuming from
+`last.ckpt` when the run directory has one), the tested checkpoint is scored on every test set, and the
+record is written. The record exists from the start (`running`); a failure leaves it `failed`, with the
+error in one line; SIGTERM leaves it `failed` too and the process exits with status 143 (128 + SIGTERM)
+after the record is written. Scoring (baseline and test) runs on the training accelerator in
+validation's precision (`training/hardware.py`); under FSDP, whose processes each hold a shard of the
+trained model, rank 0 scores a copy rebuilt from the tested checkpoint.
 
 The steps live in their own modules: `baseline` (frozen scores, cached), `trainer` (Lightning Trainer
-and the tested checkpoint), `module` / `datamodule` (what Lightning runs), `results` (the record),
-`plan` (the dry run).
+and the tested checkpoint), `resume` (what a resumed run needs), `module` / `datamodule` (what
+Lightning runs), `results` (the record and the run directory's claim), `plan` (the dry run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import apply_method, total_parameter_count, trainable_parameter_count
+from asr_peft.config_schema import validate_config
 from asr_peft.data.normalizers import get_normalizer
-from asr_peft.errors import ModelLoadError
+from asr_peft.data.owsm_text import OWSMPreprocessor
+from asr_peft.data.validation import validate_data
+from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
@@ -38,37 +48,76 @@ from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretra
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import OWSMDataModule
-from asr_peft.training.hardware import scoring_target, strategy_name, validate_hardware
+from asr_peft.training.hardware import scoring_target, strategy_name
 from asr_peft.training.module import OWSMLitModule
-from asr_peft.training.results import claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
+from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
 log = logging.getLogger(__name__)
+
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str, Any]:
-    """Everything after the run directory is claimed; fills and returns `record`."""
-    validate_hardware(cfg)
+class Terminated(BaseException):
+    """SIGTERM outside Lightning's training loop (which stops at the next step by itself)."""
+
+
+class _SigtermGuard:
+    """SIGTERM becomes `Terminated` (so the record is written), except while Lightning trains: its own
+    handler, which it chains with this one, finishes the current step and raises SIGTERMException."""
+
+    def __init__(self) -> None:
+        self.lightning_handles = False
+
+    def __call__(self, signum, frame) -> None:
+        if not self.lightning_handles:
+            raise Terminated("SIGTERM")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_SigtermGuard]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @contextlib.contextmanager
+    def deferred_to_lightning(self) -> Iterator[None]:
+        self.lightning_handles = True
+        try:
+            yield
+        finally:
+            self.lightning_handles = False
+
+
+def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _SigtermGuard) -> dict[str, Any]:
+    """Everything after the run directory is claimed and the config validated; fills and returns `record`."""
     device, precision = scoring_target(cfg.trainer, cfg.evaluation)
     record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    skipped: Counter = Counter()
     if cfg.data.get("prepare"):
         instantiate(cfg.data.prepare)
-    normalizer = get_normalizer(cfg.data.get("normalizer", "whisper_basic"))
+    data_cfg = _plain(cfg.data)
+    normalizer = get_normalizer(data_cfg.get("normalizer", "whisper_basic"))
+    data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
     bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
+    preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
+    data.keep_languages(preprocessor.has_language, preprocessor.default_language, data_cfg.get("on_error", "raise"))
+    record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
         enable_activation_checkpointing(bundle.model)
-    datamodule = OWSMDataModule(_plain(cfg.data), _plain(cfg.loader), bundle, seed=cfg.seed)
-    datamodule.setup("fit")  # validate all data before spending time on anything else
+    datamodule = OWSMDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     if rank_zero_only.rank == 0:
-        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, skipped, device=device,
+        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
                                                       precision=precision)
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
@@ -88,7 +137,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
         record["resumed_from"] = str(last) if last is not None and last.is_file() else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
-        trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
+        with sigterm.deferred_to_lightning():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"], weights_only=True)
         record["validation_history"] = module.validation_history
         if not trainer.is_global_zero:
             return record
@@ -103,10 +153,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
             record["tested_checkpoint"] = load_tested_checkpoint(module, trainer, which)
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
-    skipped.update(datamodule.skipped)
-    record["metrics"] = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                                        run_dir / "decode", skipped=skipped, device=device, precision=precision)
-    record["skipped"] = dict(skipped)
+    record["metrics"] = score_test_sets(bundle, data_cfg, _plain(cfg.evaluation), normalizer, run_dir / "decode",
+                                        test_sets=data.test, device=device, precision=precision)
     if pretrained:
         pretrained = {name: weight.to(device) for name, weight in pretrained.items()}  # beside the scored model
         diagnostics = compute_subspace_diagnostics(pretrained, bundle.model, [k.removesuffix(".weight") for k in pretrained],
@@ -122,23 +170,54 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     return record
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and test once; always leaves results.json (completed or failed) in `run_dir`."""
-    # Under DDP every rank runs this; only rank zero owns the run directory's record.
+def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dict[str, Any]:
+    """Train and test once; always leaves results.json (completed or failed) in `run_dir`.
+
+    `claim`: the caller's hold on `run_dir` (train.py claims it first, to show a completed run instead);
+    without one, the directory is claimed here and a completed run in it is an error.
+    """
+    # Under DDP every rank runs this; only rank zero owns the run directory and its record.
     is_rank_zero = rank_zero_only.rank == 0
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_rank_zero:
-        claim_run_dir(run_dir)
-    record = new_record(_plain(cfg), run_dir)
+    if is_rank_zero and claim is None:
+        claim = claim_run_dir(run_dir, cfg)
+        if claim.completed is not None:
+            claim.release()
+            raise ConfigError(f"{run_dir / 'results.json'} already records a completed run; pick another "
+                              "hydra.run.dir (or delete it) to train again")
+    record = new_record(_plain_or_raw(cfg), run_dir)
+    sigterm = _SigtermGuard()
     try:
-        train(cfg, run_dir, record=record)
-        record["status"] = "completed"
+        with sigterm.installed():
+            if is_rank_zero:
+                write_results(run_dir, record)  # `running`: a killed process is noticed by the next start
+            validate_config(cfg)
+            train(cfg, run_dir, record=record, sigterm=sigterm)
+            record["status"] = "completed"
+    except (Terminated, SIGTERMException):
+        record["status"] = "failed"
+        record["error"] = "SIGTERM: the run was told to stop; the same command resumes it from checkpoints/last.ckpt"
+        _finish(record, run_dir, claim, is_rank_zero)
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None
     except BaseException as err:  # KeyboardInterrupt too: an interrupted run is recorded, then resumable
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
+        _finish(record, run_dir, claim, is_rank_zero)
         raise
-    finally:
-        record["finished_at"] = now_iso()
-        if record["status"] != "running" and is_rank_zero:
-            write_results(run_dir, record)
+    _finish(record, run_dir, claim, is_rank_zero)
     return record
+
+
+def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_rank_zero: bool) -> None:
+    record["finished_at"] = now_iso()
+    if is_rank_zero:
+        write_results(run_dir, record)
+    if claim is not None:
+        claim.release()
+
+
+def _plain_or_raw(cfg: DictConfig) -> dict[str, Any]:
+    """The config for the record, resolved where it resolves (an invalid config is recorded as it is)."""
+    try:
+        return _plain(cfg)
+    except Exception:  # noqa: BLE001 - validate_config names the problem; the record must still be written
+        return OmegaConf.to_container(cfg, resolve=False)

@@ -10,15 +10,21 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from asr_peft.models.precision import HalfPrecisionWithFP32Adapters
+from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
+from asr_peft.training.resume import RandomState
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     """`cfg.trainer` with the configured callbacks and loggers, writing below `run_dir`."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # the switch wins over a configured progress bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks += [SamplerEpochs(), RandomState()]  # a new batch order every epoch; resumed runs draw as uninterrupted ones
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     overrides = {}
     precision = unified_precision(cfg.trainer.get("precision"))
@@ -42,6 +48,6 @@ def load_tested_checkpoint(module: pl.LightningModule, trainer: pl.Trainer, whic
     path = tested_checkpoint_path(trainer, which)
     if path is None:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state, strict=False)
     return path

@@ -1,0 +1,96 @@
+"""What a resumed run needs to continue exactly where an uninterrupted one would be.
+
+Lightning's checkpoint already holds the trainable weights, optimizer, LR scheduler, loop counters and
+callback states (best checkpoint, early stopping); the DataModule adds the sampler's position
+(`training/datamodule.py`). Two things are missing from it, and live here:
+
+- `LatestModelCheckpoint`: Lightning rewrites `last.ckpt` only when it also saves a top-k checkpoint,
+  so with `save_top_k: 1` on `val_wer` it stays at the best step. Here `last.ckpt` is the latest state
+  after every validation, at the end of training, and when the process is told to stop (SIGTERM:
+  a preempted or timed-out job resumes from the step it reached).
+- `RandomState`: the global random generators (torch, CUDA, numpy, Python) as of the checkpoint, put
+  back when training restarts, so SpecAugment, dropout and speed perturbation draw what an
+  uninterrupted run draws. Under DDP the checkpoint holds rank zero's state, which every rank gets
+  back: resumed multi-process runs are close, not identical.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class LatestModelCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose `last.ckpt` is always the latest state (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._latest_step: int | None = None  # the global step `last.ckpt` holds
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_latest(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_latest(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        # Lightning raises SIGTERMException between steps, so the state is a consistent one.
+        if isinstance(exception, SIGTERMException):
+            self._save_latest(trainer)
+
+    def _save_latest(self, trainer: pl.Trainer) -> None:
+        if (not self.save_last or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
+                or trainer.fast_dev_run or self._latest_step == trainer.global_step):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._latest_step = trainer.global_step
+
+
+class RandomState(Callback):
+    """Saves the global random generators with each checkpoint; puts them back when a resumed run starts training."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        version, python_state, gauss = random.getstate()
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        # Tensors, lists and numbers only: checkpoints load with torch.load(weights_only=True).
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not at load time: building the data loaders and the sanity check come in between, and an
+        # uninterrupted run does not repeat them at this point.
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        numpy = state["numpy"]
+        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                             numpy["has_gauss"], numpy["cached_gaussian"]))
+        python = state["python"]
+        random.setstate((python["version"], tuple(python["state"]), python["gauss"]))

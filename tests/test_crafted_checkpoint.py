@@ -1,0 +1,71 @@
+"""A crafted checkpoint runs nothing: every load is `weights_only=True` (or safetensors).
+
+The payload, unpickled with `weights_only=False`, would create a marker file; `evaluate.py` /
+`export.py --checkpoint` (load_trained_run) and a resumed training run (Lightning's own load) must
+refuse the file with the marker never appearing, also where the environment turns torch's default
+off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 overrides only loads that leave weights_only unset).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from asr_peft.errors import ModelLoadError
+from conftest import compose_config
+from test_train_e2e import FAST, run_in_process
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+def crafted_checkpoint(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model.x": torch.zeros(1)}, "global_step": 1, "payload": Payload(marker)}, path)
+    return path
+
+
+def test_the_payload_would_run_if_unpickled(tmp_path):
+    """The check that the file is dangerous: a load that leaves weights_only to the environment runs it."""
+    path = crafted_checkpoint(tmp_path / "evil.ckpt", tmp_path / "marker")
+    torch.load(path)
+    assert (tmp_path / "marker").is_dir()
+
+
+@pytest.fixture(autouse=True)
+def unsafe_default(monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+def test_evaluate_and_export_refuse_a_crafted_checkpoint_without_running_it(tmp_path):
+    from asr_peft.evaluation.checkpoint import load_trained_run
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config("train", [*FAST, "method=lora", f"paths.output_dir={run_dir}"])
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save({k: v for k, v in cfg.items() if k != "hydra"}, run_dir / ".hydra" / "config.yaml")
+    path = crafted_checkpoint(tmp_path / "evil.ckpt", tmp_path / "marker")
+    with pytest.raises(Exception) as refused:
+        load_trained_run(run_dir, str(path))
+    assert not (tmp_path / "marker").exists()  # the payload did not run
+    assert isinstance(refused.value, ModelLoadError) and str(refused.value) == (
+        f"cannot read checkpoint {path}: it holds more than tensors and plain data (os.makedirs), refused unread")
+
+
+def test_resuming_from_a_crafted_last_checkpoint_runs_nothing(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    crafted_checkpoint(run_dir / "checkpoints" / "last.ckpt", tmp_path / "marker")
+    with pytest.raises(Exception) as refused:
+        run_in_process(["method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false",
+                        "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
+    assert not (tmp_path / "marker").exists()  # the payload did not run
+    assert isinstance(refused.value, pickle.UnpicklingError) and "Weights only load failed" in str(refused.value)
