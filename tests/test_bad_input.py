@@ -74,7 +74,7 @@ CONFIG_CASES = [
     (["callbacks.early_stopping.monitor=wer"], ["callbacks.early_stopping.monitor=wer must be one of: val_wer, val_cer, "
                                                 "val_loss"]),
     (["+optimizer.foo=1"], ["optimizer.foo is not a setting of optimizer (it has: lr, betas, weight_decay, eps, "
-                            "warmup_steps, schedule)"]),
+                            "scheduler, scheduler_conf, warmup_steps, schedule)"]),
     (["+trainer.foo=1"], ["trainer.foo=1 is not an argument of lightning.pytorch.Trainer"]),
     (["model=owsm_1b", "model.path=/no/such/model"], ["model.path=/no/such/model is not a directory (an ESPnet-exported "
                                                       "model: config.yaml and a .pth)"]),
@@ -121,9 +121,9 @@ def test_every_shipped_config_passes_the_schema():
             cfg = compose_config("train", [f"{group}={option}", CORPUS])
             if cfg.model.get("path") and not Path(cfg.model.path).is_dir():  # a pretraining stage not built yet
                 cfg.model.path = str(ROOT / "checkpoints" / "owsm_tiny_pretrained")
-            validate_config(cfg, "train")
+            validate_config(cfg, "train", check_hardware=False)  # trainer=gpu is valid, on a machine with one
     for point in sorted(p.stem for p in (ROOT / "sweeps" / "point").glob("*.yaml")):
-        validate_config(compose_config("train", [f"+point={point}"]), "train")
+        validate_config(compose_config("train", [f"+point={point}"]), "train", check_hardware=False)
 
 
 def test_evaluate_config_errors_name_the_key(capsys, tmp_path):
@@ -302,8 +302,11 @@ def test_skip_mode_skips_every_kind_at_once_and_what_it_keeps_reads(tmp_path):
     assert counted + skipped == reasons and [u.id for u in kept] == ["u0", "u1"]
 
     class NoText:
-        def encode(self, text, language):
-            return {}
+        default_language = "eng"
+        speech_length = None
+
+        def __call__(self, utt_id, speech, text, language):
+            return {"speech": speech}
 
     assert [len(item["speech"]) for item in SpeechDataset(kept, NoText())] == [16000, 16000]  # reading them never fails
 

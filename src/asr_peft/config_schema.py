@@ -419,11 +419,11 @@ def validate_config(cfg: DictConfig, task: str = "train", *, check_hardware: boo
         problems += [line for error in err.errors() if (line := _describe(error, SCHEMAS[task], missing))]
     else:
         problems += _cross_checks(validated) if task == "train" else []
-        if check_hardware:
-            try:
-                validate_hardware(values)
-            except ConfigError as err:
-                problems.append(str(err))
+    if check_hardware and isinstance(values.get("trainer", {}), dict) and isinstance(values.get("evaluation", {}), dict):
+        try:
+            validate_hardware(values)
+        except ConfigError as err:
+            problems.append(str(err))
     if task == "train" and isinstance(values.get("method"), dict):
         try:
             get_method(values["method"])  # which keys a method takes: the registry's rule
