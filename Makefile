@@ -13,7 +13,7 @@ help:
 	@echo "make test-slow  install, then the slow tests (DDP on 2 CPU processes, browser, end-to-end)"
 	@echo "make demo       install, generate the offline corpus (cached), adapt with SSVD, report"
 	@echo "make bench      speed and memory ratios of the adapters (see README)"
-	@echo "make corpus     generate the offline synthetic corpus (cached; ~6 min on 2 cores)"
+	@echo "make corpus     generate the child and dialect tasks' splits of the offline corpus (cached)"
 	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 15 min of pretraining in three stages)"
 	@echo "make lock       re-resolve requirements/*.in into requirements/lock.txt"
 
@@ -33,6 +33,7 @@ demo: install corpus
 	$(PY) train.py -m +sweep=demo
 	$(PY) report.py outputs/train --out outputs/report --overwrite
 
+# The adaptation tasks' splits; the 16,500-utterance pretraining split only on demand (below).
 corpus: install
 	$(PY) -m asr_peft.data.synthetic --out data/generated/synth
 
@@ -41,7 +42,8 @@ corpus: install
 PRETRAIN_RUN := outputs/pretrain/experiment=pretrain_tiny
 PRETRAIN_STAGE2_RUN := outputs/pretrain_stage2/experiment=pretrain_tiny_stage2
 PRETRAIN_STAGE3_RUN := outputs/pretrain_stage3/experiment=pretrain_tiny_stage3
-pretrained-checkpoint: install corpus
+pretrained-checkpoint: install
+	$(PY) -m asr_peft.data.synthetic --out data/generated/synth --splits all
 	$(PY) -m asr_peft.models.pretrain_tiny prepare
 	$(PY) train.py experiment=pretrain_tiny
 	$(PY) -m asr_peft.models.pretrain_tiny export $(PRETRAIN_RUN) --out data/generated/pretrain_tiny/stage1
