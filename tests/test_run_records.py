@@ -1,4 +1,4 @@
-"""results.json: never overwritten when completed, failed ones kept aside; run directory names."""
+"""results.json: never overwritten when completed, failed ones kept aside; evaluation directory names."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from asr_peft.cli import run_name
+from asr_peft.cli import overrides_name
 from asr_peft.errors import ConfigError
 from asr_peft.training.results import claim_run_dir, read_results, write_results
 
@@ -26,14 +26,14 @@ def test_failed_results_are_kept_aside_when_the_run_is_tried_again(tmp_path):
     assert len(kept) == 1 and json.loads(kept[0].read_text())["error"] == "boom"
 
 
-def test_run_names_come_from_the_command_line():
-    assert run_name("") == "defaults"
-    assert run_name("adapt.p=0.4,method=ssvd") == "adapt.p=0.4,method=ssvd"
-    assert run_name("data.corpus_dir=/a b/c") == "data.corpus_dir=_a_b_c"
+def test_evaluation_names_come_from_the_command_line():
+    assert overrides_name("") == "defaults"
+    assert overrides_name("adapt.p=0.4,method=ssvd") == "adapt.p=0.4,method=ssvd"
+    assert overrides_name("data.corpus_dir=/a b/c") == "data.corpus_dir=_a_b_c"
 
 
-def test_long_run_names_stay_legal_unique_and_stable():
+def test_long_evaluation_names_stay_legal_unique_and_stable():
     overrides = ",".join(f"method.key{i}=value{i}" for i in range(40))
-    name = run_name(overrides)
-    assert len(name) <= 120 and name == run_name(overrides) and name != run_name(overrides + ",x=1")
+    name = overrides_name(overrides)
+    assert len(name) <= 120 and name == overrides_name(overrides) and name != overrides_name(overrides + ",x=1")
     assert name.startswith("method.key0=value0")

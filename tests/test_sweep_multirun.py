@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 
 from conftest import ROOT
@@ -12,11 +13,16 @@ from test_train_e2e import FAST, PYTHON, train_cli
 def test_a_failing_job_is_recorded_and_neither_the_sweep_nor_the_report_stops(tiny_corpus, tmp_path):
     sweep_dir = tmp_path / "sweep"
     # r=4096 exceeds every layer's smaller dimension: the first job fails when its adapters are built.
-    result = train_cli(["-m", *FAST, "method=lora", "method.r=4096,2", "data=manifest", f"data.corpus_dir={tiny_corpus}",
-                        "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluation.baseline=false",
-                        "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
+    # LoRA does not read SSVD's adapt.p: of the 4 jobs of the grid, 2 are distinct runs.
+    result = train_cli(["-m", *FAST, "method=lora", "method.r=4096,2", "adapt.p=0.1,0.2", "data=manifest",
+                        f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                        "evaluation.baseline=false", "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
+    assert "2 of 4 jobs are distinct runs" in console and "Launching 2 jobs" in console
+    skipped = re.search(r"not launching (.*method\.r=2 adapt\.p=0\.2.*): it trains what (.*) trains \((.*)\)", console)
+    assert skipped and "method.r=2 adapt.p=0.1" in skipped.group(2) and "lora_r=2," in skipped.group(3)
+    assert sorted(p.name.split(",")[0] for p in sweep_dir.iterdir() if p.is_dir()) == ["lora_r=2", "lora_r=4096"]
     # Bad input is a one-line log entry in a sweep too, not a traceback.
     assert "method.r=4096 must be positive" in console and "Traceback" not in console
     report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],

@@ -79,17 +79,19 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_corpus, tmp_path):
-    run_dir = tmp_path / "run"
+    # No hydra.run.dir: the same command must find its own run directory by its name.
     args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=80",
             "trainer.val_check_interval=2", "evaluation.baseline=false", "~callbacks.early_stopping",
-            f"hydra.run.dir={run_dir}"]
+            f"paths.log_dir={tmp_path}"]
     env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT)}
     process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and process.poll() is None:
+    while not list(tmp_path.glob("train/*/checkpoints/last.ckpt")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
+    (last,) = tmp_path.glob("train/*/checkpoints/last.ckpt")
+    run_dir = last.parents[1]
+    assert run_dir.name.startswith("ssvd_p=0.4,manifest,owsm_tiny,seed=0,data.corpus_dir=")
     time.sleep(0.5)  # let the checkpoint file be complete
     process.send_signal(signal.SIGKILL)  # a hard interruption: no chance to clean up
     process.wait()
@@ -101,6 +103,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_corpus, tmp_path):
     assert record["global_step"] == 80
     history = [h["step"] for h in record["validation_history"]]
     assert history == sorted(set(history)) and history[-1] == 80 and history[0] == 2  # kept across the restart
+    assert [p.name for p in (tmp_path / "train").iterdir()] == [run_dir.name]
 
 
 def test_dry_run_plans_owsm_1b_without_weights(tmp_path):

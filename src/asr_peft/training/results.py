@@ -89,13 +89,24 @@ def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def command_line_overrides() -> list[str]:
+    """The overrides of the command (or sweep job) that runs, as Hydra parsed them; [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's record as it starts: what runs, on what; outcomes are filled in as they come."""
+    from asr_peft.training.naming import configuration_label
+
     return {
         "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
+        "configuration": configuration_label(cfg["method"], cfg["adapt"]), "overrides": command_line_overrides(),
         "method": cfg["method"], "adapt": cfg["adapt"], "model": {"name": cfg["model"]["name"]},
         "data": {"name": cfg["data"]["name"]}, "seed": cfg["seed"], "metrics": {}, "baseline_metrics": None,
-        "parameters": None, "train_time_s": None, "peak_memory_mb": None, "global_step": None,
+        "parameters": None, "train_time_s": None, "fit_time_s": None, "peak_memory_mb": None, "global_step": None,
+        "tested_checkpoint": None, "tested_step": None,
         "validation_history": [], "skipped": {}, "packages": package_versions(),
         "git_commit": git_commit(Path(cfg["paths"]["root_dir"])), "config": cfg,
     }

@@ -75,11 +75,14 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
         record["resumed_from"] = str(last) if last is not None and last.is_file() else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
+        fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
+        record["fit_time_s"] = time.perf_counter() - fit_started  # this process's share, when it resumed
         record["validation_history"] = module.validation_history
         if not trainer.is_global_zero:
             return record
-        record["tested_checkpoint"] = load_tested_checkpoint(module, trainer, cfg.evaluation.get("checkpoint", "best"))
+        record["tested_checkpoint"], record["tested_step"] = load_tested_checkpoint(
+            module, trainer, cfg.evaluation.get("checkpoint", "best"))
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
     skipped.update(datamodule.skipped)

@@ -1,0 +1,104 @@
+"""Run directories are named after what a run trains: readable, unique, stable, nothing that matters cut."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+
+DEFAULT = "ssvd_p=0.4,synth_child,owsm_tiny_pretrained,seed=0"
+
+
+def name_of(overrides: list[str]) -> str:
+    from hydra import compose, initialize_config_dir
+
+    from asr_peft.cli import run_name, setup_environment
+
+    setup_environment()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return run_name(_root_=compose("train", overrides=overrides, return_hydra_config=True))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], DEFAULT),
+    (["+point=ssvd_p0.4", "seed=0"], DEFAULT),  # the demo's SSVD point is the default run: one directory
+    (["method=lora"], "lora_r=32,synth_child,owsm_tiny_pretrained,seed=0"),
+    (["+point=lora_r16", "seed=1", "trainer.max_steps=500"],
+     "lora_r=16_alpha=32,synth_child,owsm_tiny_pretrained,seed=1,trainer.max_steps=500"),
+    (["+point=ssvd_cayley_p0.1"], "ssvd_p=0.1_rotation=cayley,synth_child,owsm_tiny_pretrained,seed=0"),
+    (["+point=svft_banded2", "data=synth_dialect"], "svft_banded_d=2,synth_dialect,owsm_tiny_pretrained,seed=0"),
+    (["method=peft"], "peft_PSOFT_r=32,synth_child,owsm_tiny_pretrained,seed=0"),
+    # An Optuna trial: its learning rate, exactly.
+    (["optimizer.lr=0.00031622776601683794", "evaluation.baseline=false"], f"{DEFAULT},optimizer.lr=0.00031622776601683794"),
+    (["experiment=pretrain_tiny"], "full,synth_source,owsm_tiny,seed=0,experiment=pretrain_tiny"),
+    (["optimizer=adamw", "model=owsm_1b", "data=myst", "trainer=ddp"], "ssvd_p=0.4,myst,owsm_1b,seed=0,optimizer=adamw,trainer=ddp"),
+    (["data=manifest", "data.corpus_dir=/data/my corpus"], "ssvd_p=0.4,manifest,owsm_tiny_pretrained,seed=0,data.corpus_dir=_data_my_corpus"),
+    (["~callbacks.early_stopping", "data.speed_perturb=[0.9,1.0,1.1]"],
+     f"{DEFAULT},data.speed_perturb=_0.9,1.0,1.1_,~callbacks.early_stopping"),
+])
+def test_names_say_method_budget_data_model_seed_and_what_else_differs(overrides, expected):
+    assert name_of(overrides) == expected
+
+
+@pytest.mark.parametrize("same", [
+    ["method=lora", "adapt.p=0.1"],                          # LoRA does not read SSVD's budget
+    ["method=lora", "method.r=32", "method.alpha=64"],       # the defaults, written out
+    ["method=lora", "logger=wandb", "trainer.devices=2", "evaluation.progress=false", "~callbacks.progress_bar",
+     "trainer.enable_progress_bar=false", "evaluation.baseline=false", "paths.cache_dir=/tmp/elsewhere"],
+])
+def test_settings_that_do_not_change_the_run_do_not_change_its_name(same):
+    assert name_of(same) == name_of(["method=lora"])
+
+
+def test_different_runs_get_different_names_and_the_same_command_the_same_name():
+    commands = [[], ["seed=1"], ["adapt.p=0.2"], ["method=full"], ["adapt=attention"],
+                ["method.rotation=cayley"], ["trainer.max_steps=500"], ["optimizer.lr=0.01"], ["optimizer.lr=0.010000001"],
+                ["data=synth_dialect"], ["model=owsm_tiny"], ["evaluation.decode=beam"], ["evaluation.checkpoint=last"],
+                ["+point=lora_r16"], ["+point=dora_r16"], ["+point=pissa_r16"], ["+point=vera_r64"], ["+point=svft_banded8"]]
+    names = [name_of(command) for command in commands]
+    assert len(set(names)) == len(names), names
+    assert [name_of(command) for command in commands[:4]] == names[:4]
+    assert name_of(["method=frozen", "adapt=attention"]) == name_of(["method=frozen"])  # frozen reads no targets
+
+
+def test_long_names_stay_legal_and_unique_with_method_budget_data_model_and_seed_intact():
+    long = "/data/" + "x" * 300
+    name, other = name_of([f"data.corpus_dir={long}", "seed=3"]), name_of([f"data.corpus_dir={long}y", "seed=3"])
+    assert len(name) <= 200 and name != other and name.startswith("ssvd_p=0.4,synth_child,owsm_tiny_pretrained,seed=3,")
+    assert re.fullmatch(r"[A-Za-z0-9._,=+~-]+", name)
+
+
+def grid_jobs(command: str) -> list[list[str]]:
+    """The jobs a `python train.py -m ...` grid launches (a sweep file's params included), before deduplication."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [a for a in shlex.split(command)[3:] if "=" in a and not a.startswith("hydra")]
+    for argument in list(arguments):
+        if argument.startswith("+sweep="):
+            sweep = OmegaConf.load(ROOT / "sweeps" / "sweep" / f"{argument.split('=', 1)[1]}.yaml")
+            arguments += [f"{k}={v}" for k, v in sweep.hydra.sweeper.params.items()]
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+    return jobs
+
+
+def documented_grids() -> list:
+    """The README's `-m` grids and every sweep file; grids of more than a dozen jobs are slow to compose."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"python train\.py -m [^\n#`]*", readme)
+    files = [f"python train.py -m +sweep={path.stem}" for path in sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))]
+    grids = sorted({c.strip() for c in commands + files if "hparams_search" not in c})
+    return [pytest.param(c, marks=pytest.mark.slow) if len(grid_jobs(c)) > 12 else c for c in grids]
+
+
+@pytest.mark.parametrize("command", documented_grids())
+def test_every_documented_grid_launches_only_distinct_runs(command):
+    jobs = grid_jobs(command)
+    names = [name_of(job) for job in jobs]
+    duplicates = [(a, b) for (a, na), (b, nb) in itertools.combinations(zip(jobs, names), 2) if na == nb]
+    assert not duplicates, f"{command}: {duplicates[:3]}"
