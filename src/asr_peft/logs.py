@@ -7,7 +7,8 @@
   that 100% of the validation batches will be used; ESPnet's "Gradient checkpoint layers: []" (logged
   once per model build, with no checkpointing configured).
 - Warnings about code the project does not own and cannot change: ESPnet 202511 calling
-  `torch.cuda.amp.autocast`, Lightning 2.6 calling a pytree API torch 2.14 deprecates.
+  `torch.cuda.amp.autocast`, Lightning 2.6 calling a pytree API torch 2.14 deprecates; and Lightning's
+  warning that the checkpoint directory is not empty, which is how a resumed run finds it.
 
 Everything else (a warning about the user's data or config, a real deprecation in our code) still shows.
 """
@@ -27,6 +28,8 @@ HARMLESS_MESSAGES = (
 HARMLESS_WARNINGS = (
     (FutureWarning, r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated", r"espnet2\."),
     (Warning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r""),
+    # A run resuming from its own last.ckpt: the directory holds checkpoints by design.
+    (Warning, r"Checkpoint directory .* exists and is not empty", r""),
 )
 
 
