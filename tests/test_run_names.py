@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -102,3 +105,12 @@ def test_every_documented_grid_launches_only_distinct_runs(command):
     names = [name_of(job) for job in jobs]
     duplicates = [(a, b) for (a, na), (b, nb) in itertools.combinations(zip(jobs, names), 2) if na == nb]
     assert not duplicates, f"{command}: {duplicates[:3]}"
+
+
+def test_help_lists_the_sweep_and_point_groups():
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "ASR_PEFT_ROOT": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for group in ("sweep", "point"):
+        options = sorted(path.stem for path in (ROOT / "sweeps" / group).glob("*.yaml"))
+        assert f"\n{group}: {', '.join(options)}\n" in result.stdout

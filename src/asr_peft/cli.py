@@ -68,6 +68,17 @@ def run_name(*, _root_: DictConfig) -> str:
     return name_of(_root_, reference, choices, default_choices)
 
 
+def group_options(group: str) -> str:
+    """The `group_options` resolver: `<group>: option, option, ...` for `train.py --help`, found on the
+    config search path (sweeps/ is on it), which Hydra's own group listing leaves out."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    loader = GlobalHydra.instance().config_loader()
+    options = loader.get_group_options(group, config_name=HydraConfig.get().job.config_name)
+    return f"{group}: {', '.join(sorted(options))}"
+
+
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     """Quote the values of path overrides (`run_dir=...`) for Hydra's override grammar.
 
@@ -88,7 +99,7 @@ def setup_environment() -> None:
     os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
     os.environ.setdefault("WANDB_MODE", "offline")  # never reach for the network unless the user asks
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name)):
+    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name), ("group_options", group_options)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
