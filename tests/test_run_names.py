@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, compose_config
 
 DEFAULT = "ssvd_p=0.4,synth_child,owsm_tiny_pretrained,seed=0"
 
@@ -93,7 +93,7 @@ def grid_jobs(command: str) -> list[list[str]]:
 def documented_grids() -> list:
     """The README's `-m` grids and every sweep file; grids of more than a dozen jobs are slow to compose."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    commands = re.findall(r"python train\.py -m [^\n#`]*", readme)
+    commands = re.findall(r"(?<!\$ )python train\.py -m [^\n#`]*", readme)  # `$ ...`: a console example
     files = [f"python train.py -m +sweep={path.stem}" for path in sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))]
     grids = sorted({c.strip() for c in commands + files if "hparams_search" not in c})
     return [pytest.param(c, marks=pytest.mark.slow) if len(grid_jobs(c)) > 12 else c for c in grids]
@@ -114,3 +114,20 @@ def test_help_lists_the_sweep_and_point_groups():
     for group in ("sweep", "point"):
         options = sorted(path.stem for path in (ROOT / "sweeps" / group).glob("*.yaml"))
         assert f"\n{group}: {', '.join(options)}\n" in result.stdout
+
+
+def test_the_makefile_exports_the_pretraining_runs_where_train_py_writes_them():
+    makefile = (ROOT / "Makefile").read_text()
+    for stage, task in (("", "pretrain"), ("_stage2", "pretrain_stage2"), ("_stage3", "pretrain_stage3")):
+        (path,) = re.findall(rf"^PRETRAIN{stage.upper()}_RUN := (.*)$", makefile, re.M)
+        assert path == f"outputs/{task}/{name_of([f'experiment=pretrain_tiny{stage}'])}"
+
+
+def test_a_sweeps_wandb_group_is_named_after_its_command_line():
+    from hydra_plugins.asr_peft_sweeper import MAX_GROUP, sweep_group
+
+    assert sweep_group(["+sweep=demo"]) == "demo"
+    assert sweep_group(["model=owsm_tiny", "method=lora,dora", "seed=0,1"]) == "method=lora,dora seed=0,1 model=owsm_tiny"
+    long = [f"key{i}=value,other" for i in range(30)]
+    assert len(sweep_group(long)) <= MAX_GROUP and sweep_group(long) != sweep_group(long[:-1])
+    assert compose_config("train", []).sweep_group == "train"  # a single run: the task's group

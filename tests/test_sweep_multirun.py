@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 
@@ -23,6 +24,9 @@ def test_a_failing_job_is_recorded_and_neither_the_sweep_nor_the_report_stops(ti
     skipped = re.search(r"not launching (.*method\.r=2 adapt\.p=0\.2.*): it trains what (.*) trains \((.*)\)", console)
     assert skipped and "method.r=2 adapt.p=0.1" in skipped.group(2) and "lora_r=2," in skipped.group(3)
     assert sorted(p.name.split(",")[0] for p in sweep_dir.iterdir() if p.is_dir()) == ["lora_r=2", "lora_r=4096"]
+    # Both jobs are in one W&B group, named after the sweep's command line.
+    groups = {json.loads(path.read_text())["config"]["sweep_group"] for path in sweep_dir.glob("*/results.json")}
+    assert len(groups) == 1 and "method.r=4096,2 adapt.p=0.1,0.2" in groups.pop()
     # Bad input is a one-line log entry in a sweep too, not a traceback.
     assert "method.r=4096 must be positive" in console and "Traceback" not in console
     report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],

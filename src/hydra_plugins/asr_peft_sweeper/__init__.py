@@ -23,9 +23,15 @@ MAX_GROUP = 128  # W&B's limit on a group name
 
 
 def sweep_group(task_overrides: list[str]) -> str:
-    """The sweep's name: its command-line overrides (a sweep file by its name), e.g. `demo` or `method=lora,dora seed=0,1`."""
-    words = [o.removeprefix("+sweep=") if o.startswith("+sweep=") else o for o in task_overrides]
-    group = " ".join(words) or "multirun"
+    """The sweep's name from its command line: a sweep file by its name, then the swept keys with their
+    values, then the other overrides (`demo`, `method=lora,dora seed=0,1 data=synth_dialect`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    files = [o.value() for o in parsed if o.get_key_element().lstrip("+~") == "sweep" and not o.is_sweep_override()]
+    swept = [o.input_line for o in parsed if o.is_sweep_override()]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and o.get_key_element().lstrip("+~") != "sweep"]
+    group = " ".join([*map(str, files), *swept, *fixed]) or "multirun"
     if len(group) > MAX_GROUP:
         group = f"{group[:MAX_GROUP - 13]}-{hashlib.sha1(group.encode()).hexdigest()[:12]}"
     return group
