@@ -69,7 +69,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any]) -> dict[str
     module = OWSMLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
                            total_steps=cfg.trainer.get("max_steps"))
     for lightning_logger in trainer.loggers:
-        lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"]})
+        lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
+                                          "configuration": record["configuration"]})  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
         record["resumed_from"] = str(last) if last is not None and last.is_file() else None
