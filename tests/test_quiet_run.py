@@ -40,4 +40,4 @@ def test_a_short_run_prints_each_line_once_and_nothing_it_knows_to_be_noise(tiny
     assert f"trainable parameters: {record['parameters']['trainable']:,} of {record['parameters']['total']:,} ({share:.2f}% of the model)" in result.stdout
     assert f"tested checkpoint: {record['tested_checkpoint']} (step {record['tested_step']} of 4, validation WER" in result.stdout
     assert re.search(r"^time: training \d+( min \d+)? s, \d+( min \d+)? s in all", result.stdout, re.M)
-    assert result.stdout.startswith("configuration: ssvd p=0.4  (manifest, owsm_tiny, seed 0)")
+    assert "\nconfiguration: ssvd p=0.4  (manifest, owsm_tiny, seed 0)\n" in result.stdout

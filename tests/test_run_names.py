@@ -62,7 +62,8 @@ def test_different_runs_get_different_names_and_the_same_command_the_same_name()
     commands = [[], ["seed=1"], ["adapt.p=0.2"], ["method=full"], ["adapt=attention"],
                 ["method.rotation=cayley"], ["trainer.max_steps=500"], ["optimizer.lr=0.01"], ["optimizer.lr=0.010000001"],
                 ["data=synth_dialect"], ["model=owsm_tiny"], ["evaluation.decode=beam"], ["evaluation.checkpoint=last"],
-                ["+point=lora_r16"], ["+point=dora_r16"], ["+point=pissa_r16"], ["+point=vera_r64"], ["+point=svft_banded8"]]
+                ["+point=lora_r16"], ["+point=dora_r16"], ["+point=pissa_r16"], ["+point=vera_r64"], ["+point=svft_banded8"],
+                ["method=peft", "+method.peft_config.oft_block_size=32"], ["method=peft", "+method.peft_config.oft_block_size=64"]]
     names = [name_of(command) for command in commands]
     assert len(set(names)) == len(names), names
     assert [name_of(command) for command in commands[:4]] == names[:4]
@@ -131,3 +132,4 @@ def test_a_sweeps_wandb_group_is_named_after_its_command_line():
     long = [f"key{i}=value,other" for i in range(30)]
     assert len(sweep_group(long)) <= MAX_GROUP and sweep_group(long) != sweep_group(long[:-1])
     assert compose_config("train", []).sweep_group == "train"  # a single run: the task's group
+    assert compose_config("train", ["hparams_search=lr_optuna"]).sweep_group == "lr_optuna ssvd synth_child owsm_tiny_pretrained"

@@ -67,7 +67,9 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
     return []
 
 
-BUDGET_KEYS = {"adapt.p", "method.r", "method.pattern", "method.off_diag", "method.peft_config"}
+# The keys `budget` names (their other method keys, e.g. a PEFT tuner's block size, are named as settings).
+BUDGET_KEYS = {"adapt.p", "method.r", "method.pattern", "method.off_diag", "method.peft_config.peft_type",
+               "method.peft_config.r"}
 
 
 def format_value(value: Any) -> str:
@@ -123,11 +125,12 @@ def differences(run: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[l
     run_flat, reference_flat = flatten(run), flatten(reference)
     changed = [k for k, v in run_flat.items() if k not in reference_flat or _comparable(v) != _comparable(reference_flat[k])]
     removed: list[str] = []
+    present = _prefixes(run_flat)
     for key in reference_flat:
         if key in run_flat:
             continue
         parts = key.split(".")
-        top = next(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in _prefixes(run_flat))
+        top = next(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in present)
         if top not in removed:
             removed.append(top)
     return changed, removed
@@ -191,8 +194,7 @@ def run_name(job: DictConfig, reference: DictConfig, choices: Mapping[str, str |
     shown = {"method.name", "data.name", "model.name", "seed"} | BUDGET_KEYS
     written = flatten(raw)
     values = {k: _resolved(config, k, written[k]) for k in changed}
-    method_extra = {k: values[k] for k in changed if k.startswith("method.") and k not in shown
-                    and counted(k, method_name) and not any(k.startswith(b + ".") for b in BUDGET_KEYS)}
+    method_extra = {k: values[k] for k in changed if k.startswith("method.") and k not in shown}
     groups = [f"{group}={choice}" for group, choice in sorted(choices.items())
               if not group.startswith("hydra/") and group not in GROUPS_SHOWN_BY_NAME | GROUPS_WITHOUT_EFFECT
               and choice != default_choices.get(group)
@@ -209,7 +211,7 @@ def reference_overrides(choices: Mapping[str, str | None], default_choices: Mapp
     """The overrides that give a run's group choices and nothing else (the sweep and its point aside)."""
     overrides = []
     for group, choice in choices.items():
-        if choice is None or group.startswith("hydra/") or group in {"sweep", "point", "hparams_search"}:
+        if choice is None or group.startswith("hydra/") or group in GROUPS_WITHOUT_EFFECT:
             continue
         overrides.append(f"{group}={choice}" if group in default_choices else f"+{group}={choice}")
     return overrides
