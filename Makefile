@@ -11,7 +11,7 @@ help:
 	@echo "make install    build .venv from requirements/lock.txt (+ espeak-ng, flite, sox, sctk)"
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-slow  install, then the slow tests (DDP on 2 CPU processes, browser, end-to-end)"
-	@echo "make demo       install, adapt with SSVD (the default run), then 4 more methods, report (~15 min on 2 cores)"
+	@echo "make demo       install, adapt with SSVD (the default run) and 3 more methods, report (~11 min on 2 cores)"
 	@echo "make bench      speed and memory ratios of the adapters (see README)"
 	@echo "make corpus     generate the child and dialect tasks' splits of the offline corpus (cached)"
 	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 15 min of pretraining in three stages)"

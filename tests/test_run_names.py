@@ -133,3 +133,15 @@ def test_a_sweeps_wandb_group_is_named_after_its_command_line():
     assert len(sweep_group(long)) <= MAX_GROUP and sweep_group(long) != sweep_group(long[:-1])
     assert compose_config("train", []).sweep_group == "train"  # a single run: the task's group
     assert compose_config("train", ["hparams_search=lr_optuna"]).sweep_group == "lr_optuna ssvd synth_child owsm_tiny_pretrained"
+
+
+def test_the_demo_grid_names_each_point_by_method_and_budget_and_counts_the_default_run():
+    from asr_peft.training.naming import configuration_label
+
+    jobs = grid_jobs("python train.py -m +sweep=demo")
+    labels = []
+    for job in jobs:
+        cfg = OmegaConf.to_container(compose_config("train", job), resolve=False)
+        labels.append(configuration_label(cfg["method"], cfg["adapt"]))
+    assert labels == ["svft plain", "ssvd p=0.4", "lora r=4", "full"]
+    assert DEFAULT in [name_of(job) for job in jobs]  # `python train.py` is one of the grid's points
