@@ -157,3 +157,18 @@ def test_without_the_command_libespeak_ng_speaks_the_same_reproducibly(monkeypat
     assert np.corrcoef(spoken[:common], reference[:common])[0, 1] > 0.99
     with pytest.raises(DataError, match="no voice"):
         espeak.synthesise(text, "xx-nonexistent", 50, 150)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], [s for s in SPLITS if s != "source_train"]),  # both tasks; the pretraining split only on demand
+    (["--splits", "all"], None),
+    (["--splits", "child_test", "child_dev"], ["child_test", "child_dev"]),
+])
+def test_the_command_line_generates_the_tasks_splits_unless_told(argv, expected, monkeypatch, tmp_path):
+    from asr_peft.data.synthetic import __main__ as command
+
+    asked = {}
+    monkeypatch.setattr(command, "ensure_corpus", lambda out, **kwargs: asked.update(kwargs) or out)
+    monkeypatch.setattr("sys.argv", ["synthetic", "--out", str(tmp_path), *argv])
+    command.main()
+    assert asked["splits"] == expected
