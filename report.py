@@ -1,11 +1,12 @@
 """Aggregate runs into a report:
 
-    python report.py <run or sweep dirs or results.json files...> --out <dir> [--overwrite] [--test-set NAME] [--wandb]
+    python report.py <run or sweep dirs or results.json files...> --out <dir> [--overwrite] [--test-set NAME] [--wandb [--wandb-group G]]
 
 Finds every results.json below the given paths (failed runs included, unreadable files listed) and
 writes results.csv (a row per run and test set), summary.csv (mean ± std over seeds), pareto.png,
 convergence.png, subspace.png/subspace.csv (runs with subspace.json) and report.html (a
-self-contained dashboard). --wandb also logs the tables and figures to an offline W&B run in <dir>/wandb.
+self-contained dashboard). --wandb also logs the tables and figures to an offline W&B run in <dir>/wandb,
+in the W&B group of the sweep the runs came from (--wandb-group to choose).
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ def main() -> None:
     parser.add_argument("--test-set", action="append", dest="test_sets", metavar="NAME",
                         help="draw Pareto panels for this test set only (repeatable; default: every test set)")
     parser.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B (offline by default)")
+    parser.add_argument("--wandb-group", metavar="GROUP",
+                        help="the W&B group of the report's run (default: the sweep the runs came from, when they share one)")
     args = parser.parse_args()
     try:
-        summary = build_report(args.paths, args.out, overwrite=args.overwrite, wandb=args.wandb, test_sets=args.test_sets)
+        summary = build_report(args.paths, args.out, overwrite=args.overwrite, wandb=args.wandb, test_sets=args.test_sets,
+                               wandb_group=args.wandb_group)
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -39,7 +43,14 @@ def main() -> None:
             print(f"  {problem}")
     print(f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, pareto.png, convergence.png)")
     if summary["wandb_dir"]:
-        print(f"wandb: {summary['wandb_dir']}  (upload with `wandb sync` on that run directory)")
+        group = summary["wandb_group"]
+        if group:
+            where = f"in group {group!r}"
+        elif summary["sweep_groups"]:
+            where = f"in no group: the runs come from {len(summary['sweep_groups'])} sweeps (--wandb-group names one)"
+        else:
+            where = "in no group: the runs record none (--wandb-group names one)"
+        print(f"wandb: {summary['wandb_dir']}  {where} (upload with `wandb sync` on that run directory)")
 
 
 if __name__ == "__main__":

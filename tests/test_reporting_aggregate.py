@@ -94,7 +94,7 @@ def test_mean_and_std_over_seeds(sweep):
     assert ssvd["wer_mean"] == pytest.approx(0.33) and ssvd["wer_std"] == pytest.approx(0.0007 ** 0.5)
     assert ssvd["cer_mean"] == pytest.approx(0.165) and ssvd["seeds"] == 3 and ssvd["baseline_wer"] == pytest.approx(0.60)
     assert summary.loc[("ssvd p=0.2", "child"), "seeds"] == 1
-    lora = summary.loc[("lora", "source")]  # adapt.p differs between these runs but LoRA ignores it
+    lora = summary.loc[("lora r=4", "source")]  # adapt.p differs between these runs but LoRA ignores it
     assert lora["wer_mean"] == pytest.approx(0.21) and lora["seeds"] == 2 and lora["trainable"] == 20000
     assert not any(c.startswith("dora") for c, _ in summary.index)  # failed runs have no mean
 
@@ -111,8 +111,8 @@ def test_settings_that_differ_between_runs_split_configurations(tmp_path):
     write(tmp_path / "b", record(SSVD, 1, {"child": 0.40}, 10, lr=1e-3))
     write(tmp_path / "c", record(SSVD, 0, {"child": 0.50}, 10, lr=1e-4))
     summary = summarise(to_frame(collect([tmp_path]).runs)).set_index("configuration")
-    assert summary.loc["ssvd optimizer.lr=0.001", "wer_mean"] == pytest.approx(0.35)
-    assert summary.loc["ssvd optimizer.lr=0.0001", "wer_mean"] == pytest.approx(0.50)
+    assert summary.loc["ssvd p=0.4 optimizer.lr=0.001", "wer_mean"] == pytest.approx(0.35)
+    assert summary.loc["ssvd p=0.4 optimizer.lr=0.0001", "wer_mean"] == pytest.approx(0.50)
     frame = to_frame(collect([tmp_path]).runs)
     assert set(frame["optimizer.lr"]) == {1e-3, 1e-4} and "evaluation.progress" not in frame
 
@@ -123,11 +123,24 @@ def test_configuration_labels_name_what_tells_runs_apart():
                record({"name": "ssvd", "rotation": "approx", "formulation": "efficient"}, 0, {}, 1, p=0.4),
                record(LORA, 0, {}, 1, p=0.2), record({**LORA, "r": 16}, 0, {}, 1, p=0.4),
                record({"name": "vera", "r": 64, "projection_seed": 0}, 0, {}, 1), record({"name": "full"}, 0, {}, 1)]
-    assert configuration_labels(records) == ["ssvd rotation=cayley p=0.2", "ssvd rotation=approx p=0.2", "ssvd rotation=approx p=0.4",
-                                             "lora r=4", "lora r=16", "vera", "full"]
+    assert configuration_labels(records) == ["ssvd p=0.2 rotation=cayley", "ssvd p=0.2 rotation=approx", "ssvd p=0.4 rotation=approx",
+                                             "lora r=4", "lora r=16", "vera r=64", "full"]
     records[-1]["config"]["trainer"]["max_steps"] = 300  # a setting outside the method differs: every label names it
-    assert configuration_labels(records)[-2:] == ["vera trainer.max_steps=200", "full trainer.max_steps=300"]
-    assert configuration_label("svft", {"p": 0.4, "pattern": "banded", "optimizer.lr": 1e-3}) == "svft pattern=banded p=0.4 optimizer.lr=0.001"
+    assert configuration_labels(records)[-2:] == ["vera r=64 trainer.max_steps=200", "full trainer.max_steps=300"]
+    assert configuration_label({"name": "svft", "pattern": "banded", "off_diag": 2}, {"p": 0.4},
+                               {"optimizer.lr": 1e-3}) == "svft banded d=2 optimizer.lr=0.001"
+
+
+def test_every_label_names_the_budget_and_an_object_counts_by_its_class():
+    """The method's budget shows even when every run shares it (the demo's `lora r=16`), and a run on
+    another Lightning strategy reads `trainer.strategy=DDPStrategy`, not each of the strategy's arguments."""
+    lora = record({**LORA, "r": 16, "alpha": 32}, 0, {}, 1)
+    assert configuration_labels([lora, lora]) == ["lora r=16", "lora r=16"]
+    ddp = record(SSVD, 0, {}, 1)
+    ddp["config"]["trainer"]["strategy"] = {"_target_": "lightning.pytorch.strategies.DDPStrategy", "find_unused_parameters": False}
+    single = record(SSVD, 0, {}, 1)
+    single["config"]["trainer"]["strategy"] = None
+    assert configuration_labels([ddp, single]) == ["ssvd p=0.4 trainer.strategy=DDPStrategy", "ssvd p=0.4 trainer.strategy=null"]
 
 
 def test_subspace_rows_per_layer_type(tmp_path):
@@ -140,7 +153,7 @@ def test_subspace_rows_per_layer_type(tmp_path):
     collection = collect([tmp_path])
     rows = subspace_frame(collection.runs, to_frame(collection.runs))
     assert list(rows["layer_type"]) == ["all layers", "encoder.attn.linear_q"]
-    assert list(rows["input_angle_mean_deg"]) == [3.0, 3.0] and rows.iloc[0]["configuration"] == "ssvd"
+    assert list(rows["input_angle_mean_deg"]) == [3.0, 3.0] and rows.iloc[0]["configuration"] == "ssvd p=0.4"
     assert len(collection.unreadable) == 1 and "s/subspace.json" in collection.unreadable[0]
 
 

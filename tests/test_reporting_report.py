@@ -119,10 +119,28 @@ def test_only_unreadable_records_still_give_a_report(tmp_path):
 
 
 def test_wandb_logs_offline_into_the_report_dir(sweep, tmp_path, monkeypatch):
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for path in sweep.rglob("results.json"):  # runs of one sweep record its W&B group
+        if path.parent.name != "cut":
+            content = json.loads(path.read_text())
+            content["config"]["sweep_group"] = "+sweep=demo seed=0,1"
+            path.write_text(json.dumps(content))
+    init = wandb.init
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or init(**kwargs))
     summary = build_report([sweep], tmp_path / "report", wandb=True)
     run_dir = tmp_path / "report" / "wandb"
     offline = list(run_dir.glob("offline-run-*"))
     assert len(offline) == 1 and summary["wandb_dir"] == str(offline[0])
     assert list(offline[0].glob("*.wandb"))  # the run's data, ready for `wandb sync`
+    assert calls[0]["group"] == summary["wandb_group"] == "+sweep=demo seed=0,1" and calls[0]["job_type"] == "report"
+    # Tables W&B can sort and plot: numbers stay numbers, also where a column misses values.
+    (table_file,) = offline[0].glob("files/media/table/results_*.table.json")
+    table = json.loads(table_file.read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    completed = [row for row in rows if row["status"] == "completed"]
+    assert all(isinstance(row[key], (int, float)) for row in completed for key in ("wer", "cer", "trainable", "seed"))
+    assert {row["configuration"] for row in completed} == {"ssvd p=0.4", "lora r=4", "frozen"}

@@ -1,5 +1,5 @@
 """results.json and the run directory: never overwritten when completed, failed and killed runs kept aside,
-one configuration and one process per directory; run directory names."""
+one configuration and one process per directory; evaluation directory names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import pytest
 from omegaconf import OmegaConf
 
-from asr_peft.cli import run_name
+from asr_peft.cli import overrides_name
 from asr_peft.errors import ConfigError
 from asr_peft.training.results import claim_run_dir, read_results, write_results
 
@@ -46,9 +46,9 @@ def test_a_run_directory_belongs_to_one_configuration(tmp_path):
     assert str(refused.value) == (f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here); "
                                   "pick another hydra.run.dir or delete that directory")
     assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml") == CONFIG and read_results(tmp_path)["status"] == "completed"
-    # Machine-local paths and the keys that do not name a run are not the configuration.
+    # Machine-local paths and the keys that do not name a run (training/naming.py) are not the configuration.
     moved = OmegaConf.merge(CONFIG, {"paths": {"root_dir": "/elsewhere"}, "logger": {"csv": {"save_dir": "/x"}}})
-    claim = claim_run_dir(tmp_path, moved, same_run_ignores=["logger"])
+    claim = claim_run_dir(tmp_path, moved)
     claim.release()
     assert claim.completed == {"status": "completed"}
 
@@ -104,14 +104,14 @@ def test_a_live_run_reads_as_running(tmp_path):
         claim.release()
 
 
-def test_run_names_come_from_the_command_line():
-    assert run_name("") == "defaults"
-    assert run_name("adapt.p=0.4,method=ssvd") == "adapt.p=0.4,method=ssvd"
-    assert run_name("data.corpus_dir=/a b/c") == "data.corpus_dir=_a_b_c"
+def test_evaluation_names_come_from_the_command_line():
+    assert overrides_name("") == "defaults"
+    assert overrides_name("adapt.p=0.4,method=ssvd") == "adapt.p=0.4,method=ssvd"
+    assert overrides_name("data.corpus_dir=/a b/c") == "data.corpus_dir=_a_b_c"
 
 
-def test_long_run_names_stay_legal_unique_and_stable():
+def test_long_evaluation_names_stay_legal_unique_and_stable():
     overrides = ",".join(f"method.key{i}=value{i}" for i in range(40))
-    name = run_name(overrides)
-    assert len(name) <= 120 and name == run_name(overrides) and name != run_name(overrides + ",x=1")
+    name = overrides_name(overrides)
+    assert len(name) <= 120 and name == overrides_name(overrides) and name != overrides_name(overrides + ",x=1")
     assert name.startswith("method.key0=value0")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
+from pathlib import Path
 
 from conftest import ROOT
 from test_train_e2e import FAST, PYTHON, train_cli
@@ -13,29 +15,39 @@ from test_train_e2e import FAST, PYTHON, train_cli
 
 def test_failing_jobs_are_recorded_and_neither_the_sweep_nor_the_report_stops(tiny_corpus, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    # method/nope does not exist: that job cannot even compose (Hydra would abort the whole sweep before
-    # any job ran). r=4096 exceeds every layer's smaller dimension: that job fails when its adapters are built.
-    result = train_cli(["-m", *FAST, "method=nope,lora", "method.r=4096,2", "data=manifest", f"data.corpus_dir={tiny_corpus}",
-                        "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluation.baseline=false",
-                        "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
+    # method/nope does not exist: those jobs cannot even compose (Hydra would abort the whole sweep before
+    # any job ran). r=4096 exceeds every layer's smaller dimension: that job fails when its adapters are
+    # built. LoRA does not read SSVD's adapt.p: of the 4 LoRA jobs of the grid, 2 are distinct runs.
+    result = train_cli(["-m", *FAST, "method=nope,lora", "method.r=4096,2", "adapt.p=0.1,0.2", "data=manifest",
+                        f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                        "evaluation.baseline=false", "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
+    assert "2 of 4 jobs are distinct runs" in console and "Launching 2 jobs" in console
+    skipped = re.search(r"not launching (.*method\.r=2 adapt\.p=0\.2.*): it trains what (.*) trains \((.*)\)", console)
+    assert skipped and "method.r=2 adapt.p=0.1" in skipped.group(2) and "lora_r=2," in skipped.group(3)
+    assert sorted(p.name.split(",")[0] for p in sweep_dir.iterdir() if p.is_dir() and "method=nope" not in p.name) == \
+        ["lora_r=2", "lora_r=4096"]
+    # Both jobs are in one W&B group, named after the sweep's command line.
+    groups = {record["config"]["sweep_group"] for record in map(json.loads, map(Path.read_text, sweep_dir.glob("*/results.json")))
+              if "config" in record}
+    assert len(groups) == 1 and "method.r=4096,2 adapt.p=0.1,0.2" in groups.pop()
     # Bad input is a one-line log entry in a sweep too, not a traceback.
     assert "method.r=4096 must be positive" in console and "Traceback" not in console
     assert console.count("Could not find 'method/nope' (choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, "
-                         "vera); the sweep goes on") == 2
+                         "vera); the sweep goes on") == 4
     records = [json.loads(path.read_text()) for path in sweep_dir.glob("*/results.json")]
     uncomposed = sorted((r for r in records if "method=nope" in r.get("overrides", [])), key=lambda r: r["overrides"])
-    assert [r["error"] for r in uncomposed] == 2 * [("ConfigCompositionError: In 'train': Could not find 'method/nope' "
+    assert [r["error"] for r in uncomposed] == 4 * [("ConfigCompositionError: In 'train': Could not find 'method/nope' "
                                                       "(choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, vera)")]
-    assert [r["method"] for r in uncomposed] == 2 * [{"name": "nope"}] and "method.r=4096" in uncomposed[1]["overrides"]
+    assert [r["method"] for r in uncomposed] == 4 * [{"name": "nope"}] and "method.r=4096" in uncomposed[3]["overrides"]
     report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "report" / "results.csv").open())}
     statuses = sorted((row["status"], row["error"]) for row in rows.values())
-    assert [status for status, _ in statuses] == ["completed", "failed", "failed", "failed"]
-    assert "method.r=4096" in statuses[3][1] and all("\n" not in error for _, error in statuses[1:])
+    assert [status for status, _ in statuses] == ["completed"] + 5 * ["failed"]
+    assert "method.r=4096" in statuses[5][1] and all("\n" not in error for _, error in statuses[1:])
     page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert "failed" in page and "method.r=4096" in page
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -13,8 +14,9 @@ import soundfile
 
 from asr_peft.data.manifest import load_utterances
 from asr_peft.data.synthetic import ensure_corpus
-from asr_peft.data.synthetic.corpus import SPLITS
+from asr_peft.data.synthetic.corpus import SPLITS, complete_splits, split_names
 from asr_peft.errors import DataError
+from conftest import compose_config
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                 reason="espeak-ng is not installed (make install installs it)")
@@ -40,6 +42,37 @@ def test_same_seed_same_bytes_other_seed_other_corpus(corpus, tmp_path):
     assert digest(again) == digest(corpus)
     other = ensure_corpus(tmp_path / "other", seed=4, scale=SCALE, workers=2)
     assert digest(other) != digest(corpus)
+
+
+def test_a_split_rendered_alone_is_bit_identical_to_the_same_split_in_a_full_corpus(corpus, tmp_path):
+    alone = ensure_corpus(tmp_path / "alone", seed=3, scale=SCALE, workers=1, splits=["child_test"])
+    assert complete_splits(alone) == ["child_test"] and [p.name for p in (alone / "audio").iterdir()] == ["child_test"]
+
+    def files(root, split):
+        return {p.relative_to(root).as_posix(): p.read_bytes()
+                for p in [root / f"{split}.jsonl", *sorted((root / "audio" / split).iterdir())]}
+
+    assert files(alone, "child_test") == files(corpus, "child_test")
+    # More splits later, as a data config names them (manifest paths, nested): added, the first left alone.
+    stamps = {p: p.stat().st_mtime_ns for p in (alone / "audio" / "child_test").iterdir()}
+    ensure_corpus(alone, seed=3, scale=SCALE, workers=2,
+                  splits=[str(alone / "dialect_adapt.jsonl"), {"test": str(alone / "child_test.jsonl")}])
+    assert complete_splits(alone) == ["dialect_adapt", "child_test"]
+    assert files(alone, "dialect_adapt") == files(corpus, "dialect_adapt")
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+    assert set(json.loads((alone / "card.json").read_text())["splits"]) == {"dialect_adapt", "child_test"}
+    with pytest.raises(DataError, match="not a split of the synthetic corpus"):
+        ensure_corpus(alone, seed=3, scale=SCALE, splits=[str(tmp_path / "elsewhere" / "child_test.jsonl")])
+
+
+@pytest.mark.parametrize("data, task", [("synth_child", "child"), ("synth_dialect", "dialect")])
+def test_a_task_generates_only_the_splits_it_reads(data, task):
+    """Not the 16,500-utterance pretraining split: only `make pretrained-checkpoint` needs that one."""
+    from omegaconf import OmegaConf
+
+    prepare = OmegaConf.to_container(compose_config("train", [f"data={data}"]).data.prepare, resolve=True)
+    assert split_names(prepare["splits"], Path(prepare["out_dir"])) == [
+        f"{task}_adapt", f"{task}_dev", "source_test", "child_test", "dialect_test"]
 
 
 def test_manifests_follow_the_contract(corpus):
@@ -124,3 +157,18 @@ def test_without_the_command_libespeak_ng_speaks_the_same_reproducibly(monkeypat
     assert np.corrcoef(spoken[:common], reference[:common])[0, 1] > 0.99
     with pytest.raises(DataError, match="no voice"):
         espeak.synthesise(text, "xx-nonexistent", 50, 150)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], [s for s in SPLITS if s != "source_train"]),  # both tasks; the pretraining split only on demand
+    (["--splits", "all"], None),
+    (["--splits", "child_test", "child_dev"], ["child_test", "child_dev"]),
+])
+def test_the_command_line_generates_the_tasks_splits_unless_told(argv, expected, monkeypatch, tmp_path):
+    from asr_peft.data.synthetic import __main__ as command
+
+    asked = {}
+    monkeypatch.setattr(command, "ensure_corpus", lambda out, **kwargs: asked.update(kwargs) or out)
+    monkeypatch.setattr("sys.argv", ["synthetic", "--out", str(tmp_path), *argv])
+    command.main()
+    assert asked["splits"] == expected

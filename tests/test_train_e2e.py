@@ -80,19 +80,19 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
 
 
 def test_interrupted_runs_are_recorded_and_resume_from_last_checkpoint(tiny_corpus, tmp_path):
-    run_dir = tmp_path / "run"
+    # No hydra.run.dir: the same command must find its own run directory by its name.
     args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=40",
             "trainer.val_check_interval=2", "evaluation.baseline=false", "~callbacks.early_stopping",
-            f"hydra.run.dir={run_dir}"]
+            f"paths.log_dir={tmp_path}"]
     env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT)}
-    last = run_dir / "checkpoints" / "last.ckpt"
 
     def start_and_stop_after_a_checkpoint(stop: signal.Signals) -> subprocess.Popen:
-        before = last.stat().st_mtime_ns if last.exists() else None
+        before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("train/*/checkpoints/last.ckpt")}
         process = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
-        while (not last.exists() or last.stat().st_mtime_ns == before) and time.time() < deadline and process.poll() is None:
+        while time.time() < deadline and process.poll() is None and not any(
+                before.get(p) != p.stat().st_mtime_ns for p in tmp_path.glob("train/*/checkpoints/last.ckpt")):
             time.sleep(0.05)
         time.sleep(0.5)  # let the checkpoint file be complete
         process.send_signal(stop)
@@ -101,6 +101,9 @@ def test_interrupted_runs_are_recorded_and_resume_from_last_checkpoint(tiny_corp
 
     # SIGTERM (a scheduler's stop): the record is written first, then a non-zero exit.
     assert start_and_stop_after_a_checkpoint(signal.SIGTERM).returncode == 128 + signal.SIGTERM
+    (last,) = tmp_path.glob("train/*/checkpoints/last.ckpt")
+    run_dir = last.parents[1]
+    assert run_dir.name.startswith("ssvd_p=0.4,manifest,owsm_tiny,seed=0,data.corpus_dir=")
     record = read_results(run_dir)
     assert record["status"] == "failed" and record["error"].startswith("SIGTERM")
     # SIGKILL: no chance to write anything; the record left behind reads as killed.
@@ -114,6 +117,7 @@ def test_interrupted_runs_are_recorded_and_resume_from_last_checkpoint(tiny_corp
     history = [h["step"] for h in record["validation_history"]]
     assert history == list(range(2, 41, 2))  # kept across both restarts, no step repeated
     assert sorted(json.loads(p.read_text())["status"] for p in run_dir.glob("results.*-*.json")) == ["failed", "killed"]
+    assert [p.name for p in (tmp_path / "train").iterdir()] == [run_dir.name]
 
 
 def test_dry_run_plans_owsm_1b_without_weights(tmp_path):

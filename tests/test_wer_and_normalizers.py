@@ -52,6 +52,20 @@ def test_normalisers(name, text, expected):
     assert get_normalizer(name)(text) == expected
 
 
+def test_whisper_english_is_whispers_english_normaliser_from_transformers():
+    """Whisper's rules (fillers, contractions, titles, numbers as digits, currency) on a hand-written case;
+    British spellings stay as they are (transformers does not ship Whisper's spelling list)."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    from asr_peft.data.normalizers import _whisper_english_normalizer
+
+    normalise = get_normalizer("whisper_english")
+    assert normalise("Mr. Smith won't pay twenty five dollars, uh, for the second one.") == "mister smith will not pay $25 for the 2nd one"
+    assert normalise("Hmm, she's gonna read one hundred and one books (laughs).") == "she is going to read 101 books"
+    assert normalise("The colour is grey [noise]") == "the colour is grey"
+    assert isinstance(_whisper_english_normalizer(), EnglishTextNormalizer)  # the maintained class, not a copy
+
+
 # ESPnet's MyST recipe (local/text_preprocess.py), worked through by hand rule by rule: markup (incl.
 # "+...+" and nested parentheses) removed, every digit run spelled by inflect ("and", hyphens), then
 # "&", hyphens, "/", clitics (upper-case only, before upper-casing), punctuation, upper case.

@@ -11,27 +11,72 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asr_peft.errors import AsrPeftError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-MAX_RUN_NAME = 120  # file systems allow 255 bytes; leave room for Hydra's and Lightning's own suffixes
+MAX_OVERRIDES_NAME = 120  # evaluation directories sit inside run directories: leave room
 
 
-def run_name(override_dirname: str) -> str:
-    """A directory name from a command line's overrides; `defaults` when there are none.
+def overrides_name(override_dirname: str) -> str:
+    """A directory name from a command line's overrides (evaluate.py's output); `defaults` when there are none.
 
-    Long override lists (sweeps over many keys) keep a readable prefix and a hash of the whole list,
-    so the name stays unique, stable (the same command finds the same run) and a legal file name.
+    Long override lists keep a readable prefix and a hash of the whole list, so the name stays unique,
+    stable and a legal file name.
     """
     name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", override_dirname or "")
-    if len(name) > MAX_RUN_NAME:
+    if len(name) > MAX_OVERRIDES_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = f"{name[:MAX_RUN_NAME - 13]}-{digest}"
+        name = f"{name[:MAX_OVERRIDES_NAME - 13]}-{digest}"
     return name or "defaults"
+
+
+@functools.lru_cache(maxsize=64)
+def _compose(config_name: str, overrides: tuple[str, ...]) -> tuple[DictConfig, dict[str, str | None]]:
+    """A config and its group choices, composed as Hydra would (inside a running app, with its search path)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    else:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def run_name(*, _root_: DictConfig) -> str:
+    """The `run_name` resolver: the run directory's name, from the composed config (training.naming)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from asr_peft.training.naming import reference_overrides
+    from asr_peft.training.naming import run_name as name_of
+
+    hydra_node = _root_.get("hydra") if "hydra" in _root_ else None
+    if hydra_node is None:  # a job's own config, whose hydra node Hydra has taken out
+        hydra_node = HydraConfig.get()
+    choices = OmegaConf.to_container(hydra_node.runtime.choices)
+    config_name = hydra_node.job.config_name
+    _, default_choices = _compose(config_name, ())
+    reference, _ = _compose(config_name, tuple(reference_overrides(choices, default_choices)))
+    return name_of(_root_, reference, choices, default_choices)
+
+
+def group_options(group: str) -> str:
+    """The `group_options` resolver: `<group>: option, option, ...` for `train.py --help`, found on the
+    config search path (sweeps/ is on it), which Hydra's own group listing leaves out."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    loader = GlobalHydra.instance().config_loader()
+    options = loader.get_group_options(group, config_name=HydraConfig.get().job.config_name)
+    return f"{group}: {', '.join(sorted(options))}"
 
 
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
@@ -54,8 +99,9 @@ def setup_environment() -> None:
     os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
     os.environ.setdefault("WANDB_MODE", "offline")  # never reach for the network unless the user asks
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name), ("group_options", group_options)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def one_line_errors(main: Callable) -> Callable:

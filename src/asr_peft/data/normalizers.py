@@ -3,6 +3,11 @@
 - `none`: the text as it is, whitespace collapsed.
 - `whisper_basic`: the behaviour of Whisper's BasicTextNormalizer: lower-case, drop text in brackets
   and parentheses, turn every symbol, punctuation mark and control character into a space.
+- `whisper_english`: Whisper's EnglishTextNormalizer, the usual one for English WER, as Hugging Face
+  transformers maintains it: fillers dropped, contractions and titles expanded ("won't" -> "will not",
+  "Mr" -> "mister"), numbers written as digits ("twenty five" -> "25", "second" -> "2nd"). Without
+  Whisper's British-to-American spelling list, which transformers does not ship (a Whisper tokenizer
+  downloads it), so "colour" and "color" stay two words.
 - `myst`: English child speech exactly as ESPnet's MyST recipe prepares its references
   (egs2/myst/asr1/local/text_preprocess.py): markup and noise tags removed (`<...>`, `[...]`, `{...}`,
   `+...+`, nested `(...)`), each run of digits spelled out and its hyphens dropped ("25" ->
@@ -16,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Callable
@@ -39,6 +45,17 @@ def _symbols_to_spaces(text: str, keep: str = "") -> str:
 
 def whisper_basic(text: str) -> str:
     return _collapse(_symbols_to_spaces(BRACKETED.sub(" ", text.lower())))
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_english_normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer  # slow to import: only if used
+
+    return EnglishTextNormalizer(english_spelling_mapping={})
+
+
+def whisper_english(text: str) -> str:
+    return _whisper_english_normalizer()(text)
 
 
 # ESPnet's MyST recipe (egs2/myst/asr1/local/text_preprocess.py), rule by rule and in its order.
@@ -97,7 +114,8 @@ def cgn(text: str) -> str:
     return " ".join(words)
 
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"none": _collapse, "whisper_basic": whisper_basic, "myst": myst, "cgn": cgn}
+NORMALIZERS: dict[str, Callable[[str], str]] = {"none": _collapse, "whisper_basic": whisper_basic,
+                                                "whisper_english": whisper_english, "myst": myst, "cgn": cgn}
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:

@@ -3,10 +3,13 @@
 Failed runs stay in the table (their status and error, whatever metrics they have); files that are not
 valid records are reported by path and never stop the aggregation.
 
-Runs are seeds of one *configuration* when they agree on the method and its hyperparameters, SSVD's
-`adapt.p`, and every other setting that varies among the collected runs (e.g. `optimizer.lr` in a
-learning-rate search, `adapt.targets`, `trainer.max_steps`); the configuration label names what tells
-configurations apart among the collected runs (`ssvd p=0.4`, `lora alpha=8 r=4`, `ssvd optimizer.lr=0.001`).
+Runs are seeds of one *configuration* when they agree on the method and its hyperparameters, its
+budget, and every other setting that varies among the collected runs (e.g. `optimizer.lr` in a
+learning-rate search, `adapt.targets`, `trainer.max_steps`). A configuration's label always names the
+method and its budget (`ssvd p=0.4`, `lora r=16`, `svft banded d=2`: training/naming.py), then the
+method's other settings that differ among its runs, then other settings that differ among all runs
+(`lora r=16 alpha=8`, `ssvd p=0.4 optimizer.lr=0.001`); an object's settings count by its class
+(`trainer.strategy=DDPStrategy`), not by each of its arguments.
 """
 
 from __future__ import annotations
@@ -21,17 +24,14 @@ import pandas as pd
 from asr_peft.adapters.registry import METHODS
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.diagnostics import SUBSPACE_FILE
+from asr_peft.training.naming import BUDGET_KEYS, METHODS_USING_P, configuration_label, has_no_effect, method_reads
 from asr_peft.training.results import RESULTS_FILE
 
 # Method keys that do not tell one configuration from another: listed targets and random draws.
 NON_DISTINGUISHING = {"name", "embedding_targets", "seed", "projection_seed"}
-# SSVD's budget is `adapt.p`; the other methods ignore it, so it would only mislead in their labels.
-METHODS_USING_P = {"ssvd"}
 # Config groups whose differences between runs make different configurations (besides method/adapt).
 SETTING_GROUPS = ("optimizer", "trainer", "loader", "evaluation")
-# Display, throughput and extra-output knobs: they change neither what is trained nor how it is scored.
-NO_EFFECT = {"evaluation.progress", "evaluation.max_batch_seconds", "evaluation.baseline", "evaluation.subspace",
-             "trainer.enable_progress_bar", "trainer.log_every_n_steps", "loader.num_workers"}
+SETTINGS_ONLY_SOME_METHODS_READ = {"adapt.targets"}  # full and frozen train without targets
 GROUP_KEYS = ["model", "data", "test_set", "method", "configuration"]
 
 
@@ -114,43 +114,50 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _short_class(value: Any) -> Any:
+    return value.rsplit(".", 1)[-1] if isinstance(value, str) else value
+
+
 def run_settings(record: dict) -> dict[str, Any]:
-    """The settings that can make two runs of one method different configurations."""
+    """The settings that can make two runs of one method different configurations.
+
+    An object built from `_target_` counts as its class (`trainer.strategy=DDPStrategy`), and its
+    arguments as `trainer.strategy.<argument>`.
+    """
     config = _mapping(record.get("config"))
-    settings = {k: v for group in SETTING_GROUPS for k, v in flatten(_mapping(config.get(group)), f"{group}.").items()
-                if k not in NO_EFFECT}
-    settings["adapt.targets"] = _scalar(_mapping(record.get("adapt")).get("targets"))
+    settings = {}
+    for key, value in ((k, v) for group in SETTING_GROUPS for k, v in flatten(_mapping(config.get(group)), f"{group}.").items()):
+        if has_no_effect(key):
+            continue
+        settings[key.removesuffix("._target_")] = _short_class(value) if key.endswith("._target_") else value
+    if method_reads(_mapping(record.get("method")).get("name"), "adapt.targets"):
+        settings["adapt.targets"] = _scalar(_mapping(record.get("adapt")).get("targets"))
     return settings
 
 
 def method_settings(record: dict) -> dict[str, Any]:
-    """What configures the method itself: its hyperparameters (target lists and random draws aside) and SSVD's p."""
-    method, adapt = _mapping(record.get("method")), _mapping(record.get("adapt"))
-    settings = {k: v for k, v in method.items() if k not in NON_DISTINGUISHING and not isinstance(v, (list, dict))}
-    if method.get("name") in METHODS_USING_P and adapt.get("p") is not None:
-        settings["p"] = adapt["p"]
-    return settings
+    """What configures the method besides its budget: its hyperparameters, target lists and random draws aside."""
+    method = _mapping(record.get("method"))
+    return {k: v for k, v in method.items()
+            if k not in NON_DISTINGUISHING and f"method.{k}" not in BUDGET_KEYS and not isinstance(v, (list, dict))}
 
 
 def varying_keys(settings: list[dict[str, Any]]) -> list[str]:
-    """Keys whose value is not the same in every dict (a missing key counts as a value)."""
+    """Keys whose value is not the same in every dict (a missing key counts as a value, except for settings
+    only some methods read: `adapt.targets` varies only among the runs that have it)."""
     keys = sorted({k for s in settings for k in s})
-    return [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
+    return [k for k in keys
+            if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings
+                    if k not in SETTINGS_ONLY_SOME_METHODS_READ or k in s}) > 1]
 
 
-def _format(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def configuration_label(method: str, settings: dict[str, Any]) -> str:
-    """e.g. `ssvd p=0.4`, `lora alpha=8 r=4`, `svft off_diag=2 pattern=banded optimizer.lr=0.001` (p after the
-    method's own keys, other settings last)."""
-    order = sorted(settings, key=lambda k: ("." in k, k == "p", k))
-    return " ".join([str(method)] + [f"{k}={_format(settings[k])}" for k in order])
+def _outermost(keys: list[str]) -> list[str]:
+    """Keys without those below another of them (`trainer.strategy` covers `trainer.strategy.find_unused_parameters`)."""
+    return [k for k in keys if not any(k.startswith(other + ".") for other in keys)]
 
 
 def configuration_labels(records: list[dict]) -> list[str]:
-    """Each record's label: its method and what tells it apart from the other collected runs (seeds aside).
+    """Each record's label: its method and budget, then what tells it apart from the other collected runs.
 
     Method settings are named when they differ among that method's runs, other settings when they
     differ among all runs; everything else is shared and left out (results.csv has it all).
@@ -159,10 +166,11 @@ def configuration_labels(records: list[dict]) -> list[str]:
     own = [method_settings(r) for r in records]
     varying_own = {name: varying_keys([s for n, s in zip(names, own) if n == name]) for name in set(names)}
     other = [run_settings(r) for r in records]
-    varying_other = varying_keys(other)
-    return [configuration_label(name, {**{k: mine[k] for k in varying_own[name] if k in mine},
-                                       **{k: theirs.get(k) for k in varying_other}})
-            for name, mine, theirs in zip(names, own, other)]
+    varying_other = _outermost(varying_keys(other))
+    return [configuration_label(_mapping(record.get("method")), _mapping(record.get("adapt")),
+                                {**{f"method.{k}": mine[k] for k in varying_own[name] if k in mine},
+                                 **{k: theirs.get(k) for k in varying_other}})
+            for record, name, mine, theirs in zip(records, names, own, other)]
 
 
 def to_frame(runs: list[Run]) -> pd.DataFrame:

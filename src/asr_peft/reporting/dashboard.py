@@ -71,7 +71,7 @@ th, td { padding: 0.32rem 0.65rem; border-bottom: 1px solid var(--line); text-al
 th { background: var(--head); cursor: pointer; position: sticky; top: 0; font-weight: 600; user-select: none; }
 th:hover { background: #eceef2; }
 th[data-order=asc]::after { content: " \\25B2"; font-size: 0.7em; } th[data-order=desc]::after { content: " \\25BC"; font-size: 0.7em; }
-td.text, th.text { text-align: left; } tbody tr:hover { background: #f7f9fc; }
+td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } tbody tr:hover { background: #f7f9fc; }
 td.best { font-weight: 700; } .delta { font-size: 0.72rem; margin-left: 0.35rem; }
 .better { color: #15803d; } .worse { color: #b91c1c; }
 .dot { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 50%; margin-right: 0.4rem; vertical-align: baseline; }
@@ -141,7 +141,7 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
         by_test = group.set_index("test_set")
         first = group.iloc[0]
         share = first["trainable"] / first["total"] if first["total"] else float("nan")
-        cells = [cell(html.escape(str(configuration)), css="text"), method_cell(method, colours),
+        cells = [cell(html.escape(str(configuration)), css="text wrap"), method_cell(method, colours),
                  cell(html.escape(str(model)), css="text"), cell(html.escape(str(data)), css="text"),
                  number_cell(first["trainable"], human_count(first["trainable"])),
                  number_cell(share, f"{100 * share:.3g}%"), number_cell(group["seeds"].max(), str(group["seeds"].max()))]
@@ -168,8 +168,8 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
         status = str(row["status"])
         kind = status if status in ("completed", "failed") else "other"
         cells = [cell(f'<span class="pill {kind}">{html.escape(status)}</span>', css="text", value=status),
-                 cell(html.escape(str(row["run"])), css="text", title=str(run_dir)),
-                 cell(html.escape(str(row["configuration"])), css="text"), method_cell(row["method"], colours),
+                 cell(html.escape(str(row["run"])), css="text wrap", title=str(run_dir)),
+                 cell(html.escape(str(row["configuration"])), css="text wrap"), method_cell(row["method"], colours),
                  cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
                  cell(html.escape(str(row["seed"]))),
                  number_cell(row["trainable"], human_count(row["trainable"]))]

@@ -2,8 +2,9 @@
 
 Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over seeds), subspace.csv
 (a row per run and layer type, when runs left subspace.json), pareto.png, convergence.png,
-subspace.png and report.html; with `wandb=True` also a W&B run under `wandb/` (offline unless
-WANDB_MODE says otherwise; upload later with `wandb sync <out>/wandb/offline-run-*`).
+subspace.png and report.html; with `wandb=True` also a W&B run under `wandb/`, in the group of the
+sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
+`wandb sync <out>/wandb/offline-run-*`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: bool = False, wandb: bool = False,
-                 test_sets: list[str] | None = None) -> dict[str, Any]:
+                 test_sets: list[str] | None = None, wandb_group: str | None = None) -> dict[str, Any]:
     """Aggregate every results.json below `paths` into `out_dir`; `test_sets` limits the Pareto panels.
 
-    Returns {"runs": {status: count}, "unreadable": ["path: why", ...], "out_dir": str, "wandb_dir": str | None}.
+    With `wandb`, the report's W&B run joins `wandb_group`, or else the runs' own group when they share one.
+    Returns {"runs": {status: count}, "unreadable": ["path: why", ...], "out_dir": str, "wandb_dir": str | None,
+    "wandb_group": str | None, "sweep_groups": [the runs' groups, most runs first]}.
     """
     out_dir = Path(out_dir)
     collection = collect(paths)
@@ -67,18 +70,44 @@ def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: boo
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
     write_dashboard(out_dir / "report.html", frame=frame, summary=summary, pareto_summary=pareto_summary,
                     subspace=subspace_means, colours=colours, figures=figures, unreadable=collection.unreadable)
-    wandb_dir = log_to_wandb(frame, summary, figures, out_dir) if wandb else None
+    groups = sweep_groups(collection.runs)
+    group = wandb_group or (groups[0] if len(groups) == 1 else None)
+    wandb_dir = log_to_wandb(frame, summary, figures, out_dir, group) if wandb else None
     statuses = frame.drop_duplicates("run_dir")["status"].value_counts().to_dict() if not frame.empty else {}
-    return {"runs": statuses, "unreadable": collection.unreadable, "out_dir": str(out_dir), "wandb_dir": wandb_dir}
+    return {"runs": statuses, "unreadable": collection.unreadable, "out_dir": str(out_dir), "wandb_dir": wandb_dir,
+            "wandb_group": group if wandb else None, "sweep_groups": groups}
 
 
-def log_to_wandb(frame: pd.DataFrame, summary: pd.DataFrame, figures: dict[str, Path], out_dir: Path) -> str:
-    """The tables and figures as one W&B run in `out_dir/wandb` (offline unless WANDB_MODE is set)."""
+def sweep_groups(runs: list) -> list[str]:
+    """The W&B groups (`sweep_group`: one per sweep) the collected runs were trained in, most runs first."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        group = (run.record.get("config") or {}).get("sweep_group")
+        if isinstance(group, str):
+            counts[group] = counts.get(group, 0) + 1
+    return sorted(counts, key=lambda g: -counts[g])
+
+
+def log_to_wandb(frame: pd.DataFrame, summary: pd.DataFrame, figures: dict[str, Path], out_dir: Path,
+                 group: str | None) -> str:
+    """The tables (numeric columns stay numbers, so W&B sorts and plots them) and figures as one W&B run
+    in `out_dir/wandb`, in the runs' group (offline unless WANDB_MODE is set)."""
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "asr-peft"), job_type="report", dir=str(out_dir),
-                     name=f"report-{out_dir.resolve().name}", mode=os.environ.get("WANDB_MODE", "offline"))
-    run.log({"results": wandb.Table(dataframe=frame.astype(str)), "summary": wandb.Table(dataframe=summary.astype(str)),
+                     group=group, name=f"report-{out_dir.resolve().name}", mode=os.environ.get("WANDB_MODE", "offline"))
+    run.log({"results": wandb.Table(dataframe=_loggable(frame)), "summary": wandb.Table(dataframe=_loggable(summary)),
              **{name: wandb.Image(str(path)) for name, path in figures.items()}})
     run.finish()
     return str(Path(run.dir).parent)
+
+
+def _loggable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as numbers (a missing one as NaN), also in columns that pandas holds as objects because
+    of missing values; text as text, a missing value as an empty cell."""
+    columns = {}
+    for name, column in frame.items():
+        numbers = pd.to_numeric(column, errors="coerce") if column.dtype != bool else column
+        is_number = column.dtype != bool and numbers.notna().sum() == column.notna().sum()
+        columns[name] = numbers if is_number else column.astype("string").fillna("")
+    return pd.DataFrame(columns, index=frame.index)

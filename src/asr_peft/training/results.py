@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -104,12 +104,12 @@ class RunClaim:
             self._handle = None
 
 
-def claim_run_dir(run_dir: Path, config: DictConfig, *, same_run_ignores: Sequence[str] = ()) -> RunClaim:
+def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
     """Take `run_dir` for the run `config` describes, or refuse in one line.
 
     A run directory belongs to one configuration (its `.hydra/config.yaml`, compared unresolved and key
-    by key, except `paths` and the keys in `same_run_ignores`, those that do not change what is
-    trained) and to one process at a time (the lock). A completed record of the same configuration is
+    by key, except the keys that change neither what is trained nor how it is scored: the rule that names
+    run directories, `training/naming.py`) and to one process at a time (the lock). A completed record of the same configuration is
     returned in the claim, never overwritten; a failed one is kept aside under a timestamped name, and
     so is a `running` one whose process died (marked `killed`). The composed config is written to
     `.hydra/` (Hydra's own copy is switched off in train.yaml so that it cannot overwrite another
@@ -127,7 +127,7 @@ def claim_run_dir(run_dir: Path, config: DictConfig, *, same_run_ignores: Sequen
         raise ConfigError(f"{run_dir} is in use by {owner}; wait for it to finish or pick another hydra.run.dir") from None
     claim = RunClaim(run_dir, handle, None)
     try:
-        _check_same_configuration(run_dir, config, same_run_ignores)
+        _check_same_configuration(run_dir, config)
         existing = _read_record(run_dir)
         if existing is not None and existing.get("status") == "running":  # we hold the lock: its process is gone
             existing = {**existing, "status": "killed", "error": KILLED, "killed_noticed_at": now_iso()}
@@ -163,7 +163,9 @@ def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
         (run_dir / RESULTS_FILE).rename(aside)
 
 
-def _check_same_configuration(run_dir: Path, config: DictConfig, ignores: Sequence[str]) -> None:
+def _check_same_configuration(run_dir: Path, config: DictConfig) -> None:
+    from asr_peft.training.naming import has_no_effect, method_reads
+
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return
@@ -173,9 +175,9 @@ def _check_same_configuration(run_dir: Path, config: DictConfig, ignores: Sequen
         raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
                           "hydra.run.dir") from None
     now = _flat(OmegaConf.to_container(config, resolve=False))
-    ignored = ("paths", *ignores)
+    method = now.get("method.name")
     for key in sorted(before.keys() & now.keys()):
-        if before[key] != now[key] and not any(key == i or key.startswith(i + ".") for i in ignored):
+        if before[key] != now[key] and not has_no_effect(key) and method_reads(method, key):
             raise ConfigError(f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
                               f"{now[key]} here); pick another hydra.run.dir or delete that directory")
 
@@ -211,18 +213,30 @@ def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def command_line_overrides() -> list[str]:
+    """The overrides of the command (or sweep job) that runs, as Hydra parsed them; [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's record as it starts: what runs, on what; outcomes are filled in as they come."""
+    from asr_peft.training.naming import configuration_label
+
     def name(group: str) -> Any:
         node = cfg.get(group)
         return node.get("name") if isinstance(node, dict) else node
 
-    root = (cfg.get("paths") or {}).get("root_dir")
+    method, adapt = cfg.get("method"), cfg.get("adapt")
     return {
         "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
-        "method": cfg.get("method"), "adapt": cfg.get("adapt"), "model": {"name": name("model")},
+        "configuration": configuration_label(method, adapt) if isinstance(method, dict) and isinstance(adapt, dict) else None,
+        "overrides": command_line_overrides(),
+        "method": method, "adapt": adapt, "model": {"name": name("model")},
         "data": {"name": name("data")}, "seed": cfg.get("seed"), "metrics": {}, "baseline_metrics": None,
-        "parameters": None, "train_time_s": None, "peak_memory_mb": None, "global_step": None,
+        "parameters": None, "train_time_s": None, "fit_time_s": None, "peak_memory_mb": None, "global_step": None,
+        "tested_checkpoint": None, "tested_step": None,
         "validation_history": [], "skipped": {}, "packages": package_versions(),
         "git_commit": git_commit(Path(root)) if isinstance(root, str) and Path(root).is_dir() else None,
         "pid": os.getpid(), "host": socket.gethostname(), "config": cfg,

@@ -131,14 +131,17 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     module = OWSMLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
                            total_steps=cfg.trainer.get("max_steps"))
     for lightning_logger in trainer.loggers:
-        lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"]})
+        lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
+                                          "configuration": record["configuration"]})  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
         record["resumed_from"] = str(last) if last is not None and last.is_file() else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
+        fit_started = time.perf_counter()
         with sigterm.deferred_to_lightning():
             trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"], weights_only=True)
+        record["fit_time_s"] = time.perf_counter() - fit_started  # this process's share, when it resumed
         record["validation_history"] = module.validation_history
         if not trainer.is_global_zero:
             return record
@@ -149,8 +152,9 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
                 raise ModelLoadError(f"trainer=fsdp: no {which} checkpoint was written, and the sharded model can only "
                                      "be scored from one")
             bundle = rebuild_trained_model(cfg, Path(record["tested_checkpoint"]), device=device)
+            record["tested_step"] = int(trainer.global_step) if which == "last" else None
         else:
-            record["tested_checkpoint"] = load_tested_checkpoint(module, trainer, which)
+            record["tested_checkpoint"], record["tested_step"] = load_tested_checkpoint(module, trainer, which)
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
     record["metrics"] = score_test_sets(bundle, data_cfg, _plain(cfg.evaluation), normalizer, run_dir / "decode",

@@ -43,11 +43,14 @@ def tested_checkpoint_path(trainer: pl.Trainer, which: str) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def load_tested_checkpoint(module: pl.LightningModule, trainer: pl.Trainer, which: str) -> str | None:
-    """Put the trainable weights of the best (or last) checkpoint back into the model for testing."""
+def load_tested_checkpoint(module: pl.LightningModule, trainer: pl.Trainer, which: str) -> tuple[str | None, int | None]:
+    """Put the trainable weights of the best (or last) checkpoint back into the model for testing.
+
+    Returns the checkpoint's path and the training step it was saved at (None, None without one).
+    """
     path = tested_checkpoint_path(trainer, which)
     if path is None:
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state, strict=False)
-    return path
+        return None, None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    return path, checkpoint.get("global_step")

@@ -8,6 +8,12 @@ Splits (utterance counts at scale 1.0):
     source_test / child_test / dialect_test 600 each: the same sentences in every domain (paired)
 Sentences are partitioned first: test and dev sentences never occur in a training split.
 Every random choice is drawn up front from one seeded generator, so a seed fixes the corpus exactly.
+
+Only the splits asked for are rendered (a data config asks for those it reads; the pretraining split
+only `make pretrained-checkpoint` needs). The whole corpus is always planned, in one fixed order, and
+each utterance's audio depends only on its own drawn settings, so a split rendered alone is
+bit-identical to the same split rendered in a full generation. A split is complete when its manifest
+exists: the manifest is written, atomically, only after all its audio.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 from dataclasses import asdict
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -39,7 +46,10 @@ SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
     "source_test": ("source", 600, "test"), "child_test": ("child", 600, "test"),
     "dialect_test": ("dialect", 600, "test"),
 }
-COMPLETE = "COMPLETE"
+# A pretraining-sized split that only `make pretrained-checkpoint` reads: generated on demand.
+PRETRAINING_SPLITS = ("source_train",)
+SETTINGS = "SETTINGS"   # the seed/scale/generator hash of the corpus in a directory, written before rendering
+LEGACY_COMPLETE = "COMPLETE"  # written by earlier generators after a full corpus: the same hash
 
 
 def load_sentences() -> list[str]:
@@ -87,31 +97,68 @@ def settings_hash(seed: int, scale: float) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None) -> None:
-    planned = plan(seed, scale)
+def split_names(splits: Iterable[Any] | None, out_dir: Path) -> list[str]:
+    """Split names, in corpus order, from names or manifest paths (`<out_dir>/<split>.jsonl`), nested
+    in lists or mappings as a data config holds them (`[train, valid, {source: ..., child: ...}]`)."""
+    if splits is None:
+        return list(SPLITS)
+    wanted = set()
+
+    def visit(item: Any) -> None:
+        if isinstance(item, Mapping):
+            for value in item.values():
+                visit(value)
+        elif isinstance(item, Iterable) and not isinstance(item, (str, bytes, Path)):
+            for value in item:
+                visit(value)
+        elif item is not None:
+            path = Path(str(item))
+            name = path.stem if path.suffix == ".jsonl" else str(item)
+            if name not in SPLITS or (path.suffix == ".jsonl" and path.parent.resolve() != out_dir.resolve()):
+                raise DataError(f"{item} is not a split of the synthetic corpus in {out_dir} "
+                                f"(splits: {', '.join(SPLITS)})")
+            wanted.add(name)
+
+    visit(splits)
+    return [split for split in SPLITS if split in wanted]
+
+
+def complete_splits(out_dir: Path) -> list[str]:
+    return [split for split in SPLITS if (out_dir / f"{split}.jsonl").is_file()]
+
+
+def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, splits: list[str]) -> None:
+    planned = plan(seed, scale)  # always the whole plan: the draws of one split depend on those before it
     jobs = [(spec, str(out_dir / "audio" / split / f"{split}_{i:05d}.flac"))
-            for split, specs in planned.items() for i, spec in enumerate(specs)]
+            for split in splits for i, spec in enumerate(planned[split])]
     todo = [job for job in jobs if not (os.path.exists(job[1]) and os.path.getsize(job[1]) > 0)]
-    with Pool(workers or os.cpu_count()) as pool:
-        for _ in tqdm(pool.imap(render_to_file, todo, chunksize=16), total=len(todo), desc="rendering", unit="utt"):
-            pass
+    if todo:
+        with Pool(min(workers or os.cpu_count() or 1, len(todo))) as pool:
+            for _ in tqdm(pool.imap(render_to_file, todo, chunksize=16), total=len(todo), desc="rendering", unit="utt"):
+                pass
     import soundfile
 
-    card_splits = {}
-    for split, specs in planned.items():
-        lines, seconds = [], 0.0
-        for i, spec in enumerate(specs):
+    for split in splits:
+        lines = []
+        for i, spec in enumerate(planned[split]):
             name = f"{split}_{i:05d}"
-            path = out_dir / "audio" / split / f"{name}.flac"
-            duration = soundfile.info(str(path)).duration
-            seconds += duration
+            duration = soundfile.info(str(out_dir / "audio" / split / f"{name}.flac")).duration
             lines.append(json.dumps({"id": name, "audio": f"audio/{split}/{name}.flac", "text": spec.text,
                                      "duration": round(duration, 3), "speaker": spec.voice, "language": "eng"}))
-        (out_dir / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        card_splits[split] = {"domain": SPLITS[split][0], "utterances": len(specs), "hours": round(seconds / 3600, 3),
-                              "distinct_sentences": len({s.text for s in specs}),
-                              "voices": sorted({s.voice for s in specs})}
-    write_card(out_dir, seed, scale, card_splits)
+        manifest = out_dir / f"{split}.jsonl"
+        partial = manifest.with_suffix(".jsonl.tmp")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        partial.replace(manifest)  # the manifest marks the split complete: never a half-written one
+    write_card(out_dir, seed, scale, {split: card_entry(out_dir, split) for split in complete_splits(out_dir)})
+
+
+def card_entry(out_dir: Path, split: str) -> dict[str, Any]:
+    """A split's line in the data card, from its manifest."""
+    rows = [json.loads(line) for line in (out_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return {"domain": SPLITS[split][0], "utterances": len(rows),
+            "hours": round(sum(row["duration"] for row in rows) / 3600, 3),
+            "distinct_sentences": len({row["text"] for row in rows}),
+            "voices": sorted({row["speaker"] for row in rows})}
 
 
 def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
@@ -134,20 +181,31 @@ def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
         encoding="utf-8")
 
 
-def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
-    """Generate the corpus into `out_dir` unless the same corpus (seed, scale, generator) is there already."""
+def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None,
+                  splits: Iterable[Any] | None = None) -> Path:
+    """Generate the `splits` (names or manifest paths; None: all) into `out_dir` unless they are there.
+
+    Splits present already are left alone; a directory holding a corpus of another seed, scale or
+    generator version, or something that is not a synthetic corpus, is refused.
+    """
     out_dir = Path(out_dir).expanduser()
+    wanted_splits = split_names(splits, out_dir)
     wanted = settings_hash(seed, scale)
-    marker = out_dir / COMPLETE
-    if marker.is_file():
-        if marker.read_text().strip() == wanted:
-            return out_dir
+    recorded = next((path.read_text().strip() for path in (out_dir / SETTINGS, out_dir / LEGACY_COMPLETE) if path.is_file()),
+                    None)
+    if recorded is not None and recorded != wanted:
         raise DataError(f"{out_dir} holds a different synthetic corpus (other seed, scale or generator); "
                         f"choose another data.corpus_dir or delete it")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "audio").is_dir():
+    missing = [split for split in wanted_splits if split not in complete_splits(out_dir)]
+    if not missing:
+        return out_dir
+    if recorded is None and out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "audio").is_dir():
         raise DataError(f"{out_dir} is not empty and is not a synthetic corpus; choose another data.corpus_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("generating the synthetic corpus in %s (seed %d, scale %s)", out_dir, seed, scale)
-    generate(out_dir, seed=seed, scale=scale, workers=workers)
-    marker.write_text(wanted + "\n")
+    if recorded is None:
+        (out_dir / SETTINGS).write_text(wanted + "\n")
+    count = sum(math.ceil(SPLITS[split][1] * scale) for split in missing)
+    log.info("generating %d utterances of the synthetic corpus in %s (%s; seed %d, scale %s)",
+             count, out_dir, ", ".join(missing), seed, scale)
+    generate(out_dir, seed=seed, scale=scale, workers=workers, splits=missing)
     return out_dir
