@@ -117,11 +117,14 @@ def test_help_lists_the_sweep_and_point_groups():
         assert f"\n{group}: {', '.join(options)}\n" in result.stdout
 
 
-def test_the_makefile_exports_the_pretraining_runs_where_train_py_writes_them():
+def test_the_makefile_exports_each_pretraining_stage_from_the_directory_it_trained_in():
     makefile = (ROOT / "Makefile").read_text()
-    for stage, task in (("", "pretrain"), ("_stage2", "pretrain_stage2"), ("_stage3", "pretrain_stage3")):
-        (path,) = re.findall(rf"^PRETRAIN{stage.upper()}_RUN := (.*)$", makefile, re.M)
-        assert path == f"outputs/{task}/{name_of([f'experiment=pretrain_tiny{stage}'])}"
+    for stage in ("", "_stage2", "_stage3", "_stage4"):
+        variable = f"$(PRETRAIN{stage.upper()}_RUN)"
+        assert re.search(rf"^PRETRAIN{stage.upper()}_RUN := outputs/\S+$", makefile, re.M)
+        trained = re.findall(rf"train\.py experiment=pretrain_tiny{stage} (.*)$", makefile, re.M)
+        exported = re.findall(rf"pretrain_tiny export (\S+)", makefile)
+        assert trained == [f"hydra.run.dir={variable}"] and variable in exported
 
 
 def test_a_sweeps_wandb_group_is_named_after_its_command_line():

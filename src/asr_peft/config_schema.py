@@ -365,6 +365,7 @@ class TrainConfig(Group):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     dry_run: bool = False
     activation_checkpointing: bool = False
+    sweep_group: str | None = None   # the W&B group of a multirun's jobs
     loader: Loader
     paths: Paths
     model: Model

@@ -229,6 +229,7 @@ def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return node.get("name") if isinstance(node, dict) else node
 
     method, adapt = cfg.get("method"), cfg.get("adapt")
+    root = (cfg.get("paths") or {}).get("root_dir")
     return {
         "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
         "configuration": configuration_label(method, adapt) if isinstance(method, dict) and isinstance(adapt, dict) else None,

@@ -87,8 +87,11 @@ class GridSweeper(BasicSweeper):
         log.error("job %s failed: %s; the sweep goes on", " ".join(overrides), error)
 
     def _failure_dir(self, overrides: list[str]) -> Path:
-        """`<sweep dir>/<the job's overrides>`: a job that does not compose has no config to name its run."""
+        """`<sweep dir>/<the job's overrides>` (a legal, bounded file name): a job that does not compose has
+        no config to name its run after."""
+        from asr_peft.cli import overrides_name
+
         naming = self.config.hydra.job.config.override_dirname
         parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
         name = get_overrides_dirname(parsed, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
-        return Path(str(self.config.hydra.sweep.dir)) / name
+        return Path(str(self.config.hydra.sweep.dir)) / overrides_name(name)
