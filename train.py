@@ -27,6 +27,7 @@ log = logging.getLogger("asr_peft.train")
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
+    from asr_peft.training.objective import validation_objective
     from asr_peft.training.results import read_results
     from asr_peft.training.plan import run_dry
     from asr_peft.training.run import run
@@ -48,7 +49,7 @@ def main(cfg: DictConfig) -> float | None:
             print(f"{run_dir} already holds this completed run; its recorded results follow "
                   f"(delete the directory or pick another hydra.run.dir to train again)")
             _print_summary(existing)
-        return _objective(existing, cfg)
+        return validation_objective(existing)
     try:
         record = run(cfg, run_dir)
     except Exception as error:
@@ -62,13 +63,7 @@ def main(cfg: DictConfig) -> float | None:
             log.exception("run %s failed; the sweep goes on", run_dir)
         return None
     _print_summary(record)
-    return _objective(record, cfg)
-
-
-def _objective(record: dict, cfg: DictConfig) -> float | None:
-    """What a Hydra sweeper (e.g. Optuna) minimises: the mean WER over the test sets."""
-    wers = [m["wer"] for m in (record.get("metrics") or {}).values() if m.get("wer") is not None]
-    return sum(wers) / len(wers) if wers else None
+    return validation_objective(record)
 
 
 def _print_summary(record: dict) -> None:
