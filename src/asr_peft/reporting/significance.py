@@ -12,7 +12,10 @@ several seeds, so the bootstrap resamples both sources of chance:
    ΔWER = WER_A − WER_B (negative: A makes fewer errors).
 3. Each of `replicates` bootstrap replicates draws the test set again (U utterances with replacement,
    the same draw for both systems: the pairing) and, for each system, its seeds again (with
-   replacement), and recomputes ΔWER.
+   replacement), and recomputes ΔWER. When both systems were trained with the same seeds (the same
+   data order and initial draws: common random numbers), seed s of A is paired with seed s of B and
+   the seeds are drawn jointly (`paired_seeds=True`); otherwise each system's seeds are drawn on
+   their own, which counts their spread in full.
 4. The 95% interval is the 2.5th to 97.5th percentile of the replicates; the two-sided p-value is twice
    the smaller share of replicates on either side of zero (at most 1). A is called better than B only
    when the whole interval lies below zero.
@@ -106,8 +109,14 @@ def _stack(runs: Sequence[UtteranceErrors], ids: tuple[str, ...], name: str) -> 
 
 
 def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[UtteranceErrors], *,
-                     replicates: int = REPLICATES, confidence: float = CONFIDENCE, seed: int = 0) -> Comparison:
-    """ΔWER of A against B with its bootstrap interval and p-value (see the module docstring)."""
+                     paired_seeds: bool = False, replicates: int = REPLICATES, confidence: float = CONFIDENCE,
+                     seed: int = 0) -> Comparison:
+    """ΔWER of A against B with its bootstrap interval and p-value (see the module docstring).
+
+    `paired_seeds`: the i-th run of A and of B share a training seed (both lists in seed order).
+    """
+    if paired_seeds and len(system_a) != len(system_b):
+        raise ConfigError(f"paired seeds need as many runs in both systems ({len(system_a)} vs {len(system_b)})")
     ids = system_a[0].ids if system_a else ()
     errors_a, errors_b = _stack(system_a, ids, "A"), _stack(system_b, ids, "B")
     position = {utt: i for i, utt in enumerate(system_a[0].ids)}
@@ -124,7 +133,7 @@ def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[Utt
     words = draws @ lengths                              # (R,)
     per_seed_a, per_seed_b = draws @ errors_a.T, draws @ errors_b.T   # (R, seeds)
     seeds_a = rng.integers(0, errors_a.shape[0], (replicates, errors_a.shape[0]))
-    seeds_b = rng.integers(0, errors_b.shape[0], (replicates, errors_b.shape[0]))
+    seeds_b = seeds_a if paired_seeds else rng.integers(0, errors_b.shape[0], (replicates, errors_b.shape[0]))
     rows = np.arange(replicates)[:, None]
     replicated = (per_seed_a[rows, seeds_a].mean(axis=1) - per_seed_b[rows, seeds_b].mean(axis=1)) / words
     tail = (1 - confidence) / 2
