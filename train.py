@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> float | None:
     from asr_peft.config_schema import validate_config
     from asr_peft.logs import quiet_dependencies
     from asr_peft.reporting.plan_table import format_plan
+    from asr_peft.training.objective import validation_objective
     from asr_peft.training.plan import run_dry
     from asr_peft.training.results import claim_run_dir, command_line_overrides
     from asr_peft.training.run import run
@@ -65,7 +66,7 @@ def main(cfg: DictConfig) -> float | None:
                     print(f"{run_dir} already holds this completed run; its recorded results follow "
                           f"(delete the directory or pick another hydra.run.dir to train again)")
                     _print_summary(claim.completed)
-                return _objective(claim.completed, cfg)
+                return validation_objective(claim.completed)
         record = run(cfg, run_dir, claim=claim)
     except Exception as error:
         if not multirun:
@@ -79,13 +80,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if rank_zero_only.rank == 0:  # under DDP every process runs this; only rank 0 has the test scores
         _print_summary(record)
-    return _objective(record, cfg)
-
-
-def _objective(record: dict, cfg: DictConfig) -> float | None:
-    """What a Hydra sweeper (e.g. Optuna) minimises: the mean WER over the test sets."""
-    wers = [m["wer"] for m in (record.get("metrics") or {}).values() if m.get("wer") is not None]
-    return sum(wers) / len(wers) if wers else None
+    return validation_objective(record)
 
 
 def _print_summary(record: dict) -> None:

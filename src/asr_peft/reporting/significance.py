@@ -1,0 +1,143 @@
+"""Is one system better than another on the same test set? A paired bootstrap over utterances and seeds.
+
+The field compares two recognisers with a matched-pairs test on the same test utterances (NIST's
+MAPSSWE in `sc_stats`, or the paired bootstrap of Bisani and Ney, "Bootstrap estimates for confidence
+intervals in ASR performance evaluation", ICASSP 2004). Here a system is a configuration trained with
+several seeds, so the bootstrap resamples both sources of chance:
+
+1. For every test utterance u and run (seed) s of a system, the word errors e[s, u] (substitutions,
+   deletions and insertions of the normalised hypothesis against the normalised reference, as the
+   run's `ref.trn`/`hyp.trn` hold them) and the reference length n[u].
+2. A system's WER is the mean over its seeds of Σ_u e[s, u] / Σ_u n[u]; the statistic is
+   ΔWER = WER_A − WER_B (negative: A makes fewer errors).
+3. Each of `replicates` bootstrap replicates draws the test set again (U utterances with replacement,
+   the same draw for both systems: the pairing) and, for each system, its seeds again (with
+   replacement), and recomputes ΔWER. When both systems were trained with the same seeds (the same
+   data order and initial draws: common random numbers), seed s of A is paired with seed s of B and
+   the seeds are drawn jointly (`paired_seeds=True`); otherwise each system's seeds are drawn on
+   their own, which counts their spread in full.
+4. The 95% interval is the 2.5th to 97.5th percentile of the replicates; the two-sided p-value is twice
+   the smaller share of replicates on either side of zero (at most 1). A is called better than B only
+   when the whole interval lies below zero.
+
+With one seed per system step 3 reduces to Bisani and Ney's paired bootstrap. Utterances are matched
+by their trn id; both systems must have scored exactly the same utterances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jiwer
+import numpy as np
+
+from asr_peft.errors import ConfigError
+
+REPLICATES = 10_000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class UtteranceErrors:
+    """Word errors of one run on one test set, per utterance (ids in trn order)."""
+
+    ids: tuple[str, ...]
+    errors: np.ndarray      # (U,) substitutions + deletions + insertions
+    ref_words: np.ndarray   # (U,) reference length in words
+
+
+@dataclass(frozen=True)
+class Comparison:
+    delta_wer: float        # WER_A − WER_B (fractions; negative: A is better)
+    low: float              # the confidence interval of delta_wer
+    high: float
+    p_value: float
+    utterances: int
+    seeds: tuple[int, int]  # runs behind A and behind B
+
+    @property
+    def verdict(self) -> str:
+        """`better` / `worse` (A against B) when the interval excludes zero, else `no difference`."""
+        if self.high < 0:
+            return "better"
+        if self.low > 0:
+            return "worse"
+        return "no difference"
+
+
+def _read_trn(path: Path) -> dict[str, str]:
+    texts = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        text, _, tail = line.rpartition(" (")
+        if not tail.endswith(")"):
+            raise ConfigError(f"{path}: line without a trn id: {line[:80]!r}")
+        texts[tail[:-1]] = text.strip()
+    return texts
+
+
+def utterance_errors(ref_trn: str | Path, hyp_trn: str | Path) -> UtteranceErrors:
+    """Per-utterance word errors of `hyp_trn` against `ref_trn` (both normalised, as scoring writes them)."""
+    refs, hyps = _read_trn(Path(ref_trn)), _read_trn(Path(hyp_trn))
+    if set(refs) != set(hyps):
+        raise ConfigError(f"{hyp_trn} and {ref_trn} hold different utterances")
+    ids = tuple(refs)
+    errors, lengths = [], []
+    for utt in ids:
+        words = jiwer.process_words(refs[utt], hyps[utt]) if refs[utt] else None
+        if words is None:  # an empty reference is not scored (see evaluation.wer)
+            raise ConfigError(f"{ref_trn}: utterance {utt} has an empty reference")
+        errors.append(words.substitutions + words.deletions + words.insertions)
+        lengths.append(words.substitutions + words.deletions + words.hits)
+    return UtteranceErrors(ids, np.asarray(errors, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+
+
+def _stack(runs: Sequence[UtteranceErrors], ids: tuple[str, ...], name: str) -> np.ndarray:
+    """(seeds, U) errors in the order of `ids`."""
+    if not runs:
+        raise ConfigError(f"system {name} has no runs to compare")
+    rows = []
+    for run in runs:
+        if set(run.ids) != set(ids):
+            raise ConfigError(f"system {name}'s runs scored other utterances than the system it is compared with")
+        position = {utt: i for i, utt in enumerate(run.ids)}
+        rows.append(run.errors[[position[utt] for utt in ids]])
+    return np.stack(rows).astype(np.float64)
+
+
+def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[UtteranceErrors], *,
+                     paired_seeds: bool = False, replicates: int = REPLICATES, confidence: float = CONFIDENCE,
+                     seed: int = 0) -> Comparison:
+    """ΔWER of A against B with its bootstrap interval and p-value (see the module docstring).
+
+    `paired_seeds`: the i-th run of A and of B share a training seed (both lists in seed order).
+    """
+    if paired_seeds and len(system_a) != len(system_b):
+        raise ConfigError(f"paired seeds need as many runs in both systems ({len(system_a)} vs {len(system_b)})")
+    ids = system_a[0].ids if system_a else ()
+    errors_a, errors_b = _stack(system_a, ids, "A"), _stack(system_b, ids, "B")
+    position = {utt: i for i, utt in enumerate(system_a[0].ids)}
+    lengths = system_a[0].ref_words[[position[utt] for utt in ids]].astype(np.float64)
+    total = lengths.sum()
+    if total == 0:
+        raise ConfigError("the compared test set has no reference words")
+    delta = errors_a.sum(axis=1).mean() / total - errors_b.sum(axis=1).mean() / total
+
+    rng = np.random.default_rng(seed)
+    count = len(ids)
+    # How often each utterance is drawn in each replicate: U draws with replacement are a multinomial.
+    draws = rng.multinomial(count, np.full(count, 1 / count), size=replicates).astype(np.float64)
+    words = draws @ lengths                              # (R,)
+    per_seed_a, per_seed_b = draws @ errors_a.T, draws @ errors_b.T   # (R, seeds)
+    seeds_a = rng.integers(0, errors_a.shape[0], (replicates, errors_a.shape[0]))
+    seeds_b = seeds_a if paired_seeds else rng.integers(0, errors_b.shape[0], (replicates, errors_b.shape[0]))
+    rows = np.arange(replicates)[:, None]
+    replicated = (per_seed_a[rows, seeds_a].mean(axis=1) - per_seed_b[rows, seeds_b].mean(axis=1)) / words
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(replicated, [tail, 1 - tail])
+    p_value = min(1.0, 2 * min((replicated <= 0).mean(), (replicated >= 0).mean()))
+    return Comparison(float(delta), float(low), float(high), float(p_value), count,
+                      (errors_a.shape[0], errors_b.shape[0]))

@@ -1,0 +1,95 @@
+"""The claims table on runs whose per-utterance errors are made to order (trn files written as scoring does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from asr_peft.evaluation.trn import write_trn
+from asr_peft.reporting.aggregate import collect, to_frame
+from asr_peft.reporting.claims import check_claims
+
+WORDS = 10
+UTTERANCES = 400
+
+
+def _errors(rate: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).binomial(WORDS, rate, UTTERANCES)
+
+
+def write_run(root: Path, name: str, *, method: dict, p: float | None, trainable: int, seed: int,
+              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny") -> Path:
+    """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance."""
+    run_dir = root / f"{model}-{data}-{name}-seed{seed}"
+    metrics = {}
+    for test_set, per_utterance in errors.items():
+        ids = [f"spk-u{i}" for i in range(UTTERANCES)]
+        refs = [" ".join(f"w{j}" for j in range(WORDS))] * UTTERANCES
+        hyps = [" ".join(["x"] * k + [f"w{j}" for j in range(k, WORDS)]) for k in per_utterance]
+        (run_dir / "decode" / test_set).mkdir(parents=True)
+        write_trn(run_dir / "decode" / test_set / "ref.trn", ids, refs)
+        write_trn(run_dir / "decode" / test_set / "hyp.trn", ids, hyps)
+        metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * UTTERANCES)), "cer": 0.0}
+    record = {"status": "completed", "method": method, "adapt": {"p": p, "targets": ["x"]}, "seed": seed,
+              "model": {"name": model}, "data": {"name": data}, "metrics": metrics,
+              "parameters": {"trainable": trainable, "total": 4_000_000},
+              "config": {"optimizer": {"lr": 1e-3}, "trainer": {"max_steps": 100}}}
+    (run_dir / "results.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
+    ssvd = lambda **kw: {"name": "ssvd", "rotation": "approx", "side": "input", **kw}  # noqa: E731
+    for seed in range(3):
+        approx = _errors(0.40, 100 + seed)
+        # Cayley: the same errors as approx but on a few utterances: the same WER within noise.
+        cayley = approx.copy()
+        cayley[:: 97] = np.clip(cayley[:: 97] + 1, 0, WORDS)
+        child_runs = {
+            ("frozen", None): ({"name": "frozen"}, 0, 0.60, 0.15),
+            ("lora_r4", None): ({"name": "lora", "r": 4, "alpha": 8}, 100_000, 0.45, 0.20),
+            ("ssvd_p0.4", 0.4): (ssvd(), 50_000, approx, 0.22),
+            ("ssvd_cayley_p0.4", 0.4): (ssvd(rotation="cayley"), 50_000, cayley, 0.22),
+            ("ssvd_free_p0.28", 0.28): (ssvd(rotation="free"), 51_000, 0.48, 0.22),
+            ("ssvd_both", 0.28): (ssvd(side="both", p_out=0.28), 49_000, 0.34, 0.16),
+            ("full", None): ({"name": "full"}, 4_000_000, 0.30, 0.30),
+        }
+        for (name, p), (method, trainable, child, source) in child_runs.items():
+            child_errors = child if isinstance(child, np.ndarray) else _errors(child, 1000 * seed + sum(map(ord, name)))
+            write_run(tmp_path, name, method=method, p=p, trainable=trainable, seed=seed,
+                      errors={"source": _errors(source, 7 + seed), "child": child_errors})
+        # Dialect: a LoRA configuration with fewer parameters than SSVD is better: SSVD is off the front.
+        write_run(tmp_path, "lora_r1", method={"name": "lora", "r": 1, "alpha": 2}, p=None, trainable=40_000, seed=seed,
+                  data="synth_dialect", errors={"source": _errors(0.2, seed), "dialect": _errors(0.40, 50 + seed)})
+        write_run(tmp_path, "ssvd_p0.4", method=ssvd(), p=0.4, trainable=50_000, seed=seed, data="synth_dialect",
+                  errors={"source": _errors(0.2, seed), "dialect": _errors(0.50, 60 + seed)})
+
+    claims = check_claims(to_frame(collect([tmp_path]).runs))
+    verdict = {(row.claim, row.data): row.verdict for row in claims.itertuples()}
+    assert verdict[("front", "synth_child")] == "reproduced"          # SSVD both (49k) beats frozen, the only cheaper one
+    assert verdict[("front", "synth_dialect")] == "refuted"
+    assert verdict[("strict_vs_approx", "synth_child")] == "reproduced"
+    assert verdict[("unconstrained_worse", "synth_child")] == "reproduced"
+    assert verdict[("both_sides", "synth_child")] == "reproduced"
+    assert claims.loc[claims["claim"] == "model_size", "verdict"].tolist() == ["not testable here"]
+    strict = claims[claims["claim"] == "strict_vs_approx"].iloc[0]
+    assert strict["seeds"] == "3 vs 3" and strict["utterances"] == UTTERANCES
+    assert -1.0 <= strict["ci_low_points"] <= strict["delta_wer_points"] <= strict["ci_high_points"] <= 1.0
+    both = claims[claims["claim"] == "both_sides"].iloc[0]
+    assert both["delta_wer_points"] < -3 and "source-domain" in both["evidence"]
+
+
+def test_the_model_size_trend_is_read_across_models(tmp_path):
+    for model, (ssvd_rate, lora_rate) in {"owsm_small": (0.40, 0.41), "owsm_large": (0.30, 0.36)}.items():
+        for seed in range(2):
+            write_run(tmp_path, "ssvd", method={"name": "ssvd", "rotation": "approx"}, p=0.4, trainable=10, seed=seed,
+                      model=model, errors={"child": _errors(ssvd_rate, seed)})
+            write_run(tmp_path, "lora", method={"name": "lora", "r": 4}, p=None, trainable=20, seed=seed, model=model,
+                      errors={"child": _errors(lora_rate, 10 + seed)})
+    frame = to_frame(collect([tmp_path]).runs)
+    frame.loc[frame["model"] == "owsm_large", "total"] = 1e9  # model size orders the trend
+    claims = check_claims(frame)
+    row = claims[claims["claim"] == "model_size"].iloc[0]
+    assert row["verdict"] == "reproduced" and "owsm_small" in row["evidence"] and row["model"] == "owsm_large"
