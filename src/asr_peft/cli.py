@@ -68,6 +68,13 @@ def run_name(*, _root_: DictConfig) -> str:
     return name_of(_root_, reference, choices, default_choices)
 
 
+def tuned_lr(method: str, data: str) -> float:
+    """The `tuned_lr` resolver: the learning rate the LR search chose for a method on a data set."""
+    from asr_peft.training.tuned_lr import tuned_lr as chosen
+
+    return chosen(method, data)
+
+
 def group_options(group: str) -> str:
     """The `group_options` resolver: `<group>: option, option, ...` for `train.py --help`, found on the
     config search path (sweeps/ is on it), which Hydra's own group listing leaves out."""
@@ -99,7 +106,8 @@ def setup_environment() -> None:
     os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
     os.environ.setdefault("WANDB_MODE", "offline")  # never reach for the network unless the user asks
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name), ("group_options", group_options)):
+    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name), ("group_options", group_options),
+                           ("tuned_lr", tuned_lr)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
