@@ -78,6 +78,8 @@ def side_ranks(side: str, p: float, p_out: float | None, in_features: int, out_f
     """(k_in, k_out): the rotated sizes of the input and output sides, 0 for a side that is not rotated.
 
     Both follow `rank_for`, k_in from `adapt.p` and k_out from `method.p_out` (None: `adapt.p`)."""
+    if side not in SIDES:
+        raise ConfigError(f"method.side={side!r} is unknown; choose from {', '.join(SIDES)}")
     if p_out is not None and not (isinstance(p_out, (int, float)) and not isinstance(p_out, bool) and 0.0 < p_out <= 1.0):
         raise ConfigError(f"method.p_out={p_out!r} must be a fraction in (0, 1] or null (same as adapt.p)")
     k_in = rank_for(p, in_features, out_features) if side in ("input", "both") else 0
@@ -165,7 +167,7 @@ class SSVDLinear(AdapterLayer):
                  side: str = "input", p_out: float | None = None):
         super().__init__(base_layer)
         for key, value, choices in (("rotation", rotation, ROTATIONS), ("orientation", orientation, ORIENTATIONS),
-                                    ("formulation", formulation, FORMULATIONS), ("side", side, SIDES)):
+                                    ("formulation", formulation, FORMULATIONS)):
             if value not in choices:
                 raise ConfigError(f"method.{key}={value!r} is unknown; choose from {', '.join(choices)}")
         d_out, d_in = base_layer.out_features, base_layer.in_features
@@ -259,11 +261,10 @@ class SSVDLinear(AdapterLayer):
         scaled = torch.cat([S[:k] + torch.sigmoid(self.gate.to(G.dtype)) * self.delta_sigma.to(G.dtype), S[k:]])
         rotated = torch.cat([G @ Vh[:k], Vh[k:]])
         G_out = self.output_rotation_matrix()
-        if G_out is not None:
-            U = torch.cat([U[:, :k] @ G_out, U[:, k:]], dim=1)
+        U_rotated = U if G_out is None else torch.cat([U[:, :k] @ G_out, U[:, k:]], dim=1)
         W = self.base_layer.weight.to(G.dtype)
         residual = (W.T if self.transposed else W) - (U * S) @ Vh
-        adapted = (U * scaled) @ rotated + residual
+        adapted = (U_rotated * scaled) @ rotated + residual
         return adapted.T if self.transposed else adapted
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
