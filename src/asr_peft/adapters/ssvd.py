@@ -12,6 +12,22 @@ vectors by a rotation G and the top-k singular values by a gated shift:
 
 Trainable per layer: k + k(k−1)/2 + 1 (free: k + k² + 1); all start at zero, so A' = A at init.
 
+Sides (`method.side`, the project's extension; the authors' SSVD-O code is not public). `input` (default)
+is the above. `output` rotates the top-k_out left singular vectors (U) instead, `both` each side with its
+own generator of the same kind (`method.rotation`), k_in from `adapt.p` and k_out from `method.p_out`
+(null: `adapt.p`) by the same rule. With K = max(k_in, k_out) (a side that is off counts 0):
+
+    A' = A + U_K M V_Kᵀ,   M = G_out · diag(σ_K + sigmoid(g)·Δσ) · G_in − diag(σ_K)        (K×K)
+
+G_in as above (its rows mix the rows of V_Kᵀ), G_out mixing the columns of U_K (U_K G_out), each acting
+on its side's first k coordinates and the identity on the rest of K (the identity altogether for a side
+that is off); Δσ has length K. Trainable per layer: K + 1 + gen(k_in) + gen(k_out), gen(k) = k(k−1)/2
+(approx, cayley) or k² (free), gen(0) = 0; the input side's generator keeps its names (`skew`,
+`rotation_free`), the output side's are `skew_out`, `rotation_free_out`. Everything below (orientation,
+formulations, merging) holds for the K×K core unchanged: "input" and "output" are the sides of the
+factorised matrix A, which `orientation=reference` makes Wᵀ for d_in > d_out. `adapt.p_groups` may give
+module groups their own `adapt.p` (`adapters/budget.py`).
+
 Basis. The trained numbers are coordinates in the basis of A's top-k singular vectors, which are
 defined only up to a sign per pair. They are not stored: they are rebuilt on load by `adapters/svd.py`
 in its canonical basis (each right singular vector of W has its largest-magnitude entry positive), and

@@ -145,7 +145,9 @@ def differences(run: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[l
         if key in run_flat:
             continue
         parts = key.split(".")
-        top = next(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in present)
+        top = next((".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in present), None)
+        if top is None:  # a value (say a null adapt.p_groups) the run made a mapping: its keys count as changed
+            continue
         if top not in removed:
             removed.append(top)
     return changed, removed
