@@ -189,7 +189,8 @@ class SSVD(Method):
     orientation: choice(*ORIENTATIONS) = ORIENTATIONS[0]
     formulation: choice(*FORMULATIONS) = FORMULATIONS[0]
     side: choice(*SIDES) = SIDES[0]
-    p_out: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None  # the output side's adapt.p; null: adapt.p
+    # the output side's adapt.p (side=output|both); null: adapt.p
+    p_out: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
 
 
 class SVFT(Method):
@@ -228,7 +229,8 @@ MethodConfig = Annotated[Union[SSVD, SVFT, LowRank, VeRA, PEFT, NoAdapters], Fie
 class Adapt(Group):
     p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     targets: Annotated[list[str], Field(min_length=1)]
-    p_groups: dict[str, Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] | None = None  # module-name group -> its own p (adapters/budget.py)
+    # module-name group -> its own p, replacing `p` for the targets in it (adapters/budget.py)
+    p_groups: dict[str, Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] | None = None
 
 
 class Data(Group):
