@@ -51,11 +51,22 @@ def test_skew_symmetric_and_rotations():
     assert torch.allclose((torch.eye(k) - S) @ G, torch.eye(k) + S, atol=1e-5)
 
 
+SIDES = [{"side": "input"}, {"side": "output"}, {"side": "both"},
+         {"side": "both", "p_out": 0.25},   # k_out < k_in: G_out padded with the identity
+         {"side": "both", "p_out": 0.75}]   # k_out > k_in: G_in padded, Δσ as long as k_out
+
+
+def side_id(side: dict) -> str:
+    return "-".join(str(v) for v in side.values())
+
+
+@pytest.mark.parametrize("side", SIDES, ids=side_id)
 @pytest.mark.parametrize("d_out, d_in", [(24, 40), (40, 24)])
-def test_ssvd_update_is_the_papers_formula(d_out, d_in):
-    """W' from the layer equals U diag(σ + g·Δσ) blockdiag(G, I) Vᵀ of the (reference-oriented) SVD."""
+def test_ssvd_update_is_the_papers_formula(d_out, d_in, side):
+    """W' from the layer equals U blockdiag(G_out, I) diag(σ + g·Δσ) blockdiag(G_in, I) Vᵀ of the
+    (reference-oriented) SVD, each G built from its own parameters, on its own side's top k."""
     base = linear(d_out, d_in)
-    layer = ssvd(base, p=0.5)
+    layer = ssvd(base, p=0.5, **side)
     randomize(layer)
     W = base.weight.detach()
     # Singular vectors are defined up to a joint sign per pair, and G mixes them, so the formula is
@@ -66,24 +77,36 @@ def test_ssvd_update_is_the_papers_formula(d_out, d_in):
     assert torch.allclose(U @ torch.diag(S) @ Vh, W, atol=1e-5)
     if d_in > d_out:
         U, Vh = Vh.T, U.T
-    k = layer.k
+    r_max = S.numel()
+    k_in = math.floor(0.5 * r_max) if side["side"] != "output" else 0
+    k_out = math.floor(side.get("p_out", 0.5) * r_max) if side["side"] != "input" else 0
+    k = max(k_in, k_out)
+    assert (layer.k_in, layer.k_out, layer.k) == (k_in, k_out, k)
+
+    def rotation(parameters: str, size: int) -> torch.Tensor:  # G = I + 2S from the layer's own numbers
+        G = torch.eye(size)
+        if size:
+            G = G + 2 * skew_symmetric(getattr(layer, parameters), size)
+        return torch.block_diag(G, torch.eye(r_max - size))
+
     sigma = torch.cat([S[:k] + torch.sigmoid(layer.gate) * layer.delta_sigma, S[k:]])
-    G = torch.block_diag(layer.rotation_matrix(), torch.eye(S.numel() - k))
-    expected = U @ torch.diag(sigma) @ G @ Vh
+    expected = U @ rotation("skew_out", k_out) @ torch.diag(sigma) @ rotation("skew", k_in) @ Vh
     expected = expected.T if d_in > d_out else expected
     assert torch.allclose(W + layer.delta_weight(), expected.detach(), atol=1e-5)
 
 
+@pytest.mark.parametrize("side", SIDES[:3] + SIDES[4:], ids=side_id)
 @pytest.mark.parametrize("formulation", ["activation", "reference"])
 @pytest.mark.parametrize("shape, activation_path", [((3, 7), False), ((1, 2), True)])
-def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formulation, shape, activation_path):
+def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formulation, shape, activation_path, side):
     # 21 rows form W' (21·88 > 24·52), 2 rows go through the rank-k subspace: both paths are covered.
-    assert activation_path_is_cheaper(shape[0] * shape[1], D_OUT, D_IN, 12) == activation_path
+    k = ssvd(linear(), p=0.5, **side).k
+    assert activation_path_is_cheaper(shape[0] * shape[1], D_OUT, D_IN, k) == activation_path
     torch.manual_seed(0)
     x = torch.randn(*shape, D_IN)
     layers = {}
     for name in ("efficient", formulation):
-        layers[name] = ssvd(linear(), p=0.5, formulation=name)
+        layers[name] = ssvd(linear(), p=0.5, formulation=name, **side)
         randomize(layers[name])
     outputs = {name: layer(x) for name, layer in layers.items()}
     assert torch.allclose(outputs["efficient"], outputs[formulation], atol=1e-5)
@@ -91,13 +114,15 @@ def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formula
         (out**2).sum().backward()
     for (key, p_eff), (_, p_other) in zip(layers["efficient"].named_adapter_parameters(),
                                           layers[formulation].named_adapter_parameters()):
+        assert p_eff.grad is not None and p_eff.grad.abs().sum() > 0, key   # every side's generator trains
         assert torch.allclose(p_eff.grad, p_other.grad, rtol=1e-4, atol=1e-4), key
     assert layers["efficient"].base_layer.weight.grad is None
 
 
+@pytest.mark.parametrize("side", ["input", "both"])
 @pytest.mark.parametrize("rows", [4, 40])  # the activation path and the formed-W' path
-def test_ssvd_gradient_reaches_the_input(rows):
-    layer = ssvd(linear(), p=0.5)
+def test_ssvd_gradient_reaches_the_input(rows, side):
+    layer = ssvd(linear(), p=0.5, side=side)
     randomize(layer)
     x = torch.randn(rows, D_IN, requires_grad=True)
     layer(x).sum().backward()
@@ -109,6 +134,13 @@ def test_ssvd_gradient_reaches_the_input(rows):
     ({"name": "ssvd", "rotation": "approx"}, lambda k: k + k * (k - 1) // 2 + 1),
     ({"name": "ssvd", "rotation": "cayley"}, lambda k: k + k * (k - 1) // 2 + 1),
     ({"name": "ssvd", "rotation": "free"}, lambda k: k + k * k + 1),
+    # side=output|both: K = max(k_in, k_out) Δσ's, a gate, and each rotated side's generator
+    ({"name": "ssvd", "side": "output"}, lambda k: k + k * (k - 1) // 2 + 1),
+    ({"name": "ssvd", "side": "both"}, lambda k: k + 2 * (k * (k - 1) // 2) + 1),
+    ({"name": "ssvd", "side": "both", "rotation": "free"}, lambda k: k + 2 * k * k + 1),
+    ({"name": "ssvd", "side": "both", "p_out": 0.2}, lambda k: k + k * (k - 1) // 2 + 4 * 3 // 2 + 1),    # k_out = 4
+    ({"name": "ssvd", "side": "both", "p_out": 0.8}, lambda k: 19 + k * (k - 1) // 2 + 19 * 18 // 2 + 1),  # k_out = 19
+    ({"name": "ssvd", "side": "input", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),  # p_out: output side only
     ({"name": "lora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT)),
     ({"name": "dora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT) + D_OUT),
     ({"name": "pissa", "r": 4, "alpha": 4}, lambda k: 4 * (D_IN + D_OUT)),
@@ -126,7 +158,8 @@ def test_per_layer_trainable_counts_follow_the_formulas(method, expected):
 
 
 ALL_METHODS = [{"name": "ssvd", "rotation": "approx"}, {"name": "ssvd", "rotation": "cayley"},
-               {"name": "ssvd", "rotation": "free"}, {"name": "svft", "pattern": "banded", "off_diag": 1},
+               {"name": "ssvd", "rotation": "free"}, {"name": "ssvd", "side": "output", "rotation": "cayley"},
+               {"name": "ssvd", "side": "both", "p_out": 0.25}, {"name": "ssvd", "side": "both", "rotation": "free"}, {"name": "svft", "pattern": "banded", "off_diag": 1},
                {"name": "svft", "pattern": "plain"}, {"name": "lora", "r": 4, "alpha": 8},
                {"name": "dora", "r": 4, "alpha": 8}, {"name": "pissa", "r": 4, "alpha": 4}, {"name": "vera", "r": 8}]
 
@@ -257,6 +290,9 @@ def test_svft_top_k_picks_the_best_aligned_positions():
     ({"name": "boft"}, {"targets": ["0"]}, "method.name"),
     ({"name": "ssvd", "rank": 3}, {"p": 0.4, "targets": ["0"]}, "method.rank"),
     ({"name": "ssvd", "rotation": "givens"}, {"p": 0.4, "targets": ["0"]}, "method.rotation"),
+    ({"name": "ssvd", "side": "left"}, {"p": 0.4, "targets": ["0"]}, "method.side"),
+    ({"name": "ssvd", "side": "both", "p_out": 1.5}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
+    ({"name": "ssvd", "side": "both", "p_out": 0}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
     ({"name": "svft", "pattern": "diagonal"}, {"targets": ["0"]}, "method.pattern"),
 ])
 def test_bad_method_configs_fail_before_training_with_one_line(method, adapt, key):

@@ -33,7 +33,10 @@ MODES = [("mixed", torch.bfloat16), ("mixed", torch.float16), ("true", torch.bfl
 
 SSVD_VARIANTS = [{"name": "ssvd", "rotation": rotation, "formulation": formulation}
                  for rotation in ("approx", "cayley", "free") for formulation in ("efficient", "activation", "reference")]
-METHODS = [*SSVD_VARIANTS, {"name": "ssvd", "recompute_weight": True},
+SSVD_SIDES = [{"name": "ssvd", "side": "both", "p_out": 0.25, "rotation": "cayley"},   # k_out < k_in
+              {"name": "ssvd", "side": "both", "p_out": 0.75, "formulation": "reference"},
+              {"name": "ssvd", "side": "output", "rotation": "free", "formulation": "activation"}]
+METHODS = [*SSVD_VARIANTS, *SSVD_SIDES, {"name": "ssvd", "recompute_weight": True},
            *({"name": "svft", "pattern": pattern, "off_diag": 1} for pattern in ("plain", "banded", "random", "top_k")),
            {"name": "lora", "r": 4, "alpha": 8}, {"name": "dora", "r": 4, "alpha": 8}, {"name": "pissa", "r": 4, "alpha": 4},
            {"name": "vera", "r": 8}, {"name": "peft", "peft_config": {"peft_type": "PSOFT", "r": 4}},

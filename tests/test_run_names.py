@@ -41,6 +41,8 @@ def name_of(overrides: list[str]) -> str:
     (["experiment=pretrain_tiny"], "full,synth_source,owsm_tiny,seed=0,experiment=pretrain_tiny"),
     (["optimizer=adamw", "model=owsm_1b", "data=myst", "trainer=ddp"], "ssvd_p=0.4,myst,owsm_1b,seed=0,optimizer=adamw,trainer=ddp"),
     (["data=manifest", "data.corpus_dir=/data/my corpus"], "ssvd_p=0.4,manifest,owsm_tiny_pretrained,seed=0,data.corpus_dir=_data_my_corpus"),
+    (["method.side=both", "adapt.p=0.2", "method.p_out=0.1"], "ssvd_p=0.2_side=both_p_out=0.1,synth_child,owsm_tiny_pretrained,seed=0"),
+    (["adapt.p_groups={encoder: 0.2}"], 'ssvd_p=0.4_p_groups=__encoder__0.2_,synth_child,owsm_tiny_pretrained,seed=0'),
     (["~callbacks.early_stopping", "data.speed_perturb=[0.9,1.0,1.1]"],
      f"{DEFAULT},data.speed_perturb=_0.9,1.0,1.1_,~callbacks.early_stopping"),
 ])
@@ -50,6 +52,7 @@ def test_names_say_method_budget_data_model_seed_and_what_else_differs(overrides
 
 @pytest.mark.parametrize("same", [
     ["method=lora", "adapt.p=0.1"],                          # LoRA does not read SSVD's budget
+    ["method=lora", "adapt.p_groups={encoder: 0.2}"],        # nor its per-group budgets
     ["method=lora", "method.r=32", "method.alpha=64"],       # the defaults, written out
     ["method=lora", "logger=wandb", "trainer.devices=2", "evaluation.progress=false", "~callbacks.progress_bar",
      "trainer.enable_progress_bar=false", "evaluation.baseline=false", "paths.cache_dir=/tmp/elsewhere"],

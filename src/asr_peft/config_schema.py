@@ -35,7 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from asr_peft.adapters.registry import METHODS, get_method
-from asr_peft.adapters.ssvd import FORMULATIONS, ORIENTATIONS, ROTATIONS
+from asr_peft.adapters.ssvd import FORMULATIONS, ORIENTATIONS, ROTATIONS, SIDES
 from asr_peft.adapters.svft import PATTERNS
 from asr_peft.data.normalizers import NORMALIZERS
 from asr_peft.data.validation import ON_ERROR_CHOICES
@@ -188,6 +188,9 @@ class SSVD(Method):
     rotation: choice(*ROTATIONS) = ROTATIONS[0]
     orientation: choice(*ORIENTATIONS) = ORIENTATIONS[0]
     formulation: choice(*FORMULATIONS) = FORMULATIONS[0]
+    side: choice(*SIDES) = SIDES[0]
+    # the output side's adapt.p (side=output|both); null: adapt.p
+    p_out: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
 
 
 class SVFT(Method):
@@ -226,6 +229,8 @@ MethodConfig = Annotated[Union[SSVD, SVFT, LowRank, VeRA, PEFT, NoAdapters], Fie
 class Adapt(Group):
     p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     targets: Annotated[list[str], Field(min_length=1)]
+    # module-name group -> its own p, replacing `p` for the targets in it (adapters/budget.py)
+    p_groups: dict[str, Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] | None = None
 
 
 class Data(Group):

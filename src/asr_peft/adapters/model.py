@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from asr_peft.adapters.base import AdapterLayer
+from asr_peft.adapters.budget import layer_settings
 from asr_peft.adapters.fingerprint import check_fingerprint, fingerprint
 from asr_peft.adapters.injection import match_modules, module_type, replace_module
 from asr_peft.adapters.lora import LoRAEmbedding
@@ -81,13 +82,14 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
         if not isinstance(module, nn.Linear):
             raise ConfigError(f"adapt.targets matched {name}, a {type(module).__name__}; adapters go on nn.Linear modules")
     on_meta = any(module.weight.is_meta for _, _, module in targets)
+    settings = layer_settings([name for name, _, _ in targets], method, adapt)  # adapt.p_groups, per module
     svds = [None] * len(targets)
     if spec.needs_svd and not on_meta:
         svds = thin_svds([module.weight for _, _, module in targets], svd_cache_dir,
-                         [spec.svd_rank(module, method, adapt) for _, _, module in targets])
+                         [spec.svd_rank(module, *setting) for (_, _, module), setting in zip(targets, settings)])
     context: dict = {"layers": [module for _, _, module in targets]}  # e.g. VeRA's projections span them all
-    for (name, _, module), svd in zip(targets, svds):
-        replace_module(model, name, spec.build(module, svd, method, adapt, context))
+    for (name, _, module), svd, setting in zip(targets, svds, settings):
+        replace_module(model, name, spec.build(module, svd, *setting, context))
     adapted = [name for name, _, _ in targets]
     if spec.embedding_adapter and method.get("embedding_targets"):
         for name, _, module in match_modules(model, method["embedding_targets"], key="method.embedding_targets"):

@@ -15,7 +15,7 @@ from asr_peft.adapters.dora import DoRALinear
 from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.peft_tuner import PEFTLinear
 from asr_peft.adapters.pissa import PiSSALinear
-from asr_peft.adapters.ssvd import SSVDLinear, rank_for
+from asr_peft.adapters.ssvd import SSVDLinear, side_ranks
 from asr_peft.adapters.svd import ThinSVD
 from asr_peft.adapters.svft import SVFTLinear
 from asr_peft.adapters.vera import SharedProjections, VeRALinear
@@ -48,12 +48,14 @@ METHODS: dict[str, MethodSpec] = {
         lambda base, svd, m, a, ctx: SSVDLinear(base, svd, p=a["p"], rotation=m.get("rotation", "approx"),
                                                 orientation=m.get("orientation", "reference"),
                                                 formulation=m.get("formulation", "efficient"),
-                                                recompute_weight=m.get("recompute_weight", False)),
-        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation", "recompute_weight"),
-        # the reference formulation rebuilds W' from the whole spectrum
+                                                recompute_weight=m.get("recompute_weight", False),
+                                                side=m.get("side", "input"), p_out=m.get("p_out")),
+        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation", "recompute_weight", "side", "p_out"),
+        # the reference formulation rebuilds W' from the whole spectrum; the others need both sides' top k
         svd_rank=lambda base, m, a: (None if m.get("formulation") == "reference"
-                                     else rank_for(a["p"], base.in_features, base.out_features)),
-        summary="structured SVD-guided rotation of the top-k input subspace"),
+                                     else max(side_ranks(m.get("side", "input"), a["p"], m.get("p_out"),
+                                                         base.in_features, base.out_features))),
+        summary="structured SVD-guided rotation of the top-k input (and/or output) subspace"),
     "svft": MethodSpec(
         lambda base, svd, m, a, ctx: SVFTLinear(base, svd, pattern=m.get("pattern", "plain"),
                                                 off_diag=m.get("off_diag", 0), seed=m.get("seed", 0)),

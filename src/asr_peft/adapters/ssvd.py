@@ -12,6 +12,22 @@ vectors by a rotation G and the top-k singular values by a gated shift:
 
 Trainable per layer: k + k(k−1)/2 + 1 (free: k + k² + 1); all start at zero, so A' = A at init.
 
+Sides (`method.side`, the project's extension; the authors' SSVD-O code is not public). `input` (default)
+is the above. `output` rotates the top-k_out left singular vectors (U) instead, `both` each side with its
+own generator of the same kind (`method.rotation`), k_in from `adapt.p` and k_out from `method.p_out`
+(null: `adapt.p`) by the same rule. With K = max(k_in, k_out) (a side that is off counts 0):
+
+    A' = A + U_K M V_Kᵀ,   M = G_out · diag(σ_K + sigmoid(g)·Δσ) · G_in − diag(σ_K)        (K×K)
+
+G_in as above (its rows mix the rows of V_Kᵀ), G_out mixing the columns of U_K (U_K G_out), each acting
+on its side's first k coordinates and the identity on the rest of K (the identity altogether for a side
+that is off); Δσ has length K. Trainable per layer: K + 1 + gen(k_in) + gen(k_out), gen(k) = k(k−1)/2
+(approx, cayley) or k² (free), gen(0) = 0; the input side's generator keeps its names (`skew`,
+`rotation_free`), the output side's are `skew_out`, `rotation_free_out`. Everything below (orientation,
+formulations, merging) holds for the K×K core unchanged: "input" and "output" are the sides of the
+factorised matrix A, which `orientation=reference` makes Wᵀ for d_in > d_out. `adapt.p_groups` may give
+module groups their own `adapt.p` (`adapters/budget.py`).
+
 Basis. The trained numbers are coordinates in the basis of A's top-k singular vectors, which are
 defined only up to a sign per pair. They are not stored: they are rebuilt on load by `adapters/svd.py`
 in its canonical basis (each right singular vector of W has its largest-magnitude entry positive), and
@@ -65,12 +81,26 @@ from asr_peft.errors import ConfigError
 ROTATIONS = ("approx", "cayley", "free")
 ORIENTATIONS = ("reference", "input")
 FORMULATIONS = ("efficient", "activation", "reference")
+SIDES = ("input", "output", "both")
 
 
 def rank_for(p: float, in_features: int, out_features: int) -> int:
     if not 0.0 < p <= 1.0:
         raise ConfigError(f"adapt.p={p} must be in (0, 1]")
     return max(1, math.floor(p * min(in_features, out_features)))
+
+
+def side_ranks(side: str, p: float, p_out: float | None, in_features: int, out_features: int) -> tuple[int, int]:
+    """(k_in, k_out): the rotated sizes of the input and output sides, 0 for a side that is not rotated.
+
+    Both follow `rank_for`, k_in from `adapt.p` and k_out from `method.p_out` (None: `adapt.p`)."""
+    if side not in SIDES:
+        raise ConfigError(f"method.side={side!r} is unknown; choose from {', '.join(SIDES)}")
+    if p_out is not None and not (isinstance(p_out, (int, float)) and not isinstance(p_out, bool) and 0.0 < p_out <= 1.0):
+        raise ConfigError(f"method.p_out={p_out!r} must be a fraction in (0, 1] or null (same as adapt.p)")
+    k_in = rank_for(p, in_features, out_features) if side in ("input", "both") else 0
+    k_out = rank_for(p if p_out is None else p_out, in_features, out_features) if side in ("output", "both") else 0
+    return k_in, k_out
 
 
 def skew_symmetric(upper: torch.Tensor, k: int) -> torch.Tensor:
@@ -149,14 +179,16 @@ class _LowRankUpdateLinear(torch.autograd.Function):
 
 class SSVDLinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, p: float, rotation: str = "approx",
-                 orientation: str = "reference", formulation: str = "efficient", recompute_weight: bool = False):
+                 orientation: str = "reference", formulation: str = "efficient", recompute_weight: bool = False,
+                 side: str = "input", p_out: float | None = None):
         super().__init__(base_layer)
         for key, value, choices in (("rotation", rotation, ROTATIONS), ("orientation", orientation, ORIENTATIONS),
                                     ("formulation", formulation, FORMULATIONS)):
             if value not in choices:
                 raise ConfigError(f"method.{key}={value!r} is unknown; choose from {', '.join(choices)}")
         d_out, d_in = base_layer.out_features, base_layer.in_features
-        self.k = k = rank_for(p, d_in, d_out)
+        self.k_in, self.k_out = side_ranks(side, p, p_out, d_in, d_out)
+        self.k = k = max(self.k_in, self.k_out)  # the core's size: both sides' top-k bases
         if not isinstance(recompute_weight, bool):
             raise ConfigError(f"method.recompute_weight={recompute_weight!r} must be true or false")
         self.rotation, self.formulation, self.recompute_weight = rotation, formulation, recompute_weight
@@ -165,10 +197,15 @@ class SSVDLinear(AdapterLayer):
         factory = {"device": weight.device, "dtype": torch.float32}
         self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
         self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
-        if rotation == "free":
-            self.rotation_free = nn.Parameter(torch.zeros(k, k, **factory))
-        else:
-            self.skew = nn.Parameter(torch.zeros(k * (k - 1) // 2, **factory))
+        # One generator per rotated side, named after the side (`skew`/`rotation_free`: the input side,
+        # as before the output side existed, so input-side adapter files keep their keys).
+        for suffix, size in (("", self.k_in), ("_out", self.k_out)):
+            if size == 0:
+                continue
+            if rotation == "free":
+                self.register_parameter("rotation_free" + suffix, nn.Parameter(torch.zeros(size, size, **factory)))
+            else:
+                self.register_parameter("skew" + suffix, nn.Parameter(torch.zeros(size * (size - 1) // 2, **factory)))
         # Factors are derived from the frozen weight, so they stay out of checkpoints (non-persistent)
         # and are recomputed (or read from the SVD cache) in the canonical basis when the method is
         # applied again; the fingerprint checks they are the ones the adapter was trained in.
@@ -189,23 +226,42 @@ class SSVDLinear(AdapterLayer):
             self.register_buffer("S_full", S.contiguous(), persistent=False)
             self.register_buffer("Vh_full", Vh_A.contiguous(), persistent=False)
 
-    def rotation_matrix(self) -> torch.Tensor:
-        """G in fp32 (fp64 for an fp64 model) whatever the parameters' storage dtype: no solve in bf16."""
+    def _generator(self, size: int, suffix: str) -> torch.Tensor:
+        """One side's `size`×`size` rotation in fp32 (fp64 for an fp64 model), whatever the storage dtype."""
         dtype = master_dtype(self.delta_sigma.dtype)
-        eye = torch.eye(self.k, device=self.delta_sigma.device, dtype=dtype)
+        eye = torch.eye(size, device=self.delta_sigma.device, dtype=dtype)
         if self.rotation == "free":
-            return eye + self.rotation_free.to(dtype)
-        S = skew_symmetric(self.skew.to(dtype), self.k)
+            return eye + getattr(self, "rotation_free" + suffix).to(dtype)
+        S = skew_symmetric(getattr(self, "skew" + suffix).to(dtype), size)
         if self.rotation == "approx":
             return eye + 2 * S
         return torch.linalg.solve(eye - S, eye + S)
+
+    def _padded(self, G: torch.Tensor) -> torch.Tensor:
+        """G on the first coordinates of the core, identity on the rest (a side with the smaller k)."""
+        rest = self.k - G.shape[0]
+        return G if rest == 0 else torch.block_diag(G, torch.eye(rest, device=G.device, dtype=G.dtype))
+
+    def rotation_matrix(self) -> torch.Tensor:
+        """G_in (k×k, the input side of the factorised matrix); the identity where that side is not rotated."""
+        if self.k_in == 0:
+            return torch.eye(self.k, device=self.delta_sigma.device, dtype=master_dtype(self.delta_sigma.dtype))
+        return self._padded(self._generator(self.k_in, ""))
+
+    def output_rotation_matrix(self) -> torch.Tensor | None:
+        """G_out (k×k, the output side of the factorised matrix), or None where that side is not rotated."""
+        return self._padded(self._generator(self.k_out, "_out")) if self.k_out else None
 
     def core(self) -> torch.Tensor:
         """N: W' = W + L N Rᵀ (M of the factorised matrix, transposed when Wᵀ was factorised), in fp32."""
         G = self.rotation_matrix()
         sigma = self.sigma_k.to(G.dtype)
         scaled = sigma + torch.sigmoid(self.gate.to(G.dtype)) * self.delta_sigma.to(G.dtype)
-        M = scaled[:, None] * G - torch.diag(sigma)
+        rotated = scaled[:, None] * G  # diag(σ + g·Δσ) G_in
+        G_out = self.output_rotation_matrix()
+        if G_out is not None:
+            rotated = G_out @ rotated
+        M = rotated - torch.diag(sigma)
         return M.T if self.transposed else M
 
     def delta_weight(self) -> torch.Tensor:
@@ -220,9 +276,11 @@ class SSVDLinear(AdapterLayer):
         U, S, Vh = (t.to(G.dtype) for t in (self.U_full, self.S_full, self.Vh_full))
         scaled = torch.cat([S[:k] + torch.sigmoid(self.gate.to(G.dtype)) * self.delta_sigma.to(G.dtype), S[k:]])
         rotated = torch.cat([G @ Vh[:k], Vh[k:]])
+        G_out = self.output_rotation_matrix()
+        U_rotated = U if G_out is None else torch.cat([U[:, :k] @ G_out, U[:, k:]], dim=1)
         W = self.base_layer.weight.to(G.dtype)
         residual = (W.T if self.transposed else W) - (U * S) @ Vh
-        adapted = (U * scaled) @ rotated + residual
+        adapted = (U_rotated * scaled) @ rotated + residual
         return adapted.T if self.transposed else adapted
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:

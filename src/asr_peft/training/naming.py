@@ -25,8 +25,9 @@ NO_EFFECT = ("task_name", "dry_run", "sweep_group", "logger", "hydra", "paths.ro
              "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
              "callbacks.progress_bar", "callbacks.lr_monitor", "loader.num_workers", "evaluation.progress",
              "evaluation.max_batch_seconds", "evaluation.baseline", "evaluation.subspace", "evaluation.sclite")
-# SSVD's budget is `adapt.p`; no other method reads it.
+# SSVD's budget is `adapt.p` (and `adapt.p_groups`); no other method reads them.
 METHODS_USING_P = {"ssvd"}
+P_KEYS = ("adapt.p", "adapt.p_groups")
 # Config groups whose choice the name shows by itself (method and budget, data, model) or that never
 # change a run (or only pick what a run is: a sweep's point).
 GROUPS_SHOWN_BY_NAME = {"method", "data", "model"}
@@ -35,8 +36,13 @@ MAX_NAME = 200  # bytes; file systems allow 255
 PLACEHOLDER_RUN_DIR = "<run_dir>"
 
 
+def _within(key: str, prefixes) -> bool:
+    """Whether `key` is one of `prefixes` or inside one of them (a flattened mapping: adapt.p_groups.encoder)."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
 def has_no_effect(key: str) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in NO_EFFECT)
+    return _within(key, NO_EFFECT)
 
 
 def method_reads(method_name: str | None, key: str) -> bool:
@@ -48,14 +54,23 @@ def method_reads(method_name: str | None, key: str) -> bool:
     spec = METHODS.get(method_name)
     if spec is not None and spec.build is None:  # full and frozen: no targets, no budget
         return False
-    return key != "adapt.p" or method_name in METHODS_USING_P
+    return not _within(key, P_KEYS) or method_name in METHODS_USING_P
 
 
 def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[str | None, Any]]:
     """What sizes a method, as (key, value) pairs (key None: the value alone): SSVD's p, a rank, SVFT's pattern."""
     name = method.get("name")
     if name in METHODS_USING_P:
-        return [("p", adapt.get("p"))]
+        # SSVD's defaults (input side only, one p for every layer) add nothing, so default names stay short.
+        side = method.get("side", "input")
+        tokens = [("p", adapt.get("p"))]
+        if side != "input":
+            tokens.append(("side", side))
+            if method.get("p_out") is not None:
+                tokens.append(("p_out", method["p_out"]))
+        if adapt.get("p_groups"):
+            tokens.append(("p_groups", adapt["p_groups"]))
+        return tokens
     if name == "svft":
         pattern = method.get("pattern", "plain")
         return [(None, pattern)] + ([("d", method.get("off_diag", 0))] if pattern != "plain" else [])
@@ -68,8 +83,8 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
 
 
 # The keys `budget` names (their other method keys, e.g. a PEFT tuner's block size, are named as settings).
-BUDGET_KEYS = {"adapt.p", "method.r", "method.pattern", "method.off_diag", "method.peft_config.peft_type",
-               "method.peft_config.r"}
+BUDGET_KEYS = {"adapt.p", "adapt.p_groups", "method.side", "method.p_out", "method.r", "method.pattern",
+               "method.off_diag", "method.peft_config.peft_type", "method.peft_config.r"}
 
 
 def format_value(value: Any) -> str:
@@ -130,7 +145,9 @@ def differences(run: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[l
         if key in run_flat:
             continue
         parts = key.split(".")
-        top = next(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in present)
+        top = next((".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in present), None)
+        if top is None:  # a value (say a null adapt.p_groups) the run made a mapping: its keys count as changed
+            continue
         if top not in removed:
             removed.append(top)
     return changed, removed
@@ -194,13 +211,13 @@ def run_name(job: DictConfig, reference: DictConfig, choices: Mapping[str, str |
     shown = {"method.name", "data.name", "model.name", "seed"} | BUDGET_KEYS
     written = flatten(raw)
     values = {k: _resolved(config, k, written[k]) for k in changed}
-    method_extra = {k: values[k] for k in changed if k.startswith("method.") and k not in shown}
+    method_extra = {k: values[k] for k in changed if k.startswith("method.") and not _within(k, shown)}
     groups = [f"{group}={choice}" for group, choice in sorted(choices.items())
               if not group.startswith("hydra/") and group not in GROUPS_SHOWN_BY_NAME | GROUPS_WITHOUT_EFFECT
               and choice != default_choices.get(group)
               and (group == "experiment" or any(counted(k, method_name) for k in written if k.startswith(group + ".")))]
     others = [f"{k}={format_value(values[k])}" for k in sorted(changed)
-              if not k.startswith("method.") and k not in shown and counted(k, method_name)]
+              if not k.startswith("method.") and not _within(k, shown) and counted(k, method_name)]
     others += [f"~{k}" for k in sorted(removed) if counted(k, method_name)]
     head = "_".join(configuration_tokens(method, adapt, method_extra))
     data, model, seed = (_resolved(config, key, written.get(key)) for key in ("data.name", "model.name", "seed"))
