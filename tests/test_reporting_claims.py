@@ -75,10 +75,10 @@ def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
     assert verdict[("both_sides", "synth_child")] == "reproduced"
     assert claims.loc[claims["claim"] == "model_size", "verdict"].tolist() == ["not testable here"]
     strict = claims[claims["claim"] == "strict_vs_approx"].iloc[0]
-    assert strict["seeds"] == "3 vs 3" and strict["utterances"] == UTTERANCES
+    assert strict["seeds"] == "0,1,2 vs 0,1,2" and strict["paired_seeds"] and strict["utterances"] == UTTERANCES
     assert -1.0 <= strict["ci_low_points"] <= strict["delta_wer_points"] <= strict["ci_high_points"] <= 1.0
     both = claims[claims["claim"] == "both_sides"].iloc[0]
-    assert both["delta_wer_points"] < -3 and "source-domain" in both["evidence"]
+    assert both["delta_wer_points"] < -3 and "source domain (forgetting): better" in both["reason"]
 
 
 def test_the_model_size_trend_is_read_across_models(tmp_path):
@@ -92,4 +92,4 @@ def test_the_model_size_trend_is_read_across_models(tmp_path):
     frame.loc[frame["model"] == "owsm_large", "total"] = 1e9  # model size orders the trend
     claims = check_claims(frame)
     row = claims[claims["claim"] == "model_size"].iloc[0]
-    assert row["verdict"] == "reproduced" and "owsm_small" in row["evidence"] and row["model"] == "owsm_large"
+    assert row["verdict"] == "reproduced" and "owsm_small" in row["reason"] and row["model"] == "owsm_large"
