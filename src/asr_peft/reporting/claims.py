@@ -92,6 +92,8 @@ class System:
 
 
 def systems(frame: pd.DataFrame) -> list[System]:
+    if frame.empty:
+        return []
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()]
     found = []
     for (model, data, configuration), rows in done.groupby(["model", "data", "configuration"], sort=False):

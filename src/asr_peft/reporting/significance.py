@@ -41,6 +41,16 @@ from asr_peft.errors import ConfigError
 REPLICATES = 10_000
 CONFIDENCE = 0.95
 NO_DIFFERENCE = "no significant difference"
+PROCEDURE = (
+    "Paired bootstrap over the test utterances (Bisani and Ney, ICASSP 2004), extended to training seeds: each of "
+    f"{REPLICATES:,} replicates draws the test utterances with replacement (the same draw for both systems) and each "
+    "system's seeds with replacement, jointly (seed s of one system with seed s of the other) when both systems ran "
+    "the same seeds, each system on its own otherwise, and recomputes ΔWER = WER_A − WER_B from the summed "
+    "per-utterance word errors (mean over seeds) of the runs' decode/<test set>/ref.trn and hyp.trn. "
+    f"{100 * CONFIDENCE:g}% confidence interval: the {100 * (1 - CONFIDENCE) / 2:g}th to "
+    f"{100 * (1 + CONFIDENCE) / 2:g}th percentile of the replicates; p-value: two-sided, twice the smaller share of "
+    "replicates on either side of zero. One system is called better or worse than another only when the interval "
+    f"excludes zero; otherwise the pair is reported as \"{NO_DIFFERENCE}\".")
 
 
 @dataclass(frozen=True)
