@@ -20,20 +20,24 @@ def _errors(rate: float, seed: int) -> np.ndarray:
 
 
 def write_run(root: Path, name: str, *, method: dict, p: float | None, trainable: int, seed: int,
-              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny") -> Path:
-    """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance."""
+              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny",
+              baseline: dict[str, float] | None = None) -> Path:
+    """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance
+    (each utterance `WORDS` words long)."""
     run_dir = root / f"{model}-{data}-{name}-seed{seed}"
     metrics = {}
     for test_set, per_utterance in errors.items():
-        ids = [f"spk-u{i}" for i in range(UTTERANCES)]
-        refs = [" ".join(f"w{j}" for j in range(WORDS))] * UTTERANCES
+        per_utterance = np.asarray(per_utterance)
+        ids = [f"spk-u{i}" for i in range(len(per_utterance))]
+        refs = [" ".join(f"w{j}" for j in range(WORDS))] * len(per_utterance)
         hyps = [" ".join(["x"] * k + [f"w{j}" for j in range(k, WORDS)]) for k in per_utterance]
         (run_dir / "decode" / test_set).mkdir(parents=True)
         write_trn(run_dir / "decode" / test_set / "ref.trn", ids, refs)
         write_trn(run_dir / "decode" / test_set / "hyp.trn", ids, hyps)
-        metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * UTTERANCES)), "cer": 0.0}
+        metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * len(per_utterance))), "cer": 0.0}
     record = {"status": "completed", "method": method, "adapt": {"p": p, "targets": ["x"]}, "seed": seed,
               "model": {"name": model}, "data": {"name": data}, "metrics": metrics,
+              "baseline_metrics": {k: {"wer": v, "cer": 0.0} for k, v in (baseline or {}).items()},
               "parameters": {"trainable": trainable, "total": 4_000_000},
               "config": {"optimizer": {"lr": 1e-3}, "trainer": {"max_steps": 100}}}
     (run_dir / "results.json").write_text(json.dumps(record))

@@ -203,7 +203,7 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
             value = wer.loc[run_dir, test_set] if run_dir in wer.index and test_set in wer.columns else None
             cells.append(wer_cell(value))
         for key in ("train_time_s", "peak_memory_mb", "global_step"):
-            cells.append(number_cell(row[key], f"{row[key]:,.0f}"))
+            cells.append(number_cell(row[key], f"{row[key]:,.0f}" if pd.notna(row[key]) else ""))
         error = "" if pd.isna(row["error"]) else str(row["error"])
         cells.append(cell(html.escape(error[:300]), css="error", title=error))
         css = ' class="failed"' if status != "completed" else ""
