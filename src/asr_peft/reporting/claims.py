@@ -166,13 +166,16 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
         return [_row("front", point, rival, test_set, comparison, REFUTED,
                      f"every SSVD configuration is significantly worse than one with no more trainable parameters; "
                      f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}")]
+    if not tested:  # nothing could be compared: say why once (missing decodes, or SSVD is the cheapest)
+        point, rival, _, problem = outcomes[0]
+        return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}")]
     reasons = []
     for point, rival, comparison, problem in outcomes:
         if comparison is not None:
             reasons.append(f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}")
         else:
             reasons.append(f"{point.configuration}: {problem}")
-    point, rival, comparison, _ = (tested or outcomes)[0]
+    point, rival, comparison, _ = tested[0]
     return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
                  "no SSVD configuration is significantly better or significantly dominated at its budget: "
                  + "; ".join(reasons))]
