@@ -13,7 +13,7 @@ import pytest
 from asr_peft.reporting import figures
 from asr_peft.reporting.aggregate import collect, summarise, to_frame
 from asr_peft.reporting.report import build_report
-from test_reporting_claims import WORDS, write_run
+from test_reporting_claims import write_run
 
 TOTAL = 4_000_000  # write_run's model size
 SSVD = {"name": "ssvd", "rotation": "approx", "side": "input"}

@@ -25,7 +25,7 @@ import plotly.offline
 from asr_peft.reporting.aggregate import method_order, ordered_test_sets
 from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED
 from asr_peft.reporting.figures import ERROR_BARS, panel_title, pareto_points, reference_wer, seed_points
-from asr_peft.reporting.ranking import BEFORE, LOWEST
+from asr_peft.reporting.ranking import BEFORE, LOWEST, NOT_TESTED
 from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE
 
 SCRIPT = """
@@ -275,8 +275,7 @@ def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[
                  css="text wrap"),
             cell(difference_pill(row["difference"]), css="text", value=row["difference"]), delta, p_value,
             cell("" if row["paired_seeds"] is None or pd.isna(row["paired_seeds"]) else ("yes" if row["paired_seeds"] else "no")),
-            cell(html.escape(str(row["note"] or "")) if row["difference"] not in ("better", "worse", NO_DIFFERENCE) else "",
-                 css="text wrap")]) + "</tr>")
+            cell(html.escape(str(row["note"])) if row["difference"] == NOT_TESTED else "", css="text wrap")]) + "</tr>")
     header = [("configuration", "text"), ("method", "text"), ("model · data", "text"), ("test set", "text"), ("WER", ""),
               ("against", "text"), ("difference", "text"), ("ΔWER (points) [95% CI]", ""), ("p", ""), ("seeds paired", ""),
               ("note", "text")]
