@@ -3,7 +3,10 @@
     python report.py <run or sweep dirs or results.json files...> --out <dir> [--overwrite] [--test-set NAME] [--wandb [--wandb-group G]]
 
 Finds every results.json below the given paths (failed runs included, unreadable files listed) and
-writes results.csv (a row per run and test set), summary.csv (mean ± std over seeds), pareto.png,
+writes results.csv (a row per run and test set), summary.csv (mean ± std over seeds), significance.csv
+(each configuration against the lowest-WER one and before adaptation: paired bootstrap over utterances
+and seeds), claims.csv (the SSVD papers' claims: evidence, ΔWER with its 95% interval, verdict),
+pareto.png (per target domain, % of the model on a log axis), forgetting.png (source-domain WER change),
 convergence.png, subspace.png/subspace.csv (runs with subspace.json) and report.html (a
 self-contained dashboard). --wandb also logs the tables and figures to an offline W&B run in <dir>/wandb,
 in the W&B group of the sweep the runs came from (--wandb-group to choose).
@@ -41,7 +44,7 @@ def main() -> None:
         print(f"unreadable: {len(summary['unreadable'])} file(s), left out:")
         for problem in summary["unreadable"]:
             print(f"  {problem}")
-    print(f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, pareto.png, convergence.png)")
+    print(f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, significance.csv, claims.csv, pareto.png, forgetting.png, ...)")
     if summary["wandb_dir"]:
         group = summary["wandb_group"]
         if group:

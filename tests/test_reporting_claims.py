@@ -20,20 +20,24 @@ def _errors(rate: float, seed: int) -> np.ndarray:
 
 
 def write_run(root: Path, name: str, *, method: dict, p: float | None, trainable: int, seed: int,
-              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny") -> Path:
-    """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance."""
+              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny",
+              baseline: dict[str, float] | None = None) -> Path:
+    """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance
+    (each utterance `WORDS` words long)."""
     run_dir = root / f"{model}-{data}-{name}-seed{seed}"
     metrics = {}
     for test_set, per_utterance in errors.items():
-        ids = [f"spk-u{i}" for i in range(UTTERANCES)]
-        refs = [" ".join(f"w{j}" for j in range(WORDS))] * UTTERANCES
+        per_utterance = np.asarray(per_utterance)
+        ids = [f"spk-u{i}" for i in range(len(per_utterance))]
+        refs = [" ".join(f"w{j}" for j in range(WORDS))] * len(per_utterance)
         hyps = [" ".join(["x"] * k + [f"w{j}" for j in range(k, WORDS)]) for k in per_utterance]
         (run_dir / "decode" / test_set).mkdir(parents=True)
         write_trn(run_dir / "decode" / test_set / "ref.trn", ids, refs)
         write_trn(run_dir / "decode" / test_set / "hyp.trn", ids, hyps)
-        metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * UTTERANCES)), "cer": 0.0}
+        metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * len(per_utterance))), "cer": 0.0}
     record = {"status": "completed", "method": method, "adapt": {"p": p, "targets": ["x"]}, "seed": seed,
               "model": {"name": model}, "data": {"name": data}, "metrics": metrics,
+              "baseline_metrics": {k: {"wer": v, "cer": 0.0} for k, v in (baseline or {}).items()},
               "parameters": {"trainable": trainable, "total": 4_000_000},
               "config": {"optimizer": {"lr": 1e-3}, "trainer": {"max_steps": 100}}}
     (run_dir / "results.json").write_text(json.dumps(record))
@@ -75,10 +79,10 @@ def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
     assert verdict[("both_sides", "synth_child")] == "reproduced"
     assert claims.loc[claims["claim"] == "model_size", "verdict"].tolist() == ["not testable here"]
     strict = claims[claims["claim"] == "strict_vs_approx"].iloc[0]
-    assert strict["seeds"] == "3 vs 3" and strict["utterances"] == UTTERANCES
+    assert strict["seeds"] == "0,1,2 vs 0,1,2" and strict["paired_seeds"] and strict["utterances"] == UTTERANCES
     assert -1.0 <= strict["ci_low_points"] <= strict["delta_wer_points"] <= strict["ci_high_points"] <= 1.0
     both = claims[claims["claim"] == "both_sides"].iloc[0]
-    assert both["delta_wer_points"] < -3 and "source-domain" in both["evidence"]
+    assert both["delta_wer_points"] < -3 and "source domain (forgetting): better" in both["reason"]
 
 
 def test_the_model_size_trend_is_read_across_models(tmp_path):
@@ -92,4 +96,4 @@ def test_the_model_size_trend_is_read_across_models(tmp_path):
     frame.loc[frame["model"] == "owsm_large", "total"] = 1e9  # model size orders the trend
     claims = check_claims(frame)
     row = claims[claims["claim"] == "model_size"].iloc[0]
-    assert row["verdict"] == "reproduced" and "owsm_small" in row["evidence"] and row["model"] == "owsm_large"
+    assert row["verdict"] == "reproduced" and "owsm_small" in row["reason"] and row["model"] == "owsm_large"

@@ -34,7 +34,7 @@ def test_identical_systems_differ_by_nothing():
     errors, lengths = rng.integers(0, 4, 200), rng.integers(3, 12, 200)
     comparison = paired_bootstrap([_system(errors, lengths)], [_system(errors, lengths)], replicates=500)
     assert comparison.delta_wer == 0 and comparison.low == comparison.high == 0
-    assert comparison.p_value == 1.0 and comparison.verdict == "no difference"
+    assert comparison.p_value == 1.0 and comparison.verdict == "no significant difference"
 
 
 def test_one_seed_interval_matches_the_delta_method_standard_error():

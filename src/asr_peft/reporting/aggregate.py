@@ -218,6 +218,18 @@ def ordered_test_sets(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["test_set"].dropna())) if "test_set" in frame else []
 
 
+SOURCE_TEST_SET = "source"  # the pretraining domain: where forgetting is read
+
+
+def target_test_set(data: str, test_sets: Iterable[str]) -> str | None:
+    """The test set a data config adapts to: the one its name contains (`synth_child` → `child`), or the only one."""
+    test_sets = list(test_sets)
+    named = [t for t in test_sets if t in str(data)]
+    if len(named) == 1:
+        return named[0]
+    return test_sets[0] if len(test_sets) == 1 else None
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, 0 for one seed) over seeds per (model, data, test set, method, configuration).
 

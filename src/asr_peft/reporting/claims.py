@@ -2,50 +2,66 @@
 
 Every comparison is a paired bootstrap over the test utterances and the seeds of both systems
 (`reporting.significance`; seed s of one system is paired with seed s of the other when both ran the
-same seeds); a difference is called one only when its 95% interval excludes zero.
-A configuration's target test set is the one its data config is named after (`synth_child` → `child`;
-with a single test set, that one); forgetting is read on the `source` test set.
+same seeds); a difference is called one only when its 95% interval excludes zero, otherwise it is
+"no significant difference". A configuration's target test set is the one its data config is named
+after (`synth_child` → `child`; with a single test set, that one); forgetting is read on the `source`
+test set.
+
+Each claim gets one of three verdicts: `reproduced`, `refuted` or `not testable here`, the last with
+the reason (the runs it needs are missing, a run has no per-utterance decodes, or the difference the
+claim predicts is within noise: these runs cannot decide it).
 
 Claims (Wang, Watanabe, Van hamme: SSVD, ASRU 2025; SSVD-O, ICASSP 2026):
 
-1. `front`: SSVD lies on the WER-per-parameter Pareto front of the target domain, and beats the best
-   other configuration with no more trainable parameters (reproduced), or is on the front only by a
-   difference within noise (not significant), or is off the front (refuted).
+1. `front`: SSVD lies on the WER-per-parameter Pareto front of the target domain: reproduced when an
+   SSVD configuration is significantly better than the best other configuration with no more
+   trainable parameters, refuted when every SSVD configuration is significantly worse than such a
+   configuration (dominated), not testable here otherwise.
 2. `strict_vs_approx`: the exact (Cayley) and first-order rotations give the same WER at the same
    budget: an equivalence test, reproduced when the interval of the difference lies within
-   ±`EQUIVALENCE_MARGIN`, refuted when it lies wholly outside, inconclusive otherwise.
-3. `unconstrained_worse`: the unconstrained rotation (`rotation=free`) is worse than the first-order one
-   at a matched trainable-parameter count (within `BUDGET_TOLERANCE`).
+   ±`EQUIVALENCE_MARGIN`, refuted when it lies wholly outside.
+3. `unconstrained_worse`: the unconstrained rotation (`rotation=free`) is significantly worse than the
+   first-order one at a matched trainable-parameter count (within `BUDGET_TOLERANCE`).
 4. `both_sides`: rotating both singular subspaces (`side=both`) narrows the gap to full fine-tuning on
-   the target domain and forgets less on the source domain than the input side alone, at a matched
-   total budget: reproduced when both differences are significant in SSVD-both's favour.
+   the target domain (a lower target WER: full fine-tuning's WER is the same for both) and forgets
+   less on the source domain (a lower source WER: the model before adaptation is the same for both)
+   than the input side alone at a matched budget: reproduced when both differences are significant in
+   SSVD-both's favour, refuted when either is significant against it.
 5. `model_size`: SSVD's advantage over the LoRA family grows with model size: testable only when the
-   runs cover several model sizes.
+   runs cover several model sizes; reproduced when the advantage grows from size to size and is
+   significant on the largest model.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
-from asr_peft.reporting.pareto import pareto_frontier
-from asr_peft.reporting.significance import Comparison, UtteranceErrors, paired_bootstrap, utterance_errors
+from asr_peft.errors import ConfigError
+from asr_peft.reporting.aggregate import SOURCE_TEST_SET, target_test_set
+from asr_peft.reporting.significance import Comparison, compare_runs
 
 EQUIVALENCE_MARGIN = 0.01      # ±1 WER point: "the same WER" for the strict-vs-approximate claim
 BUDGET_TOLERANCE = 0.10        # trainable counts within 10% are a matched budget
 LORA_FAMILY = ("lora", "dora", "pissa")
-COLUMNS = ["claim", "statement", "model", "data", "test_set", "system", "reference", "seeds", "utterances",
-           "delta_wer_points", "ci_low_points", "ci_high_points", "p_value", "verdict", "evidence"]
+REPRODUCED, REFUTED, NOT_TESTABLE = "reproduced", "refuted", "not testable here"
+COLUMNS = ["claim", "statement", "verdict", "reason", "model", "data", "test_set", "system", "reference",
+           "system_trainable", "reference_trainable", "seeds", "paired_seeds", "utterances", "delta_wer_points",
+           "ci_low_points", "ci_high_points", "p_value", "difference", "runs"]
 STATEMENTS = {
     "front": "SSVD is on the WER-per-parameter front",
-    "strict_vs_approx": "strict (Cayley) and first-order rotations give the same WER",
+    "strict_vs_approx": "strict (Cayley) and first-order rotations give the same WER (within ±1 point)",
     "unconstrained_worse": "an unconstrained rotation is worse at a matched budget",
     "both_sides": "rotating both subspaces narrows the gap to full fine-tuning and forgets less",
     "model_size": "SSVD's advantage grows with model size",
+}
+NEEDS = {  # why a claim has no row at all: the runs it needs
+    "front": "no SSVD runs with a WER on a target test set",
+    "strict_vs_approx": "no SSVD rotation=cayley run with a rotation=approx run of the same budget and side",
+    "unconstrained_worse": "no SSVD rotation=free run with a rotation=approx run of a matched budget and side",
+    "both_sides": "no SSVD side=both run with a side=input run of a matched budget",
+    "model_size": "no model with both SSVD and LoRA-family runs on its target test set",
 }
 
 
@@ -68,35 +84,16 @@ class System:
         return {"rotation": value("method.rotation"), "side": value("method.side") or "input", "p": value("p"),
                 "p_out": value("method.p_out")}
 
+    def runs(self, test_set: str) -> pd.DataFrame:
+        return self.rows[self.rows["test_set"] == test_set].sort_values("seed")
+
     def wer(self, test_set: str) -> float:
-        return float(self.rows.loc[self.rows["test_set"] == test_set, "wer"].mean())
-
-    def seeds(self, test_set: str) -> list:
-        return sorted(self.rows.loc[self.rows["test_set"] == test_set, "seed"].tolist())
-
-    def errors(self, test_set: str) -> list[UtteranceErrors]:
-        """Per-utterance errors of each run on `test_set`, in seed order."""
-        runs = self.rows[self.rows["test_set"] == test_set].sort_values("seed")["run_dir"]
-        return [_run_errors(str(run_dir), test_set) for run_dir in runs]
-
-
-@functools.lru_cache(maxsize=None)
-def _run_errors(run_dir: str, test_set: str) -> UtteranceErrors:
-    """A run's per-utterance errors from its trn files (read once: several claims compare the same run)."""
-    decoded = Path(run_dir) / "decode" / test_set
-    return utterance_errors(decoded / "ref.trn", decoded / "hyp.trn")
-
-
-def target_test_set(data: str, test_sets: Iterable[str]) -> str | None:
-    """The test set a data config adapts to: the one its name contains, or the only one."""
-    test_sets = list(test_sets)
-    named = [t for t in test_sets if t in data]
-    if len(named) == 1:
-        return named[0]
-    return test_sets[0] if len(test_sets) == 1 else None
+        return float(self.runs(test_set)["wer"].mean())
 
 
 def systems(frame: pd.DataFrame) -> list[System]:
+    if frame.empty:
+        return []
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()]
     found = []
     for (model, data, configuration), rows in done.groupby(["model", "data", "configuration"], sort=False):
@@ -104,93 +101,136 @@ def systems(frame: pd.DataFrame) -> list[System]:
     return found
 
 
+def _seeds(system: System, test_set: str) -> str:
+    return ",".join(str(s) for s in system.runs(test_set)["seed"])
+
+
 def _row(claim: str, system: System, reference: System | None, test_set: str, comparison: Comparison | None,
-         verdict: str, evidence: str) -> dict:
-    points = (lambda value: round(100 * value, 2)) if comparison else (lambda value: None)
-    return {"claim": claim, "statement": STATEMENTS[claim], "model": system.model, "data": system.data,
-            "test_set": test_set, "system": system.configuration,
-            "reference": reference.configuration if reference else None,
-            "seeds": f"{comparison.seeds[0]} vs {comparison.seeds[1]}" if comparison else None,
-            "utterances": comparison.utterances if comparison else None,
-            "delta_wer_points": points(comparison.delta_wer) if comparison else None,
-            "ci_low_points": points(comparison.low) if comparison else None,
-            "ci_high_points": points(comparison.high) if comparison else None,
-            "p_value": round(comparison.p_value, 4) if comparison else None, "verdict": verdict, "evidence": evidence}
+         verdict: str, reason: str) -> dict:
+    """A claims-table row: the verdict and its reason, the evidence (runs, seeds, budgets) and the effect
+    (ΔWER of system against reference in WER points, its interval and p-value) when it was measured."""
+    points = lambda value: round(100 * value, 2)  # noqa: E731
+    row = {**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": verdict, "reason": reason,
+           "model": system.model, "data": system.data, "test_set": test_set, "system": system.configuration,
+           "system_trainable": system.trainable}
+    if reference is not None:
+        row.update(reference=reference.configuration, reference_trainable=reference.trainable,
+                   seeds=f"{_seeds(system, test_set)} vs {_seeds(reference, test_set)}",
+                   runs=" vs ".join("; ".join(s.runs(test_set)["run"]) for s in (system, reference)))
+    if comparison is not None:
+        row.update(paired_seeds=comparison.paired_seeds, utterances=comparison.utterances,
+                   delta_wer_points=points(comparison.delta_wer), ci_low_points=points(comparison.low),
+                   ci_high_points=points(comparison.high), p_value=round(comparison.p_value, 4),
+                   difference=comparison.verdict)
+    return row
 
 
 def _compare(a: System, b: System, test_set: str) -> Comparison:
-    """A against B; runs of the two with the same seeds are paired seed by seed (see significance)."""
-    return paired_bootstrap(a.errors(test_set), b.errors(test_set), paired_seeds=a.seeds(test_set) == b.seeds(test_set))
+    """A against B (see significance.compare_runs); ConfigError when a run has no per-utterance decodes."""
+    return compare_runs(a.runs(test_set), b.runs(test_set), test_set)
 
 
 def _matched(a: System, b: System) -> bool:
     return abs(a.trainable - b.trainable) <= BUDGET_TOLERANCE * max(a.trainable, b.trainable)
 
 
+def _untestable_noise(comparison: Comparison, what: str) -> str:
+    return f"no significant difference in {what}: {comparison.describe()}; these runs cannot decide it"
+
+
 def _front_claims(domain: list[System], test_set: str) -> list[dict]:
     ranked = [s for s in domain if not pd.isna(s.wer(test_set))]
-    frontier = [ranked[i] for i in pareto_frontier([s.trainable for s in ranked], [s.wer(test_set) for s in ranked])]
-    on_front = [s for s in frontier if s.method == "ssvd"]
-    ssvd = [s for s in ranked if s.method == "ssvd"]
+    ssvd = sorted((s for s in ranked if s.method == "ssvd"), key=lambda s: s.trainable)
     if not ssvd:
         return []
-    if not on_front:
-        best = min(ssvd, key=lambda s: s.wer(test_set))
-        front = ", ".join(f"{s.configuration} ({100 * s.wer(test_set):.1f}%)" for s in frontier)
-        return [_row("front", best, None, test_set, None, "refuted", f"no SSVD configuration on the front: {front}")]
-    rows = []
-    for point in on_front:
+    outcomes = []  # (ssvd configuration, its best rival with no more parameters, comparison or None, problem)
+    for point in ssvd:
         rivals = [s for s in ranked if s.method != "ssvd" and s.trainable <= point.trainable]
         if not rivals:
-            rows.append(_row("front", point, None, test_set, None, "not testable",
-                             "no other configuration with as few trainable parameters"))
+            outcomes.append((point, None, None, "no other configuration has as few trainable parameters"))
             continue
         rival = min(rivals, key=lambda s: s.wer(test_set))
-        comparison = _compare(point, rival, test_set)
-        verdict = {"better": "reproduced", "worse": "refuted"}.get(comparison.verdict, "not significant")
-        rows.append(_row("front", point, rival, test_set, comparison, verdict,
-                         f"on the front with {point.trainable:,.0f} trainable; the best other configuration with no more "
-                         f"parameters is {rival.configuration} ({rival.trainable:,.0f})"))
-    return rows
+        try:
+            outcomes.append((point, rival, _compare(point, rival, test_set), None))
+        except ConfigError as err:
+            outcomes.append((point, rival, None, str(err)))
+    tested = [o for o in outcomes if o[2] is not None]
+    better = [o for o in tested if o[2].verdict == "better"]
+    if better:
+        point, rival, comparison, _ = better[0]
+        return [_row("front", point, rival, test_set, comparison, REPRODUCED,
+                     f"{point.configuration} is significantly better than {rival.configuration}, the best other "
+                     f"configuration with no more trainable parameters: {comparison.describe()}")]
+    if tested and len(tested) == len(outcomes) and all(o[2].verdict == "worse" for o in tested):
+        point, rival, comparison, _ = min(tested, key=lambda o: o[2].delta_wer)
+        return [_row("front", point, rival, test_set, comparison, REFUTED,
+                     f"every SSVD configuration is significantly worse than one with no more trainable parameters; "
+                     f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}")]
+    if not tested:  # nothing could be compared: say why once (missing decodes, or SSVD is the cheapest)
+        point, rival, _, problem = outcomes[0]
+        return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}")]
+    reasons = []
+    for point, rival, comparison, problem in outcomes:
+        if comparison is not None:
+            reasons.append(f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}")
+        else:
+            reasons.append(f"{point.configuration}: {problem}")
+    point, rival, comparison, _ = tested[0]
+    return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
+                 "no SSVD configuration is significantly better or significantly dominated at its budget: "
+                 + "; ".join(reasons))]
 
 
 def _ssvd(domain: list[System], **setting) -> list[System]:
     return [s for s in domain if s.method == "ssvd" and all(s.setting.get(k) == v for k, v in setting.items())]
 
 
+def _tested_row(claim: str, system: System, reference: System, test_set: str, judge) -> dict:
+    """The row of a claim that compares `system` with `reference`: `judge(comparison)` gives (verdict, reason);
+    a run without per-utterance decodes makes the claim not testable here."""
+    try:
+        comparison = _compare(system, reference, test_set)
+    except ConfigError as err:
+        return _row(claim, system, reference, test_set, None, NOT_TESTABLE, str(err))
+    return _row(claim, system, reference, test_set, comparison, *judge(comparison))
+
+
 def _strict_claims(domain: list[System], test_set: str) -> list[dict]:
-    rows = []
-    for strict in _ssvd(domain, rotation="cayley"):
-        twin = [s for s in _ssvd(domain, rotation="approx", side=strict.setting["side"], p=strict.setting["p"])
-                if s.setting["p_out"] == strict.setting["p_out"]]
-        if not twin:
-            continue
-        comparison = _compare(strict, twin[0], test_set)
+    margin = f"±{100 * EQUIVALENCE_MARGIN:g} WER points"
+
+    def judge(comparison: Comparison) -> tuple[str, str]:
         # An equivalence test (two one-sided tests at the interval's level): the same WER when the whole
         # interval lies within the margin, different when it lies wholly outside; a significant but tiny
         # difference is still "the same" in the claim's sense.
         if -EQUIVALENCE_MARGIN <= comparison.low and comparison.high <= EQUIVALENCE_MARGIN:
-            verdict = "reproduced"
-        elif comparison.low > EQUIVALENCE_MARGIN or comparison.high < -EQUIVALENCE_MARGIN:
-            verdict = "refuted"
-        else:
-            verdict = "inconclusive"
-        rows.append(_row("strict_vs_approx", strict, twin[0], test_set, comparison, verdict,
-                         f"same p={strict.setting['p']}; equivalence margin ±{100 * EQUIVALENCE_MARGIN:g} WER points"))
+            return REPRODUCED, f"the interval lies within {margin}: {comparison.describe()}"
+        if comparison.low > EQUIVALENCE_MARGIN or comparison.high < -EQUIVALENCE_MARGIN:
+            return REFUTED, f"the interval lies wholly outside {margin}: {comparison.describe()}"
+        return NOT_TESTABLE, f"the interval straddles {margin}: {comparison.describe()}; these runs cannot decide it"
+
+    rows = []
+    for strict in _ssvd(domain, rotation="cayley"):
+        twins = [s for s in _ssvd(domain, rotation="approx", side=strict.setting["side"], p=strict.setting["p"])
+                 if s.setting["p_out"] == strict.setting["p_out"]]
+        if twins:
+            rows.append(_tested_row("strict_vs_approx", strict, twins[0], test_set, judge))
     return rows
 
 
 def _unconstrained_claims(domain: list[System], test_set: str) -> list[dict]:
+    def judge(comparison: Comparison) -> tuple[str, str]:
+        if comparison.verdict == "worse":
+            return REPRODUCED, f"significantly worse: {comparison.describe()}"
+        if comparison.verdict == "better":
+            return REFUTED, f"significantly better: {comparison.describe()}"
+        return NOT_TESTABLE, _untestable_noise(comparison, "WER")
+
     rows = []
     for free in _ssvd(domain, rotation="free"):
         twins = [s for s in _ssvd(domain, rotation="approx", side=free.setting["side"]) if _matched(free, s)]
-        if not twins:
-            continue
-        twin = min(twins, key=lambda s: abs(s.trainable - free.trainable))
-        comparison = _compare(free, twin, test_set)
-        verdict = {"worse": "reproduced", "better": "refuted"}.get(comparison.verdict, "not significant")
-        rows.append(_row("unconstrained_worse", free, twin, test_set, comparison, verdict,
-                         f"trainable {free.trainable:,.0f} vs {twin.trainable:,.0f}"))
+        if twins:
+            twin = min(twins, key=lambda s: abs(s.trainable - free.trainable))
+            rows.append(_tested_row("unconstrained_worse", free, twin, test_set, judge))
     return rows
 
 
@@ -202,28 +242,26 @@ def _both_sides_claims(domain: list[System], test_set: str, source: str | None) 
         if not twins:
             continue
         twin = min(twins, key=lambda s: abs(s.trainable - both.trainable))
-        target = _compare(both, twin, test_set)
         gap = (f"gap to full fine-tuning {100 * (both.wer(test_set) - full[0].wer(test_set)):.1f} vs "
                f"{100 * (twin.wer(test_set) - full[0].wer(test_set)):.1f} points; " if full else "")
-        if source is None:
-            verdict = {"better": "partly reproduced (no source test set for forgetting)"}.get(target.verdict, "not significant")
-            rows.append(_row("both_sides", both, twin, test_set, target, verdict, gap + "trainable "
-                             f"{both.trainable:,.0f} vs {twin.trainable:,.0f}"))
+        try:
+            target = _compare(both, twin, test_set)
+            forgetting = _compare(both, twin, source) if source else None
+        except ConfigError as err:
+            rows.append(_row("both_sides", both, twin, test_set, None, NOT_TESTABLE, str(err)))
             continue
-        forgetting = _compare(both, twin, source)
-        outcomes = (target.verdict, forgetting.verdict)
+        parts = (f"{gap}target domain: {target.verdict}, {target.describe()}; source domain (forgetting): "
+                 + (f"{forgetting.verdict}, {forgetting.describe()}" if forgetting else "no source test set"))
+        outcomes = (target.verdict, forgetting.verdict if forgetting else None)
         if outcomes == ("better", "better"):
-            verdict = "reproduced"
+            verdict = REPRODUCED
         elif "worse" in outcomes:
-            verdict = "refuted"
-        elif "better" in outcomes:
-            verdict = "partly reproduced"
+            verdict = REFUTED
         else:
-            verdict = "not significant"
-        rows.append(_row("both_sides", both, twin, test_set, target, verdict,
-                         gap + f"source-domain (forgetting) ΔWER {100 * forgetting.delta_wer:+.2f} points "
-                         f"[{100 * forgetting.low:+.2f}, {100 * forgetting.high:+.2f}], p={forgetting.p_value:.3f}; "
-                         f"trainable {both.trainable:,.0f} vs {twin.trainable:,.0f}"))
+            verdict = NOT_TESTABLE
+            parts += ("; these runs cannot decide it" if forgetting else
+                      "; forgetting needs a source test set")
+        rows.append(_row("both_sides", both, twin, test_set, target, verdict, parts))
     return rows
 
 
@@ -233,8 +271,8 @@ def _model_size_claims(found: list[System], targets: dict[tuple[str, str], str])
     if len(models) < 2:
         where = f"all runs use one model ({models[0]})" if models else "no runs"
         return [{**dict.fromkeys(COLUMNS), "claim": "model_size", "statement": STATEMENTS["model_size"],
-                 "model": models[0] if models else None, "verdict": "not testable here",
-                 "evidence": f"{where}; the claim needs runs on several model sizes"}]
+                 "model": models[0] if models else None, "verdict": NOT_TESTABLE,
+                 "reason": f"{where}; the claim needs runs on several model sizes"}]
     rows = []
     for data in dict.fromkeys(s.data for s in found):
         advantages = []
@@ -247,41 +285,49 @@ def _model_size_claims(found: list[System], targets: dict[tuple[str, str], str])
                 continue
             best_ssvd = min(ssvd, key=lambda s: s.wer(test_set))
             best_lora = min(lora, key=lambda s: s.wer(test_set))
-            comparison = _compare(best_ssvd, best_lora, test_set)
-            advantages.append((model, -comparison.delta_wer, comparison, best_ssvd, best_lora, test_set))
+            advantages.append((model, best_lora.wer(test_set) - best_ssvd.wer(test_set), best_ssvd, best_lora, test_set))
         if len(advantages) < 2:
             continue
         gains = [gain for _, gain, *_ in advantages]
-        largest = advantages[-1][2]
-        if all(b > a for a, b in zip(gains, gains[1:])):
-            verdict = "reproduced" if largest.verdict == "better" else "not significant"
-        elif all(b < a for a, b in zip(gains, gains[1:])):
-            verdict = "refuted"
-        else:
-            verdict = "inconclusive"
         trend = "; ".join(f"{model}: {100 * gain:+.2f} points" for model, gain, *_ in advantages)
-        model, _, comparison, best_ssvd, best_lora, test_set = advantages[-1]
-        rows.append(_row("model_size", best_ssvd, best_lora, test_set, comparison, verdict,
-                         f"SSVD's best minus the LoRA family's best, by model size: {trend}"))
+        model, _, best_ssvd, best_lora, test_set = advantages[-1]
+
+        def judge(comparison: Comparison) -> tuple[str, str]:
+            growing = all(b > a for a, b in zip(gains, gains[1:]))
+            evidence = f"SSVD's best against the LoRA family's best, by model size: {trend}; on {model}: {comparison.describe()}"
+            if growing and comparison.verdict == "better":
+                return REPRODUCED, evidence
+            if comparison.verdict == "worse":
+                return REFUTED, f"SSVD is significantly worse on the largest model. {evidence}"
+            why = "the advantage does not grow from size to size" if not growing else "no significant difference on the largest model"
+            return NOT_TESTABLE, f"{why}. {evidence}"
+
+        rows.append(_tested_row("model_size", best_ssvd, best_lora, test_set, judge))
     return rows
 
 
 def check_claims(frame: pd.DataFrame) -> pd.DataFrame:
-    """A row per claim and domain (and per compared pair), as described in the module docstring."""
+    """A row per claim and domain (and per compared pair), as described in the module docstring; a claim
+    the runs cannot address at all gets one `not testable here` row saying what it needs."""
     found = systems(frame)
     rows: list[dict] = []
     targets: dict[tuple[str, str], str] = {}
-    for (model, data), _ in frame.groupby(["model", "data"], sort=False):
+    for (model, data), _ in (frame.groupby(["model", "data"], sort=False) if not frame.empty else ()):
         domain = [s for s in found if (s.model, s.data) == (model, data)]
         test_sets = list(dict.fromkeys(frame.loc[(frame["model"] == model) & (frame["data"] == data), "test_set"].dropna()))
         target = target_test_set(str(data), test_sets)
         if target is None or not domain:
             continue
         targets[(model, data)] = target
-        source = "source" if "source" in test_sets and target != "source" else None
+        source = SOURCE_TEST_SET if SOURCE_TEST_SET in test_sets and target != SOURCE_TEST_SET else None
         rows += _front_claims(domain, target)
         rows += _strict_claims(domain, target)
         rows += _unconstrained_claims(domain, target)
         rows += _both_sides_claims(domain, target, source)
     rows += _model_size_claims(found, targets)
+    addressed = {row["claim"] for row in rows}
+    rows += [{**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": NOT_TESTABLE,
+              "reason": f"{NEEDS[claim]} among the collected runs"} for claim in STATEMENTS if claim not in addressed]
+    order = list(STATEMENTS)
+    rows.sort(key=lambda row: order.index(row["claim"]))
     return pd.DataFrame(rows, columns=COLUMNS)

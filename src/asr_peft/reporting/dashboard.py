@@ -1,9 +1,14 @@
 """report.html: a self-contained comparison dashboard (no network at view time).
 
 plotly's JavaScript and the PNG figures are inlined, the table sorting and filtering is a few lines
-of vanilla JavaScript. Sections: the cross-domain summary (mean ± std WER over seeds, a column per
-test set, change against the model before adaptation), interactive WER-vs-trainable-parameters plots
-with the Pareto frontier, convergence, subspace diagnostics, and every run (failed ones with their error).
+of vanilla JavaScript. Sections: the papers' claims (verdict, reason, effect with its interval), the
+cross-domain summary (mean ± std WER over seeds, a column per test set, change against the model
+before adaptation), the tested ranking per test set, interactive WER-vs-trainable-parameters plots
+with the Pareto frontier and the forgetting view, convergence, subspace diagnostics, the statistical
+procedure, and every run (failed ones with their error).
+
+Whatever the page calls better, worse or tied comes from the paired bootstrap (`reporting.ranking`,
+`reporting.claims`), never from comparing two means.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from asr_peft.reporting.aggregate import method_order, ordered_test_sets
-from asr_peft.reporting.figures import panel_title, pareto_points, reference_wer
+from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED
+from asr_peft.reporting.figures import ERROR_BARS, panel_title, pareto_points, reference_wer, seed_points
+from asr_peft.reporting.ranking import BEFORE, LOWEST, NOT_TESTED
+from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE
 
 SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(table => {
@@ -62,7 +70,7 @@ h2 { font-size: 1.05rem; margin: 0 0 0.2rem; }
 .note { color: var(--muted); font-size: 0.82rem; margin: 0 0 0.7rem; }
 .pill { display: inline-block; padding: 0.05rem 0.55rem; border-radius: 999px; font-size: 0.78rem; margin-left: 0.3rem; }
 .pill.completed { background: #dcf3e3; color: #14532d; } .pill.failed { background: #fde2e2; color: #991b1b; }
-.pill.other { background: #fdf1d6; color: #7c4a03; }
+.pill.other { background: #fdf1d6; color: #7c4a03; } .pill.untested { background: #eceef2; color: #374151; }
 .callout { background: #fff8e6; border: 1px solid #f3d48a; border-radius: 8px; padding: 0.6rem 1rem; margin-top: 1rem; font-size: 0.85rem; }
 .callout ul { margin: 0.3rem 0 0; padding-left: 1.2rem; } code { font-size: 0.8rem; }
 .scroll { overflow-x: auto; }
@@ -117,25 +125,38 @@ def method_cell(method, colours: dict[str, str]) -> str:
     return cell(f'<span class="dot" style="background:{colour}"></span>{html.escape(str(method))}', css="text")
 
 
-def wer_cell(mean, std=None, baseline=None, *, best: bool = False) -> str:
-    """WER in percent, ± std when given (more than one seed), the change against `baseline` in small print."""
+def wer_cell(mean, std=None, baseline=None, *, best: bool = False, tone: str = "", title: str | None = None) -> str:
+    """WER in percent, ± std when given (more than one seed), the change against `baseline` in small print,
+    coloured by `tone` (`better` / `worse`: what the paired test against the model before adaptation found)."""
     if mean is None or pd.isna(mean):
         return cell(value="")
     text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None and pd.notna(std) else "")
     if baseline is not None and pd.notna(baseline):
-        change = 100 * (mean - baseline)
-        tone = "better" if change < -0.05 else "worse" if change > 0.05 else ""  # as printed: ±0.0 is no change
-        text += f'<span class="delta {tone}">{change:+.1f}</span>'
-    return cell(text, value=f"{mean:.6f}", css="best" if best else None)
+        text += f'<span class="delta {tone}">{100 * (mean - baseline):+.1f}</span>'
+    return cell(text, value=f"{mean:.6f}", css="best" if best else None, title=title)
 
 
-def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str, str]) -> str:
-    """A row per (model, data, configuration); WER mean ± std for every test set side by side."""
+def _tested(ranking: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """(model, data, test set, configuration, against) -> the ranking row."""
+    return {(r["model"], r["data"], r["test_set"], r["configuration"], r["against"]): r for _, r in ranking.iterrows()}
+
+
+def _comparison_text(row: pd.Series | None, reference: str) -> str:
+    if row is None:
+        return ""
+    if row["difference"] == LOWEST:
+        return "lowest mean WER"
+    return f"against {reference} ({row['reference']}): {row['difference']}; {row['note'] or ''}"
+
+
+def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str, str], ranking: pd.DataFrame) -> str:
+    """A row per (model, data, configuration); WER mean ± std for every test set side by side. Bold: the
+    lowest mean WER and every configuration with no significant difference from it; the change against
+    the model before adaptation is coloured only where the paired test against the frozen runs finds one."""
     if summary.empty:
         return '<p class="note">No completed runs with a WER yet.</p>'
     keys = ["model", "data", "method", "configuration"]
-    best = summary.groupby(["model", "data", "test_set"], dropna=False)["wer_mean"].transform("min")
-    summary = summary.assign(is_best=summary["wer_mean"] <= best + 1e-12)
+    tested = _tested(ranking)
     rows = []
     for (model, data, method, configuration), group in summary.groupby(keys, dropna=False, sort=False):
         by_test = group.set_index("test_set")
@@ -149,7 +170,12 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
             if test_set in by_test.index:
                 row = by_test.loc[test_set]
                 std = row["wer_std"] if row["seeds"] > 1 else None
-                cells.append(wer_cell(row["wer_mean"], std, row["baseline_wer"], best=bool(row["is_best"])))
+                lowest = tested.get((model, data, test_set, configuration, LOWEST))
+                before = tested.get((model, data, test_set, configuration, BEFORE))
+                best = lowest is not None and lowest["difference"] in (LOWEST, NO_DIFFERENCE)
+                tone = before["difference"] if before is not None and before["difference"] in ("better", "worse") else ""
+                title = " · ".join(filter(None, [_comparison_text(lowest, "the lowest"), _comparison_text(before, BEFORE)]))
+                cells.append(wer_cell(row["wer_mean"], std, row["baseline_wer"], best=best, tone=tone, title=title))
             else:
                 cells.append(cell(value=""))
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -177,7 +203,7 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
             value = wer.loc[run_dir, test_set] if run_dir in wer.index and test_set in wer.columns else None
             cells.append(wer_cell(value))
         for key in ("train_time_s", "peak_memory_mb", "global_step"):
-            cells.append(number_cell(row[key], f"{row[key]:,.0f}"))
+            cells.append(number_cell(row[key], f"{row[key]:,.0f}" if pd.notna(row[key]) else ""))
         error = "" if pd.isna(row["error"]) else str(row["error"])
         cells.append(cell(html.escape(error[:300]), css="error", title=error))
         css = ' class="failed"' if status != "completed" else ""
@@ -188,33 +214,94 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
     return table(header, rows, table_id="runs")
 
 
-def pareto_plots(summary: pd.DataFrame, colours: dict[str, str]) -> str:
-    """An interactive plotly figure per (model, data, test set)."""
+def pareto_plots(summary: pd.DataFrame, frame: pd.DataFrame, colours: dict[str, str]) -> str:
+    """An interactive plotly figure per (model, data, test set): trainable parameters as % of the model
+    (log x), each seed a small translucent point, each configuration its mean ± 1 std over seeds."""
     parts = []
     for (model, data, test_set), panel in summary.groupby(["model", "data", "test_set"], dropna=False, sort=False):
         points, front = pareto_points(panel)
+        seeds = seed_points(frame, model, data, test_set)
         figure = go.Figure()
         for method in method_order(points["method"]):
-            chosen = points[points["method"] == method]
+            chosen, runs = points[points["method"] == method], seeds[seeds["method"] == method]
             figure.add_trace(go.Scatter(
-                x=chosen["trainable"], y=100 * chosen["wer_mean"], mode="markers", name=method,
+                x=runs["share"], y=100 * runs["wer"], mode="markers", name=method, legendgroup=method, showlegend=False,
+                marker={"color": colours[method], "size": 5, "opacity": 0.35},
+                customdata=runs[["configuration", "seed"]].to_numpy(),
+                hovertemplate="%{customdata[0]}, seed %{customdata[1]}<br>WER %{y:.2f}%<extra></extra>"))
+            figure.add_trace(go.Scatter(
+                x=chosen["share"], y=100 * chosen["wer_mean"], mode="markers", name=method, legendgroup=method,
                 marker={"color": colours[method], "size": 10, "line": {"width": 1, "color": "white"}},
                 error_y={"type": "data", "array": 100 * chosen["wer_std"], "visible": True, "thickness": 1},
-                customdata=chosen[["configuration", "seeds"]].to_numpy(),
-                hovertemplate="<b>%{customdata[0]}</b><br>%{x:,} trainable parameters<br>"
-                              "WER %{y:.2f}% (%{customdata[1]} seeds)<extra></extra>"))
-        figure.add_trace(go.Scatter(x=front["trainable"], y=100 * front["wer_mean"], mode="lines", name="Pareto frontier",
+                customdata=chosen[["configuration", "seeds", "trainable"]].to_numpy(),
+                hovertemplate="<b>%{customdata[0]}</b><br>%{x:.3g}% of the model (%{customdata[2]:,} trainable)<br>"
+                              "WER %{y:.2f}% (mean of %{customdata[1]} seeds)<extra></extra>"))
+        figure.add_trace(go.Scatter(x=front["share"], y=100 * front["wer_mean"], mode="lines", name="Pareto frontier",
                                     line={"color": "black", "dash": "dash", "shape": "hv", "width": 1}, hoverinfo="skip"))
         reference = reference_wer(panel)
         if reference is not None:
             figure.add_hline(y=100 * reference, line={"color": "#888", "dash": "dot", "width": 1},
                              annotation_text="before adaptation", annotation_font_size=10, annotation_font_color="#666")
         figure.update_layout(template="plotly_white", width=510, height=360, margin={"l": 55, "r": 15, "t": 30, "b": 45},
-                             xaxis={"type": "log", "dtick": 1, "exponentformat": "SI", "title": "trainable parameters"},
+                             xaxis={"type": "log", "dtick": 1, "ticksuffix": "%", "title": "trainable parameters (% of the model)"},
                              yaxis={"title": "WER (%)"}, legend={"font": {"size": 11}})
         plot = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
         parts.append(f'<div class="panel"><div class="panel-title">{html.escape(panel_title(model, data, test_set))}</div>{plot}</div>')
     return f'<div class="plots">{"".join(parts)}</div>' if parts else '<p class="note">No completed runs with a WER yet.</p>'
+
+
+def difference_pill(difference) -> str:
+    kind = {"better": "completed", "worse": "failed", LOWEST: "completed"}.get(difference, "untested")
+    return f'<span class="pill {kind}">{html.escape(str(difference))}</span>'
+
+
+def _interval(row: pd.Series) -> tuple[str, str]:
+    if row["delta_wer_points"] is None or pd.isna(row["delta_wer_points"]):
+        return cell(value=""), cell(value="")
+    return (cell(f"{row['delta_wer_points']:+.2f} [{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]",
+                 value=row["delta_wer_points"]), cell(f"{row['p_value']:.4f}", value=row["p_value"]))
+
+
+def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[str, str]) -> str:
+    """A row per configuration, test set and reference (the lowest WER, the model before adaptation)."""
+    rows = []
+    for _, row in ranking.iterrows():
+        delta, p_value = _interval(row)
+        rows.append("<tr>" + "".join([
+            cell(html.escape(str(row["configuration"])), css="text wrap"), method_cell(methods.get(row["configuration"]), colours),
+            cell(html.escape(f"{row['model']} · {row['data']}"), css="text"), cell(html.escape(str(row["test_set"])), css="text"),
+            number_cell(row["wer_mean"], f"{100 * row['wer_mean']:.2f}"),
+            cell(html.escape(f"{row['against']}" + ("" if row["reference"] == row["configuration"] else f" ({row['reference']})")),
+                 css="text wrap"),
+            cell(difference_pill(row["difference"]), css="text", value=row["difference"]), delta, p_value,
+            cell("" if row["paired_seeds"] is None or pd.isna(row["paired_seeds"]) else ("yes" if row["paired_seeds"] else "no")),
+            cell(html.escape(str(row["note"])) if row["difference"] == NOT_TESTED else "", css="text wrap")]) + "</tr>")
+    header = [("configuration", "text"), ("method", "text"), ("model · data", "text"), ("test set", "text"), ("WER", ""),
+              ("against", "text"), ("difference", "text"), ("ΔWER (points) [95% CI]", ""), ("p", ""), ("seeds paired", ""),
+              ("note", "text")]
+    return table(header, rows, table_id="ranking")
+
+
+def claims_table(claims: pd.DataFrame) -> str:
+    """A row per claim (and domain and compared pair): verdict, reason, evidence, effect with its interval."""
+    rows = []
+    for _, row in claims.iterrows():
+        kind = {REPRODUCED: "completed", REFUTED: "failed", NOT_TESTABLE: "untested"}[row["verdict"]]
+        delta, p_value = _interval(row)
+        budgets = " vs ".join(human_count(row[k]) for k in ("system_trainable", "reference_trainable") if pd.notna(row[k]))
+        text = lambda key: html.escape("" if row[key] is None or pd.isna(row[key]) else str(row[key]))  # noqa: E731
+        rows.append("<tr>" + "".join([
+            cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap"),
+            cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
+            cell(text("reason"), css="text wrap"),
+            cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
+            cell(f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"), css="text wrap"),
+            cell(html.escape(budgets)), cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
+            delta, p_value, cell(text("runs"), css="text wrap")]) + "</tr>")
+    header = [("claim", "text"), ("verdict", "text"), ("reason", "text"), ("model · data · test set", "text"),
+              ("system vs reference", "text"), ("trainable", ""), ("seeds", ""), ("ΔWER (points) [95% CI]", ""),
+              ("p", ""), ("runs", "text")]
+    return table(header, rows, table_id="claims")
 
 
 def subspace_table(subspace: pd.DataFrame, colours: dict[str, str]) -> str:
@@ -244,9 +331,12 @@ def status_pills(frame: pd.DataFrame) -> str:
 
 
 def write_dashboard(path: Path, *, frame: pd.DataFrame, summary: pd.DataFrame, pareto_summary: pd.DataFrame,
-                    subspace: pd.DataFrame, colours: dict[str, str], figures: dict[str, Path], unreadable: list[str]) -> Path:
+                    subspace: pd.DataFrame, colours: dict[str, str], figures: dict[str, Path], unreadable: list[str],
+                    ranking: pd.DataFrame, claims: pd.DataFrame) -> Path:
     """Write report.html: `summary` for the table, `pareto_summary` (its chosen test sets) for the
-    plots, `subspace` from `figures.subspace_summary`, `figures` the PNGs to inline by name."""
+    plots, `subspace` from `figures.subspace_summary`, `figures` the PNGs to inline by name, `ranking`
+    from `ranking.rank_configurations`, `claims` from `claims.check_claims`."""
+    methods = dict(zip(summary["configuration"], summary["method"])) if not summary.empty else {}
     test_sets = ordered_test_sets(frame)
     runs = frame["run_dir"].nunique() if not frame.empty else 0
     warning = ""
@@ -266,18 +356,39 @@ the adapted layers; mean ± std over seeds. Per layer type: subspace.csv.</p>
 <title>asr-peft report</title><style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script></head>
 <body><header><h1>asr-peft · parameter-efficient adaptation under domain shift</h1>
 <p>{runs} run record(s) {status_pills(frame)} · generated {generated}</p></header><main>{warning}
+<section><h2>The papers' claims</h2>
+<p class="note">Each claim of the SSVD papers checked on these runs (claims.csv): reproduced, refuted, or not testable
+here with the reason. ΔWER is the first system's WER minus the reference's, in WER points, with its 95% confidence
+interval from the paired bootstrap (see "Statistical procedure"); the runs and seeds behind each comparison are listed.</p>
+{claims_table(claims) if not claims.empty else '<p class="note">No claims to check.</p>'}</section>
 <section><h2>Cross-domain summary</h2>
 <p class="note">WER (%) per test set, mean ± std over seeds (completed runs); the small number is the change against
-the model before adaptation (negative is better), so forgetting on the source domain and transfer to the other target
-domain show side by side. Bold: lowest WER of the column for that model and data. Click a header to sort.</p>
-{summary_table(summary, test_sets, colours)}</section>
+the model before adaptation (negative: fewer errors), coloured only where the paired test against the frozen runs
+finds a significant difference, so forgetting on the source domain and transfer to the other target domain show side
+by side. Bold: the lowest mean WER of the column for that model and data, and every configuration with no significant
+difference from it (paired bootstrap; runs without per-utterance decodes are not tested). Hover a cell for the test.
+Click a header to sort.</p>
+{summary_table(summary, test_sets, colours, ranking)}</section>
+<section><h2>Ranking, tested</h2>
+<p class="note">Each configuration against the lowest-WER configuration of its test set and against the model before
+adaptation (frozen runs), by the paired bootstrap (significance.csv): "better" or "worse" only when the 95% interval
+of ΔWER excludes zero, else "{NO_DIFFERENCE}".</p>
+<input class="filter" data-table="#ranking" placeholder="Filter (e.g. child, lora, worse)">
+{ranking_table(ranking, colours, methods) if not ranking.empty else '<p class="note">No completed runs with a WER yet.</p>'}</section>
 <section><h2>WER against trainable parameters</h2>
-<p class="note">Mean ± std over seeds; dashed: the Pareto frontier (fewer parameters and lower WER dominate);
-dotted: before adaptation. Hover a point for its configuration; click legend entries to hide methods.</p>
-{pareto_plots(pareto_summary, colours)}</section>
+<p class="note">Trainable parameters as % of the model, log scale. Small translucent points: single seeds; large points
+with error bars: {ERROR_BARS} per configuration; dashed: the Pareto frontier through the means (fewer parameters and
+lower mean WER dominate; whether two configurations differ is the ranking's and the claims' paired test, not the
+plot's); dotted: before adaptation. Hover a point for its configuration; click legend entries to hide methods.</p>
+{pareto_plots(pareto_summary, frame, colours)}
+<p class="note">Per target domain (pareto.png) and source-domain forgetting: the change of the source WER against the
+model before adaptation, against the same axis (forgetting.png).</p>
+{image(figures["pareto"], "WER against trainable parameters per target domain")}
+{image(figures["forgetting"], "source-domain WER change against trainable parameters")}</section>
 <section><h2>Convergence</h2><p class="note">Validation WER against training step, mean over seeds.</p>
 {image(figures["convergence"], "validation WER against step")}</section>
 {subspace_section}
+<section><h2>Statistical procedure</h2><p class="note">{html.escape(PROCEDURE)}</p></section>
 <section><h2>Runs</h2><p class="note">Every record found, failed runs with their error. Click a header to sort.</p>
 <input class="filter" data-table="#runs" placeholder="Filter runs (e.g. failed, lora, synth_child)">
 {runs_table(frame, test_sets, colours) if not frame.empty else '<p class="note">No runs.</p>'}</section>

@@ -1,5 +1,6 @@
-"""Static figures (PNG): WER against trainable parameters with the Pareto frontier, validation
-convergence, and the subspace diagnostics (mean principal angle, input vs output side).
+"""Static figures (PNG): WER against trainable parameters (% of the model) with the Pareto frontier per
+target domain, source-domain forgetting against the same axis, validation convergence, and the subspace
+diagnostics (mean principal angle, input vs output side).
 
 Colours are fixed per method (registry order), so a method looks the same in every figure and
 report; configurations of one method are lighter shades of its colour.
@@ -14,12 +15,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
 from asr_peft.adapters.registry import METHODS
-from asr_peft.reporting.aggregate import method_order
+from asr_peft.reporting.aggregate import SOURCE_TEST_SET, method_order, target_test_set
 from asr_peft.reporting.pareto import pareto_frontier
 
 PALETTE = plt.get_cmap("tab10").colors
@@ -88,45 +90,125 @@ def reference_wer(panel: pd.DataFrame) -> float | None:
     return float(baseline.mean()) if not baseline.empty else None
 
 
+def share_percent(rows: pd.DataFrame) -> pd.Series:
+    """Trainable parameters as a percentage of the model's parameters."""
+    return 100 * rows["trainable"] / rows["total"]
+
+
 def pareto_points(panel: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The plottable points of a panel (trainable > 0: log axis) and those on its Pareto frontier."""
-    points = panel[(panel["trainable"] > 0) & panel["wer_mean"].notna()].reset_index(drop=True)
-    front = points.iloc[pareto_frontier(points["trainable"].tolist(), points["wer_mean"].tolist())]
+    """The plottable configurations of a summary panel (trainable > 0: log axis), with their `share` (% of
+    the model), and those on its Pareto frontier (fewer parameters and lower mean WER dominate)."""
+    points = panel[(panel["trainable"] > 0) & (panel["total"] > 0) & panel["wer_mean"].notna()].reset_index(drop=True)
+    points = points.assign(share=share_percent(points))
+    front = points.iloc[pareto_frontier(points["share"].tolist(), points["wer_mean"].tolist())]
     return points, front
 
 
-def pareto_figure(summary: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:
-    """One panel per (model, data, test set): mean ± std WER over seeds, log x, the frontier dashed."""
-    panels = list(summary.groupby(["model", "data", "test_set"], dropna=False, sort=False))
+def seed_points(frame: pd.DataFrame, model, data, test_set) -> pd.DataFrame:
+    """The completed runs behind a panel, one point per seed, with their `share` (% of the model)."""
+    if frame.empty:
+        return frame
+    rows = frame[(frame["status"] == "completed") & frame["wer"].notna() & (frame["trainable"] > 0) & (frame["total"] > 0)
+                 & (frame["model"] == model) & (frame["data"] == data) & (frame["test_set"] == test_set)]
+    return rows.assign(share=share_percent(rows))
+
+
+def target_panels(summary: pd.DataFrame, test_sets: list[str] | None = None) -> list[tuple[tuple, pd.DataFrame]]:
+    """((model, data, test set), summary rows) per (model, data) on its target domain (`aggregate.target_test_set`;
+    every test set but the source one where the data config names none), or on the chosen `test_sets`."""
+    panels = []
+    for (model, data), rows in summary.groupby(["model", "data"], dropna=False, sort=False):
+        available = list(dict.fromkeys(rows["test_set"]))
+        if test_sets:
+            chosen = [t for t in available if t in test_sets]
+        else:
+            target = target_test_set(str(data), available)
+            chosen = [target] if target else [t for t in available if t != SOURCE_TEST_SET] or available
+        panels += [((model, data, t), rows[rows["test_set"] == t]) for t in chosen]
+    return panels
+
+
+SEED_STYLE = {"s": 14, "alpha": 0.35, "linewidths": 0, "zorder": 2}
+ERROR_BARS = "mean ± 1 std over seeds"
+
+
+def _configuration_means(axis, points: pd.DataFrame, y: pd.Series, colours: dict[str, str]) -> None:
+    for method in method_order(points["method"]):
+        chosen = points["method"] == method
+        axis.errorbar(points.loc[chosen, "share"], y[chosen], yerr=100 * points.loc[chosen, "wer_std"], fmt="o", ms=5,
+                      capsize=3, color=colours[method], label=method, zorder=3)
+
+
+def _share_axis(axis, has_points: bool) -> None:
+    if has_points:
+        axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}%"))
+    axis.set_xlabel("trainable parameters (% of the model, log scale)")
+    axis.grid(alpha=0.3, which="both")
+
+
+def _legend(figure, axes_legends: dict, methods: Iterable[str], path: Path) -> Path:
+    ordered = {m: axes_legends[m] for m in method_order(methods) if m in axes_legends}
+    ordered.update({k: v for k, v in axes_legends.items() if k not in ordered})
+    return _save(figure, path, ordered)
+
+
+def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colours: dict[str, str],
+                  test_sets: list[str] | None = None) -> Path:
+    """One panel per target domain (`target_panels`): WER against trainable parameters as % of the model
+    (log x); each seed a small translucent point, each configuration its mean ± 1 std over seeds, the
+    Pareto frontier drawn through the means (dashed), the model before adaptation dotted."""
+    panels = target_panels(summary, test_sets)
     if not panels:
         return _empty(path, "no completed runs with a WER")
     figure, axes = _grid(len(panels), 5.6, 4.2)
     legend: dict = {}
     for axis, ((model, data, test_set), panel) in zip(axes, panels):
         points, front = pareto_points(panel)
-        for method in method_order(points["method"]):
-            chosen = points[points["method"] == method]
-            axis.errorbar(chosen["trainable"], 100 * chosen["wer_mean"], yerr=100 * chosen["wer_std"], fmt="o", ms=5,
-                          capsize=3, color=colours[method], label=method, zorder=3)
-        axis.step(front["trainable"], 100 * front["wer_mean"], where="post", color="black", linestyle="--",
-                  linewidth=1, label="Pareto frontier", zorder=2)
+        seeds = seed_points(frame, model, data, test_set)
+        axis.scatter(seeds["share"], 100 * seeds["wer"], c=[colours[m] for m in seeds["method"]], **SEED_STYLE)
+        _configuration_means(axis, points, 100 * points["wer_mean"], colours)
+        axis.step(front["share"], 100 * front["wer_mean"], where="post", color="black", linestyle="--",
+                  linewidth=1, label="Pareto frontier (through the means)", zorder=2)
         for _, row in front.iterrows():
-            axis.annotate(row["configuration"], (row["trainable"], 100 * row["wer_mean"]), fontsize=6.5,
+            axis.annotate(row["configuration"], (row["share"], 100 * row["wer_mean"]), fontsize=6.5,
                           xytext=(4, 4), textcoords="offset points", color="#333")
         reference = reference_wer(panel)
         if reference is not None:
             axis.axhline(100 * reference, color="#888", linestyle=":", linewidth=1, label="before adaptation")
-        if not points.empty:
-            axis.set_xscale("log")
-        axis.set_title(panel_title(model, data, test_set), fontsize=10)
-        axis.set_xlabel("trainable parameters")
+        _share_axis(axis, not points.empty)
+        axis.set_title(panel_title(model, data, test_set) + f"\n{ERROR_BARS}; dots: single seeds", fontsize=9.5)
         axis.set_ylabel("WER (%)")
-        axis.grid(alpha=0.3, which="both")
         handles, labels = axis.get_legend_handles_labels()
         legend.update(zip(labels, handles))
-    ordered = {m: legend[m] for m in method_order(summary["method"]) if m in legend}
-    ordered.update({k: v for k, v in legend.items() if k not in ordered})
-    return _save(figure, path, ordered)
+    return _legend(figure, legend, summary["method"], path)
+
+
+def forgetting_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:
+    """One panel per (model, data) adapted away from the source domain: the change of the source-domain
+    WER against the model before adaptation (points; positive: forgotten) against trainable parameters
+    as % of the model (log x); seeds as translucent points, configurations as mean ± 1 std over seeds."""
+    source = summary[summary["test_set"] == SOURCE_TEST_SET]
+    panels = [(key, panel) for key, panel in source.groupby(["model", "data"], dropna=False, sort=False)
+              if SOURCE_TEST_SET not in str(key[1]) and reference_wer(panel) is not None]
+    if not panels:
+        return _empty(path, "no source-domain test set with a WER before adaptation")
+    figure, axes = _grid(len(panels), 5.6, 4.2)
+    legend: dict = {}
+    for axis, ((model, data), panel) in zip(axes, panels):
+        reference = reference_wer(panel)
+        points, _ = pareto_points(panel)
+        seeds = seed_points(frame, model, data, SOURCE_TEST_SET)
+        axis.scatter(seeds["share"], 100 * (seeds["wer"] - reference), c=[colours[m] for m in seeds["method"]], **SEED_STYLE)
+        _configuration_means(axis, points, 100 * (points["wer_mean"] - reference), colours)
+        axis.axhline(0, color="#888", linestyle=":", linewidth=1, label="before adaptation")
+        _share_axis(axis, not points.empty)
+        axis.set_title(panel_title(model, data, SOURCE_TEST_SET) + f" · forgetting\n{ERROR_BARS}; dots: single seeds",
+                       fontsize=9.5)
+        axis.set_ylabel("source WER change (points; + is forgetting)")
+        handles, labels = axis.get_legend_handles_labels()
+        legend.update(zip(labels, handles))
+    return _legend(figure, legend, summary["method"], path)
 
 
 def convergence_figure(history: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:

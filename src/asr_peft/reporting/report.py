@@ -1,7 +1,9 @@
 """Building a report directory from run records.
 
-Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over seeds), subspace.csv
-(a row per run and layer type, when runs left subspace.json), pareto.png, convergence.png,
+Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over seeds), significance.csv
+(each configuration against the lowest-WER one and the model before adaptation, paired bootstrap),
+claims.csv (the papers' claims: evidence, effect with its interval, verdict), subspace.csv (a row per
+run and layer type, when runs left subspace.json), pareto.png, forgetting.png, convergence.png,
 subspace.png and report.html; with `wandb=True` also a W&B run under `wandb/`, in the group of the
 sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
 `wandb sync <out>/wandb/offline-run-*`).
@@ -18,10 +20,13 @@ import pandas as pd
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.aggregate import (collect, convergence_frame, ordered_test_sets, subspace_frame, subspace_summary,
                                           summarise, to_frame)
+from asr_peft.reporting.claims import check_claims
 from asr_peft.reporting.dashboard import write_dashboard
-from asr_peft.reporting.figures import convergence_figure, method_colours, pareto_figure, subspace_figure
+from asr_peft.reporting.figures import convergence_figure, forgetting_figure, method_colours, pareto_figure, subspace_figure
+from asr_peft.reporting.ranking import rank_configurations
 
-OUTPUTS = ("results.csv", "summary.csv", "subspace.csv", "pareto.png", "convergence.png", "subspace.png", "report.html")
+OUTPUTS = ("results.csv", "summary.csv", "significance.csv", "claims.csv", "subspace.csv", "pareto.png", "forgetting.png",
+           "convergence.png", "subspace.png", "report.html")
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -61,18 +66,24 @@ def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: boo
     colours = method_colours(frame["method"].dropna()) if not frame.empty else {}
     subspace = subspace_frame(collection.runs, frame)
     subspace_means = subspace_summary(subspace)
-    figures = {"pareto": pareto_figure(pareto_summary, out_dir / "pareto.png", colours),
+    figures = {"pareto": pareto_figure(summary, frame, out_dir / "pareto.png", colours, test_sets),
+               "forgetting": forgetting_figure(summary, frame, out_dir / "forgetting.png", colours),
                "convergence": convergence_figure(convergence_frame(collection.runs, frame), out_dir / "convergence.png", colours)}
+    ranking, claims = rank_configurations(frame, summary), check_claims(frame)
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
+    ranking.to_csv(out_dir / "significance.csv", index=False)
+    claims.to_csv(out_dir / "claims.csv", index=False)
     if not subspace.empty:
         subspace.to_csv(out_dir / "subspace.csv", index=False)
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
     write_dashboard(out_dir / "report.html", frame=frame, summary=summary, pareto_summary=pareto_summary,
-                    subspace=subspace_means, colours=colours, figures=figures, unreadable=collection.unreadable)
+                    subspace=subspace_means, colours=colours, figures=figures, unreadable=collection.unreadable,
+                    ranking=ranking, claims=claims)
     groups = sweep_groups(collection.runs)
     group = wandb_group or (groups[0] if len(groups) == 1 else None)
-    wandb_dir = log_to_wandb(frame, summary, figures, out_dir, group) if wandb else None
+    wandb_dir = log_to_wandb({"results": frame, "summary": summary, "significance": ranking, "claims": claims},
+                             figures, out_dir, group) if wandb else None
     statuses = frame.drop_duplicates("run_dir")["status"].value_counts().to_dict() if not frame.empty else {}
     return {"runs": statuses, "unreadable": collection.unreadable, "out_dir": str(out_dir), "wandb_dir": wandb_dir,
             "wandb_group": group if wandb else None, "sweep_groups": groups}
@@ -88,15 +99,14 @@ def sweep_groups(runs: list) -> list[str]:
     return sorted(counts, key=lambda g: -counts[g])
 
 
-def log_to_wandb(frame: pd.DataFrame, summary: pd.DataFrame, figures: dict[str, Path], out_dir: Path,
-                 group: str | None) -> str:
+def log_to_wandb(tables: dict[str, pd.DataFrame], figures: dict[str, Path], out_dir: Path, group: str | None) -> str:
     """The tables (numeric columns stay numbers, so W&B sorts and plots them) and figures as one W&B run
     in `out_dir/wandb`, in the runs' group (offline unless WANDB_MODE is set)."""
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "asr-peft"), job_type="report", dir=str(out_dir),
                      group=group, name=f"report-{out_dir.resolve().name}", mode=os.environ.get("WANDB_MODE", "offline"))
-    run.log({"results": wandb.Table(dataframe=_loggable(frame)), "summary": wandb.Table(dataframe=_loggable(summary)),
+    run.log({**{name: wandb.Table(dataframe=_loggable(table)) for name, table in tables.items()},
              **{name: wandb.Image(str(path)) for name, path in figures.items()}})
     run.finish()
     return str(Path(run.dir).parent)

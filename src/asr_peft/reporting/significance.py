@@ -18,7 +18,8 @@ several seeds, so the bootstrap resamples both sources of chance:
    their own, which counts their spread in full.
 4. The 95% interval is the 2.5th to 97.5th percentile of the replicates; the two-sided p-value is twice
    the smaller share of replicates on either side of zero (at most 1). A is called better than B only
-   when the whole interval lies below zero.
+   when the whole interval lies below zero; an interval that holds zero is reported as "no significant
+   difference", never as one system being better.
 
 With one seed per system step 3 reduces to Bisani and Ney's paired bootstrap. Utterances are matched
 by their trn id; both systems must have scored exactly the same utterances.
@@ -26,17 +27,30 @@ by their trn id; both systems must have scored exactly the same utterances.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import jiwer
 import numpy as np
+import pandas as pd
 
 from asr_peft.errors import ConfigError
 
 REPLICATES = 10_000
 CONFIDENCE = 0.95
+NO_DIFFERENCE = "no significant difference"
+PROCEDURE = (
+    "Paired bootstrap over the test utterances (Bisani and Ney, ICASSP 2004), extended to training seeds: each of "
+    f"{REPLICATES:,} replicates draws the test utterances with replacement (the same draw for both systems) and each "
+    "system's seeds with replacement, jointly (seed s of one system with seed s of the other) when both systems ran "
+    "the same seeds, each system on its own otherwise, and recomputes ΔWER = WER_A − WER_B from the summed "
+    "per-utterance word errors (mean over seeds) of the runs' decode/<test set>/ref.trn and hyp.trn. "
+    f"{100 * CONFIDENCE:g}% confidence interval: the {100 * (1 - CONFIDENCE) / 2:g}th to "
+    f"{100 * (1 + CONFIDENCE) / 2:g}th percentile of the replicates; p-value: two-sided, twice the smaller share of "
+    "replicates on either side of zero. One system is called better or worse than another only when the interval "
+    f"excludes zero; otherwise the pair is reported as \"{NO_DIFFERENCE}\".")
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,21 @@ class Comparison:
     utterances: int
     seeds: tuple[int, int]  # runs behind A and behind B
 
+    paired_seeds: bool = False
+
     @property
     def verdict(self) -> str:
-        """`better` / `worse` (A against B) when the interval excludes zero, else `no difference`."""
+        """`better` / `worse` (A against B) when the interval excludes zero, else `no significant difference`."""
         if self.high < 0:
             return "better"
         if self.low > 0:
             return "worse"
-        return "no difference"
+        return NO_DIFFERENCE
+
+    def describe(self) -> str:
+        """ΔWER in points with its interval and p-value, e.g. `-2.10 points [-3.05, -1.20], p=0.0001`."""
+        return (f"{100 * self.delta_wer:+.2f} points [{100 * self.low:+.2f}, {100 * self.high:+.2f}] "
+                f"({100 * CONFIDENCE:g}% CI), p={self.p_value:.4f}")
 
 
 def _read_trn(path: Path) -> dict[str, str]:
@@ -93,6 +114,36 @@ def utterance_errors(ref_trn: str | Path, hyp_trn: str | Path) -> UtteranceError
         errors.append(words.substitutions + words.deletions + words.insertions)
         lengths.append(words.substitutions + words.deletions + words.hits)
     return UtteranceErrors(ids, np.asarray(errors, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+
+
+@functools.lru_cache(maxsize=None)
+def run_errors(run_dir: str, test_set: str) -> UtteranceErrors:
+    """A run's per-utterance errors on `test_set`, from its `decode/<test_set>/ref.trn` and `hyp.trn` (read once)."""
+    decoded = Path(run_dir) / "decode" / test_set
+    for name in ("ref.trn", "hyp.trn"):
+        if not (decoded / name).is_file():
+            raise ConfigError(f"{decoded / name} does not exist: the run's per-utterance errors are unknown")
+    return utterance_errors(decoded / "ref.trn", decoded / "hyp.trn")
+
+
+def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, test_set: str, **options) -> Comparison:
+    """System A (its runs: rows with `run_dir` and `seed`) against system B on `test_set`; the seeds are
+    paired when both systems ran the same seeds. `options` go to `paired_bootstrap`."""
+    runs_a, runs_b = (runs.drop_duplicates("run_dir").sort_values("seed") for runs in (runs_a, runs_b))
+    paired = runs_a["seed"].tolist() == runs_b["seed"].tolist()
+    return paired_bootstrap([run_errors(str(d), test_set) for d in runs_a["run_dir"]],
+                            [run_errors(str(d), test_set) for d in runs_b["run_dir"]], paired_seeds=paired, **options)
+
+
+@functools.lru_cache(maxsize=4)
+def _utterance_draws(count: int, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, count): how often each utterance is drawn in each replicate of U draws with replacement.
+    The same for every comparison on a test set of that size (cached: the draws dominate the cost)."""
+    rng = np.random.default_rng([seed, 0])
+    picks = rng.integers(0, count, (replicates, count)) + count * np.arange(replicates)[:, None]
+    draws = np.bincount(picks.ravel(), minlength=replicates * count).reshape(replicates, count).astype(np.float64)
+    draws.flags.writeable = False
+    return draws
 
 
 def _stack(runs: Sequence[UtteranceErrors], ids: tuple[str, ...], name: str) -> np.ndarray:
@@ -126,10 +177,9 @@ def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[Utt
         raise ConfigError("the compared test set has no reference words")
     delta = errors_a.sum(axis=1).mean() / total - errors_b.sum(axis=1).mean() / total
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 1])
     count = len(ids)
-    # How often each utterance is drawn in each replicate: U draws with replacement are a multinomial.
-    draws = rng.multinomial(count, np.full(count, 1 / count), size=replicates).astype(np.float64)
+    draws = _utterance_draws(count, replicates, seed)
     words = draws @ lengths                              # (R,)
     per_seed_a, per_seed_b = draws @ errors_a.T, draws @ errors_b.T   # (R, seeds)
     seeds_a = rng.integers(0, errors_a.shape[0], (replicates, errors_a.shape[0]))
@@ -140,4 +190,4 @@ def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[Utt
     low, high = np.quantile(replicated, [tail, 1 - tail])
     p_value = min(1.0, 2 * min((replicated <= 0).mean(), (replicated >= 0).mean()))
     return Comparison(float(delta), float(low), float(high), float(p_value), count,
-                      (errors_a.shape[0], errors_b.shape[0]))
+                      (errors_a.shape[0], errors_b.shape[0]), paired_seeds)
