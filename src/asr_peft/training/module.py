@@ -159,12 +159,16 @@ class OWSMLitModule(pl.LightningModule):
         """The checkpoint keys of the trainable tensors (`model.<name>`, as the state dict names them)."""
         return {f"model.{state_dict_name(name)}" for name, p in self.model.named_parameters() if p.requires_grad}
 
+    def adapter_layers(self) -> list:
+        """(name, layer) of every adapter layer, named as a full state dict names it (as a rebuilt model does)."""
+        return [(state_dict_name(name), layer) for name, layer in adapter_modules(self.model)]
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = self.trainable_state_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["validation_history"] = self.validation_history
         # what the adapters were trained in (SVD bases, projections, base weights): checked on every reload
-        checkpoint[FINGERPRINT_KEY] = fingerprint(adapter_modules(self.model))
+        checkpoint[FINGERPRINT_KEY] = fingerprint(self.adapter_layers())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.validation_history = list(checkpoint.get("validation_history", []))
@@ -173,4 +177,5 @@ class OWSMLitModule(pl.LightningModule):
             raise ModelLoadError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this method (e.g. {sorted(missing)[0]}); "
                 "it was written by another method or model config")
-        check_fingerprint(adapter_modules(self.model), checkpoint.get(FINGERPRINT_KEY), f"checkpoint {self._trainer.ckpt_path if self._trainer else ''}")
+        check_fingerprint(self.adapter_layers(), checkpoint.get(FINGERPRINT_KEY),
+                          f"checkpoint {self._trainer.ckpt_path if self._trainer else ''}")
