@@ -391,6 +391,8 @@ def recipe_corpus(tmp_path_factory) -> Path:
 def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(recipe_corpus):
     from omegaconf import OmegaConf
 
+    from asr_peft.data.normalizers import get_normalizer
+    from asr_peft.data.validation import validate_data
     from asr_peft.training.datamodule import OWSMDataModule
 
     cfg = compose_config("train", [*RECIPE_ON_OWSM_BASE, f"data.corpus_dir={recipe_corpus}", "loader.num_workers=0"])
@@ -398,8 +400,10 @@ def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(re
     assert (cfg.evaluation.checkpoint, cfg.evaluation.decode, cfg.evaluation.beam.ctc_weight) == ("last", "beam", 0.0)
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     bundle = load_owsm(plain(cfg.model), device="meta")  # the real config and tokenizer; no weights needed here
-    datamodule = OWSMDataModule(plain(cfg.data), plain(cfg.loader), bundle, seed=cfg.seed)
-    datamodule.setup()
+    data = validate_data(plain(cfg.data), normalizer=get_normalizer(cfg.data.normalizer), cache_dir=None,
+                         splits=("train", "valid"))
+    datamodule = OWSMDataModule(plain(cfg.data), plain(cfg.loader), bundle, train=data.train, valid=data.valid,
+                                seed=cfg.seed)
     shapes = sorted(tuple(batch["speech"].shape) for batch in datamodule.train_dataloader())
     assert shapes == [(8, 480000), (9, 480000)]
 
