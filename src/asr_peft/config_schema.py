@@ -445,14 +445,6 @@ def _cross_checks(cfg: TrainConfig) -> list[str]:
     trainer = cfg.trainer
     if trainer.max_steps == -1 and trainer.max_epochs in (None, -1):
         problems.append("trainer.max_steps=-1 needs trainer.max_epochs (a positive number): otherwise training never ends")
-    trains = METHODS[cfg.method.name].trains != "none"
-    checkpoint = cfg.callbacks.model_checkpoint if cfg.callbacks else None
-    if trains and cfg.evaluation.checkpoint == "best" and checkpoint is not None and trainer.max_steps > 0:
-        interval = trainer.val_check_interval
-        if isinstance(interval, int) and trainer.check_val_every_n_epoch is None and interval > trainer.max_steps:
-            problems.append(f"trainer.val_check_interval={interval} exceeds trainer.max_steps={trainer.max_steps}: no "
-                            "validation runs, so there is no best checkpoint to test (lower it, or set "
-                            "evaluation.checkpoint=last)")
     if cfg.data.train is None or cfg.data.valid is None:
         missing = "data.train" if cfg.data.train is None else "data.valid"
         problems.append(f"{missing} is not set (a JSONL manifest or a Kaldi data directory)")

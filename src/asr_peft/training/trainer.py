@@ -5,6 +5,7 @@ Under `bf16-true`/`16-true` the adapters' own tensors stay fp32 (`models/precisi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,6 +19,8 @@ from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
 from asr_peft.training.resume import RandomState
 
+log = logging.getLogger(__name__)
+
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     """`cfg.trainer` with the configured callbacks and loggers, writing below `run_dir`."""
@@ -30,8 +33,24 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     precision = unified_precision(cfg.trainer.get("precision"))
     if precision in HALF_PRECISIONS:  # Lightning's own plugin, with the adapters left in fp32
         overrides = {"precision": None, "plugins": [HalfPrecisionWithFP32Adapters(precision)]}
+    last_batch = final_validation_batch(cfg.trainer)
+    if last_batch is not None:
+        log.info("trainer.val_check_interval=%s is past the last training batch (%d): validating there instead, so "
+                 "that the run has a checkpoint to test", cfg.trainer.val_check_interval, last_batch)
+        overrides["val_check_interval"] = last_batch
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                        **overrides)
+
+
+def final_validation_batch(trainer: DictConfig) -> int | None:
+    """The last training batch, when a step-counted validation interval would never be reached before it
+    (a short run, e.g. `trainer.max_steps=4` with the default interval of 50): validation then runs once,
+    at the end. `val_check_interval` counts batches, `max_steps` optimizer updates."""
+    interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+    if not isinstance(interval, int) or trainer.get("check_val_every_n_epoch") is not None or max_steps <= 0:
+        return None
+    batches = max_steps * int(trainer.get("accumulate_grad_batches") or 1)
+    return batches if interval > batches else None
 
 
 def tested_checkpoint_path(trainer: pl.Trainer, which: str) -> str | None:
