@@ -98,9 +98,11 @@ def documented_grids() -> list:
     """The README's `-m` grids and every sweep file; grids of more than a dozen jobs are slow to compose."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = re.findall(r"(?<!\$ )python train\.py -m [^\n#`]*", readme)  # `$ ...`: a console example
-    files = [f"python train.py -m +sweep={path.stem}" for path in sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))
-             if {"override /hydra/sweeper": "optuna"} not in OmegaConf.load(path).get("defaults", [])]  # a search, not a grid
-    grids = sorted({c.strip() for c in commands + files if "hparams_search" not in c})
+    searches = {path.stem for path in (ROOT / "sweeps" / "sweep").glob("*.yaml")  # Optuna studies, not grids
+                if {"override /hydra/sweeper": "optuna"} in OmegaConf.load(path).get("defaults", [])}
+    files = [f"python train.py -m +sweep={path.stem}" for path in sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))]
+    grids = sorted({c.strip() for c in commands + files
+                    if "hparams_search" not in c and not any(f"+sweep={name}" in c.split() for name in searches)})
     return [pytest.param(c, marks=pytest.mark.slow) if len(grid_jobs(c)) > 12 else c for c in grids]
 
 
