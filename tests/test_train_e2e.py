@@ -79,6 +79,7 @@ def test_cli_trains_validates_tests_and_writes_results(tiny_corpus, tmp_path):
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in recorded.items())
 
 
+@pytest.mark.slow  # 3 processes, ~3.5 min on 2 cores; the fast suite keeps test_resume.py (SIGTERM, resume equality)
 def test_interrupted_runs_are_recorded_and_resume_from_last_checkpoint(tiny_corpus, tmp_path):
     # No hydra.run.dir: the same command must find its own run directory by its name.
     args = [*FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=40",
