@@ -56,8 +56,11 @@ def test_trial_records_are_read_from_the_search_directories(tmp_path):
 
 def test_the_sweep_files_compose_the_search_without_test_sets_and_the_comparison_at_the_tuned_rate(tmp_path, monkeypatch):
     search = compose_config("train", ["+sweep=lr_search", "+point=lora_r4", "data=synth_child"])
-    assert search.data.test is None and search.hydra.sweeper.params["optimizer.lr"].startswith("tag(log")
-    assert search.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert search.data.test is None and search.hydra.sweeper._target_.endswith("OptunaSweeper")
+    # A grid over the range, every rate once: TPE's start-up with few trials left whole decades untried.
+    assert search.hydra.sweeper.sampler._target_ == "optuna.samplers.GridSampler"
+    rates = [float(r) for r in search.hydra.sweeper.params["optimizer.lr"].removeprefix("choice(").rstrip(")").split(",")]
+    assert search.hydra.sweeper.n_trials == len(rates) and max(rates) / min(rates) >= 30
     write_tuned_lr({"synth_dialect": {"lora": {"lr": 0.0042}}}, tmp_path / "tuned_lr.yaml")
     monkeypatch.setattr("asr_peft.training.tuned_lr.tuned_lr_path", lambda: tmp_path / "tuned_lr.yaml")
     comparison = compose_config("train", ["+sweep=comparison", "+point=lora_r4", "data=synth_dialect"])
