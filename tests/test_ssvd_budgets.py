@@ -168,3 +168,25 @@ def test_dry_run_command_prints_the_owsm_1b_plan_of_both_sides(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     _, expected = owsm_1b_expected_count()
     assert json.loads((tmp_path / "plan.json").read_text())["trainable"] == expected and f"{expected:,}" in result.stdout
+
+
+def test_the_comparisons_allocation_points_match_an_input_side_budget_as_the_claims_require(tmp_path):
+    """Each output/both-sided SSVD point of +sweep=comparison has an input-side point whose exact count (the dry
+    run's plan) lies within the claims' budget tolerance: otherwise the both-sides claim has nothing to test."""
+    from omegaconf import OmegaConf
+
+    from asr_peft.reporting.claims import BUDGET_TOLERANCE
+    from asr_peft.training.plan import run_dry
+
+    points = compose_config("train", ["+sweep=comparison"]).hydra.sweeper.params["+point"].split(",")
+    counts = {}
+    for point in (p for p in points if p.startswith("ssvd_") and "cayley" not in p and "free" not in p):
+        cfg = compose_config("train", [f"+point={point}", "dry_run=true"])
+        OmegaConf.set_struct(cfg, False)
+        cfg.pop("hydra")
+        counts[point] = (cfg.method.side, run_dry(cfg, tmp_path / point)["trainable"])
+    allocations = {p: n for p, (side, n) in counts.items() if side != "input"}
+    inputs = [n for side, n in counts.values() if side == "input"]
+    assert len(allocations) >= 4 and len(inputs) >= 3
+    for point, count in allocations.items():
+        assert any(abs(count - n) <= BUDGET_TOLERANCE * max(count, n) for n in inputs), (point, count, inputs)

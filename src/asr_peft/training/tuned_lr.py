@@ -8,7 +8,8 @@ For each method and target data set, the chosen rate is that of the completed tr
 checkpoint has the lowest validation WER (`training.objective`, the value the Optuna sweeper minimised);
 test sets are never read, so test numbers at the chosen rate stay unbiased. A method's rate is tuned
 once (at one budget) and serves all of its budgets. The file records, per choice, the trials it was
-chosen from, so that a reader sees how well the search covered the range.
+chosen from, so that a reader sees how well the search covered the range, and `edge` when the chosen
+rate is the lowest or highest one tried: the optimum may lie outside, so the study should be extended.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def tuned_lr_path() -> Path:
 
 
 def choose_learning_rates(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{data name: {method name: {lr, val_wer, configuration, trials: [[lr, val_wer], ...]}}} from trial records."""
+    """{data name: {method name: {lr, val_wer, configuration, edge, trials: [[lr, val_wer], ...]}}} from trial records."""
     trials: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     for record in records:
         if record.get("status") != "completed":
@@ -50,9 +51,17 @@ def choose_learning_rates(records: Iterable[dict[str, Any]]) -> dict[str, dict[s
         runs.sort()
         lr, val_wer, configuration = min(runs, key=lambda run: (run[1], run[0]))
         chosen.setdefault(data, {})[method] = {
-            "lr": lr, "val_wer": round(val_wer, 4), "configuration": configuration,
+            "lr": lr, "val_wer": round(val_wer, 4), "configuration": configuration, "edge": _edge(lr, runs),
             "trials": [[rate, round(wer, 4)] for rate, wer, _ in runs]}
     return chosen
+
+
+def _edge(lr: float, runs: list[tuple[float, float, str]]) -> str | None:
+    """`lowest`/`highest` when `lr` is the lowest/highest of several distinct rates tried, else None."""
+    rates = sorted({rate for rate, _, _ in runs})
+    if len(rates) < 2:
+        return None
+    return "lowest" if lr == rates[0] else "highest" if lr == rates[-1] else None
 
 
 def read_trial_records(sweep_dirs: Iterable[Path]) -> list[dict[str, Any]]:
@@ -109,8 +118,10 @@ def main() -> None:
     write_tuned_lr(chosen, args.out)
     for data, methods in chosen.items():
         for method, entry in methods.items():
+            edge = (f"; the {entry['edge']} rate tried: the best may lie beyond, extend the search"
+                    if entry["edge"] else "")
             print(f"{data:<14} {method:<6} lr {entry['lr']:.3g}  (val WER {100 * entry['val_wer']:.1f}%, "
-                  f"{len(entry['trials'])} trials)")
+                  f"{len(entry['trials'])} trials{edge})")
     print(f"written: {args.out}")
 
 
