@@ -29,8 +29,9 @@ def test_every_method_trains_under_ddp_in_bf16_mixed(tiny_corpus, tmp_path, meth
     assert record["scored_on"] == {"device": "cpu", "precision": "bf16-mixed"}
     assert record["config"]["trainer"]["strategy"]["_target_"].endswith("DDPStrategy")
     assert "distributed_backend=gloo" in result.stdout + result.stderr
-    if method != "full":  # frozen base weights (most of the model) did not break DDP's reducer
-        assert 0 < record["parameters"]["trainable"] < record["parameters"]["total"] / 10
+    if method != "full":  # frozen base weights (most of the model) did not break DDP's reducer; LoRA's default
+        # r=32 with the token embedding is a quarter of this tiny model, so "most" is the bound
+        assert 0 < record["parameters"]["trainable"] < record["parameters"]["total"] / 2
     assert result.stdout.count("results: ") == 1  # rank 1 trains, but prints no summary of its own
 
 
@@ -53,13 +54,14 @@ def one_update(tmp_path, name, method, extra, lr=1e6):
     AdamW with eps ≫ |g| and lr = eps updates by lr·g/(|g| + eps) ≈ g (to 1e-6 here), so the update is the
     gradient itself, not Adam's scale-free sign of it: a gradient summed instead of averaged over ranks
     would show as a factor of two. Gradient clipping is off for the same reason. Every utterance is padded
-    to the same 2 s (as OWSM pads to 30 s) and SpecAugment is off, so an utterance's loss does not depend on
-    the batch it sits in.
+    to the same 2 s (as OWSM pads to 30 s) at offset 0 (ESPnet's random placement draws from each process's
+    own NumPy state) and SpecAugment is off, so an utterance's loss does not depend on the batch it sits in.
     """
     run_dir = tmp_path / name
     fast = [arg for arg in FAST if not arg.startswith("optimizer.lr=")]
     result = train_cli([*fast, *extra, f"method={method}", "data=manifest", f"data.corpus_dir={tmp_path / 'corpus'}",
-                        "model.speech_length=2", "model.s2t_config.specaug=null", "trainer.precision=32-true",
+                        "model.speech_length=2", "model.s2t_config.specaug=null",
+                        "model.s2t_config.preprocessor_conf.speech_init_silence=0", "trainer.precision=32-true",
                         "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.gradient_clip_val=null",
                         f"optimizer.lr={lr}", "optimizer.eps=1e6", "optimizer.weight_decay=0", "evaluation.baseline=false",
                         "evaluation.subspace=false", f"hydra.run.dir={run_dir}"])
@@ -74,7 +76,7 @@ def test_one_ddp_update_on_a_global_batch_equals_the_single_process_update(tmp_p
     two_utterance_corpus(tmp_path / "corpus")
     single = one_update(tmp_path, "single", method, ["loader.max_batch_size=2"])
     ddp = one_update(tmp_path, "ddp", method, [*DDP, "loader.max_batch_size=1"])
-    initial = one_update(tmp_path, "initial", method, ["loader.max_batch_size=2"], lr=0)
+    initial = one_update(tmp_path, "initial", method, ["loader.max_batch_size=2"], lr=1e-30)  # lr > 0 (schema): a step of ~1e-36
     assert set(single) == set(ddp) == set(initial) and single
     updates = {key: (single[key] - initial[key], ddp[key] - initial[key]) for key in single}
     moved = [key for key, (one, two) in updates.items() if one.abs().max() > 0]

@@ -34,7 +34,11 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
 def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
     """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    bundle = load_owsm(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
+    # A random-init model's frozen weights are those training drew right after seeding with the run's
+    # seed (training/run.py); drawn from another state they would be another model (the fingerprint says so).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(run_cfg.seed))
+        bundle = load_owsm(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
     try:  # weights_only: a checkpoint is data; a crafted pickle must not run code
