@@ -8,6 +8,7 @@ command; its validation history, test scores and trained weights must equal an u
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -36,6 +37,11 @@ class InterruptAt(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.how == "crash" and trainer.global_step == self.step:
             raise RuntimeError(f"crash before step {self.step + 1}")
+
+
+def logged_training_steps(metrics_csv):
+    with metrics_csv.open(newline="") as rows:
+        return [int(row["step"]) for row in csv.DictReader(rows) if row["train_loss"]]
 
 
 def trained_state(run_dir):
@@ -73,6 +79,10 @@ def test_a_resumed_run_equals_an_uninterrupted_one(uninterrupted, tmp_path, how,
     assert [h["step"] for h in resumed["validation_history"]] == [3, 6, 9]
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["tested_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")
+    earlier = list((run_dir / "csv").glob("metrics.earlier-*.csv"))  # Lightning's CSVLogger deletes metrics.csv
+    assert len(earlier) == 1, "the interrupted attempt's logged metrics were not kept"
+    before, after = logged_training_steps(earlier[0]), logged_training_steps(run_dir / "csv" / "metrics.csv")
+    assert before == list(range(last_step)) and before + after == list(range(STEPS))  # the whole curve, once
     mine, theirs = trained_state(run_dir), trained_state(reference_dir)
     assert mine["global_step"] == theirs["global_step"] == STEPS  # saved at the end of training too
     assert mine["state_dict"].keys() == theirs["state_dict"].keys()

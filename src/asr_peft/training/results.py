@@ -152,10 +152,15 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
     return claim
 
 
+def aside_path(path: Path, label: str) -> Path:
+    """Where an earlier attempt's `path` is kept: `<stem>.<label>-<time><suffix>` beside it."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return path.with_name(f"{path.stem}.{label}-{stamp}{path.suffix}")
+
+
 def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
     """A failed or killed record moves to `results.<status>-<time>.json`; the directory's history stays."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = run_dir / f"results.{record.get('status', 'old')}-{stamp}.json"
+    aside = aside_path(run_dir / RESULTS_FILE, record.get("status", "old"))
     if record.get("status") == "killed":  # the record as it was left, with what is now known
         aside.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         (run_dir / RESULTS_FILE).unlink()

@@ -12,12 +12,14 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from asr_peft.models.precision import HalfPrecisionWithFP32Adapters
 from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
 from asr_peft.training.resume import RandomState
+from asr_peft.training.results import aside_path
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [SamplerEpochs(), RandomState()]  # a new batch order every epoch; resumed runs draw as uninterrupted ones
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    keep_earlier_csv_metrics(loggers)
     overrides = {}
     precision = unified_precision(cfg.trainer.get("precision"))
     if precision in HALF_PRECISIONS:  # Lightning's own plugin, with the adapters left in fp32
@@ -40,6 +43,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         overrides["val_check_interval"] = last_batch
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                        **overrides)
+
+
+def keep_earlier_csv_metrics(loggers: list) -> None:
+    """Lightning's CSVLogger deletes the `metrics.csv` it finds when it starts writing: the rows of a resumed
+    run's interrupted attempt would be lost. They are kept beside it, as `metrics.earlier-<time>.csv`."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            metrics = Path(logger.log_dir) / "metrics.csv"  # read before `.experiment`, which deletes it
+            if metrics.is_file():
+                metrics.rename(aside_path(metrics, "earlier"))
 
 
 def final_validation_batch(trainer: DictConfig) -> int | None:
