@@ -143,19 +143,24 @@ def owsm_1b_expected_count() -> tuple[int, int]:
     return len(shapes), sum(expected_count(*shape, 0.2, "both", 0.2) for shape in shapes)
 
 
+def dry_plan(overrides: list[str], plan_dir) -> dict:
+    """The dry run's plan for `train.py <overrides> dry_run=true`, from its own code in process (meta device)."""
+    from omegaconf import OmegaConf
+
+    from asr_peft.training.plan import run_dry
+
+    cfg = compose_config("train", [*overrides, "dry_run=true"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra")
+    return run_dry(cfg, plan_dir)
+
+
 DRY_RUN_1B = ["method=ssvd", "method.side=both", "adapt.p=0.2", "method.p_out=0.2", "dry_run=true", "model=owsm_1b"]
 
 
 def test_the_owsm_1b_plan_of_both_sides_follows_the_formula(tmp_path):
     """The dry run's own code (meta device, no weights) in process; the command itself is checked below (slow)."""
-    from omegaconf import OmegaConf
-
-    from asr_peft.training.plan import run_dry
-
-    cfg = compose_config("train", DRY_RUN_1B)
-    OmegaConf.set_struct(cfg, False)
-    cfg.pop("hydra")
-    plan = run_dry(cfg, tmp_path)
+    plan = dry_plan(DRY_RUN_1B, tmp_path)
     layers, expected = owsm_1b_expected_count()
     assert sum(row["modules"] for row in plan["per_module_type"].values()) == layers
     assert plan["trainable"] == expected
@@ -173,18 +178,13 @@ def test_dry_run_command_prints_the_owsm_1b_plan_of_both_sides(tmp_path):
 def test_the_comparisons_allocation_points_match_an_input_side_budget_as_the_claims_require(tmp_path):
     """Each output/both-sided SSVD point of +sweep=comparison has an input-side point whose exact count (the dry
     run's plan) lies within the claims' budget tolerance: otherwise the both-sides claim has nothing to test."""
-    from omegaconf import OmegaConf
-
     from asr_peft.reporting.claims import BUDGET_TOLERANCE
-    from asr_peft.training.plan import run_dry
 
     points = compose_config("train", ["+sweep=comparison"]).hydra.sweeper.params["+point"].split(",")
     counts = {}
     for point in (p for p in points if p.startswith("ssvd_") and "cayley" not in p and "free" not in p):
-        cfg = compose_config("train", [f"+point={point}", "dry_run=true"])
-        OmegaConf.set_struct(cfg, False)
-        cfg.pop("hydra")
-        counts[point] = (cfg.method.side, run_dry(cfg, tmp_path / point)["trainable"])
+        plan = dry_plan([f"+point={point}"], tmp_path / point)
+        counts[point] = (plan["method"]["side"], plan["trainable"])
     allocations = {p: n for p, (side, n) in counts.items() if side != "input"}
     inputs = [n for side, n in counts.values() if side == "input"]
     assert len(allocations) >= 4 and len(inputs) >= 3
