@@ -51,11 +51,11 @@ def test_both_sides_start_at_the_pretrained_model_and_merge_to_what_they_compute
 def test_both_sides_save_load_bit_identically_and_refuse_another_output_basis(tiny_bundle_factory, batch, tmp_path,
                                                                               monkeypatch):
     model = tiny_bundle_factory(0).model
-    adapt = adapt_config(p_groups={"encoder": 0.2})
-    apply_method(model, BOTH, adapt)
+    method, adapt = {**BOTH, "p_out_groups": {"src_attn": 0.6}}, adapt_config(p_groups={"encoder": 0.2})
+    apply_method(model, method, adapt)
     train_stand_in(model)
     trained = outputs(model, batch)
-    save_adapter(model, tmp_path / "adapter", BOTH, adapt)
+    save_adapter(model, tmp_path / "adapter", method, adapt)
     fresh = tiny_bundle_factory(0).model
     names = [name for name, _, _ in match_modules(fresh, adapt["targets"])]
     load_adapter(fresh, tmp_path / "adapter")
@@ -71,13 +71,17 @@ def test_both_sides_save_load_bit_identically_and_refuse_another_output_basis(ti
 def test_the_tiny_models_trainable_count_follows_the_formula_per_layer_with_groups(tiny_bundle_factory):
     model = tiny_bundle_factory(0).model
     shapes = {name: (m.out_features, m.in_features) for name, _, m in match_modules(model, adapt_config()["targets"])}
-    groups = {"encoder": 0.2, "src_attn": 0.5}
-    report = apply_method(model, method_config("ssvd", side="both", p_out=0.3, rotation="free"),
+    groups, out_groups = {"encoder": 0.2, "src_attn": 0.5}, {"decoder.decoders.0": 0.7, "encoders.1": 0.1}
+    report = apply_method(model, method_config("ssvd", side="both", p_out=0.3, rotation="free", p_out_groups=out_groups),
                           adapt_config(p_groups=groups))
     p_of = lambda name: 0.2 if name.startswith("encoder.") else 0.5 if ".src_attn." in name else 0.4  # noqa: E731
-    expected = sum(expected_count(*shape, p_of(name), "both", 0.3, "free") for name, shape in shapes.items())
+    p_out_of = lambda name: (0.7 if name.startswith("decoder.decoders.0.")  # noqa: E731
+                             else 0.1 if name.startswith("encoder.encoders.1.") else 0.3)
+    expected = sum(expected_count(*shape, p_of(name), "both", p_out_of(name), "free") for name, shape in shapes.items())
     assert report.trainable == expected
     assert {n: m.k_in for n, m in adapter_modules(model)} == {n: math.floor(p_of(n) * min(s)) for n, s in shapes.items()}
+    assert {n: m.k_out for n, m in adapter_modules(model)} == \
+        {n: math.floor(p_out_of(n) * min(s)) for n, s in shapes.items()}
 
 
 @pytest.mark.parametrize("name, group, matches", [
@@ -111,23 +115,31 @@ def test_p_groups_reach_the_layers_through_apply_method():
     model = nn.Sequential(nn.Linear(40, 24), nn.Linear(24, 40))
     with pytest.raises(ConfigError, match="adapt.p_groups: group.s. 2 match no target module"):
         apply_method(model, {"name": "ssvd"}, {"p": 0.4, "targets": ["0", "1"], "p_groups": {"2": 0.5}})
-    apply_method(model, {"name": "ssvd", "side": "both", "p_out": 0.25}, {"p": 0.4, "targets": ["0", "1"], "p_groups": {"1": 0.75}})
-    assert (model[0].k_in, model[0].k_out, model[1].k_in, model[1].k_out) == (9, 6, 18, 6)
+    with pytest.raises(ConfigError, match="method.p_out_groups: group.s. 2 match no target module"):
+        apply_method(model, {"name": "ssvd", "side": "both", "p_out_groups": {"2": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
+    with pytest.raises(ConfigError, match="method.p_out_groups sizes the output side, which method.side=input"):
+        apply_method(model, {"name": "ssvd", "p_out_groups": {"1": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
+    apply_method(model, {"name": "ssvd", "side": "both", "p_out": 0.25, "p_out_groups": {"0": 0.5}},
+                 {"p": 0.4, "targets": ["0", "1"], "p_groups": {"1": 0.75}})
+    assert (model[0].k_in, model[0].k_out, model[1].k_in, model[1].k_out) == (9, 12, 18, 6)
 
 
-def test_config_schema_and_run_names_know_side_p_out_and_p_groups():
+def test_config_schema_and_run_names_know_side_p_out_and_both_groups():
     from asr_peft.config_schema import validate_config
     from asr_peft.training.naming import configuration_label
 
-    validate_config(compose_config("train", ["method.side=both", "method.p_out=0.2", "adapt.p_groups={encoder: 0.2}"]),
-                    "train", check_hardware=False)
+    validate_config(compose_config("train", ["method.side=both", "method.p_out=0.2", "adapt.p_groups={encoder: 0.2}",
+                                             "method.p_out_groups={decoder: 0.3}"]), "train", check_hardware=False)
     for bad, key in [("method.side=left", "method.side"), ("method.p_out=0", "method.p_out"),
-                     ("adapt.p_groups={encoder: 2.0}", "adapt.p_groups")]:
+                     ("adapt.p_groups={encoder: 2.0}", "adapt.p_groups"),
+                     ("method.p_out_groups={decoder: 0}", "method.p_out_groups")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             validate_config(compose_config("train", [bad]), "train", check_hardware=False)
     assert configuration_label(method_config("ssvd"), adapt_config()) == "ssvd p=0.4"
     assert configuration_label(BOTH, adapt_config(p_groups={"encoder": 0.2})) == \
         'ssvd p=0.4 side=both p_out=0.3 p_groups={"encoder":0.2}'
+    assert configuration_label({**BOTH, "p_out_groups": {"decoder": 0.5}}, adapt_config()) == \
+        'ssvd p=0.4 side=both p_out=0.3 p_out_groups={"decoder":0.5}'
 
 
 def owsm_1b_expected_count() -> tuple[int, int]:

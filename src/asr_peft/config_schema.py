@@ -191,6 +191,8 @@ class SSVD(Method):
     side: choice(*SIDES) = SIDES[0]
     # the output side's adapt.p (side=output|both); null: adapt.p
     p_out: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+    # module-name group -> its own p_out, replacing `p_out` for the targets in it (adapters/budget.py)
+    p_out_groups: dict[str, Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] | None = None
 
 
 class SVFT(Method):

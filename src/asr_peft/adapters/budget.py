@@ -1,7 +1,9 @@
 """Per-group budgets: which fraction (`adapt.p`, or a group's own) sizes each adapted module.
 
 `adapt.p_groups` maps a module-name group to a fraction that replaces `adapt.p` for the target modules
-in that group, e.g. `{encoder: 0.2, decoder: 0.4}` or `{self_attn: 0.3, feed_forward: 0.5}`.
+in that group, e.g. `{encoder: 0.2, decoder: 0.4}` or `{self_attn: 0.3, feed_forward: 0.5}`. SSVD's
+output side has its own fraction, `method.p_out`, and so its own groups, `method.p_out_groups`, read by
+the same rule.
 
 The rule (one place, used by every method that reads `adapt.p`): a group key, itself one or more
 dot-separated components, matches a module whose dotted name contains those components as a run of
@@ -50,7 +52,14 @@ def fractions(names: Sequence[str], default: float, groups: Mapping[str, Any] | 
 
 def layer_settings(names: Sequence[str], method: Mapping[str, Any],
                    adapt: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-    """(method, adapt) for each target module, with `adapt.p` replaced by the module's group fraction."""
-    if not adapt.get("p_groups"):
+    """(method, adapt) for each target module, with `adapt.p` and `method.p_out` replaced by the module's
+    group fractions (`adapt.p_groups`, `method.p_out_groups`)."""
+    p_groups, p_out_groups = adapt.get("p_groups"), method.get("p_out_groups")
+    if not p_groups and not p_out_groups:
         return [(method, adapt)] * len(names)
-    return [(method, {**adapt, "p": p}) for p in fractions(names, adapt.get("p"), adapt["p_groups"])]
+    if p_out_groups and method.get("side", "input") == "input":
+        raise ConfigError("method.p_out_groups sizes the output side, which method.side=input leaves alone; "
+                          "set method.side=output or both, or drop method.p_out_groups")
+    ps = fractions(names, adapt.get("p"), p_groups)
+    p_outs = fractions(names, method.get("p_out"), p_out_groups, key="method.p_out_groups")
+    return [({**method, "p_out": p_out} if p_out_groups else method, {**adapt, "p": p}) for p, p_out in zip(ps, p_outs)]

@@ -50,7 +50,8 @@ METHODS: dict[str, MethodSpec] = {
                                                 formulation=m.get("formulation", "efficient"),
                                                 recompute_weight=m.get("recompute_weight", False),
                                                 side=m.get("side", "input"), p_out=m.get("p_out")),
-        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation", "recompute_weight", "side", "p_out"),
+        needs_svd=True, hyperparameters=("rotation", "orientation", "formulation", "recompute_weight", "side", "p_out",
+                                                   "p_out_groups"),
         # the reference formulation rebuilds W' from the whole spectrum; the others need both sides' top k
         svd_rank=lambda base, m, a: (None if m.get("formulation") == "reference"
                                      else max(side_ranks(m.get("side", "input"), a["p"], m.get("p_out"),

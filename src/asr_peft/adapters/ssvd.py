@@ -26,7 +26,7 @@ that is off); Δσ has length K. Trainable per layer: K + 1 + gen(k_in) + gen(k_
 `rotation_free`), the output side's are `skew_out`, `rotation_free_out`. Everything below (orientation,
 formulations, merging) holds for the K×K core unchanged: "input" and "output" are the sides of the
 factorised matrix A, which `orientation=reference` makes Wᵀ for d_in > d_out. `adapt.p_groups` may give
-module groups their own `adapt.p` (`adapters/budget.py`).
+module groups their own `adapt.p`, and `method.p_out_groups` their own `method.p_out` (`adapters/budget.py`).
 
 Basis. The trained numbers are coordinates in the basis of A's top-k singular vectors, which are
 defined only up to a sign per pair. They are not stored: they are rebuilt on load by `adapters/svd.py`

@@ -68,6 +68,8 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
             tokens.append(("side", side))
             if method.get("p_out") is not None:
                 tokens.append(("p_out", method["p_out"]))
+            if method.get("p_out_groups"):
+                tokens.append(("p_out_groups", method["p_out_groups"]))
         if adapt.get("p_groups"):
             tokens.append(("p_groups", adapt["p_groups"]))
         return tokens
@@ -83,8 +85,8 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
 
 
 # The keys `budget` names (their other method keys, e.g. a PEFT tuner's block size, are named as settings).
-BUDGET_KEYS = {"adapt.p", "adapt.p_groups", "method.side", "method.p_out", "method.r", "method.pattern",
-               "method.off_diag", "method.peft_config.peft_type", "method.peft_config.r"}
+BUDGET_KEYS = {"adapt.p", "adapt.p_groups", "method.side", "method.p_out", "method.p_out_groups", "method.r",
+               "method.pattern", "method.off_diag", "method.peft_config.peft_type", "method.peft_config.r"}
 
 
 def format_value(value: Any) -> str:
