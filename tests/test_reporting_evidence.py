@@ -109,6 +109,26 @@ def test_no_pair_whose_interval_holds_zero_is_called_better(tmp_path):
     assert 'class="delta better"' in summary["lora r=4"] and "-0.5" in summary["vera r=64"]  # printed, not coloured
 
 
+def test_plot_labels_leave_out_only_outside_settings_every_point_of_the_method_shares():
+    points = pd.DataFrame({"method": ["ssvd", "ssvd", "ssvd", "lora", "lora"], "configuration": [
+        "ssvd p=0.4 rotation=approx optimizer.lr=0.001", "ssvd p=0.4 rotation=cayley optimizer.lr=0.001",
+        "ssvd p=0.8 rotation=approx optimizer.lr=0.001", "lora r=4 optimizer.lr=0.003", "lora r=4 optimizer.lr=0.01"]})
+    assert list(figures.short_labels(points)) == ["ssvd p=0.4 rotation=approx", "ssvd p=0.4 rotation=cayley",
+                                                   "ssvd p=0.8 rotation=approx", "lora r=4 optimizer.lr=0.003",
+                                                   "lora r=4 optimizer.lr=0.01"]
+
+
+def test_number_labels_do_not_cover_each_other():
+    figure, axis = figures.plt.subplots(figsize=(3, 2))
+    xs, ys = pd.Series([50.0, 50.2, 50.4, 50.6]), pd.Series([5.0, 5.0, 5.1, 5.0])  # four points in one spot
+    axis.scatter([*xs, 0, 100], [*ys, 0, 10])
+    figures._label_points(axis, xs, ys, pd.Series(["10", "11", "12", "13"]))
+    renderer = figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in axis.texts]
+    assert len(boxes) == 4 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    figures.plt.close(figure)
+
+
 def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypatch):
     for seed, shift in ((0, 0), (1, 1)):
         write_run(tmp_path, "lora", method={"name": "lora", "r": 4}, p=None, trainable=40_000, seed=seed,
@@ -135,6 +155,11 @@ def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypa
     assert segment[1, 1] - segment[0, 1] == pytest.approx(2 * 10 / np.sqrt(2))
     (front,) = [line for line in axis.lines if line.get_label().startswith("Pareto frontier")]
     assert list(front.get_xdata()) == pytest.approx([0.1, 1.0]) and list(front.get_ydata()) == pytest.approx([45.0, 35.0])
+    # The front's points are numbered at their means, fewest parameters first, and named in a key below the axis.
+    numbers = {t.get_text(): t.xy for t in axis.texts if t.get_text().isdigit()}
+    assert numbers.keys() == {"1", "2"} and numbers["1"] == pytest.approx((0.1, 45.0)) and numbers["2"] == pytest.approx((1.0, 35.0))
+    assert [t.get_text() for t in axis.texts if not t.get_text().isdigit()] == \
+        ["on the frontier, fewest parameters first:\n1  ssvd p=0.4\n2  lora r=4"]
 
     closed.clear()
     figures.forgetting_figure(summary, frame, tmp_path / "forgetting.png", {"lora": "#f00", "ssvd": "#00f"})

@@ -153,6 +153,41 @@ def _legend(figure, axes_legends: dict, methods: Iterable[str], path: Path) -> P
     return _save(figure, path, ordered)
 
 
+def short_labels(points: pd.DataFrame) -> pd.Series:
+    """Configuration labels without the settings outside the method (`optimizer.lr=…`) that every point of
+    that method in the panel shares, e.g. a learning rate tuned per method: still one label per point."""
+    tokens = points["configuration"].str.split(" ")
+    shared = {method: set.intersection(*(set(t[1:]) for t in tokens[points["method"] == method]))
+              for method in points["method"].unique()}
+    return pd.Series([" ".join(t[:1] + [part for part in t[1:] if not ("." in part.split("=")[0] and part in shared[m])])
+                      for t, m in zip(tokens, points["method"])], index=points.index)
+
+
+KEY_LINE_INCHES = 0.125  # a 7-point line of the frontier's key below each panel
+LABEL_OFFSETS = [(3, 3), (3, -10), (3, 11), (3, -18), (3, 19), (3, -26), (3, 27)]  # points from the marker
+
+
+def _label_points(axis, xs: pd.Series, ys: pd.Series, labels: pd.Series) -> None:
+    """Label each point beside it (to its left where the label would leave the axes), trying the next
+    offset in `LABEL_OFFSETS` while a label would cover one already placed. Call it once the figure's
+    layout is final: the overlaps are measured on the drawn figure."""
+    axis.autoscale_view()  # the limits as drawn: an annotation outside them has no extent to compare
+    renderer = axis.figure.canvas.get_renderer()
+    frame = axis.get_window_extent(renderer)
+    placed = []
+    for x, y, label in zip(xs, ys, labels):
+        for (dx, dy), side in ((offset, side) for offset in LABEL_OFFSETS for side in ("left", "right")):
+            note = axis.annotate(label, (x, y), fontsize=7, xytext=(dx if side == "left" else -dx, dy),
+                                 textcoords="offset points", ha=side, color="#222", fontweight="bold")
+            box = note.get_window_extent(renderer)
+            if frame.x0 <= box.x0 and box.x1 <= frame.x1 and not any(box.overlaps(other) for other in placed):
+                break
+            note.remove()
+        else:
+            axis.add_artist(note)  # every place is taken: the last one, overlapping, rather than no label
+        placed.append(box)
+
+
 def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colours: dict[str, str],
                   test_sets: list[str] | None = None) -> Path:
     """One panel per target domain (`target_panels`): WER against trainable parameters as % of the model
@@ -161,26 +196,34 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
     panels = target_panels(summary, test_sets)
     if not panels:
         return _empty(path, "no completed runs with a WER")
-    figure, axes = _grid(len(panels), 5.6, 4.2)
+    fronts = [pareto_points(panel) for _, panel in panels]
+    figure, axes = _grid(len(panels), 5.6, 4.2 + KEY_LINE_INCHES * (1 + max(len(front) for _, front in fronts)))
     legend: dict = {}
-    for axis, ((model, data, test_set), panel) in zip(axes, panels):
-        points, front = pareto_points(panel)
+    labels = []
+    for axis, ((model, data, test_set), panel), (points, front) in zip(axes, panels, fronts):
         seeds = seed_points(frame, model, data, test_set)
         axis.scatter(seeds["share"], 100 * seeds["wer"], c=[colours[m] for m in seeds["method"]], **SEED_STYLE)
         _configuration_means(axis, points, 100 * points["wer_mean"], colours)
         axis.step(front["share"], 100 * front["wer_mean"], where="post", color="black", linestyle="--",
                   linewidth=1, label="Pareto frontier (through the means)", zorder=2)
-        for _, row in front.iterrows():
-            axis.annotate(row["configuration"], (row["share"], 100 * row["wer_mean"]), fontsize=6.5,
-                          xytext=(4, 4), textcoords="offset points", color="#333")
         reference = reference_wer(panel)
         if reference is not None:
             axis.axhline(100 * reference, color="#888", linestyle=":", linewidth=1, label="before adaptation")
         _share_axis(axis, not points.empty)
+        numbers = [str(i) for i in range(1, len(front) + 1)]
+        labels.append((axis, front["share"], 100 * front["wer_mean"], numbers))
+        if numbers:  # the front's configurations by number, below the axis: readable however close they lie
+            key = "\n".join(f"{n}  {label}" for n, label in zip(numbers, short_labels(points).loc[front.index]))
+            axis.annotate("on the frontier, fewest parameters first:\n" + key, (0, 0), xytext=(0, -4),
+                          xycoords=("axes fraction", axis.xaxis.label), textcoords="offset points", va="top",
+                          fontsize=7, color="#333")
         axis.set_title(panel_title(model, data, test_set) + f"\n{ERROR_BARS}; dots: single seeds", fontsize=9.5)
         axis.set_ylabel("WER (%)")
-        handles, labels = axis.get_legend_handles_labels()
-        legend.update(zip(labels, handles))
+        handles, names = axis.get_legend_handles_labels()
+        legend.update(zip(names, handles))
+    figure.tight_layout()
+    for label in labels:
+        _label_points(*label)
     return _legend(figure, legend, summary["method"], path)
 
 
