@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.reporting.aggregate import collect, to_frame
+from asr_peft.reporting import claims as claims_module
 from asr_peft.reporting.claims import check_claims
+from asr_peft.reporting.significance import Comparison
 
 WORDS = 10
 UTTERANCES = 400
@@ -97,3 +100,21 @@ def test_the_model_size_trend_is_read_across_models(tmp_path):
     claims = check_claims(frame)
     row = claims[claims["claim"] == "model_size"].iloc[0]
     assert row["verdict"] == "reproduced" and "owsm_small" in row["reason"] and row["model"] == "owsm_large"
+
+
+@pytest.mark.parametrize("ssvd_points, verdict", [(1, "reproduced"), (2, "not testable here")])
+def test_the_front_claim_corrects_for_picking_one_of_several_ssvd_budgets(tmp_path, monkeypatch, ssvd_points, verdict):
+    """One SSVD budget beats its cheaper rival at p=0.03: that decides the claim alone, but not when it is one of
+    two budgets tried (Holm: 2 × 0.03 = 0.06 > 0.05)."""
+    write_run(tmp_path, "lora_r1", method={"name": "lora", "r": 1}, p=None, trainable=10, seed=0, errors={"child": [1] * 4})
+    for i, p in enumerate([0.2, 0.4][:ssvd_points]):
+        write_run(tmp_path, f"ssvd_p{p}", method={"name": "ssvd", "rotation": "approx"}, p=p, trainable=20 + i, seed=0,
+                  errors={"child": [1] * 4})
+    significant = Comparison(delta_wer=-0.02, low=-0.035, high=-0.001, p_value=0.03, utterances=4, seeds=(1, 1))
+    noise = Comparison(delta_wer=0.0, low=-0.01, high=0.01, p_value=0.9, utterances=4, seeds=(1, 1))
+    monkeypatch.setattr(claims_module, "_compare",
+                        lambda a, b, test_set: significant if a.configuration.startswith("ssvd p=0.2") else noise)
+    (row,) = [r for r in check_claims(to_frame(collect([tmp_path]).runs)).itertuples() if r.claim == "front"]
+    assert row.verdict == verdict
+    assert f"Holm-adjusted over the {ssvd_points} SSVD configuration" in row.reason
+    assert ("p=0.0300 Holm" in row.reason) if ssvd_points == 1 else ("Holm-adjusted p=0.0600" in row.reason)

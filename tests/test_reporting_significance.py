@@ -8,7 +8,7 @@ import pytest
 from asr_peft.errors import ConfigError
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
-from asr_peft.reporting.significance import UtteranceErrors, paired_bootstrap, utterance_errors
+from asr_peft.reporting.significance import UtteranceErrors, holm_adjusted, paired_bootstrap, utterance_errors
 
 
 def _system(errors, lengths, ids=None):
@@ -75,3 +75,9 @@ def test_systems_must_have_scored_the_same_utterances():
     other = _system([1, 2], [5, 5], ids=("a", "c"))
     with pytest.raises(ConfigError, match="other utterances"):
         paired_bootstrap([one], [other])
+
+
+def test_holm_adjusted_p_values_by_hand():
+    # sorted: 0.005 (×4 = 0.02), 0.01 (×3 = 0.03), 0.03 (×2 = 0.06), 0.04 (×1 = 0.04, raised to the running 0.06)
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.8]) == pytest.approx([1.0, 1.0]) and holm_adjusted([0.02]) == [0.02]

@@ -15,8 +15,9 @@ Claims (Wang, Watanabe, Van hamme: SSVD, ASRU 2025; SSVD-O, ICASSP 2026):
 
 1. `front`: SSVD lies on the WER-per-parameter Pareto front of the target domain: reproduced when an
    SSVD configuration is significantly better than the best other configuration with no more
-   trainable parameters, refuted when every SSVD configuration is significantly worse than such a
-   configuration (dominated), not testable here otherwise.
+   trainable parameters, with its p-value Holm-adjusted over every SSVD configuration so compared
+   (the claim picks whichever one is significant), refuted when every SSVD configuration is
+   significantly worse than such a configuration (dominated), not testable here otherwise.
 2. `strict_vs_approx`: the exact (Cayley) and first-order rotations give the same WER at the same
    budget: an equivalence test, reproduced when the interval of the difference lies within
    ±`EQUIVALENCE_MARGIN`, refuted when it lies wholly outside.
@@ -40,7 +41,7 @@ import pandas as pd
 
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.aggregate import SOURCE_TEST_SET, target_test_set
-from asr_peft.reporting.significance import Comparison, compare_runs
+from asr_peft.reporting.significance import CONFIDENCE, Comparison, compare_runs, holm_adjusted
 
 EQUIVALENCE_MARGIN = 0.01      # ±1 WER point: "the same WER" for the strict-vs-approximate claim
 BUDGET_TOLERANCE = 0.10        # trainable counts within 10% are a matched budget
@@ -155,12 +156,16 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
         except ConfigError as err:
             outcomes.append((point, rival, None, str(err)))
     tested = [o for o in outcomes if o[2] is not None]
-    better = [o for o in tested if o[2].verdict == "better"]
+    adjusted = dict(zip(map(id, tested), holm_adjusted([o[2].p_value for o in tested])))
+    family = f"Holm-adjusted over the {len(tested)} SSVD configuration{'s' * (len(tested) != 1)} compared"
+    better = [o for o in tested if o[2].verdict == "better" and adjusted[id(o)] < 1 - CONFIDENCE]
     if better:
-        point, rival, comparison, _ = better[0]
+        strongest = min(better, key=lambda o: adjusted[id(o)])
+        point, rival, comparison, _ = strongest
         return [_row("front", point, rival, test_set, comparison, REPRODUCED,
                      f"{point.configuration} is significantly better than {rival.configuration}, the best other "
-                     f"configuration with no more trainable parameters: {comparison.describe()}")]
+                     f"configuration with no more trainable parameters: {comparison.describe()}; "
+                     f"p={adjusted[id(strongest)]:.4f} {family}")]
     if tested and len(tested) == len(outcomes) and all(o[2].verdict == "worse" for o in tested):
         point, rival, comparison, _ = min(tested, key=lambda o: o[2].delta_wer)
         return [_row("front", point, rival, test_set, comparison, REFUTED,
@@ -170,15 +175,17 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
         point, rival, _, problem = outcomes[0]
         return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}")]
     reasons = []
-    for point, rival, comparison, problem in outcomes:
+    for outcome in outcomes:
+        point, rival, comparison, problem = outcome
         if comparison is not None:
-            reasons.append(f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}")
+            reasons.append(f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}, "
+                           f"Holm-adjusted p={adjusted[id(outcome)]:.4f}")
         else:
             reasons.append(f"{point.configuration}: {problem}")
     point, rival, comparison, _ = tested[0]
     return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
-                 "no SSVD configuration is significantly better or significantly dominated at its budget: "
-                 + "; ".join(reasons))]
+                 f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
+                 "budget: " + "; ".join(reasons))]
 
 
 def _ssvd(domain: list[System], **setting) -> list[System]:

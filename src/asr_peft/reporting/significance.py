@@ -50,7 +50,22 @@ PROCEDURE = (
     f"{100 * CONFIDENCE:g}% confidence interval: the {100 * (1 - CONFIDENCE) / 2:g}th to "
     f"{100 * (1 + CONFIDENCE) / 2:g}th percentile of the replicates; p-value: two-sided, twice the smaller share of "
     "replicates on either side of zero. One system is called better or worse than another only when the interval "
-    f"excludes zero; otherwise the pair is reported as \"{NO_DIFFERENCE}\".")
+    f"excludes zero; otherwise the pair is reported as \"{NO_DIFFERENCE}\". Where a claim is decided by whichever "
+    "of several comparisons is significant (SSVD on the front: any SSVD configuration against its best cheaper rival), "
+    "that comparison's p-value is also Holm-adjusted over all of them (Holm, 1979) and must stay below "
+    f"{1 - CONFIDENCE:.2g}.")
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm, Scand. J. Statist. 1979), in the order given: a claim decided
+    by whichever of m comparisons is significant keeps its family-wise error rate at the nominal level when
+    it uses these. The i-th smallest p becomes max over j ≤ i of min(1, (m − j + 1) · p_(j))."""
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 @dataclass(frozen=True)
