@@ -169,3 +169,21 @@ def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypa
     # source WER 10% (lora) and 20% (ssvd) against 5% before adaptation: +5 and +15 points, at 1% and 0.1%.
     means = {tuple(c.lines[0].get_xdata()): c.lines[0].get_ydata() for c in axis.containers}
     assert means[(1.0,)] == pytest.approx([5.0]) and means[(0.1,)] == pytest.approx([15.0])
+
+
+def test_report_md_tabulates_each_configuration_and_the_claims_by_hand_computed_values(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, shift in ((0, 0), (1, 1)):
+        write_run(runs, "lora", method={"name": "lora", "r": 4}, p=None, trainable=40_000, seed=seed,
+                  errors={"child": [3 + shift] * 4, "source": [1] * 4}, baseline={"source": 0.05, "child": 0.6})
+        write_run(runs, "ssvd", method=SSVD, p=0.4, trainable=4_000, seed=seed,
+                  errors={"child": [4 + shift] * 4, "source": [2] * 4}, baseline={"source": 0.05, "child": 0.6})
+    build_report([runs], tmp_path / "report")
+    lines = (tmp_path / "report" / "report.md").read_text().splitlines()
+    # child WER per seed 40/50% (ssvd) and 30/40% (lora): mean ± sample std 45.0/35.0 ± 7.1; source 20%/10%
+    # against 5% before adaptation: +15.0/+5.0; 4,000 and 40,000 of 4,000,000 parameters: 0.1% and 1%.
+    assert "Before adaptation: 60.0% WER." in lines
+    assert "| 1 | ssvd p=0.4 | 4,000 | 0.1 | 45.0 ± 7.1 | 2 | +15.0 |" in lines
+    assert "| 2 | lora r=4 | 40,000 | 1 | 35.0 ± 7.1 | 2 | +5.0 |" in lines
+    claims = lines[lines.index("## Claims"):]
+    assert any(line.startswith("| front | synth_child | ssvd p=0.4 ") for line in claims)

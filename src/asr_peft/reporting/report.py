@@ -4,7 +4,7 @@ Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over
 (each configuration against the lowest-WER one and the model before adaptation, paired bootstrap),
 claims.csv (the papers' claims: evidence, effect with its interval, verdict), subspace.csv (a row per
 run and layer type, when runs left subspace.json), pareto.png, forgetting.png, convergence.png,
-subspace.png and report.html; with `wandb=True` also a W&B run under `wandb/`, in the group of the
+subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run under `wandb/`, in the group of the
 sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
 `wandb sync <out>/wandb/offline-run-*`).
 """
@@ -22,11 +22,12 @@ from asr_peft.reporting.aggregate import (collect, convergence_frame, ordered_te
                                           summarise, to_frame)
 from asr_peft.reporting.claims import check_claims
 from asr_peft.reporting.dashboard import write_dashboard
+from asr_peft.reporting.digest import write_digest
 from asr_peft.reporting.figures import convergence_figure, forgetting_figure, method_colours, pareto_figure, subspace_figure
 from asr_peft.reporting.ranking import rank_configurations
 
 OUTPUTS = ("results.csv", "summary.csv", "significance.csv", "claims.csv", "subspace.csv", "pareto.png", "forgetting.png",
-           "convergence.png", "subspace.png", "report.html")
+           "convergence.png", "subspace.png", "report.html", "report.md")
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -74,6 +75,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: boo
     summary.to_csv(out_dir / "summary.csv", index=False)
     ranking.to_csv(out_dir / "significance.csv", index=False)
     claims.to_csv(out_dir / "claims.csv", index=False)
+    write_digest(out_dir / "report.md", summary, claims, test_sets)
     if not subspace.empty:
         subspace.to_csv(out_dir / "subspace.csv", index=False)
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
