@@ -167,7 +167,7 @@ KEY_LINE_INCHES = 0.125  # a 7-point line of the frontier's key below each panel
 LABEL_OFFSETS = [(3, 3), (3, -10), (3, 11), (3, -18), (3, 19), (3, -26), (3, 27)]  # points from the marker
 
 
-def _label_points(axis, xs: pd.Series, ys: pd.Series, labels: pd.Series) -> None:
+def _label_points(axis, xs: Iterable[float], ys: Iterable[float], labels: Iterable[str]) -> None:
     """Label each point beside it (to its left where the label would leave the axes), trying the next
     offset in `LABEL_OFFSETS` while a label would cover one already placed. Call it once the figure's
     layout is final: the overlaps are measured on the drawn figure."""
@@ -199,7 +199,7 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
     fronts = [pareto_points(panel) for _, panel in panels]
     figure, axes = _grid(len(panels), 5.6, 4.2 + KEY_LINE_INCHES * (1 + max(len(front) for _, front in fronts)))
     legend: dict = {}
-    labels = []
+    numbering = []  # (axis, x, y, numbers) per panel, placed once the layout is final
     for axis, ((model, data, test_set), panel), (points, front) in zip(axes, panels, fronts):
         seeds = seed_points(frame, model, data, test_set)
         axis.scatter(seeds["share"], 100 * seeds["wer"], c=[colours[m] for m in seeds["method"]], **SEED_STYLE)
@@ -211,7 +211,7 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
             axis.axhline(100 * reference, color="#888", linestyle=":", linewidth=1, label="before adaptation")
         _share_axis(axis, not points.empty)
         numbers = [str(i) for i in range(1, len(front) + 1)]
-        labels.append((axis, front["share"], 100 * front["wer_mean"], numbers))
+        numbering.append((axis, front["share"], 100 * front["wer_mean"], numbers))
         if numbers:  # the front's configurations by number, below the axis: readable however close they lie
             key = "\n".join(f"{n}  {label}" for n, label in zip(numbers, short_labels(points).loc[front.index]))
             axis.annotate("on the frontier, fewest parameters first:\n" + key, (0, 0), xytext=(0, -4),
@@ -222,8 +222,8 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
         handles, names = axis.get_legend_handles_labels()
         legend.update(zip(names, handles))
     figure.tight_layout()
-    for label in labels:
-        _label_points(*label)
+    for panel_numbers in numbering:
+        _label_points(*panel_numbers)
     return _legend(figure, legend, summary["method"], path)
 
 
