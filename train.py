@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> float | None:
     from asr_peft.reporting.plan_table import format_plan
     from asr_peft.training.objective import validation_objective
     from asr_peft.training.plan import run_dry
-    from asr_peft.training.results import claim_run_dir, command_line_overrides
+    from asr_peft.training.results import RunDirInUse, claim_run_dir, command_line_overrides
     from asr_peft.training.run import run
 
     quiet_dependencies()
@@ -72,8 +72,11 @@ def main(cfg: DictConfig) -> float | None:
         if not multirun:
             raise
         # One failing job must not stop a sweep: the failure is recorded in its results.json. Bad
-        # input is reported in one line; anything else keeps its traceback for debugging.
-        if isinstance(error, AsrPeftError):
+        # input is reported in one line; anything else keeps its traceback for debugging. A run another
+        # process holds is another worker's: the same sweep command started twice shares out its runs.
+        if isinstance(error, RunDirInUse):
+            log.info("skipping %s: another process is training it (%s)", run_dir, error.owner)
+        elif isinstance(error, AsrPeftError):
             log.error("run %s failed: %s; the sweep goes on", run_dir, error)
         else:
             log.exception("run %s failed; the sweep goes on", run_dir)

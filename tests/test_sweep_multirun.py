@@ -4,12 +4,14 @@ sweep runs the others, and the report shows the failures."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import re
 import subprocess
 from pathlib import Path
 
 from conftest import ROOT
+from test_run_names import name_of
 from test_train_e2e import FAST, PYTHON, train_cli
 
 
@@ -52,3 +54,27 @@ def test_failing_jobs_are_recorded_and_neither_the_sweep_nor_the_report_stops(ti
     page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert "failed" in page and "method.r=4096" in page
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
+
+
+def test_a_sweep_skips_the_runs_another_process_holds_so_the_same_command_twice_shares_them_out(tiny_corpus, tmp_path):
+    """Two workers of one sweep: while this process holds the first job's run directory (as a second `train.py -m`
+    of the same command would, training it), the sweep trains the second, leaves the first alone, and finishes
+    without a failure."""
+    sweep_dir = tmp_path / "sweep"
+    job = [*FAST, "method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2",
+           "trainer.val_check_interval=2", "evaluation.baseline=false", "evaluation.subspace=false"]
+    held_dir = sweep_dir / name_of([*job, "method.r=2"])
+    held_dir.mkdir(parents=True)
+    with (held_dir / ".run.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on the-other-worker since now\n")
+        held.flush()
+        result = train_cli(["-m", *job, "method.r=2,4", f"hydra.sweep.dir={sweep_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert f"skipping {held_dir}: another process is training it (pid 4242 on the-other-worker since now)" in console
+    assert "failed" not in console
+    # nothing of the run's written there: only Hydra's job log, which notes the skip
+    assert sorted(p.name for p in held_dir.iterdir()) == [".run.lock", "train.log"]
+    (other,) = [p for p in sweep_dir.iterdir() if p.is_dir() and p != held_dir]
+    assert other.name.startswith("lora_r=4") and json.loads((other / "results.json").read_text())["status"] == "completed"

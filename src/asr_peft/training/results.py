@@ -88,6 +88,14 @@ KILLED = ("the process ended without writing its record (killed: SIGKILL, out of
           "down); re-running the command resumes from checkpoints/last.ckpt")
 
 
+class RunDirInUse(ConfigError):
+    """Another live process holds the run directory: in a sweep, another worker is training that run."""
+
+    def __init__(self, run_dir: Path, owner: str):
+        self.owner = owner
+        super().__init__(f"{run_dir} is in use by {owner}; wait for it to finish or pick another hydra.run.dir")
+
+
 class RunClaim:
     """This process's hold on a run directory: an exclusive lock (fcntl) on `.run.lock` for the run's life.
 
@@ -124,7 +132,7 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
         handle.seek(0)
         owner = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(f"{run_dir} is in use by {owner}; wait for it to finish or pick another hydra.run.dir") from None
+        raise RunDirInUse(run_dir, owner) from None
     claim = RunClaim(run_dir, handle, None)
     try:
         _check_same_configuration(run_dir, config)
