@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from asr_peft.reporting.aggregate import SOURCE_TEST_SET
-from asr_peft.reporting.figures import pareto_points, panel_title, target_panels
+from asr_peft.reporting.figures import pareto_points, panel_title, reference_wer, target_panels
 
 
 def _points(value: float) -> str:
@@ -21,11 +21,12 @@ def _points(value: float) -> str:
 
 
 def _source_change(summary: pd.DataFrame, model, data, configuration) -> str:
-    rows = summary[(summary["model"] == model) & (summary["data"] == data) & (summary["configuration"] == configuration)
-                   & (summary["test_set"] == SOURCE_TEST_SET)]
-    if rows.empty or pd.isna(rows["baseline_wer"].iloc[0]):
+    """Forgetting as `forgetting.png` draws it: source WER against `reference_wer` of the source panel."""
+    source = summary[(summary["model"] == model) & (summary["data"] == data) & (summary["test_set"] == SOURCE_TEST_SET)]
+    rows, reference = source[source["configuration"] == configuration], reference_wer(source)
+    if rows.empty or reference is None:
         return ""
-    return f"{100 * (rows['wer_mean'].iloc[0] - rows['baseline_wer'].iloc[0]):+.1f}"
+    return f"{100 * (rows['wer_mean'].iloc[0] - reference):+.1f}"
 
 
 def panel_table(summary: pd.DataFrame, key: tuple, panel: pd.DataFrame) -> list[str]:
