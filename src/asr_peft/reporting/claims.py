@@ -182,7 +182,8 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
                            f"Holm-adjusted p={adjusted[id(outcome)]:.4f}")
         else:
             reasons.append(f"{point.configuration}: {problem}")
-    point, rival, comparison, _ = tested[0]
+    # the row shows the comparison nearest to deciding the claim; the reason lists them all
+    point, rival, comparison, _ = min(tested, key=lambda o: adjusted[id(o)])
     return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
                  f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
                  "budget: " + "; ".join(reasons))]
