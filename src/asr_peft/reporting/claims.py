@@ -182,8 +182,9 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
                            f"Holm-adjusted p={adjusted[id(outcome)]:.4f}")
         else:
             reasons.append(f"{point.configuration}: {problem}")
-    # the row shows the comparison nearest to deciding the claim; the reason lists them all
-    point, rival, comparison, _ = min(tested, key=lambda o: adjusted[id(o)])
+    # the row shows the comparison nearest to reproducing the claim (its interval's upper end lowest, i.e. closest
+    # to lying wholly below zero); the reason lists them all
+    point, rival, comparison, _ = min(tested, key=lambda o: o[2].high)
     return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
                  f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
                  "budget: " + "; ".join(reasons))]
