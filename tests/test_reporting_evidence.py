@@ -56,11 +56,17 @@ def test_claims_csv_and_table_with_verdicts_computed_by_hand(tmp_path):
     assert "all runs use one model (owsm_tiny)" in claims.loc["model_size", "reason"]
     assert claims.loc["both_sides", "verdict"] == "not testable here" and "side=both" in claims.loc["both_sides", "reason"]
     assert "owsm_tiny-synth_child-approx-seed0; owsm_tiny-synth_child-approx-seed1 vs " in front["runs"]
+    # Every SSVD configuration the front verdict weighed, each against its best rival with no more parameters.
+    weighed = front["comparisons"].split("; ")
+    assert len(weighed) == 3 and all(" vs frozen: better, " in item for item in weighed)
 
     page = (tmp_path / "report" / "report.html").read_text()
     rows = {re.search(r"<b>(\w+)</b>", row).group(1): row for row in _rows(page, "claims")}
     assert set(rows) == {"front", "strict_vs_approx", "unconstrained_worse", "both_sides", "model_size"}
     assert '<span class="pill completed">reproduced</span>' in rows["front"] and "-50.00 [-50.00, -50.00]" in rows["front"]
+    # the comparisons and the 4 runs (2 seeds of each system) are folded lists, one item each
+    assert "<summary>every comparison weighed (3)</summary>" in rows["front"] and "<summary>runs (4)</summary>" in rows["front"]
+    assert rows["front"].count("<li>") == 3 + 4
     assert '<span class="pill failed">refuted</span>' in rows["strict_vs_approx"]
     assert "not testable here" in rows["model_size"] and "several model sizes" in rows["model_size"]
     assert "Statistical procedure" in page and "10,000 replicates" in page and "two-sided" in page

@@ -49,7 +49,8 @@ LORA_FAMILY = ("lora", "dora", "pissa")
 REPRODUCED, REFUTED, NOT_TESTABLE = "reproduced", "refuted", "not testable here"
 COLUMNS = ["claim", "statement", "verdict", "reason", "model", "data", "test_set", "system", "reference",
            "system_trainable", "reference_trainable", "seeds", "paired_seeds", "utterances", "delta_wer_points",
-           "ci_low_points", "ci_high_points", "p_value", "difference", "runs"]
+           "ci_low_points", "ci_high_points", "p_value", "difference", "comparisons", "runs"]
+SEPARATOR = "; "  # between the items of the `comparisons` and `runs` columns
 STATEMENTS = {
     "front": "SSVD is on the WER-per-parameter front",
     "strict_vs_approx": "strict (Cayley) and first-order rotations give the same WER (within ±1 point)",
@@ -107,17 +108,18 @@ def _seeds(system: System, test_set: str) -> str:
 
 
 def _row(claim: str, system: System, reference: System | None, test_set: str, comparison: Comparison | None,
-         verdict: str, reason: str) -> dict:
-    """A claims-table row: the verdict and its reason, the evidence (runs, seeds, budgets) and the effect
-    (ΔWER of system against reference in WER points, its interval and p-value) when it was measured."""
+         verdict: str, reason: str, comparisons: list[str] | None = None) -> dict:
+    """A claims-table row: the verdict and its reason, the evidence (runs, seeds, budgets; `comparisons`: every
+    comparison the verdict weighed, where it weighed several) and the effect (ΔWER of system against reference
+    in WER points, its interval and p-value) when it was measured."""
     points = lambda value: round(100 * value, 2)  # noqa: E731
     row = {**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": verdict, "reason": reason,
-           "model": system.model, "data": system.data, "test_set": test_set, "system": system.configuration,
+           "comparisons": SEPARATOR.join(comparisons) if comparisons else None, "model": system.model, "data": system.data, "test_set": test_set, "system": system.configuration,
            "system_trainable": system.trainable}
     if reference is not None:
         row.update(reference=reference.configuration, reference_trainable=reference.trainable,
                    seeds=f"{_seeds(system, test_set)} vs {_seeds(reference, test_set)}",
-                   runs=" vs ".join("; ".join(s.runs(test_set)["run"]) for s in (system, reference)))
+                   runs=" vs ".join(SEPARATOR.join(s.runs(test_set)["run"]) for s in (system, reference)))
     if comparison is not None:
         row.update(paired_seeds=comparison.paired_seeds, utterances=comparison.utterances,
                    delta_wer_points=points(comparison.delta_wer), ci_low_points=points(comparison.low),
@@ -139,6 +141,15 @@ def _untestable_noise(comparison: Comparison, what: str) -> str:
     return f"no significant difference in {what}: {comparison.describe()}; these runs cannot decide it"
 
 
+def _front_outcome(outcome: tuple, adjusted_p: float | None) -> str:
+    """One SSVD configuration against its best rival with no more trainable parameters, or why it was not compared."""
+    point, rival, comparison, problem = outcome
+    if comparison is None:
+        return f"{point.configuration}: {problem}"
+    return (f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}, "
+            f"Holm-adjusted p={adjusted_p:.4f}")
+
+
 def _front_claims(domain: list[System], test_set: str) -> list[dict]:
     ranked = [s for s in domain if not pd.isna(s.wer(test_set))]
     ssvd = sorted((s for s in ranked if s.method == "ssvd"), key=lambda s: s.trainable)
@@ -158,6 +169,7 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
     tested = [o for o in outcomes if o[2] is not None]
     adjusted = dict(zip(map(id, tested), holm_adjusted([o[2].p_value for o in tested])))
     family = f"Holm-adjusted over the {len(tested)} SSVD configuration{'s' * (len(tested) != 1)} compared"
+    weighed = [_front_outcome(outcome, adjusted.get(id(outcome))) for outcome in outcomes]
     better = [o for o in tested if o[2].verdict == "better" and adjusted[id(o)] < 1 - CONFIDENCE]
     if better:
         strongest = min(better, key=lambda o: adjusted[id(o)])
@@ -165,29 +177,23 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
         return [_row("front", point, rival, test_set, comparison, REPRODUCED,
                      f"{point.configuration} is significantly better than {rival.configuration}, the best other "
                      f"configuration with no more trainable parameters: {comparison.describe()}; "
-                     f"p={adjusted[id(strongest)]:.4f} {family}")]
+                     f"p={adjusted[id(strongest)]:.4f} {family}", weighed)]
     if tested and len(tested) == len(outcomes) and all(o[2].verdict == "worse" for o in tested):
         point, rival, comparison, _ = min(tested, key=lambda o: o[2].delta_wer)
         return [_row("front", point, rival, test_set, comparison, REFUTED,
                      f"every SSVD configuration is significantly worse than one with no more trainable parameters; "
-                     f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}")]
+                     f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}", weighed)]
     if not tested:  # nothing could be compared: say why once (missing decodes, or SSVD is the cheapest)
         point, rival, _, problem = outcomes[0]
-        return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}")]
-    reasons = []
-    for outcome in outcomes:
-        point, rival, comparison, problem = outcome
-        if comparison is not None:
-            reasons.append(f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}, "
-                           f"Holm-adjusted p={adjusted[id(outcome)]:.4f}")
-        else:
-            reasons.append(f"{point.configuration}: {problem}")
+        return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}", weighed)]
     # the row shows the comparison nearest to reproducing the claim (its interval's upper end lowest, i.e. closest
-    # to lying wholly below zero); the reason lists them all
-    point, rival, comparison, _ = min(tested, key=lambda o: o[2].high)
+    # to lying wholly below zero); `comparisons` lists them all
+    nearest = min(tested, key=lambda o: o[2].high)
+    point, rival, comparison, _ = nearest
     return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
                  f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
-                 "budget: " + "; ".join(reasons))]
+                 f"budget; the nearest to it: {point.configuration} vs {rival.configuration}, {comparison.describe()}, "
+                 f"Holm-adjusted p={adjusted[id(nearest)]:.4f}", weighed)]
 
 
 def _ssvd(domain: list[System], **setting) -> list[System]:

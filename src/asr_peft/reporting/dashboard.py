@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from asr_peft.reporting.aggregate import method_order, ordered_test_sets
-from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED
+from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED, SEPARATOR as CLAIM_SEPARATOR
 from asr_peft.reporting.figures import ERROR_BARS, panel_title, pareto_points, reference_wer, seed_points
 from asr_peft.reporting.ranking import BEFORE, LOWEST, NOT_TESTED
 from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE
@@ -79,7 +79,8 @@ th, td { padding: 0.32rem 0.65rem; border-bottom: 1px solid var(--line); text-al
 th { background: var(--head); cursor: pointer; position: sticky; top: 0; font-weight: 600; user-select: none; }
 th:hover { background: #eceef2; }
 th[data-order=asc]::after { content: " \\25B2"; font-size: 0.7em; } th[data-order=desc]::after { content: " \\25BC"; font-size: 0.7em; }
-td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } tbody tr:hover { background: #f7f9fc; }
+td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } td.claim { min-width: 11rem; } td.reason { min-width: 18rem; max-width: 28rem; }
+td details summary { cursor: pointer; color: var(--muted); } td details ul { margin: 0.3rem 0 0; padding-left: 1.1rem; } tbody tr:hover { background: #f7f9fc; }
 td.best { font-weight: 700; } .delta { font-size: 0.72rem; margin-left: 0.35rem; }
 .better { color: #15803d; } .worse { color: #b91c1c; }
 .dot { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 50%; margin-right: 0.4rem; vertical-align: baseline; }
@@ -282,6 +283,22 @@ def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[
     return table(header, rows, table_id="ranking")
 
 
+def folded(items: list[str], what: str) -> str:
+    """A list folded under "<what> (n)", so that a claim resting on many comparisons or runs keeps its row
+    readable; empty when there are none."""
+    if not items:
+        return ""
+    entries = "".join(f"<li>{html.escape(item)}</li>" for item in items)
+    return f"<details><summary>{html.escape(what)} ({len(items)})</summary><ul>{entries}</ul></details>"
+
+
+def listed(value, *, sides: bool = False) -> list[str]:
+    """The items of a claims column (`claims.SEPARATOR`; with `sides`, the system's and the reference's, " vs ")."""
+    if value is None or pd.isna(value) or not str(value):
+        return []
+    return [item for side in (str(value).split(" vs ") if sides else [str(value)]) for item in side.split(CLAIM_SEPARATOR)]
+
+
 def claims_table(claims: pd.DataFrame) -> str:
     """A row per claim (and domain and compared pair): verdict, reason, evidence, effect with its interval."""
     rows = []
@@ -291,16 +308,18 @@ def claims_table(claims: pd.DataFrame) -> str:
         budgets = " vs ".join(human_count(row[k]) for k in ("system_trainable", "reference_trainable") if pd.notna(row[k]))
         text = lambda key: html.escape("" if row[key] is None or pd.isna(row[key]) else str(row[key]))  # noqa: E731
         rows.append("<tr>" + "".join([
-            cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap"),
+            cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap claim"),
             cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
-            cell(text("reason"), css="text wrap"),
-            cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
+            delta, p_value,  # the effect next to the verdict; the evidence behind it follows
+            cell(text("reason") + folded(listed(row["comparisons"]), "every comparison weighed"), css="text wrap reason"),
             cell(f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"), css="text wrap"),
-            cell(html.escape(budgets)), cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
-            delta, p_value, cell(text("runs"), css="text wrap")]) + "</tr>")
-    header = [("claim", "text"), ("verdict", "text"), ("reason", "text"), ("model · data · test set", "text"),
-              ("system vs reference", "text"), ("trainable", ""), ("seeds", ""), ("ΔWER (points) [95% CI]", ""),
-              ("p", ""), ("runs", "text")]
+            cell(html.escape(budgets)),
+            cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
+            cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
+            cell(folded(listed(row["runs"], sides=True), "runs"), css="text wrap")]) + "</tr>")
+    header = [("claim", "text"), ("verdict", "text"), ("ΔWER (points) [95% CI]", ""), ("p", ""), ("reason", "text"),
+              ("system vs reference", "text"), ("trainable", ""), ("model · data · test set", "text"), ("seeds", ""),
+              ("runs", "text")]
     return table(header, rows, table_id="claims")
 
 
