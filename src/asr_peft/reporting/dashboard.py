@@ -79,7 +79,7 @@ th, td { padding: 0.32rem 0.65rem; border-bottom: 1px solid var(--line); text-al
 th { background: var(--head); cursor: pointer; position: sticky; top: 0; font-weight: 600; user-select: none; }
 th:hover { background: #eceef2; }
 th[data-order=asc]::after { content: " \\25B2"; font-size: 0.7em; } th[data-order=desc]::after { content: " \\25BC"; font-size: 0.7em; }
-td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } td.claim { min-width: 11rem; } td.reason { min-width: 18rem; max-width: 28rem; }
+td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } td.claim { min-width: 11rem; } td.name { min-width: 12rem; } td.reason { min-width: 18rem; max-width: 28rem; }
 td details summary { cursor: pointer; color: var(--muted); } td details ul { margin: 0.3rem 0 0; padding-left: 1.1rem; } tbody tr:hover { background: #f7f9fc; }
 td.best { font-weight: 700; } .delta { font-size: 0.72rem; margin-left: 0.35rem; }
 .better { color: #15803d; } .worse { color: #b91c1c; }
@@ -163,7 +163,7 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
         by_test = group.set_index("test_set")
         first = group.iloc[0]
         share = first["trainable"] / first["total"] if first["total"] else float("nan")
-        cells = [cell(html.escape(str(configuration)), css="text wrap"), method_cell(method, colours),
+        cells = [cell(html.escape(str(configuration)), css="text wrap name"), method_cell(method, colours),
                  cell(html.escape(str(model)), css="text"), cell(html.escape(str(data)), css="text"),
                  number_cell(first["trainable"], human_count(first["trainable"])),
                  number_cell(share, f"{100 * share:.3g}%"), number_cell(group["seeds"].max(), str(group["seeds"].max()))]
@@ -196,7 +196,7 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
         kind = status if status in ("completed", "failed") else "other"
         cells = [cell(f'<span class="pill {kind}">{html.escape(status)}</span>', css="text", value=status),
                  cell(html.escape(str(row["run"])), css="text wrap", title=str(run_dir)),
-                 cell(html.escape(str(row["configuration"])), css="text wrap"), method_cell(row["method"], colours),
+                 cell(html.escape(str(row["configuration"])), css="text wrap name"), method_cell(row["method"], colours),
                  cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
                  cell(html.escape(str(row["seed"]))),
                  number_cell(row["trainable"], human_count(row["trainable"]))]
@@ -269,11 +269,11 @@ def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[
     for _, row in ranking.iterrows():
         delta, p_value = _interval(row)
         rows.append("<tr>" + "".join([
-            cell(html.escape(str(row["configuration"])), css="text wrap"), method_cell(methods.get(row["configuration"]), colours),
+            cell(html.escape(str(row["configuration"])), css="text wrap name"), method_cell(methods.get(row["configuration"]), colours),
             cell(html.escape(f"{row['model']} · {row['data']}"), css="text"), cell(html.escape(str(row["test_set"])), css="text"),
             number_cell(row["wer_mean"], f"{100 * row['wer_mean']:.2f}"),
             cell(html.escape(f"{row['against']}" + ("" if row["reference"] == row["configuration"] else f" ({row['reference']})")),
-                 css="text wrap"),
+                 css="text wrap name"),
             cell(difference_pill(row["difference"]), css="text", value=row["difference"]), delta, p_value,
             cell("" if row["paired_seeds"] is None or pd.isna(row["paired_seeds"]) else ("yes" if row["paired_seeds"] else "no")),
             cell(html.escape(str(row["note"])) if row["difference"] == NOT_TESTED else "", css="text wrap")]) + "</tr>")
@@ -312,7 +312,7 @@ def claims_table(claims: pd.DataFrame) -> str:
             cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
             delta, p_value,  # the effect next to the verdict; the evidence behind it follows
             cell(text("reason") + folded(listed(row["comparisons"]), "every comparison weighed"), css="text wrap reason"),
-            cell(f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"), css="text wrap"),
+            cell(f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"), css="text wrap name"),
             cell(html.escape(budgets)),
             cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
             cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
