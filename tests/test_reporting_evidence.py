@@ -109,7 +109,7 @@ def test_no_pair_whose_interval_holds_zero_is_called_better(tmp_path):
                 assert "better" not in html_row and "worse" not in html_row, html_row
     assert sum("better" in r for r in _rows(page, "ranking")) == 2  # lora r=4 and r=8 against before adaptation
     # The summary: both LoRAs share the lowest WER (bold); only they are coloured against before adaptation.
-    summary = {re.search(r'<td class="text wrap">([^<]+)</td>', r).group(1): r for r in _rows(page, "summary")}
+    summary = {re.search(r'<td class="text wrap name">([^<]+)</td>', r).group(1): r for r in _rows(page, "summary")}
     assert 'class="best"' in summary["lora r=4"] and 'class="best"' in summary["lora r=8"]
     assert 'class="best"' not in summary["vera r=64"] and 'class="delta better"' not in summary["vera r=64"]
     assert 'class="delta better"' in summary["lora r=4"] and "-0.5" in summary["vera r=64"]  # printed, not coloured
