@@ -51,6 +51,7 @@ COLUMNS = ["claim", "statement", "verdict", "reason", "model", "data", "test_set
            "system_trainable", "reference_trainable", "seeds", "paired_seeds", "utterances", "delta_wer_points",
            "ci_low_points", "ci_high_points", "p_value", "difference", "comparisons", "runs"]
 SEPARATOR = "; "  # between the items of the `comparisons` and `runs` columns
+SIDES = " vs "    # between the system's runs and the reference's in the `runs` column
 STATEMENTS = {
     "front": "SSVD is on the WER-per-parameter front",
     "strict_vs_approx": "strict (Cayley) and first-order rotations give the same WER (within ±1 point)",
@@ -114,12 +115,12 @@ def _row(claim: str, system: System, reference: System | None, test_set: str, co
     in WER points, its interval and p-value) when it was measured."""
     points = lambda value: round(100 * value, 2)  # noqa: E731
     row = {**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": verdict, "reason": reason,
-           "comparisons": SEPARATOR.join(comparisons) if comparisons else None, "model": system.model, "data": system.data, "test_set": test_set, "system": system.configuration,
-           "system_trainable": system.trainable}
+           "comparisons": SEPARATOR.join(comparisons) if comparisons else None, "model": system.model,
+           "data": system.data, "test_set": test_set, "system": system.configuration, "system_trainable": system.trainable}
     if reference is not None:
         row.update(reference=reference.configuration, reference_trainable=reference.trainable,
                    seeds=f"{_seeds(system, test_set)} vs {_seeds(reference, test_set)}",
-                   runs=" vs ".join(SEPARATOR.join(s.runs(test_set)["run"]) for s in (system, reference)))
+                   runs=SIDES.join(SEPARATOR.join(s.runs(test_set)["run"]) for s in (system, reference)))
     if comparison is not None:
         row.update(paired_seeds=comparison.paired_seeds, utterances=comparison.utterances,
                    delta_wer_points=points(comparison.delta_wer), ci_low_points=points(comparison.low),

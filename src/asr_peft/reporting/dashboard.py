@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from asr_peft.reporting.aggregate import method_order, ordered_test_sets
-from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED, SEPARATOR as CLAIM_SEPARATOR
+from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED, SEPARATOR as CLAIM_SEPARATOR, SIDES as CLAIM_SIDES
 from asr_peft.reporting.figures import ERROR_BARS, panel_title, pareto_points, reference_wer, seed_points
 from asr_peft.reporting.ranking import BEFORE, LOWEST, NOT_TESTED
 from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE
@@ -293,10 +293,10 @@ def folded(items: list[str], what: str) -> str:
 
 
 def listed(value, *, sides: bool = False) -> list[str]:
-    """The items of a claims column (`claims.SEPARATOR`; with `sides`, the system's and the reference's, " vs ")."""
+    """The items of a claims column (`claims.SEPARATOR`; with `sides`, the system's and the reference's, `claims.SIDES`)."""
     if value is None or pd.isna(value) or not str(value):
         return []
-    return [item for side in (str(value).split(" vs ") if sides else [str(value)]) for item in side.split(CLAIM_SEPARATOR)]
+    return [item for side in (str(value).split(CLAIM_SIDES) if sides else [str(value)]) for item in side.split(CLAIM_SEPARATOR)]
 
 
 def claims_table(claims: pd.DataFrame) -> str:
