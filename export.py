@@ -39,7 +39,7 @@ def main() -> None:
 
     from asr_peft.adapters import merged_copy, save_adapter
     from asr_peft.evaluation.checkpoint import load_trained_run
-    from asr_peft.models.export import delta_rounding, export_espnet_dir
+    from asr_peft.models.export import delta_rounding
 
     try:
         bundle, run_cfg, checkpoint = load_trained_run(args.run_dir, args.checkpoint)
@@ -49,7 +49,7 @@ def main() -> None:
         else:
             dtype = getattr(torch, args.dtype)
             rounding = delta_rounding(bundle.model, dtype)
-            export_espnet_dir(bundle, args.out, model=merged_copy(bundle.model), dtype=dtype)
+            bundle.export(args.out, model=merged_copy(bundle.model), dtype=dtype)
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -119,7 +119,7 @@ def svd_setup(model, device: str) -> dict[str, float]:
 
 
 def beam_speed(bundle, device: str, seconds: float, utterances: int, max_tokens: int) -> dict[str, float]:
-    from asr_peft.evaluation.decoding import BeamSearchDecoder
+    from asr_peft.models.owsm_decoding import BeamSearchDecoder
 
     decoder = BeamSearchDecoder(bundle, beam_size=5, maxlenratio=-max_tokens)
     generator = torch.Generator().manual_seed(1)

@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from asr_peft.adapters import apply_method, merge_adapters, trainable_parameter_count
-from asr_peft.models import load_owsm
+from asr_peft.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,19 +46,20 @@ def base_model(name: str = "owsm_0.1b", device: str = "cpu"):
     for key in ("dropout_rate", "positional_dropout_rate", "attention_dropout_rate"):
         cfg.s2t_config.encoder_conf[key] = 0.0
     torch.manual_seed(0)
-    return load_owsm(OmegaConf.to_container(cfg, resolve=True), device=device)
+    return load_model(OmegaConf.to_container(cfg, resolve=True), device=device)
 
 
 def batch(bundle, seconds: float, size: int, device: str = "cpu"):
-    from asr_peft.data.dataset import collate
-    from asr_peft.data.owsm_text import OWSMPreprocessor
+    """`size` utterances of noise with a real text target, made and collated by the model's own rules."""
+    from asr_peft.data.dataset import ITEM_INFO, Collate
 
     generator = torch.Generator().manual_seed(0)
-    encoder = OWSMPreprocessor(bundle)
+    preprocessor = bundle.preprocessor(default_language="eng", train=False)
     text = "the quick brown fox jumps over the lazy dog " * 4
-    items = [{"utt_id": str(i), "transcript": text, "language": "eng", **encoder.encode(text),
-              "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]
-    return {k: v.to(device) for k, v in collate(items).items() if k not in ("utt_id", "transcript", "language")}
+    items = [{"utt_id": str(i), "transcript": text, "language": "eng",
+              **preprocessor(str(i), (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy(), text, "eng")}
+             for i in range(size)]
+    return {k: v.to(device) for k, v in Collate(bundle.collate)(items).items() if k not in ITEM_INFO}
 
 
 def status_mb(field: str) -> float:

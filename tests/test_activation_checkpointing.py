@@ -19,15 +19,15 @@ from test_precision import relative_error
 
 def synthetic_batch(bundle, seconds: float, size: int) -> dict:
     """Noise audio with a real OWSM text target, collated as training batches are."""
-    from asr_peft.data.dataset import collate
-    from asr_peft.data.owsm_text import OWSMPreprocessor
+    from asr_peft.data.dataset import Collate
+    from asr_peft.models.owsm_text import OWSMPreprocessor
 
     generator = torch.Generator().manual_seed(0)
     encoder = OWSMPreprocessor(bundle)
     text = "the quick brown fox jumps over the lazy dog"
     items = [{"utt_id": str(i), "transcript": text, "language": "eng", **encoder.encode(text),
               "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]
-    return {k: v for k, v in collate(items).items() if k not in ("utt_id", "transcript", "language")}
+    return {k: v for k, v in Collate(bundle.collate)(items).items() if k not in ("utt_id", "transcript", "language")}
 
 
 def loss_and_gradients(model, batch):

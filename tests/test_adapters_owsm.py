@@ -35,14 +35,14 @@ IDS = ["ssvd", "ssvd-cayley", "svft", "svft-banded", "lora", "dora", "pissa", "v
 
 @pytest.fixture
 def batch(tiny_bundle):
-    from asr_peft.data.dataset import collate
-    from asr_peft.data.owsm_text import OWSMPreprocessor
+    from asr_peft.data.dataset import Collate
+    from asr_peft.models.owsm_text import OWSMPreprocessor
 
     torch.manual_seed(0)
     encoder = OWSMPreprocessor(tiny_bundle)
     items = [{"utt_id": str(i), "transcript": t, "language": "eng", "speech": (0.1 * torch.randn(6000 + 2000 * i)).numpy(), **encoder.encode(t)}
              for i, t in enumerate(["hello world", "good day"])]
-    return {k: v for k, v in collate(items).items() if k not in ("utt_id", "transcript", "language")}
+    return {k: v for k, v in Collate(tiny_bundle.collate)(items).items() if k not in ("utt_id", "transcript", "language")}
 
 
 def encoder_output(model, batch):

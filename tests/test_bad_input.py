@@ -144,7 +144,7 @@ def test_a_bad_config_inside_a_job_is_recorded_before_data_or_model_are_touched(
     def never(*args, **kwargs):
         raise AssertionError("reached")
 
-    monkeypatch.setattr(run_module, "load_owsm", never)
+    monkeypatch.setattr(run_module, "load_model", never)
     monkeypatch.setattr(run_module, "validate_data", never)
     with pytest.raises(ConfigError, match="optimizer.lr=-1 must be > 0"):
         run_in_process(["optimizer.lr=-1", "data=manifest", f"data.corpus_dir={tiny_corpus}"], tmp_path / "run")
@@ -344,7 +344,7 @@ def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(t
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the data were checked")
 
-    monkeypatch.setattr(run_module, "load_owsm", never)
+    monkeypatch.setattr(run_module, "load_model", never)
     test = tiny_corpus / "test.jsonl"
     test.write_text(test.read_text() + '{"id": "x", "audio": "audio/test0.wav", "text": "hello", "start": -1}\n')
     with pytest.raises(DataError, match="^utterance x: segment -1.0-"):

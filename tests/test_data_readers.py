@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from asr_peft.data.audio import change_speed, read_audio
-from asr_peft.data.dataset import SpeechDataset, collate
+from asr_peft.data.dataset import Collate, SpeechDataset
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.sampler import DurationBucketSampler, duration_buckets
 from asr_peft.data.validation import validate_utterances
@@ -105,11 +105,7 @@ def test_speed_perturbation_divides_duration_and_multiplies_frequency(factor):
 
 
 class SpeechOnly:
-    """Stands in for OWSMPreprocessor: the waveform as it is, no text targets."""
-    default_language = "eng"
-
-    def __init__(self, speech_length=None):
-        self.speech_length = speech_length
+    """Stands in for a model's preprocessor: the waveform as it is, no text targets."""
 
     def __call__(self, utt_id, speech, transcript, language):
         return {"speech": speech}
@@ -125,7 +121,7 @@ def test_speed_perturbed_dataset_batches_by_its_slowest_factor_and_draws_every_f
 def test_a_model_that_pads_makes_every_utterance_cost_its_fixed_length(tmp_path):
     tone = write_tone(tmp_path / "t.wav", 1.0)
     utterances = [Utterance("a", tone, "x", 1.0), Utterance("b", tone, "y", 12.0)]
-    dataset = SpeechDataset(utterances, SpeechOnly(speech_length=30), speed_factors=[0.9, 1.1])
+    dataset = SpeechDataset(utterances, SpeechOnly(), input_seconds=30, speed_factors=[0.9, 1.1])
     assert dataset.durations == [30.0, 30.0]
     # 60 s of padded audio per batch is two utterances, not sixty 1-s ones.
     assert DurationBucketSampler([30.0] * 7, max_batch_seconds=60.0, shuffle=False).batches == [[0, 1], [2, 3], [4, 5], [6]]
@@ -206,12 +202,12 @@ def test_every_training_epoch_tells_the_sampler_its_number():
     assert sampler.epoch == 4
 
 
-def test_collate_pads_speech_with_zeros_and_tokens_with_ignore_id():
+def test_collate_pads_speech_with_zeros_and_tokens_with_ignore_id(tiny_bundle):
     items = [{"utt_id": "a", "transcript": "x", "language": "eng", "speech": np.ones(3, np.float32),
               "text": np.array([5, 6]), "text_prev": np.array([2]), "text_ctc": np.array([6])},
              {"utt_id": "b", "transcript": "y", "language": "nld", "speech": np.ones(5, np.float32),
               "text": np.array([7]), "text_prev": np.array([2]), "text_ctc": np.array([7, 8, 9])}]
-    batch = collate(items)
+    batch = Collate(tiny_bundle.collate)(items)
     assert batch["speech"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["text"].tolist() == [[5, 6], [7, -1]] and batch["text_ctc_lengths"].tolist() == [1, 3]
     assert batch["utt_id"] == ["a", "b"] and batch["language"] == ["eng", "nld"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asr_peft.errors import ConfigError
-from asr_peft.evaluation.decoding import BeamSearchDecoder, ctc_greedy_decode, decode
+from asr_peft.models.owsm_decoding import BeamSearchDecoder, ctc_greedy_decode, decode
 from asr_peft.models.export import export_espnet_dir
 from asr_peft.models.owsm import PAD_INPUT_KEY
 

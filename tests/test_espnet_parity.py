@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from asr_peft.data.dataset import SpeechDataset, collate
+from asr_peft.data.dataset import Collate, model_dataset
 from asr_peft.data.manifest import Utterance
-from asr_peft.data.owsm_text import TIMESTAMP_AUGMENTATION_OFF, OWSMPreprocessor
+from asr_peft.models.owsm_text import TIMESTAMP_AUGMENTATION_OFF, OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler, unsorted_batches
 from asr_peft.models import load_owsm
 from conftest import ROOT, compose_config, model_config, write_tone
@@ -82,8 +82,8 @@ def shipped_padded():
 
 
 def our_batch(bundle, utterances, *, train: bool = False, language: str = "eng") -> dict:
-    dataset = SpeechDataset(utterances, OWSMPreprocessor(bundle, default_language=language, train=train))
-    return collate([dataset[i] for i in range(len(dataset))])
+    dataset = model_dataset(bundle, utterances, default_language=language, train=train)
+    return Collate(bundle.collate)([dataset[i] for i in range(len(dataset))])
 
 
 def assert_targets_equal(ours: dict, espnet: dict) -> None:
@@ -172,9 +172,9 @@ def test_timestamp_augmentation_is_off_because_espnets_rule_would_double_notimes
 # --- loss ----------------------------------------------------------------------------------------------
 
 def test_training_loss_equals_espnet_models_loss_on_espnets_batch(shipped_padded, utterances):
-    from asr_peft.training.module import OWSMLitModule
+    from asr_peft.training.module import SpeechLitModule
 
-    module = OWSMLitModule(shipped_padded, optimizer={"lr": 1e-4}, normalizer=str)
+    module = SpeechLitModule(shipped_padded, optimizer={"lr": 1e-4}, normalizer=str)
     module.log = lambda *args, **kwargs: None  # no Trainer attached
     model = shipped_padded.model
     model.train()  # SpecAugment on, as in training: the same torch seed draws the same masks
@@ -239,12 +239,12 @@ def test_lightning_steps_the_scheduler_once_per_update_as_espnets_trainer(tmp_pa
     import lightning.pytorch as pl
     from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
 
-    from asr_peft.training.module import OWSMLitModule
+    from asr_peft.training.module import SpeechLitModule
 
     conf = {"warmup_steps_list": [0, 5], "warmup_lr_list": [0.0, 1e-2]}
     cfg = {"lr": 1e-2, "betas": [0.9, 0.98], "eps": 1e-6, "scheduler": "piecewiselinearwarmuplr", "scheduler_conf": conf}
 
-    class Probe(OWSMLitModule):
+    class Probe(SpeechLitModule):
         def __init__(self):
             super().__init__(argparse.Namespace(model=torch.nn.Linear(1, 1)), optimizer=cfg, normalizer=str)
             self.lrs_per_batch, self.lrs_per_update = [], []
@@ -334,7 +334,7 @@ def test_beam_search_equals_stock_speech2text_with_the_datas_language(spoken, la
     transcript as stock Speech2Text given that lang_sym, and the primer holds that token."""
     from espnet2.bin.s2t_inference import Speech2Text
 
-    from asr_peft.evaluation.decoding import BeamSearchDecoder
+    from asr_peft.models.owsm_decoding import BeamSearchDecoder
 
     bundle, model_dir, utterances = spoken
     assert bundle.speech_length == 3
@@ -357,13 +357,13 @@ def test_beam_search_equals_stock_speech2text_with_the_datas_language(spoken, la
 
 def test_scoring_primes_each_utterance_with_its_own_language(shipped, utterances, monkeypatch):
     """The language of each utterance (its manifest's, else data.language) reaches the beam search."""
-    from asr_peft.evaluation import decoding
+    from asr_peft.models import owsm_decoding as decoding
 
     primed = []
     monkeypatch.setattr(decoding.BeamSearchDecoder, "__call__", lambda self, speech, lang_sym=None: primed.append(lang_sym) or "")
     mixed = [utterances[0], Utterance("nl", utterances[1].audio, "een hond", 1.3, language="nld"), utterances[2]]
-    dataset = SpeechDataset(mixed, OWSMPreprocessor(shipped, default_language="eng"))
-    batch = collate([dataset[i] for i in range(3)])
+    dataset = model_dataset(shipped, mixed, default_language="eng")
+    batch = Collate(shipped.collate)([dataset[i] for i in range(3)])
     decoding.decode(shipped, batch["speech"], batch["speech_lengths"], method="beam", languages=batch["language"])
     assert primed == ["<eng>", "<nld>", "<eng>"]
 
@@ -393,7 +393,7 @@ def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(re
 
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.data.validation import validate_data
-    from asr_peft.training.datamodule import OWSMDataModule
+    from asr_peft.training.datamodule import SpeechDataModule
 
     cfg = compose_config("train", [*RECIPE_ON_OWSM_BASE, f"data.corpus_dir={recipe_corpus}", "loader.num_workers=0"])
     assert (cfg.trainer.max_steps, cfg.trainer.accumulate_grad_batches, cfg.trainer.gradient_clip_val) == (7500, 4, 5.0)
@@ -402,7 +402,7 @@ def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(re
     bundle = load_owsm(plain(cfg.model), device="meta")  # the real config and tokenizer; no weights needed here
     data = validate_data(plain(cfg.data), normalizer=get_normalizer(cfg.data.normalizer), cache_dir=None,
                          splits=("train", "valid"))
-    datamodule = OWSMDataModule(plain(cfg.data), plain(cfg.loader), bundle, train=data.train, valid=data.valid,
+    datamodule = SpeechDataModule(plain(cfg.data), plain(cfg.loader), bundle, train=data.train, valid=data.valid,
                                 seed=cfg.seed)
     shapes = sorted(tuple(batch["speech"].shape) for batch in datamodule.train_dataloader())
     assert shapes == [(8, 480000), (9, 480000)]

@@ -141,11 +141,11 @@ def test_a_different_base_weight_is_refused_naming_the_layer(method, tiny_bundle
 
 
 def test_checkpoints_record_the_fingerprint_and_a_resume_checks_it(tiny_bundle_factory):
-    from asr_peft.training.module import OWSMLitModule
+    from asr_peft.training.module import SpeechLitModule
 
     bundle = tiny_bundle_factory(0)
     apply_method(bundle.model, method_config("ssvd"), adapt_config())
-    module = OWSMLitModule(bundle, optimizer={"lr": 1e-3}, normalizer=str)
+    module = SpeechLitModule(bundle, optimizer={"lr": 1e-3}, normalizer=str)
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     assert set(checkpoint[FINGERPRINT_KEY]) == {name for name, _ in adapter_modules(bundle.model)}

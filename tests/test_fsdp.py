@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from asr_peft.adapters import apply_method
-from asr_peft.training.module import OWSMLitModule, state_dict_name
+from asr_peft.training.module import SpeechLitModule, state_dict_name
 from conftest import ROOT, compose_config
 
 
@@ -36,7 +36,7 @@ def gloo_group(monkeypatch):
 def lit_module(bundle, method):
     targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
     apply_method(bundle.model, method, {"p": 0.4, "targets": targets})
-    return OWSMLitModule(bundle, optimizer={"lr": 1e-3}, normalizer=str.lower)
+    return SpeechLitModule(bundle, optimizer={"lr": 1e-3}, normalizer=str.lower)
 
 
 def test_state_dict_names_drop_wrapper_segments():

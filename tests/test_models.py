@@ -84,7 +84,7 @@ def test_offline_hub_model_gives_one_line_error_naming_model_path(tmp_path):
 
 
 def test_text_targets_follow_owsm_format(tiny_bundle):
-    from asr_peft.data.owsm_text import OWSMPreprocessor
+    from asr_peft.models.owsm_text import OWSMPreprocessor
 
     encoded = OWSMPreprocessor(tiny_bundle).encode("hi you")
     tokens = tiny_bundle.converter.ids2tokens

@@ -55,7 +55,7 @@ def run_name(*, _root_: DictConfig) -> str:
     """The `run_name` resolver: the run directory's name, from the composed config (training.naming)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from asr_peft.training.naming import reference_overrides
+    from asr_peft.training.naming import GROUPS_SHOWN_BY_NAME, reference_overrides
     from asr_peft.training.naming import run_name as name_of
 
     hydra_node = _root_.get("hydra") if "hydra" in _root_ else None
@@ -63,7 +63,10 @@ def run_name(*, _root_: DictConfig) -> str:
         hydra_node = HydraConfig.get()
     choices = OmegaConf.to_container(hydra_node.runtime.choices)
     config_name = hydra_node.job.config_name
-    _, default_choices = _compose(config_name, ())
+    # The defaults of the groups the name shows by itself (method, data, model): a model family's config
+    # chooses its own defaults for other groups (Whisper: adapt=whisper_all), which are then no override.
+    _, default_choices = _compose(config_name, tuple(f"{group}={choices[group]}" for group in sorted(GROUPS_SHOWN_BY_NAME)
+                                                     if choices.get(group) is not None))
     reference, _ = _compose(config_name, tuple(reference_overrides(choices, default_choices)))
     return name_of(_root_, reference, choices, default_choices)
 

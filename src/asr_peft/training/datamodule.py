@@ -1,4 +1,4 @@
-"""The DataModule: the validated training and validation utterances, preprocessed by ESPnet's S2T
+"""The DataModule: the validated training and validation utterances, preprocessed by the model's own
 preprocessor (train mode for the training set), batched as the `loader` config says.
 
 Its state in a checkpoint is where the training sampler stood (epoch and batches done), so that a
@@ -14,13 +14,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from asr_peft.data.dataset import SpeechDataset, collate
+from asr_peft.data.dataset import Collate, SpeechDataset, model_dataset
 from asr_peft.data.manifest import Utterance
-from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.sampler import DurationBucketSampler
 
 
-class OWSMDataModule(pl.LightningDataModule):
+class SpeechDataModule(pl.LightningDataModule):
     def __init__(self, data_cfg: Mapping[str, Any], loader_cfg: Mapping[str, Any], bundle, *, train: list[Utterance],
                  valid: list[Utterance], seed: int = 0):
         super().__init__()
@@ -30,11 +29,11 @@ class OWSMDataModule(pl.LightningDataModule):
         self.seed = seed
         language = data_cfg.get("language", "eng")
         resample = data_cfg.get("resample", True)
-        # Train mode: ESPnet's random placement in the padded window and its text_prev dropping.
-        self.train_set = SpeechDataset(train, OWSMPreprocessor(bundle, default_language=language, train=True),
-                                       resample=resample, speed_factors=[float(f) for f in data_cfg.get("speed_perturb") or []])
-        self.valid_set = SpeechDataset(valid, OWSMPreprocessor(bundle, default_language=language, train=False),
-                                       resample=resample)
+        # Train mode: the family's training variant (OWSM: ESPnet's random placement in the padded window).
+        self.train_set = model_dataset(bundle, train, default_language=language, train=True, resample=resample,
+                                       speed_factors=[float(f) for f in data_cfg.get("speed_perturb") or []])
+        self.valid_set = model_dataset(bundle, valid, default_language=language, resample=resample)
+        self.collate = Collate(bundle.collate)
         self._train_sampler: DurationBucketSampler | None = None
         self._resume_sampler: Mapping[str, int] | None = None
 
@@ -50,7 +49,7 @@ class OWSMDataModule(pl.LightningDataModule):
         workers = int(self.loader_cfg.get("num_workers", 0))
         # A generator of its own: creating a loader iterator then draws no number from the global one,
         # whose state a checkpoint restores (training/resume.py).
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=workers,
                           persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:

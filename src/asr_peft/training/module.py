@@ -1,9 +1,10 @@
-"""The LightningModule: ESPnet's joint CTC/attention loss, AdamW with ESPnet's or a warm-up schedule, validation WER.
+"""The LightningModule: the model family's training loss, AdamW with ESPnet's or a warm-up schedule, validation WER.
 
-The wrapped model is ESPnet's own `ESPnetS2TModel`; its `forward` returns the joint loss
-(`ctc_weight`·CTC + (1−ctc_weight)·attention, label smoothing from the model config). Only parameters
-that require gradients reach the optimizer, and only they (plus the optimizer state) are written to
-checkpoints: frozen weights come from the pretrained model, rebuilt the same way on resume.
+The loss and the validation transcripts come from the model bundle (`models/base.py`): for OWSM,
+ESPnet's joint CTC/attention loss and greedy CTC; for Whisper, transformers' cross-entropy on the
+labels and greedy `generate`. Only parameters that require gradients reach the optimizer, and only they
+(plus the optimizer state) are written to checkpoints: frozen weights come from the pretrained model,
+rebuilt the same way on resume.
 
 Under FSDP (auto-wrap) or activation-checkpoint wrapping, `named_parameters()` names carry the
 wrappers' segments (`_fsdp_wrapped_module.`) while the state dict Lightning checkpoints does not;
@@ -19,16 +20,12 @@ import torch
 
 from asr_peft.adapters import adapter_modules
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint
-from asr_peft.evaluation.decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
 from asr_peft.errors import ConfigError, ModelLoadError
 
 # Module-path segments that wrappers insert and full state dicts leave out: FSDP, torch's checkpoint
 # wrapper, torch.compile.
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-
-MODEL_INPUTS = ("speech", "speech_lengths", "text", "text_lengths", "text_prev", "text_prev_lengths",
-                "text_ctc", "text_ctc_lengths")
 
 
 def state_dict_name(name: str) -> str:
@@ -88,7 +85,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
         raise ConfigError(f"optimizer.scheduler_conf does not fit {cfg['scheduler']}: {err}") from err
 
 
-class OWSMLitModule(pl.LightningModule):
+class SpeechLitModule(pl.LightningModule):
     def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None):
         super().__init__()
         self.bundle = bundle
@@ -102,23 +99,20 @@ class OWSMLitModule(pl.LightningModule):
         # Checkpoints hold only trainable tensors; the frozen rest is rebuilt from the pretrained model.
         self.strict_loading = False
 
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        loss, stats, _ = self.model(**{key: batch[key] for key in MODEL_INPUTS})
-        return loss, stats
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, stats = self._loss(batch)
+        loss, stats = self.bundle.loss(batch)
         size = len(batch["utt_id"])
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
-        for key in ("loss_ctc", "loss_att", "acc"):
-            if stats.get(key) is not None:
-                self.log(f"train_{key}", stats[key], batch_size=size)
+        for key, value in stats.items():
+            if value is not None:
+                self.log(f"train_{key}", value, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, _ = self._loss(batch)
+        loss, _ = self.bundle.loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utt_id"]), sync_dist=True)
-        self._val_hyps += ctc_greedy_decode(self.bundle, batch["speech"], batch["speech_lengths"])
+        self._val_hyps += self.bundle.transcribe(batch, method=self.bundle.validation_decode,
+                                                 languages=batch["language"], options={})
         self._val_refs += batch["transcript"]
 
     def on_validation_epoch_end(self) -> None:

@@ -36,20 +36,18 @@ from omegaconf import DictConfig, OmegaConf
 from asr_peft.adapters import apply_method, total_parameter_count, trainable_parameter_count
 from asr_peft.config_schema import validate_config
 from asr_peft.data.normalizers import get_normalizer
-from asr_peft.data.owsm_text import OWSMPreprocessor
 from asr_peft.data.validation import validate_data
 from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
-from asr_peft.models import load_owsm
-from asr_peft.models.checkpointing import enable_activation_checkpointing
+from asr_peft.models import load_model
 from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
-from asr_peft.training.datamodule import OWSMDataModule
+from asr_peft.training.datamodule import SpeechDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name
-from asr_peft.training.module import OWSMLitModule
+from asr_peft.training.module import SpeechLitModule
 from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
@@ -108,14 +106,14 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     data_cfg = _plain(cfg.data)
     normalizer = get_normalizer(data_cfg.get("normalizer", "whisper_basic"))
     data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
-    bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
+    bundle = load_model(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
-    preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
-    data.keep_languages(preprocessor.has_language, preprocessor.default_language, data_cfg.get("on_error", "raise"))
+    bundle.check_decode_method(cfg.evaluation.get("decode"))  # before anything is scored or trained
+    data.keep_languages(bundle.has_language, data_cfg.get("language", "eng"), data_cfg.get("on_error", "raise"))
     record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
-        enable_activation_checkpointing(bundle.model)
-    datamodule = OWSMDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
+        bundle.enable_activation_checkpointing()
+    datamodule = SpeechDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     if rank_zero_only.rank == 0:
         record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
                                                       precision=precision)
@@ -128,7 +126,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
              f"{record['parameters']['total']:,}")
 
     trainer = build_trainer(cfg, run_dir)
-    module = OWSMLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
+    module = SpeechLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
                            total_steps=cfg.trainer.get("max_steps"))
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],

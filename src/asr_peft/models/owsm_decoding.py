@@ -1,4 +1,4 @@
-"""Decoding: greedy CTC (batched, fast, used for validation) and ESPnet's attention + CTC beam search.
+"""OWSM decoding: greedy CTC (batched, fast, used for validation) and ESPnet's attention + CTC beam search.
 
 The beam search is ESPnet's own `BatchBeamSearch` with the scorers and hypothesis primer that stock
 `espnet2.bin.s2t_inference.Speech2Text` uses (`<sos> <lang> <asr> <notimestamps>`, timestamp score
@@ -9,7 +9,6 @@ in both. The language token of the primer is each utterance's own (its manifest'
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from itertools import groupby
 
@@ -17,20 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from asr_peft.errors import ConfigError
+from asr_peft.models.base import eval_mode
 
-DECODE_METHODS = ("ctc_greedy", "beam")
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Evaluation mode and no autograd for the block; the caller's train/eval mode comes back after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def pad_or_trim(speech: torch.Tensor, lengths: torch.Tensor, speech_length: float | None):
@@ -148,4 +135,4 @@ def decode(bundle, speech: torch.Tensor, speech_lengths: torch.Tensor, *, method
         decoder = BeamSearchDecoder(bundle, **beam_kwargs)
         lang_syms = [f"<{language}>" for language in languages] if languages else [None] * len(speech)
         return [decoder(s[:n], lang_sym) for s, n, lang_sym in zip(speech, speech_lengths.tolist(), lang_syms)]
-    raise ConfigError(f"evaluation.decode={method!r} is unknown; choose from {', '.join(DECODE_METHODS)}")
+    raise ConfigError(f"evaluation.decode={method!r} is unknown; choose from ctc_greedy, beam")

@@ -82,14 +82,11 @@ class OWSMPreprocessor:
     def language_token(language: str) -> str:
         return f"<{language}>"
 
-    def has_language(self, language: str) -> bool:
-        return self.language_token(language) in self.bundle.converter.token2id
-
     def decoder_prefix(self, language: str | None = None) -> str:
         return f"{self.language_token(language or self.default_language)}{ASR_TASK}{NO_TIMESTAMPS}"
 
     def has_language(self, language: str) -> bool:
-        return self.language_token(language) in self.espnet.token_id_converter.token2id
+        return self.bundle.has_language(language)
 
     def __call__(self, utt_id: str, speech: np.ndarray | None, transcript: str,
                  language: str | None = None) -> dict[str, np.ndarray]:
