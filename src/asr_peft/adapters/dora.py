@@ -31,6 +31,11 @@ class DoRALinear(LoRALinear):
         """m / ‖W + s B A‖ per output row, the norm treated as a constant."""
         return self.magnitude.to(combined.dtype) / combined.norm(dim=1).detach()
 
+    def peft_form(self, original_weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+        """LoRA's, with PEFT's DoRA flag and magnitude vector (the same detached-norm formula)."""
+        fields, tensors = super().peft_form(original_weight)
+        return {**fields, "use_dora": True}, {**tensors, "lora_magnitude_vector": self.magnitude.detach()}
+
     def delta_weight(self) -> torch.Tensor:
         combined = self._combined()
         return self._direction_scale(combined)[:, None] * combined - self.base_layer.weight.to(combined.dtype)

@@ -36,23 +36,25 @@ def name_matches(name: str, pattern: str) -> bool:
     return name == pattern or name.endswith("." + pattern)
 
 
-def match_modules(model: nn.Module, patterns: Iterable[str], *, key: str = "adapt.targets") -> list[tuple[str, str, nn.Module]]:
+def match_modules(model: nn.Module, patterns: Iterable[str], *, key: str = "adapt.targets",
+                  optional_type: type[nn.Module] = nn.Linear, allow_none: bool = False) -> list[tuple[str, str, nn.Module]]:
     """(module name, the pattern that matched, module) for every match; every pattern that is not
-    optional must match something, and the list must match at least one module."""
+    optional must match something, and the list must match at least one module (unless `allow_none`).
+    Optional patterns match `optional_type` modules only."""
     patterns = list(patterns or [])
     if not patterns:
         raise ConfigError(f"{key} is empty; list the module-name patterns to adapt")
     matches, used = [], set()
     for name, module in model.named_modules():
         for pattern in patterns:
-            if name_matches(name, pattern) and (not is_optional(pattern) or isinstance(module, nn.Linear)):
+            if name_matches(name, pattern) and (not is_optional(pattern) or isinstance(module, optional_type)):
                 matches.append((name, pattern, module))
                 used.add(pattern)
                 break
     unused = [p for p in patterns if p not in used and not is_optional(p)]
     if unused:
         raise ConfigError(f"{key}: pattern(s) {', '.join(unused)} match no module of the model")
-    if not matches:
+    if not matches and not allow_none:
         raise ConfigError(f"{key}: none of the optional patterns {', '.join(patterns)} matches a Linear module of the model")
     return matches
 

@@ -37,6 +37,13 @@ class LoRALinear(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * self.lora_B @ self.lora_A
 
+    def peft_form(self, original_weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+        """PEFT's LoRA config fields and tensors (names after the layer's) giving this layer's W' on the
+        stock `original_weight`: PEFT's scaling lora_alpha / r is this layer's α/r."""
+        r = self.lora_A.shape[0]
+        return ({"peft_type": "LORA", "r": r, "lora_alpha": self.scaling * r},
+                {"lora_A.weight": self.lora_A.detach(), "lora_B.weight": self.lora_B.detach()})
+
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype(x)
         low_rank = F.linear(F.linear(x.to(dtype), self.lora_A.to(dtype)), self.lora_B.to(dtype))

@@ -92,7 +92,10 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
         replace_module(model, name, spec.build(module, svd, *setting, context))
     adapted = [name for name, _, _ in targets]
     if spec.embedding_adapter and method.get("embedding_targets"):
-        for name, _, module in match_modules(model, method["embedding_targets"], key="method.embedding_targets"):
+        # Optional patterns (`?`) let one method config serve model families whose embedding is named otherwise
+        # or not adapted (Whisper's is tied to its output projection).
+        for name, _, module in match_modules(model, method["embedding_targets"], key="method.embedding_targets",
+                                             optional_type=nn.Embedding, allow_none=True):
             replace_module(model, name, LoRAEmbedding(module, r=method["r"], alpha=method["alpha"]))
             adapted.append(name)
     return AdaptationReport(method["name"], adapted, trainable_parameter_count(model))

@@ -16,6 +16,18 @@ from asr_peft.adapters.svd import ThinSVD
 
 
 class PiSSALinear(LoRALinear):
+    def peft_form(self, original_weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+        """A rank-2r LoRA on the stock weight W (PEFT's own PiSSA-to-LoRA conversion): W' = W_res + s·B A =
+        W + s·(B A − B₀A₀), so A' = [A; A₀], B' = [B, −B₀], with B₀A₀ = (W − W_res)/s, rank r, factored
+        again by its SVD (the frozen base holds W_res, not B₀ and A₀)."""
+        r = self.lora_A.shape[0]
+        principal = (original_weight.float() - self.base_layer.weight.float()) / self.scaling
+        U, S, Vh = torch.linalg.svd(principal, full_matrices=False)
+        root = S[:r].sqrt()
+        B0, A0 = U[:, :r] * root, root[:, None] * Vh[:r]
+        return ({"peft_type": "LORA", "r": 2 * r, "lora_alpha": self.scaling * 2 * r},
+                {"lora_A.weight": torch.cat([self.lora_A.detach(), A0]), "lora_B.weight": torch.cat([self.lora_B.detach(), -B0], dim=1)})
+
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, r: int, alpha: float):
         super().__init__(base_layer, r=r, alpha=alpha)
         if svd is None:  # meta device: shapes only

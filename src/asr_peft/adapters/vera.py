@@ -62,6 +62,11 @@ class VeRALinear(AdapterLayer):
         self.lambda_d = nn.Parameter(torch.full((A.shape[0],), float(d_initial), device=weight.device))
         self.lambda_b = nn.Parameter(torch.zeros(base_layer.out_features, device=weight.device))
 
+    def peft_form(self, original_weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+        """PEFT's VeRA: the same projections regenerate from `projection_prng_key`, so only the scales travel."""
+        return ({"peft_type": "VERA", "r": self.lambda_d.shape[0]},
+                {"vera_lambda_b": self.lambda_b.detach(), "vera_lambda_d": self.lambda_d.detach()})
+
     def delta_weight(self) -> torch.Tensor:
         dtype = self.lambda_b.dtype
         return (self.lambda_b[:, None] * self.vera_B.to(dtype)) @ (self.lambda_d[:, None] * self.vera_A.to(dtype))
