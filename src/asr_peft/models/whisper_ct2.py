@@ -333,8 +333,13 @@ def whisper_tokenizer(tokenizer_json: Path, vocabulary: list[str], max_length: i
     vocabulary.txt."""
     from transformers import AddedToken, WhisperTokenizer
 
+    # The special tokens beyond <|endoftext|> (<|startoftranscript|>, languages, tasks, <|notimestamps|>...)
+    # are the tokenizer's extra special tokens, as in OpenAI's Hugging Face release: the ASR pipeline's
+    # decoding and `skip_special_tokens` find them there.
+    added = _read_json(tokenizer_json).get("added_tokens", [])
+    extra_special = [token["content"] for token in added if token.get("special") and token["content"] != "<|endoftext|>"]
     tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_json), model_max_length=max_length,
-                                 pad_token="<|endoftext|>")
+                                 pad_token="<|endoftext|>", extra_special_tokens=extra_special)
     timestamps = [f"<|{index * 0.02:.2f}|>" for index in range(TIMESTAMP_COUNT)]
     tokenizer.add_tokens([AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False)
                           for token in timestamps])
