@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_peft.errors import AsrPeftError, ModelLoadError
-from asr_peft.models.export import verify_checksums, write_checksums
+from asr_peft.models.checksums import verify_checksums, write_checksums
 from asr_peft.models.whisper_ct2 import convert_ct2_whisper
 
 
