@@ -12,7 +12,7 @@ from asr_peft.data.normalizers import get_normalizer
 from asr_peft.models.owsm_decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
 from asr_peft.models import load_owsm
-from asr_peft.models.export import verify_checksums
+from asr_peft.models.checksums import verify_checksums
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config

@@ -19,7 +19,6 @@ writing, how much of the adapters' ΔW the stored dtype gets wrong (there: bf16 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 from dataclasses import dataclass
@@ -30,20 +29,13 @@ import yaml
 
 from asr_peft.adapters.model import adapter_modules
 from asr_peft.errors import ConfigError
+from asr_peft.models.checksums import write_checksums
 from asr_peft.models.owsm import full_espnet_config
 
 CONFIG = Path("exp/s2t_train/config.yaml")
 WEIGHTS = Path("exp/s2t_train/model.pth")
 BPE_MODEL = Path("data/token_list/bpe.model")
 STATS = Path("exp/s2t_stats/train/feats_stats.npz")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -106,21 +98,3 @@ def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | N
     (out_dir / "meta.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
     write_checksums(out_dir)
     return out_dir
-
-
-def write_checksums(out_dir: Path) -> Path:
-    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    lines = [f"{sha256(p)}  {p.relative_to(out_dir)}" for p in files]
-    (out_dir / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out_dir / "SHA256SUMS"
-
-
-def verify_checksums(out_dir: Path) -> list[str]:
-    """Files whose content differs from SHA256SUMS (empty when all match)."""
-    bad = []
-    for line in (Path(out_dir) / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
-        digest, name = line.split(maxsplit=1)
-        path = Path(out_dir) / name
-        if not path.is_file() or sha256(path) != digest:
-            bad.append(name)
-    return bad

