@@ -1,5 +1,5 @@
 """Export a trained run: `python export.py <run dir> --out <dir> [--dtype float32|float16|bfloat16]
-[--adapter-only] [--checkpoint best|last]`.
+[--adapter-only | --peft] [--checkpoint best|last]`.
 
 Default: the adapters merged into plain ESPnet modules (W + ΔW added in fp32, rounded once to
 `--dtype`), written in ESPnet's exported layout, which stock
@@ -8,6 +8,11 @@ the export directory: ESPnet's paths are recipe-relative) and `model.path=<dir>`
 command names the dtype it writes and how much of the adapters' update ΔW that dtype rounds away,
 with a warning from 1% on.
 `--adapter-only`: just the adapter tensors (safetensors, fp32) and their JSON config, for `load_adapter`.
+`--peft`: the adapters as a Hugging Face PEFT directory (LoRA, DoRA, PiSSA, VeRA), which
+`PeftModel.from_pretrained(<the stock pretrained model>, <dir>)` loads (a Whisper run's stock model:
+`WhisperForConditionalGeneration.from_pretrained`).
+The merged export of a Whisper run is a transformers directory that `from_pretrained` and
+`pipeline("automatic-speech-recognition")` load; of an OWSM run, ESPnet's layout.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", default="best", help="best | last | a .ckpt path")
-    parser.add_argument("--adapter-only", action="store_true")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--adapter-only", action="store_true")
+    kind.add_argument("--peft", action="store_true", help="a PEFT adapter directory (LoRA, DoRA, PiSSA, VeRA)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
                         help="floating-point storage of the merged weights (default: float32, ΔW kept whole)")
     args = parser.parse_args()
@@ -38,12 +45,17 @@ def main() -> None:
     import torch
 
     from asr_peft.adapters import merged_copy, save_adapter
-    from asr_peft.evaluation.checkpoint import load_trained_run
+    from asr_peft.adapters.peft_export import save_peft_adapter
+    from asr_peft.evaluation.checkpoint import load_pretrained, load_trained_run
     from asr_peft.models.export import delta_rounding
 
     try:
         bundle, run_cfg, checkpoint = load_trained_run(args.run_dir, args.checkpoint)
-        if args.adapter_only:
+        if args.peft:
+            save_peft_adapter(bundle.model, load_pretrained(run_cfg).model, args.out,
+                              OmegaConf.to_container(run_cfg.method, resolve=True),
+                              base_model_name=run_cfg.model.get("hf_id") or run_cfg.model.get("path"))
+        elif args.adapter_only:
             save_adapter(bundle.model, args.out, OmegaConf.to_container(run_cfg.method, resolve=True),
                          OmegaConf.to_container(run_cfg.adapt, resolve=True))
         else:
@@ -53,8 +65,8 @@ def main() -> None:
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if args.adapter_only:
-        print(f"exported {checkpoint} -> {args.out} (adapter tensors, float32)")
+    if args.adapter_only or args.peft:
+        print(f"exported {checkpoint} -> {args.out} ({'PEFT adapter' if args.peft else 'adapter tensors'}, float32)")
         return
     print(f"exported {checkpoint} -> {args.out} (weights stored as {args.dtype})")
     if rounding.layers:

@@ -17,6 +17,12 @@ room for it), on one batch of 8 x 30 s (OWSM pads every input to 30 s), under bf
   bf16 autocast, in seconds per utterance and per output token (capped at 64 tokens: a random model
   never ends on its own).
 
+Then Whisper (transformers), tiny.en and base, and large-v3 for memory: random weights of the real
+architectures (the offline weights are larger than what travels to a lent machine; step time, memory and
+stability do not depend on the values), a batch of 8 x 30 s of log-mel features with 40-token labels,
+every method on `whisper_all` targets (large-v3: LoRA, SSVD and full fine-tuning), the same checks
+(loss finite and falling, step time against LoRA, memory, merged against unmerged encoder output).
+
 Writes outputs/gpu_check/<time>.json and prints a table. What does not fit in the time budget
 (`--budget-s`, default 540 s, model building included) is recorded as skipped rather than run late.
 `--smoke`: the same code on the CPU with the tiny model (batch of 2 x 1 s, 2 updates, LoRA and SSVD
@@ -59,8 +65,16 @@ SMOKE_METHODS = ("lora r=32", "ssvd p=0.4")
 LR = {"full": 1e-4}  # adapters 1e-3: enough to see the loss fall on one batch in 20 updates
 
 
-def targets() -> list[str]:
-    return list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
+def targets(preset: str = "owsm_all") -> list[str]:
+    return list(OmegaConf.load(ROOT / "configs" / "adapt" / f"{preset}.yaml").targets)
+
+
+def owsm_encoder(model, inputs: dict) -> torch.Tensor:
+    return model.encode(inputs["speech"], inputs["speech_lengths"])[0]
+
+
+def whisper_encoder(model, inputs: dict) -> torch.Tensor:
+    return model.model.encoder(inputs["input_features"]).last_hidden_state
 
 
 def synchronize(device: str) -> None:
@@ -68,32 +82,33 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def merged_vs_unmerged(model, inputs: dict, device: str) -> dict[str, float]:
+def merged_vs_unmerged(model, inputs: dict, device: str, encoder=owsm_encoder) -> dict[str, float]:
     """Max |encoder output difference| / max |output| between the unmerged and the merged model."""
     model.eval()
     outputs = {}
     with torch.inference_mode():
         for autocast in (False, True):
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
-                outputs[autocast] = [model.encode(inputs["speech"], inputs["speech_lengths"])[0].float()]
+                outputs[autocast] = [encoder(model, inputs).float()]
         merge_adapters(model)
         for autocast in (False, True):
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
-                outputs[autocast].append(model.encode(inputs["speech"], inputs["speech_lengths"])[0].float())
+                outputs[autocast].append(encoder(model, inputs).float())
     return {("bf16" if autocast else "fp32"): float((a - b).abs().max() / a.abs().max())
             for autocast, (a, b) in outputs.items()}
 
 
-def check_method(base, method: dict, inputs: dict, updates: int, device: str) -> dict:
+def check_method(base, method: dict, inputs: dict, updates: int, device: str, preset: str = "owsm_all",
+                 encoder=owsm_encoder) -> dict:
     model = copy.deepcopy(base)
-    apply_method(model, method, {"p": 0.4, "targets": targets()})
+    apply_method(model, method, {"p": 0.4, "targets": targets(preset)})
     model.train()
     result = train_steps(model, inputs, updates - 1, "bf16-mixed", device, lr=LR.get(method["name"], 1e-3))
     losses = result["losses"]
     k = max(1, min(3, len(losses) // 2))  # the first and last three updates (one each in the smoke mode)
     result["ok"] = all(math.isfinite(x) for x in losses) and sum(losses[-k:]) < sum(losses[:k])
     if method["name"] != "full":
-        result["merged_vs_unmerged"] = merged_vs_unmerged(model, inputs, device)
+        result["merged_vs_unmerged"] = merged_vs_unmerged(model, inputs, device, encoder)
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -157,6 +172,45 @@ def check_model(name: str, device: str, args, deadline: float) -> dict:
     return report
 
 
+WHISPER_METHODS = {"whisper_large_v3": ("lora r=32", "ssvd p=0.4", "full")}  # the rest: every method
+
+
+def whisper_model(name: str, device: str, architecture: dict | None = None):
+    """Whisper of the model config's architecture with random weights (no tokenizer or weights needed)."""
+    from hydra import compose, initialize_config_dir
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from asr_peft.cli import setup_environment
+
+    setup_environment()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        shipped = OmegaConf.to_container(compose(config_name="train", overrides=[f"model={name}"]).model.architecture)
+    config = WhisperConfig(**{**shipped, **(architecture or {})})
+    torch.manual_seed(0)
+    with torch.device(device):
+        return WhisperForConditionalGeneration(config), config
+
+
+def check_whisper(name: str, device: str, args, deadline: float, architecture: dict | None = None) -> dict:
+    started = time.perf_counter()
+    model, config = whisper_model(name, device, architecture)
+    report = {"model": f"{name} (random weights)", "build_s": time.perf_counter() - started, "methods": {}}
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"input_features": torch.randn(args.batch, config.num_mel_bins, 3000, generator=generator).to(device),
+              "labels": torch.randint(0, 50000, (args.batch, 40), generator=generator).to(device)}
+    for label in WHISPER_METHODS.get(name, args.methods):
+        if time.perf_counter() > deadline:
+            report["methods"][label] = {"skipped": "time budget"}
+            continue
+        method = {key: value for key, value in METHODS[label].items() if key != "embedding_targets"}
+        report["methods"][label] = check_method(model, method, inputs, args.updates, device, "whisper_all", whisper_encoder)
+    lora = report["methods"].get("lora r=32", {}).get("seconds")
+    for values in report["methods"].values():
+        if lora and "seconds" in values:
+            values["step_vs_lora"] = values["seconds"] / lora
+    return report
+
+
 def fits_1b(device: str) -> bool:
     """Room for OWSM-1B full fine-tuning: ~16 GB of fp32 weights, gradients and AdamW moments, plus bf16
     activations of 8 x 30 s through 18 + 18 blocks of width 1024 (an estimate: ~20-30 GB)."""
@@ -166,9 +220,10 @@ def fits_1b(device: str) -> bool:
 def table(report: dict) -> str:
     lines = [f"GPU check, {report['device']}, torch {report['torch']}, {report['when']} ({report['wall_s']:.0f} s)"]
     for model in report["models"]:
-        svd = model["svd_setup_s"]
-        lines.append(f"{model['model']}: built in {model['build_s']:.1f} s; SVD set-up of {svd['layers']} layers "
-                     f"{svd['ssvd p=0.4 (top-k)']:.1f} s (top-k) / {svd['full spectrum']:.1f} s (full spectrum)")
+        svd = model.get("svd_setup_s")
+        lines.append(f"{model['model']}: built in {model['build_s']:.1f} s" + (
+            f"; SVD set-up of {svd['layers']} layers {svd['ssvd p=0.4 (top-k)']:.1f} s (top-k) / "
+            f"{svd['full spectrum']:.1f} s (full spectrum)" if svd else ""))
         lines.append(f"  {'method':<28} {'ok':>3} {'loss first->last':>19} {'step/LoRA':>9} {'step MB':>9} "
                      f"{'peak MB':>9} {'merged fp32':>11} {'merged bf16':>11}")
         for label, values in model["methods"].items():
@@ -197,6 +252,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.smoke:
         device, models = "cpu", ["owsm_tiny"]
+        whisper = [("whisper_tiny_en", {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                                        "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128})]
         args.methods, args.seconds, args.batch, args.updates = SMOKE_METHODS, 1.0, 2, 2
         args.beam_utterances, args.beam_tokens = 1, 4
         torch.set_num_threads(2)
@@ -206,6 +263,7 @@ def main() -> None:
                      "`python bench/gpu_check.py --smoke` runs the same code on the CPU")
         device = "cuda"
         models = ["owsm_0.1b", *(["owsm_1b"] if fits_1b(device) else [])]
+        whisper = [("whisper_tiny_en", None), ("whisper_base", None), ("whisper_large_v3", None)]
         args.methods, args.seconds, args.batch, args.updates = list(METHODS), 30.0, 8, 20
         args.beam_utterances, args.beam_tokens = 3, 64
     report = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
@@ -217,6 +275,11 @@ def main() -> None:
             report.setdefault("skipped_models", []).append(name)
             continue
         report["models"].append(check_model(name, device, args, deadline))
+    for name, architecture in whisper:
+        if time.perf_counter() > deadline:
+            report.setdefault("skipped_models", []).append(name)
+            continue
+        report["models"].append(check_whisper(name, device, args, deadline, architecture))
     report["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{dt.datetime.now():%Y%m%d-%H%M%S}{'-smoke' if args.smoke else ''}.json"

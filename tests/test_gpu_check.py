@@ -19,13 +19,15 @@ def test_gpu_check_smoke_mode_runs_and_reports_every_measurement(tmp_path):
     (written,) = tmp_path.glob("*-smoke.json")
     report = json.loads(written.read_text())
     assert report["smoke"] and report["device"].startswith("cpu")
-    (model,) = report["models"]
-    assert set(model["methods"]) == {"lora r=32", "ssvd p=0.4"}
-    for values in model["methods"].values():
-        assert values["ok"] and len(values["losses"]) == 2 and all(math.isfinite(x) for x in values["losses"])
-        assert values["step_mb"] >= 0 and values["seconds"] > 0  # resident memory on a CPU: coarse
-        assert values["merged_vs_unmerged"]["fp32"] < 1e-4   # merging changes nothing but round-off
-    assert model["methods"]["lora r=32"]["step_vs_lora"] == 1.0
+    model, whisper = report["models"]
+    assert whisper["model"].startswith("whisper_tiny_en")
+    for checked in (model, whisper):
+        assert set(checked["methods"]) == {"lora r=32", "ssvd p=0.4"}
+        for values in checked["methods"].values():
+            assert values["ok"] and len(values["losses"]) == 2 and all(math.isfinite(x) for x in values["losses"])
+            assert values["step_mb"] >= 0 and values["seconds"] > 0  # resident memory on a CPU: coarse
+            assert values["merged_vs_unmerged"]["fp32"] < 1e-4   # merging changes nothing but round-off
+        assert checked["methods"]["lora r=32"]["step_vs_lora"] == 1.0
     assert model["svd_setup_s"]["layers"] > 0 and model["svd_setup_s"]["full spectrum"] > 0
     assert model["beam"]["seconds_per_utterance"] > 0
     assert "ssvd p=0.4" in result.stdout and "beam search" in result.stdout  # the printed table

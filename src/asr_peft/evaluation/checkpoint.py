@@ -31,14 +31,20 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
     return path
 
 
-def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
-    """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
-    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+def load_pretrained(run_cfg: DictConfig, *, device: torch.device | str = "cpu"):
+    """The run's model before adaptation, as training loaded it."""
     # A random-init model's frozen weights are those training drew right after seeding with the run's
     # seed (training/run.py); drawn from another state they would be another model (the fingerprint says so).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(run_cfg.seed))
-        bundle = load_model(plain(run_cfg.model), device=str(device), cache_dir=run_cfg.paths.get("model_cache_dir"))
+        return load_model(OmegaConf.to_container(run_cfg.model, resolve=True), device=str(device),
+                          cache_dir=run_cfg.paths.get("model_cache_dir"))
+
+
+def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
+    """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    bundle = load_pretrained(run_cfg, device=device)
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
     try:  # weights_only: a checkpoint is data; a crafted pickle must not run code

