@@ -21,7 +21,8 @@ from conftest import compose_config
 
 SMALL = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
          "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128}
-SMALL_OVERRIDES = ["model.init=random", "model.processor_from=tiny.en",
+# A random model never ends a transcript on its own: 8 tokens bound what its decoding costs.
+SMALL_OVERRIDES = ["model.init=random", "model.processor_from=tiny.en", "model.max_new_tokens=8",
                    *[f"model.architecture.{key}={value}" for key, value in SMALL.items()]]
 
 

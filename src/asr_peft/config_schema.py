@@ -178,6 +178,7 @@ class Model(Group):
     architecture: dict[str, Any] | None = None  # WhisperConfig's keys, checked by transformers when it builds
     offline_weights: choice(*OFFLINE_WHISPER) | None = None
     processor_from: str | None = None
+    max_new_tokens: PositiveInt | None = None   # decoding's limit on generated tokens (null: the model's, 448)
 
     @field_validator("path")
     @classmethod

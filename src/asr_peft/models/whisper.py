@@ -85,6 +85,7 @@ class WhisperBundle(ModelBundle):
     processor: Any
     source: str
     chunk_seconds: float = 30.0
+    max_new_tokens: int | None = None  # None: the generation config's limit (448 tokens in all)
     decode_methods = ("greedy", "beam")
     validation_decode = "greedy"
     _prompts: dict[str, list[int]] = field(default_factory=dict, repr=False)
@@ -158,7 +159,8 @@ class WhisperBundle(ModelBundle):
         codes = [self.whisper_language(language) for language in languages]
         prompt = {"language": codes, "task": TASK} if self.multilingual else {}
         with eval_mode(self.model):
-            ids = self.model.generate(input_features=batch["input_features"], num_beams=beams, do_sample=False, **prompt)
+            ids = self.model.generate(input_features=batch["input_features"], num_beams=beams, do_sample=False,
+                                      max_new_tokens=self.max_new_tokens, **prompt)
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def enable_activation_checkpointing(self) -> None:
@@ -226,6 +228,12 @@ def processor_source(model_cfg: Mapping[str, Any]) -> Path:
 
 def load_whisper(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: str | Path | None = None) -> WhisperBundle:
     """Build or load the Whisper model a `model` config describes (see the module docstring)."""
+    bundle = _load(model_cfg, device=device, cache_dir=cache_dir)
+    bundle.max_new_tokens = model_cfg.get("max_new_tokens")
+    return bundle
+
+
+def _load(model_cfg: Mapping[str, Any], *, device: str, cache_dir: str | Path | None) -> WhisperBundle:
     tf = _transformers()
     name = model_cfg.get("name", "model")
     if model_cfg.get("path"):
