@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.errors import ConfigError
+from asr_peft.files import check_writable_directory, open_own_file, write_json_atomically, write_text_atomically
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".run.lock"
@@ -124,8 +125,8 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
     configuration's) and the record starts as `running`.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = (run_dir / LOCK_FILE).open("a+")
+    check_writable_directory(run_dir, "hydra.run.dir")
+    handle = os.fdopen(open_own_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -150,10 +151,10 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
         handle.flush()
         config_dir = run_dir / ".hydra"
         config_dir.mkdir(exist_ok=True)
-        OmegaConf.save(config, config_dir / "config.yaml")
+        write_text_atomically(config_dir / "config.yaml", OmegaConf.to_yaml(config))
         if HydraConfig.initialized():
-            OmegaConf.save(OmegaConf.create({"hydra": HydraConfig.get()}), config_dir / "hydra.yaml")
-            OmegaConf.save(HydraConfig.get().overrides.task, config_dir / "overrides.yaml")
+            write_text_atomically(config_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": HydraConfig.get()})))
+            write_text_atomically(config_dir / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
     except BaseException:
         claim.release()
         raise
@@ -170,7 +171,7 @@ def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
     """A failed or killed record moves to `results.<status>-<time>.json`; the directory's history stays."""
     aside = aside_path(run_dir / RESULTS_FILE, record.get("status", "old"))
     if record.get("status") == "killed":  # the record as it was left, with what is now known
-        aside.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        write_json_atomically(aside, record, indent=2)
         (run_dir / RESULTS_FILE).unlink()
     else:
         (run_dir / RESULTS_FILE).rename(aside)
@@ -206,9 +207,9 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def _locked_by_another_process(run_dir: Path) -> bool:
     lock = run_dir / LOCK_FILE
-    if not lock.is_file():
+    if lock.is_symlink() or not lock.is_file():
         return False
-    with lock.open("a+") as handle:
+    with os.fdopen(os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -218,12 +219,8 @@ def _locked_by_another_process(run_dir: Path) -> bool:
 
 
 def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
-    """Write the record atomically (a crash mid-write must not leave a half file)."""
-    path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write the record atomically (a crash or a full disk mid-write must not leave a half file)."""
+    return write_json_atomically(Path(run_dir) / RESULTS_FILE, record, indent=2)
 
 
 def command_line_overrides() -> list[str]:

@@ -50,6 +50,7 @@ from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import OWSMDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name
 from asr_peft.training.module import OWSMLitModule
+from asr_peft.training.resume import random_state_kept, resumable_checkpoint
 from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
@@ -103,11 +104,12 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    if cfg.data.get("prepare"):
-        instantiate(cfg.data.prepare)
     data_cfg = _plain(cfg.data)
     normalizer = get_normalizer(data_cfg.get("normalizer", "whisper_basic"))
-    data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
+    with random_state_kept():  # a corpus generated or found, a baseline scored or cached: training draws the same
+        if cfg.data.get("prepare"):
+            instantiate(cfg.data.prepare)
+        data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
     bundle = load_owsm(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
     preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
@@ -117,8 +119,9 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
         enable_activation_checkpointing(bundle.model)
     datamodule = OWSMDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     if rank_zero_only.rank == 0:
-        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
-                                                      precision=precision)
+        with random_state_kept():
+            record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
+                                                          precision=precision)
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
     apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
@@ -135,7 +138,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
                                           "configuration": record["configuration"]})  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
-        record["resumed_from"] = str(last) if last is not None and last.is_file() else None
+        resume_from = resumable_checkpoint(last) if last is not None else None
+        record["resumed_from"] = str(resume_from) if resume_from is not None else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
         fit_started = time.perf_counter()
