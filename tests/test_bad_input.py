@@ -243,12 +243,16 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         return b"{not json", "invalid_manifest_line", "{manifest}:3: not valid JSON (Expecting property name enclosed in double quotes)"
     if case == "duplicate_id":
         return line(id="u0"), "duplicate_id", "{manifest}: duplicate utterance id u0"
+    if case == "long_transcript":  # issue 28: 5,000 words on a 1-second clip took the machine down
+        return line(text="hello " * 5000), "too_many_characters", \
+            (f"utterance bad ({good}): 29999 characters of transcript for 1.00 s of audio, over the 50 per second that "
+             "speech reaches (a transcript of another clip, or wrong segment times?)")
     raise KeyError(case)
 
 
 DATA_CASES = ["nan_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
               "truncated_flac", "null_text", "null_audio", "punctuation_only", "blank_text", "silence", "missing_audio",
-              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id"]
+              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript"]
 
 
 def manifest_with(directory: Path, *bad_lines: bytes) -> Path:
@@ -350,5 +354,73 @@ def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(t
     with pytest.raises(DataError, match="^utterance x: segment -1.0-"):
         run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false"],
                        tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ---- transcripts the model cannot learn from their audio (issue 28, case 1) ---------------------------
+
+@pytest.mark.parametrize("targets, frames", [([1, 2, 3], 3), ([1, 1, 2], 4), ([5, 5, 5], 5), ([4, 4], 3)])
+def test_the_frames_a_ctc_alignment_needs_are_what_torch_ctc_loss_accepts(targets, frames):
+    import torch
+
+    from asr_peft.models.limits import ctc_frames_needed
+
+    assert ctc_frames_needed(targets) == frames
+    log_probs = torch.randn(frames + 1, 1, 8).log_softmax(-1)
+    loss = lambda t: torch.nn.functional.ctc_loss(log_probs[:t], torch.tensor([targets]), torch.tensor([t]),  # noqa: E731
+                                                  torch.tensor([len(targets)]), reduction="sum")
+    assert torch.isfinite(loss(frames)) and torch.isinf(loss(frames - 1))
+
+
+def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny_bundle, tmp_path):
+    import torch
+
+    from asr_peft.data.audio import read_audio
+    from asr_peft.data.owsm_text import OWSMPreprocessor
+    from asr_peft.data.validation import TokenLimit
+    from asr_peft.models.limits import owsm_token_limit
+
+    preprocessor = OWSMPreprocessor(tiny_bundle)
+    limit = owsm_token_limit(tiny_bundle, preprocessor)
+    audio = write_tone(tmp_path / "a.wav", 1.0)
+    samples = torch.from_numpy(read_audio(audio))[None]
+    tiny_bundle.model.eval()
+    with torch.no_grad():  # the frames of the real audio, as training's forward pass counts them
+        frames = int(tiny_bundle.model.encode(samples, torch.tensor([samples.shape[1]]))[1][0])
+    text = "ab" * frames  # the tiny model spells: one token per letter, no repeats
+    assert limit(text[:frames], None, 1.0) == TokenLimit(frames, frames, limit(text, None, 1.0).why)
+    assert limit(text[:frames + 1], None, 1.0).tokens == frames + 1
+    utterances = lambda: [Utterance("fits", audio, text[:frames], 1.0), Utterance("over", audio, text[:frames + 1], 1.0)]  # noqa: E731
+    data = ValidatedData(train=utterances(), valid=utterances())
+    with pytest.raises(DataError) as refused:
+        data.keep_within_token_limits(limit, "raise")
+    assert str(refused.value) == (
+        f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the {frames} that 1.00 s of "
+        f"audio allow (CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token "
+        "repeated next to itself takes two)")
+    data = ValidatedData(train=utterances(), valid=utterances())
+    data.keep_within_token_limits(limit, "skip")
+    assert [u.id for u in data.train] == [u.id for u in data.valid] == ["fits"]
+    assert data.skipped == Counter({"too_many_tokens": 2})
+    data = ValidatedData(train=utterances(), valid=utterances())  # speed perturbation x1.1 shortens training audio
+    with pytest.raises(DataError, match=r"^data.train: no usable utterances left \(skipped: \{'too_many_tokens': 2\}\)$"):
+        data.keep_within_token_limits(limit, "skip", fastest_speed=1.1)
+
+
+def test_a_transcript_the_model_cannot_align_stops_the_run_before_scoring_or_training(tiny_corpus, tmp_path, monkeypatch):
+    import asr_peft.training.run as run_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the baseline was scored before the transcripts were checked")
+
+    monkeypatch.setattr(run_module, "baseline_metrics", never)
+    train = tiny_corpus / "train.jsonl"
+    entry = {"id": "dense", "audio": "audio/train0.wav", "text": "abcdefghij" * 5}  # 1.2 s: 50 letters, 29 frames
+    train.write_text(train.read_text() + json.dumps(entry) + "\n")
+    with pytest.raises(DataError, match=r"^utterance dense \(data.train, .*train0.wav\): its transcript is 50 tokens, "
+                                        r"over the 29 that 1.20 s of audio allow \(CTC aligns"):
+        run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}",
+                        f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints").exists()

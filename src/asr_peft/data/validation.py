@@ -7,11 +7,20 @@ Per utterance, in this order (the first failure is the reason):
 - `missing_audio`, `unreadable_audio` (header), `bad_sample_rate`;
 - `bad_segment`: `start`/`end` outside the file, negative, or not increasing;
 - `too_long`: over `data.max_duration`;
+- `too_many_characters`: more transcript than any speech fits in its audio (over
+  `MAX_CHARACTERS_PER_SECOND` characters of normalised text per second): a transcript of another, longer
+  clip, or a segment with wrong times; such an utterance also grows a training step's memory with the
+  square of its length;
 - `undecodable_audio`: the samples fail to decode, or fewer decode than the header promises (a
   corrupt or truncated FLAC passes the header check); `non_finite_audio`: NaN or infinite samples
   (float WAV); `silent_audio`: peak below -80 dBFS (no speech can be in it; 16-bit audio's
   quantisation step is -90 dBFS), a labelling mistake for a file with a transcript;
-- `unknown_language` (after the model loads): the utterance's language has no token in the model.
+- `unknown_language` (after the model loads): the utterance's language has no token in the model;
+- `too_many_tokens` (after the model loads, before anything trains or is scored): the transcript is
+  longer, in the model's own tokens, than the model can learn from the utterance's audio. The model
+  says how long that is (`TokenLimit`, a function of transcript, language and seconds of audio,
+  passed in: CTC aligns at most one token per encoder frame; a decoder may have a maximum length);
+  training audio is counted as its fastest speed perturbation makes it.
 
 Manifest lines that cannot be read count as `invalid_manifest_line` / `duplicate_id`. With
 `data.on_error=raise` the first problem stops the run with a one-line error naming the file or
@@ -47,6 +56,9 @@ SILENCE_PEAK = 1e-4          # -80 dBFS
 SEGMENT_TOLERANCE_S = 0.01   # an `end` this far past the file's end is rounding, not an error
 AUDIO_CHECK_VERSION = 1      # bump when the audio checks change: cached verdicts are then recomputed
 MAX_CHECK_THREADS = 8
+# Fast speech stays below ~20 characters a second (about 7 syllables); 50 leaves room for
+# hand-cut segments, and rejects only a transcript that cannot belong to its audio.
+MAX_CHARACTERS_PER_SECOND = 50
 
 
 @dataclass(frozen=True)
@@ -217,6 +229,10 @@ def _validated(utterances: Sequence[Utterance], rejections: Rejections, *, max_d
         elif max_duration is not None and verdict.duration > max_duration:
             rejections.reject("too_long", f"utterance {utt.id} ({utt.audio}) is {verdict.duration:.1f} s, over "
                                           f"data.max_duration={max_duration}")
+        elif (characters := len((normalizer or str)(utt.text).strip())) > MAX_CHARACTERS_PER_SECOND * verdict.duration:
+            rejections.reject("too_many_characters", f"utterance {utt.id} ({utt.audio}): {characters} characters of "
+                              f"transcript for {verdict.duration:.2f} s of audio, over the {MAX_CHARACTERS_PER_SECOND} "
+                              "per second that speech reaches (a transcript of another clip, or wrong segment times?)")
         else:
             kept.append(Utterance(utt.id, utt.audio, utt.text, verdict.duration, utt.speaker, utt.language, utt.start,
                                   utt.end))
@@ -230,6 +246,15 @@ def _report(skipped: Counter, where: str) -> None:
         log.warning("skipped %d utterance(s)%s: %s", sum(skipped.values()), where, dict(skipped))
 
 
+@dataclass(frozen=True)
+class TokenLimit:
+    """A model's rule for one utterance: its transcript's length in the model's tokens, the most that the
+    audio allows, and what sets that maximum (said in the error)."""
+    tokens: int
+    maximum: int
+    why: str
+
+
 @dataclass
 class ValidatedData:
     """The splits of a data config after validation, and what was skipped (test sets' reasons as `test/<reason>`)."""
@@ -240,22 +265,40 @@ class ValidatedData:
 
     def keep_languages(self, known: Callable[[str], bool], default: str, on_error: str) -> None:
         """Drop (or refuse) utterances whose language has no token in the model; needs the model."""
+        def problem(utt: Utterance, split: str, training: bool) -> str | None:
+            language = utt.language or default
+            return None if known(language) else (f"utterance {utt.id} ({split}): language {language!r} has no token "
+                                                 f"<{language}> in the model's token list")
+        self._keep(problem, "unknown_language", on_error)
+
+    def keep_within_token_limits(self, limit: Callable[[str, str | None, float], TokenLimit], on_error: str, *,
+                                 fastest_speed: float = 1.0) -> None:
+        """Drop (or refuse) utterances whose transcript the model cannot learn from or be scored on with
+        their audio (`limit`, the model's rule); training audio is counted at `fastest_speed`."""
+        def problem(utt: Utterance, split: str, training: bool) -> str | None:
+            seconds = utt.duration / (fastest_speed if training else 1.0)
+            bound = limit(utt.text, utt.language, seconds)
+            return None if bound.tokens <= bound.maximum else (
+                f"utterance {utt.id} ({split}, {utt.audio}): its transcript is {bound.tokens} tokens, over the "
+                f"{bound.maximum} that {seconds:.2f} s of audio allow ({bound.why})")
+        self._keep(problem, "too_many_tokens", on_error)
+
+    def _keep(self, problem: Callable[[Utterance, str, bool], str | None], reason: str, on_error: str) -> None:
         for name, utterances, prefix in self._splits():
             if not utterances:
                 continue  # a split this caller did not read
             rejections = Rejections(on_error)
             kept = []
             for utt in utterances:
-                language = utt.language or default
-                if known(language):
+                message = problem(utt, name, name == "data.train")
+                if message is None:
                     kept.append(utt)
                 else:
-                    rejections.reject("unknown_language", f"utterance {utt.id} ({name}): language {language!r} has "
-                                                          f"no token <{language}> in the model's token list")
+                    rejections.reject(reason, message)
             if not kept:
                 raise DataError(f"{name}: no usable utterances left (skipped: {dict(rejections.skipped)})")
             utterances[:] = kept
-            self.skipped.update({prefix + reason: count for reason, count in rejections.skipped.items()})
+            self.skipped.update({prefix + why: count for why, count in rejections.skipped.items()})
             _report(rejections.skipped, f" of {name}")
 
     def _splits(self):

@@ -44,6 +44,7 @@ from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
 from asr_peft.models import load_owsm
 from asr_peft.models.checkpointing import enable_activation_checkpointing
+from asr_peft.models.limits import owsm_token_limit
 from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
@@ -114,6 +115,9 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     record["model"]["source"] = bundle.source
     preprocessor = OWSMPreprocessor(bundle, default_language=data_cfg.get("language", "eng"))
     data.keep_languages(preprocessor.has_language, preprocessor.default_language, data_cfg.get("on_error", "raise"))
+    with random_state_kept():
+        data.keep_within_token_limits(owsm_token_limit(bundle, preprocessor), data_cfg.get("on_error", "raise"),
+                                      fastest_speed=max(data_cfg.get("speed_perturb") or [1.0]))
     record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
         enable_activation_checkpointing(bundle.model)
