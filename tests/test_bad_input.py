@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -190,6 +191,10 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
     if case == "nan_samples":
         path = write_float_wav(directory / "nan.wav", np.where(np.arange(16000) == 500, np.nan, tone))
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 1 NaN or infinite sample(s)"
+    if case == "huge_samples":  # issue 28: finite but absurd samples made the training loss NaN
+        path = write_float_wav(directory / "huge.wav", np.where(np.arange(16000) == 500, 1e30, tone))
+        return line(audio=str(path)), "out_of_range_audio", \
+            f"audio file {path} has samples up to ±1e+30, beyond ±2 (float audio lies in [-1, 1]; a scaling mistake?)"
     if case == "inf_samples":
         path = write_float_wav(directory / "inf.wav", np.where(np.arange(16000) % 4000 == 0, np.inf, tone))
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 4 NaN or infinite sample(s)"
@@ -250,7 +255,7 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
     raise KeyError(case)
 
 
-DATA_CASES = ["nan_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
+DATA_CASES = ["nan_samples", "huge_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
               "truncated_flac", "null_text", "null_audio", "punctuation_only", "blank_text", "silence", "missing_audio",
               "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript"]
 
@@ -340,6 +345,18 @@ def test_audio_checks_are_cached_by_file_and_redone_when_the_file_changes(tmp_pa
     with pytest.raises(DataError, match="u1.wav holds 16000 NaN"):
         validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
     assert len(scans) == 3
+    # Issue 28: new content with the size and modification time of the old is checked again too.
+    u1 = tmp_path / "u1.wav"
+    write_float_wav(u1, 0.3 * np.sin(np.arange(16000) / 10))
+    validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
+    assert len(scans) == 4
+    before = u1.stat()
+    write_float_wav(u1, np.where(np.arange(16000) == 7, np.nan, 0.3))
+    os.utime(u1, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (u1.stat().st_size, u1.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(DataError, match="u1.wav holds 1 NaN"):
+        validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
+    assert len(scans) == 5
 
 
 def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(tiny_corpus, tmp_path, monkeypatch):

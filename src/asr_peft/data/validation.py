@@ -15,6 +15,10 @@ Per utterance, in this order (the first failure is the reason):
   corrupt or truncated FLAC passes the header check); `non_finite_audio`: NaN or infinite samples
   (float WAV); `silent_audio`: peak below -80 dBFS (no speech can be in it; 16-bit audio's
   quantisation step is -90 dBFS), a labelling mistake for a file with a transcript;
+  `out_of_range_audio`: a sample beyond ±`MAX_PEAK`. Integer formats decode into [-1, 1); float files
+  may overshoot full scale a little (a mix, a resampler's ringing) and the model copes, but beyond
+  ±2 (6 dB over) a file is a scaling mistake (e.g. 16-bit values stored as floats, up to 32767)
+  that makes training's loss overflow;
 - `unknown_language` (after the model loads): the utterance's language has no token in the model;
 - `too_many_tokens` (after the model loads, before anything trains or is scored): the transcript is
   longer, in the model's own tokens, than the model can learn from the utterance's audio. The model
@@ -28,9 +32,11 @@ utterance; with `skip` the utterance is left out and counted per reason, and the
 results.json. Nothing that passes can fail later when the data loader reads it.
 
 Decoding every file costs time on a large corpus, so the audio verdicts are cached in
-`<paths.cache_dir>/audio_checks.sqlite`, keyed by file path, size, modification time and segment: an
-unchanged file is decoded once, whichever run or sweep job reads it. The checks of uncached files
-run on a thread pool (libsndfile and numpy release the GIL).
+`<paths.cache_dir>/audio_checks.sqlite`, keyed by file path, a hash of the file's bytes (xxh3-128,
+reading a file is far cheaper than decoding it) and segment: an unchanged file is decoded once,
+whichever run or sweep job reads it, and a changed one is checked again even when its size and
+modification time were kept. The checks of uncached files run on a thread pool (libsndfile, numpy
+and xxhash release the GIL).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import xxhash
+
 from asr_peft.data.audio import audio_info, check_sample_rate, scan_audio
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.errors import ConfigError, DataError
@@ -54,7 +62,9 @@ log = logging.getLogger(__name__)
 ON_ERROR_CHOICES = ("raise", "skip")
 SILENCE_PEAK = 1e-4          # -80 dBFS
 SEGMENT_TOLERANCE_S = 0.01   # an `end` this far past the file's end is rounding, not an error
-AUDIO_CHECK_VERSION = 1      # bump when the audio checks change: cached verdicts are then recomputed
+AUDIO_CHECK_VERSION = 2      # bump when the audio checks change: cached verdicts are then recomputed
+MAX_PEAK = 2.0               # see `out_of_range_audio` above
+HASH_BLOCK_BYTES = 1 << 22
 MAX_CHECK_THREADS = 8
 # Fast speech stays below ~20 characters a second (about 7 syllables); 50 leaves room for
 # hand-cut segments, and rejects only a transcript that cannot belong to its audio.
@@ -91,6 +101,9 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
     where = f"{utt.audio}" + (f" ({start}-{end} s)" if utt.start is not None or utt.end is not None else "")
     if scan.non_finite:
         return AudioVerdict(duration, "non_finite_audio", f"audio file {where} holds {scan.non_finite} NaN or infinite sample(s)")
+    if scan.peak > MAX_PEAK:
+        return AudioVerdict(duration, "out_of_range_audio", f"audio file {where} has samples up to ±{scan.peak:.3g}, beyond "
+                                                            f"±{MAX_PEAK:g} (float audio lies in [-1, 1]; a scaling mistake?)")
     if scan.peak < SILENCE_PEAK:
         return AudioVerdict(duration, "silent_audio", f"audio file {where} is silent (peak {scan.peak:.1e}, below -80 dBFS) "
                                                       f"but utterance {utt.id} has a transcript")
@@ -122,13 +135,10 @@ class AudioCheckCache:
         self.connection = None
 
     @staticmethod
-    def key(utt: Utterance, resample: bool) -> str | None:
-        try:
-            stat = os.stat(utt.audio)
-        except OSError:
+    def key(utt: Utterance, resample: bool, digest: str | None) -> str | None:
+        if digest is None:
             return None  # missing files are checked every time: they may appear
-        return json.dumps([AUDIO_CHECK_VERSION, str(Path(utt.audio).resolve()), stat.st_size, stat.st_mtime_ns,
-                           utt.start, utt.end, resample])
+        return json.dumps([AUDIO_CHECK_VERSION, str(Path(utt.audio).resolve()), digest, utt.start, utt.end, resample])
 
     def get_many(self, keys: Iterable[str]) -> dict[str, AudioVerdict]:
         if self.connection is None:
@@ -162,20 +172,32 @@ class AudioCheckCache:
             self.connection.close()
 
 
+def content_digest(path: str) -> str | None:
+    """xxh3-128 of the file's bytes; None when it cannot be read (the checks then say why)."""
+    digest = xxhash.xxh3_128()
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(HASH_BLOCK_BYTES):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def audio_verdicts(utterances: Sequence[Utterance], *, resample: bool, cache: AudioCheckCache) -> list[AudioVerdict]:
     """`check_audio` of every utterance, from the cache where the file is unchanged, the rest in parallel."""
-    keys = [cache.key(utt, resample) for utt in utterances]
-    cached = cache.get_many(k for k in keys if k is not None)
-    todo = [i for i, key in enumerate(keys) if key not in cached]
-    fresh: dict[int, AudioVerdict] = {}
-    if todo:
-        workers = max(1, min(MAX_CHECK_THREADS, os.cpu_count() or 1, len(todo)))
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            fresh = dict(zip(todo, pool.map(lambda i: check_audio(utterances[i], resample=resample), todo)))
-        finally:  # an interruption (SIGTERM, Ctrl-C) must not wait for the whole corpus
-            pool.shutdown(wait=True, cancel_futures=True)
-        cache.put_many({keys[i]: verdict for i, verdict in fresh.items() if keys[i] is not None})
+    workers = max(1, min(MAX_CHECK_THREADS, os.cpu_count() or 1, len(utterances)))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:  # an interruption (SIGTERM, Ctrl-C) must not wait for the whole corpus
+        files = sorted({str(utt.audio) for utt in utterances})  # a file of many segments is read once
+        digests = dict(zip(files, pool.map(content_digest, files)))
+        keys = [cache.key(utt, resample, digests[str(utt.audio)]) for utt in utterances]
+        cached = cache.get_many(k for k in keys if k is not None)
+        todo = [i for i, key in enumerate(keys) if key not in cached]
+        fresh = dict(zip(todo, pool.map(lambda i: check_audio(utterances[i], resample=resample), todo)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    cache.put_many({keys[i]: verdict for i, verdict in fresh.items() if keys[i] is not None})
     return [fresh[i] if i in fresh else cached[keys[i]] for i in range(len(utterances))]
 
 
