@@ -53,6 +53,7 @@ CONFIG_CASES = [
                        "ssvd, svft, vera)"]),
     (["logger=bogus"], ["In 'train': Could not find 'logger/bogus' (choose from: csv, none, wandb)"]),
     (["data.on_error=ignore"], ["data.on_error=ignore must be one of: raise, skip"]),
+    (["on_nonfinite_loss=ignore"], ["on_nonfinite_loss=ignore must be one of: stop, skip"]),
     (["data.normalizer=english"], ["data.normalizer=english must be one of: none, whisper_basic, whisper_english, myst, cgn"]),
     (["evaluation.decode=greedy"], ["evaluation.decode=greedy must be one of: ctc_greedy, beam"]),
     (["method.rotation=givens"], ["method.rotation=givens must be one of: approx, cayley, free"]),

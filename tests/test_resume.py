@@ -186,3 +186,45 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_r
     mine, theirs = trained_state(run_dir), trained_state(reference_dir)
     for key, value in theirs["state_dict"].items():
         assert torch.equal(mine["state_dict"][key], value), key
+
+
+
+class PoisonBatch(Callback):
+    """Makes the batch of one step NaN (as a file of NaN samples would) and remembers its utterances."""
+
+    def __init__(self, step: int):
+        self.step, self.utterances = step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and self.utterances is None:  # once: a skipped batch makes no step
+            batch["speech"].fill_(float("nan"))
+            self.utterances = list(batch["utt_id"])
+            PoisonBatch.last = self
+
+
+@pytest.mark.parametrize("action", ["stop", "skip"])
+def test_a_nonfinite_training_loss_stops_the_run_at_its_step_or_skips_the_batch(tiny_corpus, tmp_path, caplog, action):
+    """Issue 28, case 4: training went on with train_loss=nan, saved NaN checkpoints and crashed in scipy."""
+    from asr_peft.training.nonfinite import NonFiniteLoss
+
+    args = [*COMMON, f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=4", f"on_nonfinite_loss={action}",
+            "+callbacks.poison={_target_:test_resume.PoisonBatch,step:2}"]
+    run_dir = tmp_path / "run"
+    if action == "stop":
+        with pytest.raises(NonFiniteLoss) as stopped:
+            run_in_process(args, run_dir)
+        utterances = ", ".join(PoisonBatch.last.utterances)
+        assert str(stopped.value) == (
+            f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: the run stops before the update "
+            "(the checkpoints hold the last validated state); check those utterances' audio and transcripts, or set "
+            "on_nonfinite_loss=skip to leave such batches out")
+        record = json.loads((run_dir / "results.json").read_text())
+        assert record["status"] == "failed" and record["error"] == f"NonFiniteLoss: {stopped.value}"
+        assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # no validation came before step 2
+        return
+    record = run_in_process(args, run_dir)
+    utterances = ", ".join(PoisonBatch.last.utterances)
+    assert record["status"] == "completed" and record["global_step"] == 4  # the skipped batch made no step
+    assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.training.nonfinite"] == [
+        f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: batch skipped (on_nonfinite_loss=skip)"]
+    assert all(torch.isfinite(value).all() for value in trained_state(run_dir)["state_dict"].values())

@@ -42,6 +42,7 @@ from asr_peft.data.validation import ON_ERROR_CHOICES
 from asr_peft.errors import ConfigError
 from asr_peft.evaluation.decoding import DECODE_METHODS
 from asr_peft.training.hardware import validate_hardware
+from asr_peft.training.nonfinite import NONFINITE_LOSS_CHOICES
 
 # What OWSMLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
 MONITORED_METRICS = ("val_wer", "val_cer", "val_loss")
@@ -372,6 +373,7 @@ class TrainConfig(Group):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     dry_run: bool = False
     activation_checkpointing: bool = False
+    on_nonfinite_loss: choice(*NONFINITE_LOSS_CHOICES) = "stop"
     sweep_group: str | None = None   # the W&B group of a multirun's jobs
     loader: Loader
     paths: Paths

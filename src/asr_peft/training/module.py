@@ -21,6 +21,7 @@ from asr_peft.adapters import adapter_modules
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint
 from asr_peft.evaluation.decoding import ctc_greedy_decode
 from asr_peft.evaluation.wer import error_rates
+from asr_peft.training.nonfinite import nonfinite_loss
 from asr_peft.errors import ConfigError, ModelLoadError
 
 # Module-path segments that wrappers insert and full state dicts leave out: FSDP, torch's checkpoint
@@ -89,8 +90,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
 
 
 class OWSMLitModule(pl.LightningModule):
-    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None):
+    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None,
+                 on_nonfinite_loss: str = "stop"):
         super().__init__()
+        self.on_nonfinite_loss = on_nonfinite_loss  # training/nonfinite.py
         self.bundle = bundle
         self.model = bundle.model
         self.optimizer_cfg = dict(optimizer)
@@ -106,8 +109,10 @@ class OWSMLitModule(pl.LightningModule):
         loss, stats, _ = self.model(**{key: batch[key] for key in MODEL_INPUTS})
         return loss, stats
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, stats = self._loss(batch)
+        if not torch.isfinite(loss):
+            return nonfinite_loss(loss, batch["utt_id"], int(self.global_step), self.on_nonfinite_loss)
         size = len(batch["utt_id"])
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         for key in ("loss_ctc", "loss_att", "acc"):

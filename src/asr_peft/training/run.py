@@ -136,7 +136,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
 
     trainer = build_trainer(cfg, run_dir)
     module = OWSMLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
-                           total_steps=cfg.trainer.get("max_steps"))
+                           total_steps=cfg.trainer.get("max_steps"), on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"))
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
                                           "configuration": record["configuration"]})  # W&B groups runs by it
