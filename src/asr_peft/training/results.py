@@ -74,8 +74,8 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _read_record(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RESULTS_FILE
+def _read_record(run_dir: Path, name: str = RESULTS_FILE) -> dict[str, Any] | None:
+    path = run_dir / name
     if not path.is_file():
         return None
     try:
@@ -178,22 +178,49 @@ def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def _check_same_configuration(run_dir: Path, config: DictConfig) -> None:
+    """Refuse `config` in a run directory of another configuration: the one in `.hydra/config.yaml`
+    (unresolved), or, where `.hydra/` is gone (`cp run/*`, `rsync --exclude='.*'`), the one the run's
+    record holds (`config`, resolved)."""
     from asr_peft.training.naming import has_no_effect, method_reads
 
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    recorded = _recorded_configuration(run_dir)
+    if recorded is None:
         return
-    try:
-        before = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
-    except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
-        raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
-                          "hydra.run.dir") from None
-    now = _flat(OmegaConf.to_container(config, resolve=False))
+    before, source, resolved = recorded
+    now = _flat(resolved_or_raw(config) if resolved else OmegaConf.to_container(config, resolve=False))
     method = now.get("method.name")
     for key in sorted(before.keys() & now.keys()):
         if before[key] != now[key] and not has_no_effect(key) and method_reads(method, key):
             raise ConfigError(f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
-                              f"{now[key]} here); pick another hydra.run.dir or delete that directory")
+                              f"{now[key]} here{'' if source is None else f', as its {source} records'}); pick another "
+                              "hydra.run.dir or delete that directory")
+
+
+def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, bool] | None:
+    """(the flat configuration a run directory belongs to, the record it came from when not .hydra/,
+    whether it is resolved); None for a directory without either."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        try:
+            return _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)), None, False
+        except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
+            raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
+                              "hydra.run.dir") from None
+    records = sorted(run_dir.glob("results.*.json"), key=lambda path: path.stat().st_mtime)
+    for path in [run_dir / RESULTS_FILE, *reversed(records)]:
+        record = _read_record(run_dir, path.name) if path.is_file() else None
+        if record is not None and isinstance(record.get("config"), dict):
+            return _flat(record["config"]), path.name, True
+    return None
+
+
+def resolved_or_raw(config: DictConfig) -> dict[str, Any]:
+    """The config resolved where it resolves; an invalid one as it is (validate_config names the problem,
+    and the record must still be written)."""
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # noqa: BLE001
+        return OmegaConf.to_container(config, resolve=False)
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -52,7 +52,8 @@ from asr_peft.training.datamodule import OWSMDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name
 from asr_peft.training.module import OWSMLitModule
 from asr_peft.training.resume import random_state_kept, resumable_checkpoint
-from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
+from asr_peft.training.results import (RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, resolved_or_raw,
+                                       write_results)
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
             claim.release()
             raise ConfigError(f"{run_dir / 'results.json'} already records a completed run; pick another "
                               "hydra.run.dir (or delete it) to train again")
-    record = new_record(_plain_or_raw(cfg), run_dir)
+    record = new_record(resolved_or_raw(cfg), run_dir)
     sigterm = _SigtermGuard()
     try:
         with sigterm.installed():
@@ -226,10 +227,3 @@ def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_ra
     if claim is not None:
         claim.release()
 
-
-def _plain_or_raw(cfg: DictConfig) -> dict[str, Any]:
-    """The config for the record, resolved where it resolves (an invalid config is recorded as it is)."""
-    try:
-        return _plain(cfg)
-    except Exception:  # noqa: BLE001 - validate_config names the problem; the record must still be written
-        return OmegaConf.to_container(cfg, resolve=False)
