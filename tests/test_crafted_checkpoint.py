@@ -112,3 +112,20 @@ def test_unusable_checkpoints_are_one_line_naming_the_file(tmp_path):
         with pytest.raises(ModelLoadError) as refused:
             load_trained_run(tmp_path / "run", str(path))
         assert str(refused.value) == message.format(path=path)
+
+
+def test_a_crafted_model_weights_file_is_refused_without_torchs_advice(tmp_path):
+    """Issue 28, case 7: the model.pth refusal relayed torch's advice to load with weights_only=False."""
+    import shutil
+
+    from asr_peft.models import load_owsm
+    from conftest import ROOT
+
+    exported = shutil.copytree(ROOT / "checkpoints" / "owsm_tiny_pretrained", tmp_path / "model")
+    weights = exported / "exp" / "s2t_train" / "model.pth"
+    torch.save({"payload": Payload(tmp_path / "marker")}, weights)
+    with pytest.raises(ModelLoadError) as refused:
+        load_owsm({"name": "crafted", "path": str(exported)})
+    assert not (tmp_path / "marker").exists()
+    assert str(refused.value) == (f"cannot read weights {weights}: it holds more than tensors and plain data "
+                                  "(os.makedirs), refused unread")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import adapter_modules, apply_method
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
-from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models import load_owsm
 
 
@@ -32,19 +30,11 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
 
 
 def read_checkpoint(path: Path, *, map_location: torch.device | str = "cpu", mmap: bool = False) -> dict:
-    """A Lightning checkpoint's contents, loaded as data only; anything else is one line naming the file.
-
-    torch's own refusal of a pickle that holds code advises loading with `weights_only=False`, which
-    would run that code: its text is never passed on.
-    """
+    """A Lightning checkpoint's contents, loaded as data only; anything else is one line naming the file."""
     try:  # weights_only: a checkpoint is data; a crafted pickle must not run code
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"unsupported GLOBAL (\S+)", str(err))
-        raise ModelLoadError(f"cannot read checkpoint {path}: it holds more than tensors and plain data "
-                             f"({unsafe.group(1) if unsafe else 'an object'}), refused unread") from err
     except Exception as err:  # torch raises several types for a damaged file
-        raise ModelLoadError(f"cannot read checkpoint {path}: {' '.join(str(err).split())[:200]}") from err
+        raise ModelLoadError(f"cannot read checkpoint {path}: {torch_load_problem(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ModelLoadError(f"{path} is not a training checkpoint (a dictionary with a state_dict of tensors; "
                              f"it holds {'a dictionary without one' if isinstance(checkpoint, dict) else type(checkpoint).__name__})")

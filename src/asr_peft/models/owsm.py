@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models.token_list import NON_LINGUISTIC_SYMBOLS, char_token_list
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
     try:
         state = torch.load(weights_file, map_location=device, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged file
-        raise ModelLoadError(f"cannot read weights {weights_file}: {err}") from err
+        raise ModelLoadError(f"cannot read weights {weights_file}: {torch_load_problem(err)}") from err
     state = state.get("module", state)  # DeepSpeed-style checkpoints nest the weights
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
