@@ -8,6 +8,7 @@ before it loads the model, with `data.on_error=raise` (the line) and `skip` (the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -233,6 +234,16 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         path = write_float_wav(directory / "silence.wav", np.zeros(16000))
         return line(audio=str(path)), "silent_audio", \
             f"audio file {path} is silent (peak 0.0e+00, below -80 dBFS) but utterance bad has a transcript"
+    if case == "device":  # issue 28: /dev/zero, a FIFO and a symbolic link loop were all "does not exist"
+        return line(audio="/dev/zero"), "unreadable_audio", "audio file /dev/zero is a device, not an audio file"
+    if case == "fifo":
+        os.mkfifo(directory / "pipe.wav")
+        return line(audio=str(directory / "pipe.wav")), "unreadable_audio", \
+            f"audio file {directory / 'pipe.wav'} is a FIFO, not an audio file"
+    if case == "link_loop":
+        (directory / "loop.wav").symlink_to(directory / "loop.wav")
+        return line(audio=str(directory / "loop.wav")), "unreadable_audio", \
+            f"audio file {directory / 'loop.wav'} is a loop of symbolic links"
     if case == "missing_audio":
         return line(audio=str(directory / "gone.wav")), "missing_audio", f"audio file {directory / 'gone.wav'} does not exist"
     if case == "not_audio":
@@ -258,7 +269,8 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
 
 DATA_CASES = ["nan_samples", "huge_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
               "truncated_flac", "null_text", "null_audio", "punctuation_only", "blank_text", "silence", "missing_audio",
-              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript"]
+              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript", "device", "fifo",
+              "link_loop"]
 
 
 def manifest_with(directory: Path, *bad_lines: bytes) -> Path:
@@ -391,7 +403,7 @@ def test_the_frames_a_ctc_alignment_needs_are_what_torch_ctc_loss_accepts(target
     assert torch.isfinite(loss(frames)) and torch.isinf(loss(frames - 1))
 
 
-def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny_bundle, tmp_path):
+def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny_bundle, tmp_path, monkeypatch, caplog):
     import torch
 
     from asr_peft.data.audio import read_audio
@@ -400,23 +412,35 @@ def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny
     from asr_peft.models.limits import owsm_token_limit
 
     preprocessor = OWSMPreprocessor(tiny_bundle)
-    limit = owsm_token_limit(tiny_bundle, preprocessor)
     audio = write_tone(tmp_path / "a.wav", 1.0)
     samples = torch.from_numpy(read_audio(audio))[None]
     tiny_bundle.model.eval()
     with torch.no_grad():  # the frames of the real audio, as training's forward pass counts them
         frames = int(tiny_bundle.model.encode(samples, torch.tensor([samples.shape[1]]))[1][0])
     text = "ab" * frames  # the tiny model spells: one token per letter, no repeats
-    assert limit(text[:frames], None, 1.0) == TokenLimit(frames, frames, limit(text, None, 1.0).why)
-    assert limit(text[:frames + 1], None, 1.0).tokens == frames + 1
+    why = (f"CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token repeated next "
+           "to itself takes two")
     utterances = lambda: [Utterance("fits", audio, text[:frames], 1.0), Utterance("over", audio, text[:frames + 1], 1.0)]  # noqa: E731
+    # A model that also trains its attention decoder learns from them (ESPnet zeroes the infinite CTC loss).
+    limit = owsm_token_limit(tiny_bundle, preprocessor)
+    assert tiny_bundle.model.ctc_weight < 1
+    assert limit(text[:frames], None, 1.0) == TokenLimit(frames, frames, why, refused=False)
+    assert limit(text[:frames + 1], None, 1.0) == TokenLimit(frames + 1, frames, why, refused=False)
+    data = ValidatedData(train=utterances(), valid=utterances())
+    data.keep_within_token_limits(limit, "raise")
+    assert [u.id for u in data.train] == ["fits", "over"] and data.skipped == Counter()
+    assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.data.validation"] == [
+        f"{split}: 1 utterance(s) have more tokens than CTC can align to their audio (over: {frames + 1} tokens for "
+        f"{frames}); their CTC loss is zero and only the attention decoder learns from them"
+        for split in ("data.train", "data.valid")]
+    # A CTC-only model would learn nothing from them.
+    monkeypatch.setattr(tiny_bundle.model, "ctc_weight", 1.0)
+    limit = owsm_token_limit(tiny_bundle, preprocessor)
     data = ValidatedData(train=utterances(), valid=utterances())
     with pytest.raises(DataError) as refused:
         data.keep_within_token_limits(limit, "raise")
-    assert str(refused.value) == (
-        f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the {frames} that 1.00 s of "
-        f"audio allow (CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token "
-        "repeated next to itself takes two)")
+    assert str(refused.value) == (f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the "
+                                  f"{frames} that 1.00 s of audio allow ({why})")
     data = ValidatedData(train=utterances(), valid=utterances())
     data.keep_within_token_limits(limit, "skip")
     assert [u.id for u in data.train] == [u.id for u in data.valid] == ["fits"]
@@ -433,6 +457,9 @@ def test_a_transcript_the_model_cannot_align_stops_the_run_before_scoring_or_tra
         raise AssertionError("the baseline was scored before the transcripts were checked")
 
     monkeypatch.setattr(run_module, "baseline_metrics", never)
+    model_limit = run_module.owsm_token_limit  # as a CTC-only model's: over the frames is refused
+    monkeypatch.setattr(run_module, "owsm_token_limit", lambda *args: lambda *utt: dataclasses.replace(
+        model_limit(*args)(*utt), refused=True))
     train = tiny_corpus / "train.jsonl"
     entry = {"id": "dense", "audio": "audio/train0.wav", "text": "abcdefghij" * 5}  # 1.2 s: 50 letters, 29 frames
     train.write_text(train.read_text() + json.dumps(entry) + "\n")

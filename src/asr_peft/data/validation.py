@@ -83,7 +83,7 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
     try:
         info = audio_info(utt.audio)
     except DataError as err:
-        return AudioVerdict(None, "missing_audio" if not Path(utt.audio).exists() else "unreadable_audio", str(err))
+        return AudioVerdict(None, "missing_audio" if not os.path.lexists(utt.audio) else "unreadable_audio", str(err))
     try:
         check_sample_rate(utt.audio, info.sample_rate, resample=resample)
     except DataError as err:
@@ -173,7 +173,10 @@ class AudioCheckCache:
 
 
 def content_digest(path: str) -> str | None:
-    """xxh3-128 of the file's bytes; None when it cannot be read (the checks then say why)."""
+    """xxh3-128 of the file's bytes; None when it is no regular file or cannot be read (the checks then
+    say why; a FIFO or /dev/zero is never opened)."""
+    if not os.path.isfile(path):
+        return None
     digest = xxhash.xxh3_128()
     try:
         with open(path, "rb") as file:
@@ -271,10 +274,13 @@ def _report(skipped: Counter, where: str) -> None:
 @dataclass(frozen=True)
 class TokenLimit:
     """A model's rule for one utterance: its transcript's length in the model's tokens, the most that the
-    audio allows, and what sets that maximum (said in the error)."""
+    audio allows (at least this many when within it: exact when over), what sets that maximum (said in
+    the error), and whether an utterance over it is refused (nothing learns from it) or accepted with a
+    warning (part of the model still learns from it)."""
     tokens: int
     maximum: int
     why: str
+    refused: bool = True
 
 
 @dataclass
@@ -295,15 +301,27 @@ class ValidatedData:
 
     def keep_within_token_limits(self, limit: Callable[[str, str | None, float], TokenLimit], on_error: str, *,
                                  fastest_speed: float = 1.0) -> None:
-        """Drop (or refuse) utterances whose transcript the model cannot learn from or be scored on with
-        their audio (`limit`, the model's rule); training audio is counted at `fastest_speed`."""
+        """Drop (or refuse) utterances whose transcript the model cannot learn from with their audio
+        (`limit`, the model's rule); training audio is counted at `fastest_speed`. Those over a limit
+        that the model tolerates are kept, and said in one warning line per split."""
+        tolerated: dict[str, list[str]] = {}
+
         def problem(utt: Utterance, split: str, training: bool) -> str | None:
             seconds = utt.duration / (fastest_speed if training else 1.0)
             bound = limit(utt.text, utt.language, seconds)
-            return None if bound.tokens <= bound.maximum else (
-                f"utterance {utt.id} ({split}, {utt.audio}): its transcript is {bound.tokens} tokens, over the "
-                f"{bound.maximum} that {seconds:.2f} s of audio allow ({bound.why})")
+            if bound.tokens <= bound.maximum:
+                return None
+            message = (f"utterance {utt.id} ({split}, {utt.audio}): its transcript is {bound.tokens} tokens, over the "
+                       f"{bound.maximum} that {seconds:.2f} s of audio allow ({bound.why})")
+            if bound.refused:
+                return message
+            tolerated.setdefault(split, []).append(f"{utt.id}: {bound.tokens} tokens for {bound.maximum}")
+            return None
         self._keep(problem, "too_many_tokens", on_error)
+        for split, examples in tolerated.items():
+            log.warning("%s: %d utterance(s) have more tokens than CTC can align to their audio (%s%s); their CTC "
+                        "loss is zero and only the attention decoder learns from them", split, len(examples),
+                        "; ".join(examples[:3]), "; ..." if len(examples) > 3 else "")
 
     def _keep(self, problem: Callable[[Utterance, str, bool], str | None], reason: str, on_error: str) -> None:
         for name, utterances, prefix in self._splits():

@@ -3,17 +3,20 @@
 
 ESPnet's S2T model trains CTC on the encoder's output: CTC emits at most one token per encoder frame,
 and a token repeated next to itself needs a blank frame between the two, so a transcript of N tokens
-with R such repeats needs N + R frames. More than that gives an infinite CTC loss (ESPnet's
-`zero_infinity` then hides it as zero) and a memory use that grows with the transcript. The frames
-are the model's own: its frontend and encoder count them from the number of samples (OWSM pads every
-input to 30 s; the tiny model takes the audio as it is). ESPnet's attention decoder extends its
-positional encoding to any length, so it sets no bound of its own; a model whose decoder has a
-maximum length gives its limit through the same function.
+with R such repeats needs N + R frames. The frames are the model's own: its frontend and encoder
+count them from the number of samples (OWSM pads every input to 30 s; the tiny model takes the
+audio as it is). With more tokens than that the CTC loss is infinite; ESPnet's CTC zeroes it
+(`zero_infinity`), so a model that also trains its attention decoder (`ctc_weight` < 1) still learns
+from the utterance through the decoder: such utterances are accepted with a warning, and refused
+only for a CTC-only model, which would learn nothing from them. ESPnet's attention decoder extends
+its positional encoding to any length, so it sets no maximum of its own; a model whose decoder has
+one gives it through the same function, as a hard limit. What bounds memory whatever the model is
+the characters-per-second check that runs before the model loads.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import bisect
 from typing import Callable
 
 import torch
@@ -28,16 +31,41 @@ def ctc_frames_needed(tokens: list[int]) -> int:
     return len(tokens) + sum(1 for before, after in zip(tokens, tokens[1:]) if before == after)
 
 
-def owsm_token_limit(bundle, preprocessor) -> Callable[[str, str | None, float], TokenLimit]:
-    """The rule `keep_within_token_limits` asks: (transcript, language, seconds of audio) -> TokenLimit."""
-    model = bundle.model
+class EncoderFrames:
+    """The encoder's output length for a number of input samples, as the model computes it.
 
-    @lru_cache(maxsize=None)
-    def encoder_frames(samples: int) -> int:
-        speech, lengths = pad_or_trim(torch.zeros(1, samples), torch.tensor([samples]), bundle.speech_length)
-        parameter = next(model.parameters())
+    Running the encoder for every utterance's length would cost seconds per thousand utterances; the
+    length never decreases with more samples, so a question that the lengths already computed for a
+    shorter and a longer input answer (`at_least` / `at_most`) runs nothing.
+    """
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        self.samples: list[int] = []
+        self.frames: list[int] = []
+
+    def exact(self, samples: int) -> int:
+        position = bisect.bisect_left(self.samples, samples)
+        if position < len(self.samples) and self.samples[position] == samples:
+            return self.frames[position]
+        frames = self._encode(samples)
+        self.samples.insert(position, samples)
+        self.frames.insert(position, frames)
+        return frames
+
+    def bounds(self, samples: int) -> tuple[int, int | None]:
+        """(frames surely reached, frames surely not exceeded; None: unknown) from the lengths computed."""
+        position = bisect.bisect_right(self.samples, samples)
+        lower = self.frames[position - 1] if position else 0
+        upper = self.frames[position] if position < len(self.samples) else None
+        return lower, upper
+
+    def _encode(self, samples: int) -> int:
         from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
+        model = self.bundle.model
+        speech, lengths = pad_or_trim(torch.zeros(1, samples), torch.tensor([samples]), self.bundle.speech_length)
+        parameter = next(model.parameters())
         try:
             with eval_mode(model):
                 _, encoded = model.encode(speech.to(parameter.device, parameter.dtype), lengths.to(parameter.device))
@@ -45,11 +73,18 @@ def owsm_token_limit(bundle, preprocessor) -> Callable[[str, str | None, float],
             return 0
         return max(0, int(encoded[0]))
 
+
+def owsm_token_limit(bundle, preprocessor) -> Callable[[str, str | None, float], TokenLimit]:
+    """The rule `keep_within_token_limits` asks: (transcript, language, seconds of audio) -> TokenLimit."""
+    frames = EncoderFrames(bundle)
+    ctc_only = float(getattr(bundle.model, "ctc_weight", 0.0)) >= 1.0
+
     def limit(transcript: str, language: str | None, seconds: float) -> TokenLimit:
-        ctc_tokens = preprocessor.encode(transcript, language)["text_ctc"].tolist()
-        padded = bundle.speech_length or seconds  # a model that pads sees its fixed window, whatever the audio
-        frames = encoder_frames(max(1, int(padded * TARGET_SAMPLE_RATE)))
-        return TokenLimit(tokens=ctc_frames_needed(ctc_tokens), maximum=frames,
-                          why=f"CTC aligns one token per encoder frame, and {frames} frames come from that audio; "
+        needed = ctc_frames_needed(preprocessor.encode(transcript, language)["text_ctc"].tolist())
+        samples = max(1, int((bundle.speech_length or seconds) * TARGET_SAMPLE_RATE))  # a padding model's window
+        lower, upper = frames.bounds(samples)
+        available = lower if needed <= lower else frames.exact(samples)
+        return TokenLimit(tokens=needed, maximum=available, refused=ctc_only,
+                          why=f"CTC aligns one token per encoder frame, and {available} frames come from that audio; "
                               "a token repeated next to itself takes two")
     return limit
