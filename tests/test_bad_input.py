@@ -82,6 +82,13 @@ CONFIG_CASES = [
                                         "method.rank object_type=dict)"]),
     (["method=lora", "+method.rank=8"], ["method.rank is not a hyperparameter of lora (it takes: r, alpha, "
                                          "embedding_targets)"]),
+    # Issue 28, case 8 and 11: a value echoed whole, a key given twice, an empty mapping merged, unquoted non-ASCII.
+    (["seed=" + "7x" * 2500], ["seed=" + "7x" * 27 + "7... (5000 characters) must be an integer"]),
+    (["data=manifest", "data=synth_child"], ["data is given twice (data=manifest and data=synth_child); give it once"]),
+    (["data.test={}"], ["data.test={} changes nothing (a mapping given to data.test is merged into it); to leave it "
+                        "empty, remove it: ~data.test"]),
+    (["data.language=\u00e9"], ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters "
+                                "outside ASCII: key='value'"]),
     # Several problems: one line each.
     (["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
      ["seed=1.5 must be an integer", "data.on_error=never must be one of: raise, skip", "optimizer.lr=0 must be > 0"]),

@@ -142,6 +142,10 @@ def preflight(config_name: str, argv: list[str]) -> None:
     if any(arg in ("-m", "--multirun") or arg.startswith("--") or arg.startswith("-") for arg in argv):
         return
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    problem = _given_twice(overrides) or _empty_mapping(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -160,6 +164,30 @@ def preflight(config_name: str, argv: list[str]) -> None:
         report_error(err)
 
 
+def _given_twice(overrides: list[str]) -> str | None:
+    """Hydra keeps the last of two overrides of one key or group (`data=manifest data=synth_child` then
+    trains on the synthetic corpus, generated into the manifest's data.corpus_dir)."""
+    seen: dict[str, str] = {}
+    for override in overrides:
+        key, sep, _ = override.lstrip("+~").partition("=")
+        if not sep:
+            continue
+        if key in seen:
+            return f"{key} is given twice ({seen[key]} and {override}); give it once"
+        seen[key] = override
+    return None
+
+
+def _empty_mapping(overrides: list[str]) -> str | None:
+    """`key={}` merges nothing into the mapping at `key` (Hydra merges mappings): a silent no-op."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and not key.startswith(("+", "~")) and value.replace(" ", "") == "{}":
+            return (f"{key}={{}} changes nothing (a mapping given to {key} is merged into it); to leave it empty, "
+                    f"remove it: ~{key}")
+    return None
+
+
 def hydra_error_line(err: BaseException) -> str:
     """The first line of a Hydra composition error, with the options it lists, without its search path."""
     raw = str(err).splitlines()
@@ -175,4 +203,6 @@ def hydra_error_line(err: BaseException) -> str:
         detail += f" (choose from: {', '.join(options)})"
     elif err.__cause__ is not None:
         detail += f" ({' '.join(str(err.__cause__).split()[:20])})"
-    return detail
+    if "LexerNoViableAltException" in str(err) or "token recognition error" in str(err):
+        detail += "; quote a value with spaces or characters outside ASCII: key='value'"
+    return detail if len(detail) <= 300 else f"{detail[:280]}... ({len(detail)} characters)"

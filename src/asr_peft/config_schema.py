@@ -242,7 +242,7 @@ class Data(Group):
     prepare: dict[str, Any] | None = None  # a `_target_` that generates or prepares the corpus
     train: str | None = None
     valid: str | None = None
-    test: dict[str, str] | None = None
+    test: Annotated[dict[str, str], Field(min_length=1)] | None = None   # {} would test nothing, silently
     language: Annotated[str, Field(min_length=1)] = "eng"
     normalizer: choice(*NORMALIZERS) = "whisper_basic"
     max_duration: PositiveFloat | None = None
@@ -500,15 +500,23 @@ TYPE_MESSAGES = {
 BOUNDS = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}
 
 
+MAX_SHOWN = 80  # a value echoed in an error line: longer ones are cut (a 5,000-character value filled a screen)
+
+
 def _show(value: Any) -> str:
+    shown = _shown(value)
+    return shown if len(shown) <= MAX_SHOWN else f"{shown[:MAX_SHOWN - 25]}... ({len(shown)} characters)"
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_show(v) for v in value) + "]"
+        return "[" + ",".join(_shown(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_show(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{_shown(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
