@@ -31,8 +31,8 @@ class InterruptAt(Callback):
         self.step, self.how = step, how
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.how == "sigterm" and trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if self.how in ("sigterm", "sigint") and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM if self.how == "sigterm" else signal.SIGINT)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.how == "crash" and trainer.global_step == self.step:
@@ -228,3 +228,26 @@ def test_a_nonfinite_training_loss_stops_the_run_at_its_step_or_skips_the_batch(
     assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.training.nonfinite"] == [
         f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: batch skipped (on_nonfinite_loss=skip)"]
     assert all(torch.isfinite(value).all() for value in trained_state(run_dir)["state_dict"].values())
+
+
+
+@pytest.mark.parametrize("when", ["validating", pytest.param("training", marks=pytest.mark.slow)])
+def test_ctrl_c_is_recorded_and_exits_with_130(tiny_corpus, tmp_path, monkeypatch, caplog, when):
+    """Issue 28, case 11: Ctrl-C exited 1 with the record `SystemExit: 1` (Lightning's exit after its own
+    shutdown), or with a KeyboardInterrupt traceback while the data were being checked."""
+    import asr_peft.training.run as run_module
+
+    args = [*COMMON, f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=4"]
+    if when == "validating":
+        def pressed(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(run_module, "validate_data", pressed)
+    else:
+        args.append("+callbacks.interrupt={_target_:test_resume.InterruptAt,step:2,how:sigint}")
+    with pytest.raises(SystemExit) as stopped:
+        run_in_process(args, tmp_path / "run")
+    assert stopped.value.code == 128 + signal.SIGINT
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    line = "interrupted (Ctrl-C); the same command resumes the run from checkpoints/last.ckpt"
+    assert record["status"] == "failed" and record["error"] == line
+    assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.training.run" and r.levelname == "ERROR"] == [line]

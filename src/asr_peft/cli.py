@@ -18,6 +18,18 @@ from asr_peft.errors import AsrPeftError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The run directories of a sweep's jobs that failed (train.py and the sweeper add to it): a sweep goes
+# on past a failed job, and its exit status then says that one failed.
+FAILED_JOBS: list[str] = []
+
+
+def exit_if_jobs_failed() -> None:
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (their results.json say why): "
+              f"{', '.join(FAILED_JOBS[:3])}{', ...' if len(FAILED_JOBS) > 3 else ''}", file=sys.stderr)
+        sys.exit(1)
+
+
 MAX_OVERRIDES_NAME = 120  # evaluation directories sit inside run directories: leave room
 
 

@@ -59,6 +59,8 @@ from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tes
 log = logging.getLogger(__name__)
 
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+SIGINT_EXIT_STATUS = 128 + signal.SIGINT
+INTERRUPTED = "interrupted (Ctrl-C); the same command resumes the run from checkpoints/last.ckpt"
 
 
 def _plain(node: Any) -> Any:
@@ -211,13 +213,23 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
         record["error"] = "SIGTERM: the run was told to stop; the same command resumes it from checkpoints/last.ckpt"
         _finish(record, run_dir, claim, is_rank_zero)
         raise SystemExit(SIGTERM_EXIT_STATUS) from None
-    except BaseException as err:  # KeyboardInterrupt too: an interrupted run is recorded, then resumable
+    except BaseException as err:
         record["status"] = "failed"
+        if _interrupted(err):  # Ctrl-C: recorded, then resumable; exit status 130 as for any interrupted command
+            record["error"] = INTERRUPTED
+            _finish(record, run_dir, claim, is_rank_zero)
+            log.error("%s", INTERRUPTED)
+            raise SystemExit(SIGINT_EXIT_STATUS) from None
         record["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
         _finish(record, run_dir, claim, is_rank_zero)
         raise
     _finish(record, run_dir, claim, is_rank_zero)
     return record
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the `exit(1)` Lightning turns one into after shutting down."""
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt))
 
 
 def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_rank_zero: bool) -> None:
