@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from omegaconf import OmegaConf
 
 from asr_peft.cli import preflight
 from asr_peft.data.dataset import SpeechDataset
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.data.validation import ValidatedData, validate_data, validate_utterances
-from asr_peft.errors import ConfigError, DataError
+from asr_peft.errors import AsrPeftError, ConfigError, DataError
 from conftest import ROOT, write_tone
 from test_train_e2e import FAST, run_in_process, train_cli
 
@@ -89,6 +90,7 @@ CONFIG_CASES = [
                         "empty, remove it: ~data.test"]),
     (["data.language=\u00e9"], ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters "
                                 "outside ASCII: key='value'"]),
+    (["hydra.run.dir=/etc/passwd/run"], ["hydra.run.dir=/etc/passwd/run is inside /etc/passwd, which is not a directory"]),
     # Several problems: one line each.
     (["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
      ["seed=1.5 must be an integer", "data.on_error=never must be one of: raise, skip", "optimizer.lr=0 must be > 0"]),
@@ -476,3 +478,52 @@ def test_a_transcript_the_model_cannot_align_stops_the_run_before_scoring_or_tra
                         f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unwritable_cache_directory_stops_the_run_before_anything_is_scored(tiny_corpus, tmp_path, monkeypatch):
+    """Issue 28, case 9: a read-only cache directory crashed writing the baseline's scores after scoring."""
+    import asr_peft.training.run as run_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("reached")
+
+    monkeypatch.setattr(run_module, "validate_data", never)
+    (tmp_path / "cache").write_text("not a directory\n")
+    with pytest.raises(AsrPeftError) as refused:
+        run_in_process(["data=manifest", f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                       tmp_path / "run")
+    assert str(refused.value) == f"paths.cache_dir={tmp_path / 'cache'} is not a directory"
+    assert (tmp_path / "cache").read_text() == "not a directory\n"
+
+
+def test_a_completed_run_on_a_read_only_archive_still_shows_its_results(tmp_path, monkeypatch):
+    """Issue 28, case 9: `train.py` on a finished run copied to a read-only place could not print it."""
+    import asr_peft.training.results as results
+    from asr_peft.files import UnwritableError
+
+    config = {"method": {"name": "ssvd"}, "adapt": {"p": 0.4}}
+    results.claim_run_dir(tmp_path, OmegaConf.create(config)).release()
+    results.write_results(tmp_path, {"status": "completed", "metrics": {"t": {"wer": 0.1}}})
+
+    def read_only(directory, what):
+        raise UnwritableError(f"{what}={directory} is not a writable directory (Read-only file system)")
+
+    monkeypatch.setattr(results, "check_writable_directory", read_only)
+    claim = results.claim_run_dir(tmp_path, OmegaConf.create(config))
+    claim.release()
+    assert claim.completed["metrics"] == {"t": {"wer": 0.1}}
+    results.write_results(tmp_path, {"status": "failed"})  # an unfinished run there cannot be resumed: one line
+    with pytest.raises(UnwritableError, match="Read-only file system"):
+        results.claim_run_dir(tmp_path, OmegaConf.create(config))
+
+
+def test_a_truncated_baseline_cache_is_scored_again_not_a_crash(tmp_path, caplog):
+    """Issue 28, case 9: a baseline cache file cut short crashed every later run that read it."""
+    from asr_peft.training.baseline import _cached_metrics
+
+    cache = tmp_path / "baseline.json"
+    cache.write_text('{"test": {"wer": 0.5')
+    assert _cached_metrics(cache) is None
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"baseline cache {cache} is unreadable"]
+    cache.write_text('{"test": {"wer": 0.5}}')
+    assert _cached_metrics(cache) == {"test": {"wer": 0.5}} and _cached_metrics(tmp_path / "none.json") is None

@@ -158,6 +158,14 @@ def preflight(config_name: str, argv: list[str]) -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    from asr_peft.files import check_creatable_directory
+
+    try:  # Hydra creates the run directory before the job starts, with a traceback when it cannot
+        for key, _, value in (arg.partition("=") for arg in argv):
+            if key in ("hydra.run.dir", "run_dir") and value:
+                check_creatable_directory(value.strip("'\""), key)
+    except AsrPeftError as err:
+        report_error(err)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

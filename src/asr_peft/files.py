@@ -81,6 +81,8 @@ def check_writable_directory(directory: str | Path, what: str) -> Path:
     """Create `directory` if needed and prove it takes a file, before any work depends on it; `what`
     names the config key it comes from."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UnwritableError(f"{what}={directory} is not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -88,3 +90,17 @@ def check_writable_directory(directory: str | Path, what: str) -> Path:
     except OSError as err:
         raise UnwritableError(f"{what}={directory} is not a writable directory ({err.strerror or err})") from None
     return directory
+
+
+def check_creatable_directory(directory: str | Path, what: str) -> None:
+    """That `directory` is, or could be created as, a writable directory, creating nothing (a preflight
+    check); `what` names the config key it comes from."""
+    directory = Path(directory).absolute()
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is not a directory" if existing == directory else f"is inside {existing}, which is not a directory"
+        raise UnwritableError(f"{what}={directory} {where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UnwritableError(f"{what}={directory} is not writable ({existing} is read-only for this user)")

@@ -25,7 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.errors import ConfigError
-from asr_peft.files import check_writable_directory, open_own_file, write_json_atomically, write_text_atomically
+from asr_peft.files import (UnwritableError, check_writable_directory, open_own_file, write_json_atomically,
+                            write_text_atomically)
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".run.lock"
@@ -125,7 +126,14 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
     configuration's) and the record starts as `running`.
     """
     run_dir = Path(run_dir)
-    check_writable_directory(run_dir, "hydra.run.dir")
+    try:
+        check_writable_directory(run_dir, "hydra.run.dir")
+    except UnwritableError:
+        existing = _read_record(run_dir)  # a completed run on a read-only archive can still show its results
+        if existing is None or existing.get("status") != "completed":
+            raise
+        _check_same_configuration(run_dir, config)
+        return RunClaim(run_dir, None, existing)
     handle = os.fdopen(open_own_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

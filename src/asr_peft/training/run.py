@@ -42,6 +42,7 @@ from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
+from asr_peft.files import check_writable_directory
 from asr_peft.models import load_owsm
 from asr_peft.models.checkpointing import enable_activation_checkpointing
 from asr_peft.models.limits import owsm_token_limit
@@ -104,6 +105,7 @@ class _SigtermGuard:
 
 def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _SigtermGuard) -> dict[str, Any]:
     """Everything after the run directory is claimed and the config validated; fills and returns `record`."""
+    check_writable_directory(cfg.paths.cache_dir, "paths.cache_dir")  # not after the baseline was scored
     device, precision = scoring_target(cfg.trainer, cfg.evaluation)
     record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
