@@ -90,6 +90,7 @@ CONFIG_CASES = [
                         "empty, remove it: ~data.test"]),
     (["data.language=\u00e9"], ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters "
                                 "outside ASCII: key='value'"]),
+    (["+trainer.profiler=bogus"], ["trainer.profiler=bogus must be one of: simple, advanced, pytorch, xla"]),
     (["hydra.run.dir=/etc/passwd/run"], ["hydra.run.dir=/etc/passwd/run is inside /etc/passwd, which is not a directory"]),
     # Several problems: one line each.
     (["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
@@ -119,6 +120,19 @@ def preflight_lines(capsys, tmp_path, task: str, args: list[str]) -> list[str]:
 def test_a_bad_config_is_one_line_per_problem_before_anything_runs(capsys, tmp_path, args, lines):
     assert preflight_lines(capsys, tmp_path, "train", [*args, f"paths.log_dir={tmp_path}/outputs"]) == \
         [f"error: {line}" for line in lines]
+
+
+def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
+    """Issue 28, case 8: it failed after data validation, model load and baseline scoring, blaming
+    optimizer.warmup_steps, then optimizer.schedule, before naming itself."""
+    [line] = preflight_lines(capsys, tmp_path, "train", ["optimizer.scheduler=bogus", f"paths.log_dir={tmp_path}/outputs"])
+    from espnet2.tasks.abs_task import scheduler_classes  # imported quietly by the check above
+    assert line.startswith("error: optimizer.scheduler='bogus' is not one of ESPnet's per-update schedulers (choose from: ")
+    assert "piecewiselinearwarmuplr" in line and set(line.split("(choose from: ")[1].rstrip(")").split(", ")) <= set(scheduler_classes)
+    assert preflight_lines(capsys, tmp_path, "train", ["optimizer=adamw", "optimizer.warmup_steps=10",
+                                                       f"paths.log_dir={tmp_path}/outputs"]) == [
+        "error: optimizer.warmup_steps applies only without optimizer.scheduler; set the schedule in "
+        "optimizer.scheduler_conf"]
 
 
 def test_every_shipped_config_passes_the_schema():

@@ -278,6 +278,7 @@ class Trainer(Instantiated):
     enable_progress_bar: bool = True
     deterministic: bool_or("warn") = False
     use_distributed_sampler: bool = False
+    profiler: choice("simple", "advanced", "pytorch", "xla") | None = None   # Lightning's profilers by name
 
     @field_validator("max_steps")
     @classmethod
@@ -452,6 +453,16 @@ def _cross_checks(cfg: TrainConfig) -> list[str]:
     if cfg.data.train is None or cfg.data.valid is None:
         missing = "data.train" if cfg.data.train is None else "data.valid"
         problems.append(f"{missing} is not set (a JSONL manifest or a Kaldi data directory)")
+    if cfg.optimizer.scheduler:  # checked here, not after the data, the model and the baseline
+        from asr_peft.training.module import espnet_scheduler_class
+
+        try:
+            espnet_scheduler_class(cfg.optimizer.scheduler)
+        except ConfigError as err:
+            problems.append(str(err))
+        else:
+            problems += [f"optimizer.{key} applies only without optimizer.scheduler; set the schedule in "
+                         "optimizer.scheduler_conf" for key in ("warmup_steps", "schedule") if getattr(cfg.optimizer, key)]
     return problems
 
 
