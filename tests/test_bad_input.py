@@ -149,6 +149,12 @@ def test_every_shipped_config_passes_the_schema():
         validate_config(compose_config("train", [f"+point={point}"]), "train", check_hardware=False)
 
 
+def test_the_config_name_flag_does_not_skip_the_check(capsys, tmp_path):
+    """Issue 28, case 8: any -/-- flag skipped the check, so a bad override then created the run directory."""
+    for flag in (["--config-name", "train"], ["-cn", "train"], ["--config-name=train"]):
+        assert preflight_lines(capsys, tmp_path, "train", [*flag, "optimizer.lr=-1"]) == ["error: optimizer.lr=-1 must be > 0"]
+
+
 def test_evaluate_config_errors_name_the_key(capsys, tmp_path):
     assert preflight_lines(capsys, tmp_path, "evaluate", []) == [
         "error: run_dir is required (??? in the config): set run_dir=<value>"]

@@ -149,9 +149,12 @@ def preflight(config_name: str, argv: list[str]) -> None:
 
     Hydra's own messages for an unknown option or key span many lines (and append its config search
     path); this keeps the first line and the available options. Sweeps (`-m`) are checked job by job
-    as they run (a bad job is recorded as failed and the others run); Hydra's own flags are left to it.
+    as they run (a bad job is recorded as failed and the others run); Hydra's informational flags
+    (`--help`, `--cfg`, ...) run nothing and are left to it, as are `--config-dir` / `--config-path`,
+    whose configs this check cannot see. `--config-name` is honoured.
     """
-    if any(arg in ("-m", "--multirun") or arg.startswith("--") or arg.startswith("-") for arg in argv):
+    argv, config_name = _without_config_name(argv, config_name)
+    if any(arg.startswith("-") for arg in argv):
         return
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
     problem = _given_twice(overrides) or _empty_mapping(overrides)
@@ -182,6 +185,22 @@ def preflight(config_name: str, argv: list[str]) -> None:
         validate_config(cfg, config_name)
     except AsrPeftError as err:
         report_error(err)
+
+
+def _without_config_name(argv: list[str], config_name: str) -> tuple[list[str], str]:
+    """The command line without `--config-name NAME` / `-cn NAME` / `--config-name=NAME`, and that name."""
+    rest, position = [], 0
+    while position < len(argv):
+        arg = argv[position]
+        if arg in ("--config-name", "-cn") and position + 1 < len(argv):
+            config_name, position = argv[position + 1], position + 2
+            continue
+        if arg.startswith("--config-name="):
+            config_name = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+        position += 1
+    return rest, config_name
 
 
 def _given_twice(overrides: list[str]) -> str | None:
