@@ -328,9 +328,13 @@ def test_bad_data_is_one_line_naming_the_file_or_utterance_or_a_counted_skip(tmp
         with pytest.raises(DataError) as err:
             validate_data(data_cfg(manifest, "raise"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=(split,))
         assert str(err.value) == message
-    validated = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache")
-    assert [u.id for u in validated.train] == [u.id for u in validated.valid] == [u.id for u in validated.test["t"]] == ["u0", "u1"]
-    assert validated.skipped == Counter({reason: 2, f"test/{reason}": 1})
+    # Training and test sets apart: the one manifest serves as both here (test utterances that training
+    # sees are refused when both are read, test_a_test_utterance_that_training_sees_is_refused_or_skipped).
+    validated = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache",
+                              splits=("train", "valid"))
+    tested = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("test",))
+    assert [u.id for u in validated.train] == [u.id for u in validated.valid] == [u.id for u in tested.test["t"]] == ["u0", "u1"]
+    assert validated.skipped + tested.skipped == Counter({reason: 2, f"test/{reason}": 1})
 
 
 def test_skip_mode_skips_every_kind_at_once_and_what_it_keeps_reads(tmp_path):
@@ -547,3 +551,26 @@ def test_a_truncated_baseline_cache_is_scored_again_not_a_crash(tmp_path, caplog
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"baseline cache {cache} is unreadable"]
     cache.write_text('{"test": {"wer": 0.5}}')
     assert _cached_metrics(cache) == {"test": {"wer": 0.5}} and _cached_metrics(tmp_path / "none.json") is None
+
+
+def test_a_test_utterance_that_training_sees_is_refused_or_skipped(tmp_path):
+    """Issue 28, case 11: the same id in train and test, and a test utterance whose audio (copied under
+    another name) and transcript are in train, passed without a word."""
+    import shutil
+
+    train = manifest_with(tmp_path / "train")
+    copied = shutil.copy(tmp_path / "train" / "u1.wav", tmp_path / "copy.wav")
+    entries = [{"id": "u0", "audio": str(write_tone(tmp_path / "t0.wav", 1.0, seed=7)), "text": "a dog"},
+               {"id": "t1", "audio": str(copied), "text": "A cat!"},  # the same words once normalised
+               {"id": "t2", "audio": str(copied), "text": "a dog"},   # the same audio, another transcript: fine
+               {"id": "t3", "audio": str(write_tone(tmp_path / "t3.wav", 1.0, seed=8)), "text": "a cat"}]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    cfg = {**data_cfg(train, "raise"), "test": {"t": str(test)}}
+    normalizer = get_normalizer("whisper_basic")
+    with pytest.raises(DataError) as refused:
+        validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache")
+    assert str(refused.value) == ("utterance u0 (test set t) has the id of a data.train utterance; ids must differ "
+                                  "between training and test (decodes and records are keyed by them)")
+    validated = validate_data({**cfg, "on_error": "skip"}, normalizer=normalizer, cache_dir=tmp_path / "cache")
+    assert [u.id for u in validated.test["t"]] == ["t2", "t3"] and validated.skipped == Counter({"test/in_train": 2})

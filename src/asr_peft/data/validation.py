@@ -26,7 +26,8 @@ Per utterance, in this order (the first failure is the reason):
   passed in: CTC aligns at most one token per encoder frame; a decoder may have a maximum length);
   training audio is counted as its fastest speed perturbation makes it.
 
-Manifest lines that cannot be read count as `invalid_manifest_line` / `duplicate_id`. With
+Manifest lines that cannot be read count as `invalid_manifest_line` / `duplicate_id`; a test utterance
+that training sees (a training utterance's id, or its audio and transcript) is `in_train`. With
 `data.on_error=raise` the first problem stops the run with a one-line error naming the file or
 utterance; with `skip` the utterance is left out and counted per reason, and the counts go to
 results.json. Nothing that passes can fail later when the data loader reads it.
@@ -323,6 +324,32 @@ class ValidatedData:
                         "loss is zero and only the attention decoder learns from them", split, len(examples),
                         "; ".join(examples[:3]), "; ..." if len(examples) > 3 else "")
 
+    def keep_test_apart_from_train(self, normalizer: Callable[[str], str], on_error: str) -> None:
+        """Refuse (or skip) test utterances that training sees: a training utterance's id, or its audio
+        (the same bytes and segment) with the same transcript."""
+        ids = {utt.id for utt in self.train}
+        digests: dict[str, str | None] = {}
+
+        def content(utt: Utterance) -> tuple:
+            path = str(utt.audio)
+            if path not in digests:
+                digests[path] = content_digest(path)
+            return digests[path], utt.start, utt.end, normalizer(utt.text)
+
+        heard = {content(utt) for utt in self.train}
+
+        def problem(utt: Utterance, split: str, training: bool) -> str | None:
+            if split in ("data.train", "data.valid"):
+                return None
+            if utt.id in ids:
+                return (f"utterance {utt.id} ({split}) has the id of a data.train utterance; ids must differ between "
+                        "training and test (decodes and records are keyed by them)")
+            if content(utt) in heard:
+                return (f"utterance {utt.id} ({split}, {utt.audio}): its audio and transcript are also in data.train; "
+                        "a test utterance seen in training measures nothing")
+            return None
+        self._keep(problem, "in_train", on_error)
+
     def _keep(self, problem: Callable[[Utterance, str, bool], str | None], reason: str, on_error: str) -> None:
         for name, utterances, prefix in self._splits():
             if not utterances:
@@ -371,4 +398,6 @@ def validate_data(data_cfg: Mapping[str, Any], *, normalizer: Callable[[str], st
                     setattr(result, split, utterances)
     finally:
         cache.close()
+    if result.train and result.test:
+        result.keep_test_apart_from_train(normalizer, on_error)
     return result
