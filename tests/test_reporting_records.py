@@ -21,20 +21,25 @@ def good_record() -> dict:
             "metrics": {"test": {"wer": 1 / 6, "cer": 0.1, "num_utterances": 2}}, "baseline_metrics": None}
 
 
+def scored(wer, utterances=2) -> dict:
+    return {"test": {"wer": wer, "num_utterances": utterances}}
+
+
+RATE = "metrics.test.wer must be a finite number >= 0, not"
 CASES = [
     ("seed", {"a": 1}, "seed must be an integer, not dict {'a': 1}"),
     ("model", {"name": ["x"]}, "model.name must be a string, not list ['x']"),
-    ("metrics", {"test": {"wer": float("nan"), "num_utterances": 2}}, "metrics.test.wer must be a finite number >= 0, not float nan"),
-    ("metrics", {"test": {"wer": "12%", "num_utterances": 2}}, "metrics.test.wer must be a finite number >= 0, not str '12%'"),
-    ("metrics", {"test": {"wer": -0.5, "num_utterances": 2}}, "metrics.test.wer must be a finite number >= 0, not float -0.5"),
+    ("metrics", scored(float("nan")), f"{RATE} float nan"),
+    ("metrics", scored("12%"), f"{RATE} str '12%'"),
+    ("metrics", scored(-0.5), f"{RATE} float -0.5"),
     ("parameters", {"trainable": 10, "total": float("inf")}, "parameters.total must be a whole number >= 0, not float inf"),
     ("parameters", {"trainable": 10, "total": 5}, "parameters.trainable=10 exceeds parameters.total=5"),
-    ("metrics", {"test": {"wer": 1 / 6, "num_utterances": 3}}, "metrics.test.num_utterances=3 but its decodes ({run}/decode/test/ref.trn) hold 2"),
-    ("metrics", {"test": {"wer": 3.25, "num_utterances": 2}}, "metrics.test.wer=3.25 but its decodes ({run}/decode/test/hyp.trn) give 0.166667"),
+    ("metrics", scored(1 / 6, 3), "metrics.test.num_utterances=3 but its decodes ({run}/decode/test/ref.trn) hold 2"),
+    ("metrics", scored(3.25), "metrics.test.wer=3.25 but its decodes ({run}/decode/test/hyp.trn) give 0.166667"),
 ]
 
 
-@pytest.mark.parametrize("key, value, line", CASES, ids=[line.split(" ")[0] + f"-{i}" for i, (_, _, line) in enumerate(CASES)])
+@pytest.mark.parametrize("key, value, line", CASES, ids=[f"{key}-{i}" for i, (key, _, _) in enumerate(CASES)])
 def test_a_bad_record_is_named_in_one_line_and_left_out_of_every_table(tmp_path, key, value, line):
     runs = {}
     for name, record in (("good", good_record()), ("bad", {**good_record(), key: value})):

@@ -103,8 +103,9 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
     if scan.non_finite:
         return AudioVerdict(duration, "non_finite_audio", f"audio file {where} holds {scan.non_finite} NaN or infinite sample(s)")
     if scan.peak > MAX_PEAK:
-        return AudioVerdict(duration, "out_of_range_audio", f"audio file {where} has samples up to ±{scan.peak:.3g}, beyond "
-                                                            f"±{MAX_PEAK:g} (float audio lies in [-1, 1]; a scaling mistake?)")
+        return AudioVerdict(duration, "out_of_range_audio",
+                            f"audio file {where} has samples up to ±{scan.peak:.3g}, beyond ±{MAX_PEAK:g} (float audio "
+                            "lies in [-1, 1]; a scaling mistake?)")
     if scan.peak < SILENCE_PEAK:
         return AudioVerdict(duration, "silent_audio", f"audio file {where} is silent (peak {scan.peak:.1e}, below -80 dBFS) "
                                                       f"but utterance {utt.id} has a transcript")

@@ -36,8 +36,9 @@ def read_checkpoint(path: Path, *, map_location: torch.device | str = "cpu", mma
     except Exception as err:  # torch raises several types for a damaged file
         raise ModelLoadError(f"cannot read checkpoint {path}: {torch_load_problem(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        holds = "a dictionary without one" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelLoadError(f"{path} is not a training checkpoint (a dictionary with a state_dict of tensors; "
-                             f"it holds {'a dictionary without one' if isinstance(checkpoint, dict) else type(checkpoint).__name__})")
+                             f"it holds {holds})")
     return checkpoint
 
 

@@ -161,7 +161,8 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
         config_dir.mkdir(exist_ok=True)
         write_text_atomically(config_dir / "config.yaml", OmegaConf.to_yaml(config))
         if HydraConfig.initialized():
-            write_text_atomically(config_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": HydraConfig.get()})))
+            hydra_config = OmegaConf.create({"hydra": HydraConfig.get()})
+            write_text_atomically(config_dir / "hydra.yaml", OmegaConf.to_yaml(hydra_config))
             write_text_atomically(config_dir / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
     except BaseException:
         claim.release()

@@ -141,7 +141,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
 
     trainer = build_trainer(cfg, run_dir)
     module = OWSMLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
-                           total_steps=cfg.trainer.get("max_steps"), on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"))
+                           total_steps=cfg.trainer.get("max_steps"),
+                           on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"))
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
                                           "configuration": record["configuration"]})  # W&B groups runs by it
@@ -231,7 +232,8 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
 
 def _interrupted(err: BaseException) -> bool:
     """Ctrl-C: a KeyboardInterrupt, or the `exit(1)` Lightning turns one into after shutting down."""
-    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt))
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
+                                                  and isinstance(err.__context__, KeyboardInterrupt))
 
 
 def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_rank_zero: bool) -> None:
@@ -240,4 +242,3 @@ def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_ra
         write_results(run_dir, record)
     if claim is not None:
         claim.release()
-
