@@ -29,7 +29,7 @@ class NonFiniteLoss(AsrPeftError):
 def nonfinite_loss(loss: torch.Tensor, utterances: Sequence[str], step: int, action: str) -> None:
     """What training does with a batch whose loss is not finite: raise (stop) or return None (skip;
     Lightning then makes no update for it)."""
-    where = f"training loss is {float(loss)} at step {step}, on the batch of utterance(s) {', '.join(utterances)}"
+    where = f"training loss is {float(loss.detach())} at step {step}, on the batch of utterance(s) {', '.join(utterances)}"
     if action == "skip":
         log.warning("%s: batch skipped (on_nonfinite_loss=skip)", where)
         return None
