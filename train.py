@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from asr_peft.cli import one_line_errors, preflight, setup_environment
+from asr_peft.cli import FAILED_JOBS, exit_if_jobs_failed, one_line_errors, preflight, setup_environment
 from asr_peft.errors import AsrPeftError
 
 log = logging.getLogger("asr_peft.train")
@@ -76,7 +76,9 @@ def main(cfg: DictConfig) -> float | None:
         # process holds is another worker's: the same sweep command started twice shares out its runs.
         if isinstance(error, RunDirInUse):
             log.info("skipping %s: another process is training it (%s)", run_dir, error.owner)
-        elif isinstance(error, AsrPeftError):
+            return None
+        FAILED_JOBS.append(str(run_dir))
+        if isinstance(error, AsrPeftError):
             log.error("run %s failed: %s; the sweep goes on", run_dir, error)
         else:
             log.exception("run %s failed; the sweep goes on", run_dir)
@@ -130,3 +132,4 @@ if __name__ == "__main__":
     setup_environment()
     preflight("train", sys.argv[1:])
     main()
+    exit_if_jobs_failed()

@@ -72,7 +72,7 @@ def make_tiny_corpus(directory: Path) -> Path:
     for split, offset in (("train", 0), ("valid", 2), ("test", 4)):
         lines = []
         for i, sentence in enumerate(SENTENCES[offset:offset + 2] * (2 if split == "train" else 1)):
-            audio = write_tone(root / "audio" / f"{split}{i}.wav", 0.6 + 0.1 * i, frequency=200 + 30 * i, seed=i)
+            audio = write_tone(root / "audio" / f"{split}{i}.wav", 1.2 + 0.1 * i, frequency=200 + 30 * i, seed=i)
             lines.append(json.dumps({"id": f"{split}{i}", "audio": f"audio/{audio.name}", "text": sentence,
                                      "speaker": f"spk{i % 2}", "language": "eng"}))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,21 +8,24 @@ before it loads the model, with `data.on_error=raise` (the line) and `skip` (the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from omegaconf import OmegaConf
 
 from asr_peft.cli import preflight
 from asr_peft.data.dataset import SpeechDataset
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.data.validation import ValidatedData, validate_data, validate_utterances
-from asr_peft.errors import ConfigError, DataError
+from asr_peft.errors import AsrPeftError, ConfigError, DataError
 from conftest import ROOT, write_tone
 from test_train_e2e import FAST, run_in_process, train_cli
 
@@ -52,6 +55,7 @@ CONFIG_CASES = [
                        "ssvd, svft, vera)"]),
     (["logger=bogus"], ["In 'train': Could not find 'logger/bogus' (choose from: csv, none, wandb)"]),
     (["data.on_error=ignore"], ["data.on_error=ignore must be one of: raise, skip"]),
+    (["on_nonfinite_loss=ignore"], ["on_nonfinite_loss=ignore must be one of: stop, skip"]),
     (["data.normalizer=english"], ["data.normalizer=english must be one of: none, whisper_basic, whisper_english, myst, cgn"]),
     (["evaluation.decode=viterbi"], ["evaluation.decode=viterbi must be one of: beam, ctc_greedy, greedy"]),
     (["evaluation.decode=greedy"], ["evaluation.decode=greedy must be one of: ctc_greedy, beam for model family owsm"]),
@@ -80,6 +84,15 @@ CONFIG_CASES = [
                                         "method.rank object_type=dict)"]),
     (["method=lora", "+method.rank=8"], ["method.rank is not a hyperparameter of lora (it takes: r, alpha, "
                                          "embedding_targets)"]),
+    # Issue 28, case 8 and 11: a value echoed whole, a key given twice, an empty mapping merged, unquoted non-ASCII.
+    (["seed=" + "7x" * 2500], ["seed=" + "7x" * 27 + "7... (5000 characters) must be an integer"]),
+    (["data=manifest", "data=synth_child"], ["data is given twice (data=manifest and data=synth_child); give it once"]),
+    (["data.test={}"], ["data.test={} changes nothing (a mapping given to data.test is merged into it); to leave it "
+                        "empty, remove it: ~data.test"]),
+    (["data.language=\u00e9"], ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters "
+                                "outside ASCII: key='value'"]),
+    (["+trainer.profiler=bogus"], ["trainer.profiler=bogus must be one of: simple, advanced, pytorch, xla"]),
+    (["hydra.run.dir=/etc/passwd/run"], ["hydra.run.dir=/etc/passwd/run is inside /etc/passwd, which is not a directory"]),
     # Several problems: one line each.
     (["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
      ["seed=1.5 must be an integer", "data.on_error=never must be one of: raise, skip", "optimizer.lr=0 must be > 0"]),
@@ -110,6 +123,19 @@ def test_a_bad_config_is_one_line_per_problem_before_anything_runs(capsys, tmp_p
         [f"error: {line}" for line in lines]
 
 
+def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
+    """Issue 28, case 8: it failed after data validation, model load and baseline scoring, blaming
+    optimizer.warmup_steps, then optimizer.schedule, before naming itself."""
+    [line] = preflight_lines(capsys, tmp_path, "train", ["optimizer.scheduler=bogus", f"paths.log_dir={tmp_path}/outputs"])
+    from espnet2.tasks.abs_task import scheduler_classes  # imported quietly by the check above
+    assert line.startswith("error: optimizer.scheduler='bogus' is not one of ESPnet's per-update schedulers (choose from: ")
+    assert "piecewiselinearwarmuplr" in line and set(line.split("(choose from: ")[1].rstrip(")").split(", ")) <= set(scheduler_classes)
+    assert preflight_lines(capsys, tmp_path, "train", ["optimizer=adamw", "optimizer.warmup_steps=10",
+                                                       f"paths.log_dir={tmp_path}/outputs"]) == [
+        "error: optimizer.warmup_steps applies only without optimizer.scheduler; set the schedule in "
+        "optimizer.scheduler_conf"]
+
+
 def test_every_shipped_config_passes_the_schema():
     from asr_peft.config_schema import validate_config
     from conftest import compose_config
@@ -122,6 +148,12 @@ def test_every_shipped_config_passes_the_schema():
             validate_config(cfg, "train", check_hardware=False)  # trainer=gpu is valid, on a machine with one
     for point in sorted(p.stem for p in (ROOT / "sweeps" / "point").glob("*.yaml")):
         validate_config(compose_config("train", [f"+point={point}"]), "train", check_hardware=False)
+
+
+def test_the_config_name_flag_does_not_skip_the_check(capsys, tmp_path):
+    """Issue 28, case 8: any -/-- flag skipped the check, so a bad override then created the run directory."""
+    for flag in (["--config-name", "train"], ["-cn", "train"], ["--config-name=train"]):
+        assert preflight_lines(capsys, tmp_path, "train", [*flag, "optimizer.lr=-1"]) == ["error: optimizer.lr=-1 must be > 0"]
 
 
 def test_evaluate_config_errors_name_the_key(capsys, tmp_path):
@@ -191,6 +223,10 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
     if case == "nan_samples":
         path = write_float_wav(directory / "nan.wav", np.where(np.arange(16000) == 500, np.nan, tone))
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 1 NaN or infinite sample(s)"
+    if case == "huge_samples":  # issue 28: finite but absurd samples made the training loss NaN
+        path = write_float_wav(directory / "huge.wav", np.where(np.arange(16000) == 500, 1e30, tone))
+        return line(audio=str(path)), "out_of_range_audio", \
+            f"audio file {path} has samples up to ±1e+30, beyond ±2 (float audio lies in [-1, 1]; a scaling mistake?)"
     if case == "inf_samples":
         path = write_float_wav(directory / "inf.wav", np.where(np.arange(16000) % 4000 == 0, np.inf, tone))
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 4 NaN or infinite sample(s)"
@@ -228,6 +264,16 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         path = write_float_wav(directory / "silence.wav", np.zeros(16000))
         return line(audio=str(path)), "silent_audio", \
             f"audio file {path} is silent (peak 0.0e+00, below -80 dBFS) but utterance bad has a transcript"
+    if case == "device":  # issue 28: /dev/zero, a FIFO and a symbolic link loop were all "does not exist"
+        return line(audio="/dev/zero"), "unreadable_audio", "audio file /dev/zero is a device, not an audio file"
+    if case == "fifo":
+        os.mkfifo(directory / "pipe.wav")
+        return line(audio=str(directory / "pipe.wav")), "unreadable_audio", \
+            f"audio file {directory / 'pipe.wav'} is a FIFO, not an audio file"
+    if case == "link_loop":
+        (directory / "loop.wav").symlink_to(directory / "loop.wav")
+        return line(audio=str(directory / "loop.wav")), "unreadable_audio", \
+            f"audio file {directory / 'loop.wav'} is a loop of symbolic links"
     if case == "missing_audio":
         return line(audio=str(directory / "gone.wav")), "missing_audio", f"audio file {directory / 'gone.wav'} does not exist"
     if case == "not_audio":
@@ -244,12 +290,17 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         return b"{not json", "invalid_manifest_line", "{manifest}:3: not valid JSON (Expecting property name enclosed in double quotes)"
     if case == "duplicate_id":
         return line(id="u0"), "duplicate_id", "{manifest}: duplicate utterance id u0"
+    if case == "long_transcript":  # issue 28: 5,000 words on a 1-second clip took the machine down
+        return line(text="hello " * 5000), "too_many_characters", \
+            (f"utterance bad ({good}): 29999 characters of transcript for 1.00 s of audio, over the 50 per second that "
+             "speech reaches (a transcript of another clip, or wrong segment times?)")
     raise KeyError(case)
 
 
-DATA_CASES = ["nan_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
+DATA_CASES = ["nan_samples", "huge_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
               "truncated_flac", "null_text", "null_audio", "punctuation_only", "blank_text", "silence", "missing_audio",
-              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id"]
+              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript", "device", "fifo",
+              "link_loop"]
 
 
 def manifest_with(directory: Path, *bad_lines: bytes) -> Path:
@@ -278,9 +329,13 @@ def test_bad_data_is_one_line_naming_the_file_or_utterance_or_a_counted_skip(tmp
         with pytest.raises(DataError) as err:
             validate_data(data_cfg(manifest, "raise"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=(split,))
         assert str(err.value) == message
-    validated = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache")
-    assert [u.id for u in validated.train] == [u.id for u in validated.valid] == [u.id for u in validated.test["t"]] == ["u0", "u1"]
-    assert validated.skipped == Counter({reason: 2, f"test/{reason}": 1})
+    # Training and test sets apart: the one manifest serves as both here (test utterances that training
+    # sees are refused when both are read, test_a_test_utterance_that_training_sees_is_refused_or_skipped).
+    validated = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache",
+                              splits=("train", "valid"))
+    tested = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("test",))
+    assert [u.id for u in validated.train] == [u.id for u in validated.valid] == [u.id for u in tested.test["t"]] == ["u0", "u1"]
+    assert validated.skipped + tested.skipped == Counter({reason: 2, f"test/{reason}": 1})
 
 
 def test_skip_mode_skips_every_kind_at_once_and_what_it_keeps_reads(tmp_path):
@@ -337,6 +392,18 @@ def test_audio_checks_are_cached_by_file_and_redone_when_the_file_changes(tmp_pa
     with pytest.raises(DataError, match="u1.wav holds 16000 NaN"):
         validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
     assert len(scans) == 3
+    # Issue 28: new content with the size and modification time of the old is checked again too.
+    u1 = tmp_path / "u1.wav"
+    write_float_wav(u1, 0.3 * np.sin(np.arange(16000) / 10))
+    validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
+    assert len(scans) == 4
+    before = u1.stat()
+    write_float_wav(u1, np.where(np.arange(16000) == 7, np.nan, 0.3))
+    os.utime(u1, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (u1.stat().st_size, u1.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(DataError, match="u1.wav holds 1 NaN"):
+        validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train",))
+    assert len(scans) == 5
 
 
 def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(tiny_corpus, tmp_path, monkeypatch):
@@ -353,3 +420,160 @@ def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(t
                        tmp_path / "run")
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ---- transcripts the model cannot learn from their audio (issue 28, case 1) ---------------------------
+
+@pytest.mark.parametrize("targets, frames", [([1, 2, 3], 3), ([1, 1, 2], 4), ([5, 5, 5], 5), ([4, 4], 3)])
+def test_the_frames_a_ctc_alignment_needs_are_what_torch_ctc_loss_accepts(targets, frames):
+    import torch
+
+    from asr_peft.models.owsm_limits import ctc_frames_needed
+
+    assert ctc_frames_needed(targets) == frames
+    log_probs = torch.randn(frames + 1, 1, 8).log_softmax(-1)
+    loss = lambda t: torch.nn.functional.ctc_loss(log_probs[:t], torch.tensor([targets]), torch.tensor([t]),  # noqa: E731
+                                                  torch.tensor([len(targets)]), reduction="sum")
+    assert torch.isfinite(loss(frames)) and torch.isinf(loss(frames - 1))
+
+
+def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny_bundle, tmp_path, monkeypatch, caplog):
+    import torch
+
+    from asr_peft.data.audio import read_audio
+    from asr_peft.models.owsm_text import OWSMPreprocessor
+    from asr_peft.data.validation import TokenLimit
+    from asr_peft.models.owsm_limits import owsm_token_limit
+
+    preprocessor = OWSMPreprocessor(tiny_bundle)
+    audio = write_tone(tmp_path / "a.wav", 1.0)
+    samples = torch.from_numpy(read_audio(audio))[None]
+    tiny_bundle.model.eval()
+    with torch.no_grad():  # the frames of the real audio, as training's forward pass counts them
+        frames = int(tiny_bundle.model.encode(samples, torch.tensor([samples.shape[1]]))[1][0])
+    text = "ab" * frames  # the tiny model spells: one token per letter, no repeats
+    why = (f"CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token repeated next "
+           "to itself takes two")
+    utterances = lambda: [Utterance("fits", audio, text[:frames], 1.0), Utterance("over", audio, text[:frames + 1], 1.0)]  # noqa: E731
+    # A model that also trains its attention decoder learns from them (ESPnet zeroes the infinite CTC loss).
+    limit = owsm_token_limit(tiny_bundle, preprocessor)
+    assert tiny_bundle.model.ctc_weight < 1
+    assert limit(text[:frames], None, 1.0) == TokenLimit(frames, frames, why, refused=False)
+    assert limit(text[:frames + 1], None, 1.0) == TokenLimit(frames + 1, frames, why, refused=False)
+    data = ValidatedData(train=utterances(), valid=utterances())
+    data.keep_within_token_limits(limit, "raise")
+    assert [u.id for u in data.train] == ["fits", "over"] and data.skipped == Counter()
+    assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.data.validation"] == [
+        f"{split}: 1 utterance(s) have more tokens than CTC can align to their audio (over: {frames + 1} tokens for "
+        f"{frames}); their CTC loss is zero and only the attention decoder learns from them"
+        for split in ("data.train", "data.valid")]
+    # A CTC-only model would learn nothing from them.
+    monkeypatch.setattr(tiny_bundle.model, "ctc_weight", 1.0)
+    limit = owsm_token_limit(tiny_bundle, preprocessor)
+    data = ValidatedData(train=utterances(), valid=utterances())
+    with pytest.raises(DataError) as refused:
+        data.keep_within_token_limits(limit, "raise")
+    assert str(refused.value) == (f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the "
+                                  f"{frames} that 1.00 s of audio allow ({why})")
+    data = ValidatedData(train=utterances(), valid=utterances())
+    data.keep_within_token_limits(limit, "skip")
+    assert [u.id for u in data.train] == [u.id for u in data.valid] == ["fits"]
+    assert data.skipped == Counter({"too_many_tokens": 2})
+    data = ValidatedData(train=utterances(), valid=utterances())  # speed perturbation x1.1 shortens training audio
+    with pytest.raises(DataError, match=r"^data.train: no usable utterances left \(skipped: \{'too_many_tokens': 2\}\)$"):
+        data.keep_within_token_limits(limit, "skip", fastest_speed=1.1)
+
+
+def test_a_transcript_the_model_cannot_align_stops_the_run_before_scoring_or_training(tiny_corpus, tmp_path, monkeypatch):
+    import asr_peft.training.run as run_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the baseline was scored before the transcripts were checked")
+
+    monkeypatch.setattr(run_module, "baseline_metrics", never)
+    from asr_peft.models.owsm import OWSMBundle
+
+    model_limit = OWSMBundle.token_limit  # as a CTC-only model's: over the frames is refused
+    monkeypatch.setattr(OWSMBundle, "token_limit", lambda *args: lambda *utt: dataclasses.replace(
+        model_limit(*args)(*utt), refused=True))
+    train = tiny_corpus / "train.jsonl"
+    entry = {"id": "dense", "audio": "audio/train0.wav", "text": "abcdefghij" * 5}  # 1.2 s: 50 letters, 29 frames
+    train.write_text(train.read_text() + json.dumps(entry) + "\n")
+    with pytest.raises(DataError, match=r"^utterance dense \(data.train, .*train0.wav\): its transcript is 50 tokens, "
+                                        r"over the 29 that 1.20 s of audio allow \(CTC aligns"):
+        run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}",
+                        f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unwritable_cache_directory_stops_the_run_before_anything_is_scored(tiny_corpus, tmp_path, monkeypatch):
+    """Issue 28, case 9: a read-only cache directory crashed writing the baseline's scores after scoring."""
+    import asr_peft.training.run as run_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("reached")
+
+    monkeypatch.setattr(run_module, "validate_data", never)
+    (tmp_path / "cache").write_text("not a directory\n")
+    with pytest.raises(AsrPeftError) as refused:
+        run_in_process(["data=manifest", f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                       tmp_path / "run")
+    assert str(refused.value) == f"paths.cache_dir={tmp_path / 'cache'} is not a directory"
+    assert (tmp_path / "cache").read_text() == "not a directory\n"
+
+
+def test_a_completed_run_on_a_read_only_archive_still_shows_its_results(tmp_path, monkeypatch):
+    """Issue 28, case 9: `train.py` on a finished run copied to a read-only place could not print it."""
+    import asr_peft.training.results as results
+    from asr_peft.files import UnwritableError
+
+    config = {"method": {"name": "ssvd"}, "adapt": {"p": 0.4}}
+    results.claim_run_dir(tmp_path, OmegaConf.create(config)).release()
+    results.write_results(tmp_path, {"status": "completed", "metrics": {"t": {"wer": 0.1}}})
+
+    def read_only(directory, what):
+        raise UnwritableError(f"{what}={directory} is not a writable directory (Read-only file system)")
+
+    monkeypatch.setattr(results, "check_writable_directory", read_only)
+    claim = results.claim_run_dir(tmp_path, OmegaConf.create(config))
+    claim.release()
+    assert claim.completed["metrics"] == {"t": {"wer": 0.1}}
+    results.write_results(tmp_path, {"status": "failed"})  # an unfinished run there cannot be resumed: one line
+    with pytest.raises(UnwritableError, match="Read-only file system"):
+        results.claim_run_dir(tmp_path, OmegaConf.create(config))
+
+
+def test_a_truncated_baseline_cache_is_scored_again_not_a_crash(tmp_path, caplog):
+    """Issue 28, case 9: a baseline cache file cut short crashed every later run that read it."""
+    from asr_peft.training.baseline import _cached_metrics
+
+    cache = tmp_path / "baseline.json"
+    cache.write_text('{"test": {"wer": 0.5')
+    assert _cached_metrics(cache) is None
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"baseline cache {cache} is unreadable"]
+    cache.write_text('{"test": {"wer": 0.5}}')
+    assert _cached_metrics(cache) == {"test": {"wer": 0.5}} and _cached_metrics(tmp_path / "none.json") is None
+
+
+def test_a_test_utterance_that_training_sees_is_refused_or_skipped(tmp_path):
+    """Issue 28, case 11: the same id in train and test, and a test utterance whose audio (copied under
+    another name) and transcript are in train, passed without a word."""
+    import shutil
+
+    train = manifest_with(tmp_path / "train")
+    copied = shutil.copy(tmp_path / "train" / "u1.wav", tmp_path / "copy.wav")
+    entries = [{"id": "u0", "audio": str(write_tone(tmp_path / "t0.wav", 1.0, seed=7)), "text": "a dog"},
+               {"id": "t1", "audio": str(copied), "text": "A cat!"},  # the same words once normalised
+               {"id": "t2", "audio": str(copied), "text": "a dog"},   # the same audio, another transcript: fine
+               {"id": "t3", "audio": str(write_tone(tmp_path / "t3.wav", 1.0, seed=8)), "text": "a cat"}]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    cfg = {**data_cfg(train, "raise"), "test": {"t": str(test)}}
+    normalizer = get_normalizer("whisper_basic")
+    with pytest.raises(DataError) as refused:
+        validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache")
+    assert str(refused.value) == ("utterance u0 (test set t) has the id of a data.train utterance; ids must differ "
+                                  "between training and test (decodes and records are keyed by them)")
+    validated = validate_data({**cfg, "on_error": "skip"}, normalizer=normalizer, cache_dir=tmp_path / "cache")
+    assert [u.id for u in validated.test["t"]] == ["t2", "t3"] and validated.skipped == Counter({"test/in_train": 2})

@@ -42,7 +42,7 @@ def two_utterance_corpus(root):
     for split, sentences in texts.items():
         lines = []
         for i, text in enumerate(sentences):
-            audio = write_tone(root / "audio" / f"{split}{i}.wav", 0.7 + 0.2 * i, frequency=180 + 40 * i, seed=i)
+            audio = write_tone(root / "audio" / f"{split}{i}.wav", 1.2 + 0.2 * i, frequency=180 + 40 * i, seed=i)
             lines.append(json.dumps({"id": f"{split}{i}", "audio": f"audio/{audio.name}", "text": text}))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

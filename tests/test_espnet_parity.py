@@ -382,7 +382,7 @@ def recipe_corpus(tmp_path_factory) -> Path:
     for split, count in (("train", 17), ("valid", 2), ("test", 2)):
         lines = []
         for i in range(count):
-            audio = write_tone(root / f"{split}{i}.wav", 0.5 + 0.05 * i, frequency=150 + 20 * i, seed=i)
+            audio = write_tone(root / f"{split}{i}.wav", 1.0 + 0.05 * i, frequency=150 + 20 * i, seed=i)
             lines.append(json.dumps({"id": f"{split}{i}", "audio": audio.name, "text": TRANSCRIPTS[i % 3]}))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

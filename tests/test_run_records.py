@@ -115,3 +115,54 @@ def test_long_evaluation_names_stay_legal_unique_and_stable():
     name = overrides_name(overrides)
     assert len(name) <= 120 and name == overrides_name(overrides) and name != overrides_name(overrides + ",x=1")
     assert name.startswith("method.key0=value0")
+
+
+def test_without_hydra_dir_the_record_still_says_whose_directory_it_is(tmp_path):
+    """Issue 28, case 6: after `rm -r <run>/.hydra` (what `rsync --exclude='.*'` leaves) a run of another
+    configuration printed this directory's results as its own."""
+    import shutil
+
+    claim_run_dir(tmp_path, CONFIG).release()
+    write_results(tmp_path, {"status": "completed", "config": OmegaConf.to_container(CONFIG, resolve=True)})
+    shutil.rmtree(tmp_path / ".hydra")
+    with pytest.raises(ConfigError) as refused:
+        claim_run_dir(tmp_path, OmegaConf.merge(CONFIG, {"method": {"name": "lora"}}))
+    assert str(refused.value) == (f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here, "
+                                  "as its results.json records); pick another hydra.run.dir or delete that directory")
+    assert not (tmp_path / ".hydra").exists() and read_results(tmp_path)["status"] == "completed"
+    claim = claim_run_dir(tmp_path, CONFIG)  # the same configuration still finds its completed run
+    claim.release()
+    assert claim.completed["status"] == "completed"
+
+
+def plant_link(link, outside):
+    outside.write_text("precious\n")
+    link.symlink_to(outside)
+    return outside
+
+
+def test_the_run_never_writes_through_a_planted_symbolic_link(tmp_path):
+    """Issue 28, case 5: `.run.lock` and `results.json.tmp` planted as links had their targets overwritten."""
+    from asr_peft.files import UnwritableError
+
+    run_dir, outside = tmp_path / "run", tmp_path / "outside"
+    run_dir.mkdir()
+    outside.mkdir()
+    lock = plant_link(run_dir / ".run.lock", outside / "lock-target")
+    with pytest.raises(UnwritableError) as refused:
+        claim_run_dir(run_dir, CONFIG)
+    assert str(refused.value) == (f"{run_dir / '.run.lock'} is a symbolic link; a run's own files are never written "
+                                  "through one (remove the link)")
+    assert lock.read_text() == "precious\n" and read_results(run_dir) is None
+    (run_dir / ".run.lock").unlink()
+    targets = [plant_link(run_dir / name, outside / name.replace("/", "_"))
+               for name in ("results.json.tmp", "results.json", ".results.json.tmp")]
+    (run_dir / ".hydra").mkdir()
+    targets.append(plant_link(run_dir / ".hydra" / "config.yaml", outside / "config.yaml"))
+    claim = claim_run_dir(run_dir, CONFIG)
+    write_results(run_dir, {"status": "completed"})
+    claim.release()
+    assert [target.read_text() for target in targets] == ["precious\n"] * 4  # nothing outside the run changed
+    assert sorted(p.name for p in outside.iterdir()) == sorted([t.name for t in targets] + ["lock-target"])
+    assert not (run_dir / "results.json").is_symlink() and read_results(run_dir)["status"] == "completed"
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml") == CONFIG

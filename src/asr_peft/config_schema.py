@@ -43,6 +43,7 @@ from asr_peft.errors import ConfigError
 from asr_peft.models import FAMILIES, bundle_class
 from asr_peft.models.whisper_weights import WEIGHTS as OFFLINE_WHISPER
 from asr_peft.training.hardware import validate_hardware
+from asr_peft.training.nonfinite import NONFINITE_LOSS_CHOICES
 
 # What SpeechLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
 MONITORED_METRICS = ("val_wer", "val_cer", "val_loss")
@@ -251,7 +252,7 @@ class Data(Group):
     prepare: dict[str, Any] | None = None  # a `_target_` that generates or prepares the corpus
     train: str | None = None
     valid: str | None = None
-    test: dict[str, str] | None = None
+    test: Annotated[dict[str, str], Field(min_length=1)] | None = None   # {} would test nothing, silently
     language: Annotated[str, Field(min_length=1)] = "eng"
     normalizer: choice(*NORMALIZERS) = "whisper_basic"
     max_duration: PositiveFloat | None = None
@@ -287,6 +288,7 @@ class Trainer(Instantiated):
     enable_progress_bar: bool = True
     deterministic: bool_or("warn") = False
     use_distributed_sampler: bool = False
+    profiler: choice("simple", "advanced", "pytorch", "xla") | None = None   # Lightning's profilers by name
 
     @field_validator("max_steps")
     @classmethod
@@ -382,6 +384,7 @@ class TrainConfig(Group):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     dry_run: bool = False
     activation_checkpointing: bool = False
+    on_nonfinite_loss: choice(*NONFINITE_LOSS_CHOICES) = "stop"
     sweep_group: str | None = None   # the W&B group of a multirun's jobs
     loader: Loader
     paths: Paths
@@ -468,6 +471,16 @@ def _cross_checks(cfg: TrainConfig) -> list[str]:
     if cfg.data.train is None or cfg.data.valid is None:
         missing = "data.train" if cfg.data.train is None else "data.valid"
         problems.append(f"{missing} is not set (a JSONL manifest or a Kaldi data directory)")
+    if cfg.optimizer.scheduler:  # checked here, not after the data, the model and the baseline
+        from asr_peft.training.module import espnet_scheduler_class
+
+        try:
+            espnet_scheduler_class(cfg.optimizer.scheduler)
+        except ConfigError as err:
+            problems.append(str(err))
+        else:
+            problems += [f"optimizer.{key} applies only without optimizer.scheduler; set the schedule in "
+                         "optimizer.scheduler_conf" for key in ("warmup_steps", "schedule") if getattr(cfg.optimizer, key)]
     return problems
 
 
@@ -516,15 +529,23 @@ TYPE_MESSAGES = {
 BOUNDS = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}
 
 
+MAX_SHOWN = 80  # a value echoed in an error line: longer ones are cut (a 5,000-character value filled a screen)
+
+
 def _show(value: Any) -> str:
+    shown = _shown(value)
+    return shown if len(shown) <= MAX_SHOWN else f"{shown[:MAX_SHOWN - 25]}... ({len(shown)} characters)"
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_show(v) for v in value) + "]"
+        return "[" + ",".join(_shown(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_show(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{_shown(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

@@ -5,6 +5,9 @@ that fits on one line and names the offending file or config key. The command-li
 catch `AsrPeftError` and print `error: <message>` instead of a traceback.
 """
 
+import pickle
+import re
+
 
 class AsrPeftError(Exception):
     """Base class: a problem the user can fix from the message alone."""
@@ -24,3 +27,16 @@ class DataError(AsrPeftError):
 
 class ModelLoadError(AsrPeftError):
     """A model could not be built or loaded; the message names `model.path` or the file."""
+
+
+def torch_load_problem(err: Exception) -> str:
+    """Why `torch.load(..., weights_only=True)` refused a file, in a few words for a one-line error.
+
+    torch's refusal of a pickle holding more than data advises loading with `weights_only=False`,
+    which would run the code in it: that advice is never passed on, only what was found.
+    """
+    if isinstance(err, pickle.UnpicklingError):
+        unsafe = re.search(r"unsupported GLOBAL (\S+)", str(err))
+        return (f"it holds more than tensors and plain data ({unsafe.group(1) if unsafe else 'an object'}), "
+                "refused unread")
+    return " ".join(str(err).split())[:200]

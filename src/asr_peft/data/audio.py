@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +33,7 @@ class AudioInfo:
 
 def audio_info(path: Path) -> AudioInfo:
     """Sample rate and duration from the header only, without decoding the samples."""
-    if not Path(path).is_file():
-        raise DataError(f"audio file {path} does not exist")
+    check_regular_file(path)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as err:
@@ -39,6 +41,23 @@ def audio_info(path: Path) -> AudioInfo:
     if info.samplerate <= 0:
         raise DataError(f"audio file {path} is unreadable: its header gives a sample rate of {info.samplerate}")
     return AudioInfo(sample_rate=info.samplerate, frames=info.frames)
+
+
+def check_regular_file(path: Path) -> None:
+    """A file that exists and is a regular file; a FIFO or device is never opened (reading one blocks
+    or never ends)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DataError(f"audio file {path} is a loop of symbolic links") from None
+        if os.path.lexists(path):
+            raise DataError(f"audio file {path} is a symbolic link to {os.readlink(path)}, which does not exist") from None
+        raise DataError(f"audio file {path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise DataError(f"audio file {path} is {kind}, not an audio file")
 
 
 def check_sample_rate(path: Path, sample_rate: int, *, resample: bool) -> None:

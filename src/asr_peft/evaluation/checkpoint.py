@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import adapter_modules, apply_method
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
-from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models import load_model
 
 
@@ -31,6 +29,19 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
     return path
 
 
+def read_checkpoint(path: Path, *, map_location: torch.device | str = "cpu", mmap: bool = False) -> dict:
+    """A Lightning checkpoint's contents, loaded as data only; anything else is one line naming the file."""
+    try:  # weights_only: a checkpoint is data; a crafted pickle must not run code
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ModelLoadError(f"cannot read checkpoint {path}: {torch_load_problem(err)}") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        holds = "a dictionary without one" if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ModelLoadError(f"{path} is not a training checkpoint (a dictionary with a state_dict of tensors; "
+                             f"it holds {holds})")
+    return checkpoint
+
+
 def load_pretrained(run_cfg: DictConfig, *, device: torch.device | str = "cpu"):
     """The run's model before adaptation, as training loaded it."""
     # A random-init model's frozen weights are those training drew right after seeding with the run's
@@ -47,20 +58,18 @@ def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.devi
     bundle = load_pretrained(run_cfg, device=device)
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
                  svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
-    try:  # weights_only: a checkpoint is data; a crafted pickle must not run code
-        checkpoint_dict = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"unsupported GLOBAL (\S+)", str(err))
-        raise ModelLoadError(f"cannot read checkpoint {path}: it holds more than tensors and plain data "
-                             f"({unsafe.group(1) if unsafe else 'an object'}), refused unread") from err
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ModelLoadError(f"cannot read checkpoint {path}: {' '.join(str(err).split())[:200]}") from err
+    checkpoint_dict = read_checkpoint(path, map_location=device)
     state = checkpoint_dict["state_dict"]
     prefix = "model."
     tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     missing = {n for n, p in bundle.model.named_parameters() if p.requires_grad} - set(tensors)
     if missing:
         raise ModelLoadError(f"{path} lacks trainable tensor(s) of the run's method, e.g. {sorted(missing)[0]}")
+    shapes = bundle.model.state_dict()
+    for name, tensor in tensors.items():
+        if name in shapes and tuple(getattr(tensor, "shape", ())) != tuple(shapes[name].shape):
+            raise ModelLoadError(f"{path} was trained with another method budget or model: its {name} is "
+                                 f"{tuple(getattr(tensor, 'shape', ()))}, this run's is {tuple(shapes[name].shape)}")
     bundle.model.load_state_dict(tensors, strict=False)
     check_fingerprint(adapter_modules(bundle.model), checkpoint_dict.get(FINGERPRINT_KEY), str(path))
     bundle.model.eval()

@@ -68,6 +68,11 @@ class ModelBundle(ABC):
         """Whether the model can be told to transcribe `language` (ISO 639-3)."""
 
     @abstractmethod
+    def token_limit(self, default_language: str) -> Callable[[str, str | None, float], Any]:
+        """The model's half of the `too_many_tokens` check: (transcript, language, seconds of audio) ->
+        `data.validation.TokenLimit` (its tokens, the most the model takes, whether more is refused)."""
+
+    @abstractmethod
     def enable_activation_checkpointing(self) -> None:
         """Re-run the model's blocks in the backward pass instead of keeping their activations
         (`activation_checkpointing=true`), with the family's own mechanism."""

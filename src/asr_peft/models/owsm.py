@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from asr_peft.errors import ConfigError, ModelLoadError
+from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models.base import ModelBundle
 from asr_peft.models.token_list import NON_LINGUISTIC_SYMBOLS, char_token_list
 
@@ -100,6 +100,11 @@ class OWSMBundle(ModelBundle):
 
     def has_language(self, language: str) -> bool:
         return f"<{language}>" in self.converter.token2id
+
+    def token_limit(self, default_language: str):
+        from asr_peft.models.owsm_limits import owsm_token_limit
+
+        return owsm_token_limit(self, self.preprocessor(default_language=default_language, train=False))
 
     def enable_activation_checkpointing(self) -> None:
         from asr_peft.models.checkpointing import enable_activation_checkpointing
@@ -257,7 +262,7 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
     try:
         state = torch.load(weights_file, map_location=device, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged file
-        raise ModelLoadError(f"cannot read weights {weights_file}: {err}") from err
+        raise ModelLoadError(f"cannot read weights {weights_file}: {torch_load_problem(err)}") from err
     state = state.get("module", state)  # DeepSpeed-style checkpoints nest the weights
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

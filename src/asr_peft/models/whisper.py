@@ -120,6 +120,18 @@ class WhisperBundle(ModelBundle):
             return False
         return True
 
+    def token_limit(self, default_language: str):
+        """Whisper's decoder has `max_target_positions` (448) positions: a longer target cannot be trained."""
+        from asr_peft.data.validation import TokenLimit
+
+        maximum = int(self.model.config.max_target_positions)
+
+        def limit(transcript: str, language: str | None, seconds: float) -> TokenLimit:
+            tokens = 1 + len(self.label_ids(transcript, language or default_language))  # with <|startoftranscript|>
+            return TokenLimit(tokens=tokens, maximum=maximum, refused=True,
+                              why=f"Whisper's decoder has {maximum} positions, the prompt included")
+        return limit
+
     def prompt_ids(self, language: str) -> list[int]:
         """`<|startoftranscript|>[<|lang|><|transcribe|>]<|notimestamps|>`, as the tokenizer's prefix tokens."""
         if language not in self._prompts:

@@ -24,6 +24,7 @@ import pandas as pd
 from asr_peft.adapters.registry import METHODS
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.diagnostics import SUBSPACE_FILE
+from asr_peft.reporting.records import record_problem
 from asr_peft.training.naming import BUDGET_KEYS, METHODS_USING_P, configuration_label, has_no_effect, method_reads
 from asr_peft.training.results import RESULTS_FILE
 
@@ -68,6 +69,9 @@ def collect(paths: Iterable[str | Path]) -> Collection:
                 record = _read_json(path)
                 if not isinstance(record.get("status"), str):
                     raise ValueError("no status: not a run record")
+                problem = record_problem(record, path.parent)  # reporting/records.py
+                if problem:
+                    raise ValueError(problem)
             except (OSError, UnicodeDecodeError, ValueError) as err:
                 collection.unreadable.append(f"{path}: {' '.join(str(err).split())}")
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -13,6 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from asr_peft.adapters.svd import weight_key
 from asr_peft.data.manifest import Utterance
 from asr_peft.evaluation.scoring import score_test_sets
+from asr_peft.files import write_json_atomically
+
+log = logging.getLogger(__name__)
 
 
 def _plain(node: Any) -> Any:
@@ -39,10 +43,24 @@ def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], 
     key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights,
                              manifests, device.type, precision], sort_keys=True, default=str)
     cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
-    if cache.is_file() and bundle.source not in ("random", "meta"):
-        return json.loads(cache.read_text(encoding="utf-8"))
+    if bundle.source not in ("random", "meta"):
+        cached = _cached_metrics(cache)
+        if cached is not None:
+            return cached
     metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
                               run_dir / "decode_baseline", test_sets=test_sets, device=device, precision=precision)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(metrics), encoding="utf-8")
+    write_json_atomically(cache, metrics)
     return metrics
+
+
+def _cached_metrics(cache: Path) -> dict | None:
+    """The cached scores; None when there are none, or the file is damaged (it is then scored again)."""
+    try:
+        metrics = json.loads(cache.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("baseline cache %s is unreadable (%s); scoring the frozen model again", cache, err)
+        return None
+    return metrics if isinstance(metrics, dict) else None

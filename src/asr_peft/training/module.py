@@ -21,6 +21,7 @@ import torch
 from asr_peft.adapters import adapter_modules
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint
 from asr_peft.evaluation.wer import error_rates
+from asr_peft.training.nonfinite import nonfinite_loss
 from asr_peft.errors import ConfigError, ModelLoadError
 
 # Module-path segments that wrappers insert and full state dicts leave out: FSDP, torch's checkpoint
@@ -86,8 +87,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
 
 
 class SpeechLitModule(pl.LightningModule):
-    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None):
+    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None,
+                 on_nonfinite_loss: str = "stop"):
         super().__init__()
+        self.on_nonfinite_loss = on_nonfinite_loss  # training/nonfinite.py
         self.bundle = bundle
         self.model = bundle.model
         self.optimizer_cfg = dict(optimizer)
@@ -99,8 +102,10 @@ class SpeechLitModule(pl.LightningModule):
         # Checkpoints hold only trainable tensors; the frozen rest is rebuilt from the pretrained model.
         self.strict_loading = False
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, stats = self.bundle.loss(batch)
+        if not torch.isfinite(loss):
+            return nonfinite_loss(loss, batch["utt_id"], int(self.global_step), self.on_nonfinite_loss)
         size = len(batch["utt_id"])
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         for key, value in stats.items():

@@ -25,6 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.errors import ConfigError
+from asr_peft.files import (UnwritableError, check_writable_directory, open_own_file, write_json_atomically,
+                            write_text_atomically)
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".run.lock"
@@ -73,8 +75,8 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _read_record(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RESULTS_FILE
+def _read_record(run_dir: Path, name: str = RESULTS_FILE) -> dict[str, Any] | None:
+    path = run_dir / name
     if not path.is_file():
         return None
     try:
@@ -124,8 +126,15 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
     configuration's) and the record starts as `running`.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = (run_dir / LOCK_FILE).open("a+")
+    try:
+        check_writable_directory(run_dir, "hydra.run.dir")
+    except UnwritableError:
+        existing = _read_record(run_dir)  # a completed run on a read-only archive can still show its results
+        if existing is None or existing.get("status") != "completed":
+            raise
+        _check_same_configuration(run_dir, config)
+        return RunClaim(run_dir, None, existing)
+    handle = os.fdopen(open_own_file(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -150,10 +159,11 @@ def claim_run_dir(run_dir: Path, config: DictConfig) -> RunClaim:
         handle.flush()
         config_dir = run_dir / ".hydra"
         config_dir.mkdir(exist_ok=True)
-        OmegaConf.save(config, config_dir / "config.yaml")
+        write_text_atomically(config_dir / "config.yaml", OmegaConf.to_yaml(config))
         if HydraConfig.initialized():
-            OmegaConf.save(OmegaConf.create({"hydra": HydraConfig.get()}), config_dir / "hydra.yaml")
-            OmegaConf.save(HydraConfig.get().overrides.task, config_dir / "overrides.yaml")
+            hydra_config = OmegaConf.create({"hydra": HydraConfig.get()})
+            write_text_atomically(config_dir / "hydra.yaml", OmegaConf.to_yaml(hydra_config))
+            write_text_atomically(config_dir / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
     except BaseException:
         claim.release()
         raise
@@ -170,29 +180,56 @@ def _keep_aside(run_dir: Path, record: dict[str, Any]) -> None:
     """A failed or killed record moves to `results.<status>-<time>.json`; the directory's history stays."""
     aside = aside_path(run_dir / RESULTS_FILE, record.get("status", "old"))
     if record.get("status") == "killed":  # the record as it was left, with what is now known
-        aside.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        write_json_atomically(aside, record, indent=2)
         (run_dir / RESULTS_FILE).unlink()
     else:
         (run_dir / RESULTS_FILE).rename(aside)
 
 
 def _check_same_configuration(run_dir: Path, config: DictConfig) -> None:
+    """Refuse `config` in a run directory of another configuration: the one in `.hydra/config.yaml`
+    (unresolved), or, where `.hydra/` is gone (`cp run/*`, `rsync --exclude='.*'`), the one the run's
+    record holds (`config`, resolved)."""
     from asr_peft.training.naming import has_no_effect, method_reads
 
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    recorded = _recorded_configuration(run_dir)
+    if recorded is None:
         return
-    try:
-        before = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
-    except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
-        raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
-                          "hydra.run.dir") from None
-    now = _flat(OmegaConf.to_container(config, resolve=False))
+    before, source, resolved = recorded
+    now = _flat(resolved_or_raw(config) if resolved else OmegaConf.to_container(config, resolve=False))
     method = now.get("method.name")
     for key in sorted(before.keys() & now.keys()):
         if before[key] != now[key] and not has_no_effect(key) and method_reads(method, key):
             raise ConfigError(f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
-                              f"{now[key]} here); pick another hydra.run.dir or delete that directory")
+                              f"{now[key]} here{'' if source is None else f', as its {source} records'}); pick another "
+                              "hydra.run.dir or delete that directory")
+
+
+def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, bool] | None:
+    """(the flat configuration a run directory belongs to, the record it came from when not .hydra/,
+    whether it is resolved); None for a directory without either."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        try:
+            return _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)), None, False
+        except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
+            raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
+                              "hydra.run.dir") from None
+    records = sorted(run_dir.glob("results.*.json"), key=lambda path: path.stat().st_mtime)
+    for path in [run_dir / RESULTS_FILE, *reversed(records)]:
+        record = _read_record(run_dir, path.name) if path.is_file() else None
+        if record is not None and isinstance(record.get("config"), dict):
+            return _flat(record["config"]), path.name, True
+    return None
+
+
+def resolved_or_raw(config: DictConfig) -> dict[str, Any]:
+    """The config resolved where it resolves; an invalid one as it is (validate_config names the problem,
+    and the record must still be written)."""
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # noqa: BLE001
+        return OmegaConf.to_container(config, resolve=False)
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -206,9 +243,9 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def _locked_by_another_process(run_dir: Path) -> bool:
     lock = run_dir / LOCK_FILE
-    if not lock.is_file():
+    if lock.is_symlink() or not lock.is_file():
         return False
-    with lock.open("a+") as handle:
+    with os.fdopen(os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -218,12 +255,8 @@ def _locked_by_another_process(run_dir: Path) -> bool:
 
 
 def write_results(run_dir: Path, record: dict[str, Any]) -> Path:
-    """Write the record atomically (a crash mid-write must not leave a half file)."""
-    path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write the record atomically (a crash or a full disk mid-write must not leave a half file)."""
+    return write_json_atomically(Path(run_dir) / RESULTS_FILE, record, indent=2)
 
 
 def command_line_overrides() -> list[str]:

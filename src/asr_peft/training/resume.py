@@ -12,12 +12,22 @@ callback states (best checkpoint, early stopping); the DataModule adds the sampl
   back when training restarts, so SpecAugment, dropout and speed perturbation draw what an
   uninterrupted run draws. Under DDP the checkpoint holds rank zero's state, which every rank gets
   back: resumed multi-process runs are close, not identical.
+
+Two more things make a resumed (or a repeated) run train what an uninterrupted first run trains:
+`random_state_kept` runs the work before training whose amount depends on caches (scoring the
+frozen model, generating the corpus) without drawing from the generators training uses, and
+`resumable_checkpoint` resumes only from a checkpoint that loads: a `last.ckpt` torn by a full disk
+or a crash (or not a checkpoint at all) gives way to the newest checkpoint beside it that loads, with
+one line saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 import numpy as np
@@ -25,6 +35,11 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from asr_peft.errors import ModelLoadError
+from asr_peft.evaluation.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class LatestModelCheckpoint(ModelCheckpoint):
@@ -94,3 +109,51 @@ class RandomState(Callback):
                              numpy["has_gauss"], numpy["cached_gaussian"]))
         python = state["python"]
         random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Every global generator (torch, CUDA, numpy, Python) is, after the block, as it was before it.
+
+    For work whose amount depends on what is cached (a baseline scored or read from the cache, a corpus
+    generated or found): drawing from training's generators there would make a run's training depend
+    on whether it was the first of its sweep (a data loader alone draws a seed from torch's generator
+    each time it is iterated).
+    """
+    python, numpy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+
+
+def resumable_checkpoint(last: Path) -> Path | None:
+    """`last` when it loads; else the newest (highest step) checkpoint beside it that loads; else None
+    (a fresh start). Choosing another than `last` is said in one line."""
+    if not last.exists() and not last.is_symlink():
+        return None
+    _, problem = _resumable_step(last)
+    if problem is None:
+        return last
+    steps = {}
+    for candidate in sorted(set(last.parent.glob("*.ckpt")) - {last}):
+        step, candidate_problem = _resumable_step(candidate)
+        if candidate_problem is None:
+            steps[candidate] = step
+    chosen = max(steps, key=steps.get) if steps else None
+    instead = f"resuming from {chosen} (step {steps[chosen]}) instead" if chosen else "starting afresh instead"
+    log.warning("%s; %s", problem, instead)
+    return chosen
+
+
+def _resumable_step(path: Path) -> tuple[int | None, str | None]:
+    """(the step `path` was saved at, None) when it loads as a training checkpoint, else (None, why not)."""
+    if path.is_symlink():
+        return None, f"{path} is a symbolic link; a run resumes only from its own checkpoints"
+    try:  # memory-mapped: the check reads the file's index, not every tensor
+        return int(read_checkpoint(path, mmap=True).get("global_step") or 0), None
+    except ModelLoadError as err:
+        return None, str(err)

@@ -41,6 +41,7 @@ from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
+from asr_peft.files import check_writable_directory
 from asr_peft.models import load_model
 from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
@@ -48,12 +49,16 @@ from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import SpeechDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name
 from asr_peft.training.module import SpeechLitModule
-from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, write_results
+from asr_peft.training.resume import random_state_kept, resumable_checkpoint
+from asr_peft.training.results import (RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, resolved_or_raw,
+                                       write_results)
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
 log = logging.getLogger(__name__)
 
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+SIGINT_EXIT_STATUS = 128 + signal.SIGINT
+INTERRUPTED = "interrupted (Ctrl-C); the same command resumes the run from checkpoints/last.ckpt"
 
 
 def _plain(node: Any) -> Any:
@@ -97,26 +102,33 @@ class _SigtermGuard:
 
 def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _SigtermGuard) -> dict[str, Any]:
     """Everything after the run directory is claimed and the config validated; fills and returns `record`."""
+    check_writable_directory(cfg.paths.cache_dir, "paths.cache_dir")  # not after the baseline was scored
     device, precision = scoring_target(cfg.trainer, cfg.evaluation)
     record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    if cfg.data.get("prepare"):
-        instantiate(cfg.data.prepare)
     data_cfg = _plain(cfg.data)
     normalizer = get_normalizer(data_cfg.get("normalizer", "whisper_basic"))
-    data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
+    with random_state_kept():  # a corpus generated or found, a baseline scored or cached: training draws the same
+        if cfg.data.get("prepare"):
+            instantiate(cfg.data.prepare)
+        data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
     bundle = load_model(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
     bundle.check_decode_method(cfg.evaluation.get("decode"))  # before anything is scored or trained
-    data.keep_languages(bundle.has_language, data_cfg.get("language", "eng"), data_cfg.get("on_error", "raise"))
+    language = data_cfg.get("language", "eng")
+    data.keep_languages(bundle.has_language, language, data_cfg.get("on_error", "raise"))
+    with random_state_kept():
+        data.keep_within_token_limits(bundle.token_limit(language), data_cfg.get("on_error", "raise"),
+                                      fastest_speed=max(data_cfg.get("speed_perturb") or [1.0]))
     record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
         bundle.enable_activation_checkpointing()
     datamodule = SpeechDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     if rank_zero_only.rank == 0:
-        record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
-                                                      precision=precision)
+        with random_state_kept():
+            record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
+                                                          precision=precision)
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
     apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
@@ -127,13 +139,15 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
 
     trainer = build_trainer(cfg, run_dir)
     module = SpeechLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
-                           total_steps=cfg.trainer.get("max_steps"))
+                             total_steps=cfg.trainer.get("max_steps"),
+                             on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"))
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
                                           "configuration": record["configuration"]})  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
-        record["resumed_from"] = str(last) if last is not None and last.is_file() else None
+        resume_from = resumable_checkpoint(last) if last is not None else None
+        record["resumed_from"] = str(resume_from) if resume_from is not None else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
         fit_started = time.perf_counter()
@@ -186,7 +200,7 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
             claim.release()
             raise ConfigError(f"{run_dir / 'results.json'} already records a completed run; pick another "
                               "hydra.run.dir (or delete it) to train again")
-    record = new_record(_plain_or_raw(cfg), run_dir)
+    record = new_record(resolved_or_raw(cfg), run_dir)
     sigterm = _SigtermGuard()
     try:
         with sigterm.installed():
@@ -200,13 +214,24 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
         record["error"] = "SIGTERM: the run was told to stop; the same command resumes it from checkpoints/last.ckpt"
         _finish(record, run_dir, claim, is_rank_zero)
         raise SystemExit(SIGTERM_EXIT_STATUS) from None
-    except BaseException as err:  # KeyboardInterrupt too: an interrupted run is recorded, then resumable
+    except BaseException as err:
         record["status"] = "failed"
+        if _interrupted(err):  # Ctrl-C: recorded, then resumable; exit status 130 as for any interrupted command
+            record["error"] = INTERRUPTED
+            _finish(record, run_dir, claim, is_rank_zero)
+            log.error("%s", INTERRUPTED)
+            raise SystemExit(SIGINT_EXIT_STATUS) from None
         record["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
         _finish(record, run_dir, claim, is_rank_zero)
         raise
     _finish(record, run_dir, claim, is_rank_zero)
     return record
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the `exit(1)` Lightning turns one into after shutting down."""
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
+                                                  and isinstance(err.__context__, KeyboardInterrupt))
 
 
 def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_rank_zero: bool) -> None:
@@ -215,11 +240,3 @@ def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_ra
         write_results(run_dir, record)
     if claim is not None:
         claim.release()
-
-
-def _plain_or_raw(cfg: DictConfig) -> dict[str, Any]:
-    """The config for the record, resolved where it resolves (an invalid config is recorded as it is)."""
-    try:
-        return _plain(cfg)
-    except Exception:  # noqa: BLE001 - validate_config names the problem; the record must still be written
-        return OmegaConf.to_container(cfg, resolve=False)

@@ -1,6 +1,8 @@
 """The Lightning Trainer a config describes, and the checkpoint whose weights are tested after training.
 
-Under `bf16-true`/`16-true` the adapters' own tensors stay fp32 (`models/precision.py`).
+Under `bf16-true`/`16-true` the adapters' own tensors stay fp32 (`models/precision.py`). Checkpoints
+are written by `AtomicCheckpointIO`: Lightning's own writes a temporary file in the system's temp
+directory and moves it across file systems, which a full run disk tears (a half `last.ckpt`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
+from asr_peft.files import write_atomically
 from asr_peft.models.precision import HalfPrecisionWithFP32Adapters
 from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
@@ -22,6 +26,16 @@ from asr_peft.training.resume import RandomState
 from asr_peft.training.results import aside_path
 
 log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into a temporary file beside the checkpoint, then a rename (`asr_peft.files`)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
@@ -32,10 +46,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     callbacks += [SamplerEpochs(), RandomState()]  # a new batch order every epoch; resumed runs draw as uninterrupted ones
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     keep_earlier_csv_metrics(loggers)
-    overrides = {}
+    overrides = {"plugins": [AtomicCheckpointIO()]}
     precision = unified_precision(cfg.trainer.get("precision"))
     if precision in HALF_PRECISIONS:  # Lightning's own plugin, with the adapters left in fp32
-        overrides = {"precision": None, "plugins": [HalfPrecisionWithFP32Adapters(precision)]}
+        overrides = {"precision": None, "plugins": [*overrides["plugins"], HalfPrecisionWithFP32Adapters(precision)]}
     last_batch = final_validation_batch(cfg.trainer)
     if last_batch is not None:
         log.info("trainer.val_check_interval=%s is past the last training batch (%d): validating there instead, so "

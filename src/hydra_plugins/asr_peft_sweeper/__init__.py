@@ -72,7 +72,7 @@ class GridSweeper(BasicSweeper):
         return list(self.split_overrides_to_chunks(distinct, max_batch_size))
 
     def _record_failure(self, overrides: list[str], err: BaseException) -> None:
-        from asr_peft.cli import hydra_error_line
+        from asr_peft.cli import FAILED_JOBS, hydra_error_line
         from asr_peft.training.results import now_iso, write_results
 
         error = hydra_error_line(err)
@@ -85,6 +85,7 @@ class GridSweeper(BasicSweeper):
         write_results(run_dir, {"status": "failed", "error": f"ConfigCompositionError: {error}", "run_dir": str(run_dir),
                                 "overrides": overrides, "started_at": now, "finished_at": now, "metrics": {}, **choices})
         log.error("job %s failed: %s; the sweep goes on", " ".join(overrides), error)
+        FAILED_JOBS.append(str(run_dir))
 
     def _failure_dir(self, overrides: list[str]) -> Path:
         """`<sweep dir>/<the job's overrides>` (a legal, bounded file name): a job that does not compose has
