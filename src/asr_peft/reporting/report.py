@@ -4,8 +4,8 @@ Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over
 (each configuration against the lowest-WER one and the model before adaptation, paired bootstrap),
 claims.csv (the papers' claims: evidence, effect with its interval, verdict), subspace.csv (a row per
 run and layer type, when runs left subspace.json), pareto.png, forgetting.png, convergence.png,
-subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run under `wandb/`, in the group of the
-sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
+subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run
+under `wandb/`, in the group of the sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
 `wandb sync <out>/wandb/offline-run-*`).
 """
 
