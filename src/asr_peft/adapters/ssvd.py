@@ -226,6 +226,14 @@ class SSVDLinear(AdapterLayer):
             self.register_buffer("S_full", S.contiguous(), persistent=False)
             self.register_buffer("Vh_full", Vh_A.contiguous(), persistent=False)
 
+    def rotated_vectors(self) -> str:
+        """W's singular vectors this layer rotates, per rotated side: V (right, W's input side) or U (left, W's
+        output side). `method.side` names the sides of the factorised matrix, so on a layer factorised as Wᵀ
+        (`orientation=reference`, d_in > d_out) side=input rotates U and side=output rotates V."""
+        input_side, output_side = ("U", "V") if self.transposed else ("V", "U")
+        sides = [f"{input_side} (k={self.k_in})"] if self.k_in else []
+        return " and ".join(sides + ([f"{output_side} (k={self.k_out})"] if self.k_out else []))
+
     def _generator(self, size: int, suffix: str) -> torch.Tensor:
         """One side's `size`×`size` rotation in fp32 (fp64 for an fp64 model), whatever the storage dtype."""
         dtype = master_dtype(self.delta_sigma.dtype)
