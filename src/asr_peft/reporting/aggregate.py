@@ -23,7 +23,7 @@ import pandas as pd
 
 from asr_peft.adapters.registry import METHODS
 from asr_peft.errors import ConfigError
-from asr_peft.reporting.diagnostics import SUBSPACE_FILE
+from asr_peft.adapters.subspace import SUBSPACE_FILE
 from asr_peft.training.naming import BUDGET_KEYS, METHODS_USING_P, configuration_label, has_no_effect, method_reads
 from asr_peft.training.results import RESULTS_FILE
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -107,7 +107,8 @@ def log_to_wandb(tables: dict[str, pd.DataFrame], figures: dict[str, Path], out_
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "asr-peft"), job_type="report", dir=str(out_dir),
-                     group=group, name=f"report-{out_dir.resolve().name}", mode=os.environ.get("WANDB_MODE", "offline"))
+                     group=group, name=f"report-{out_dir.resolve().name}",
+                     mode=cast(Any, os.environ.get("WANDB_MODE", "offline")))  # wandb checks its own variable's value
     run.log({**{name: wandb.Table(dataframe=_loggable(table)) for name, table in tables.items()},
              **{name: wandb.Image(str(path)) for name, path in figures.items()}})
     run.finish()

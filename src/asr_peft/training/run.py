@@ -44,7 +44,7 @@ from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
 from asr_peft.models import load_owsm
 from asr_peft.models.checkpointing import enable_activation_checkpointing
-from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
+from asr_peft.adapters.subspace import (compute_subspace_diagnostics, pretrained_target_weights,
                                             write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import OWSMDataModule

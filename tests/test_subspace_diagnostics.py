@@ -15,7 +15,7 @@ from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.ssvd import SSVDLinear
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.errors import ConfigError
-from asr_peft.reporting.diagnostics import (SUBSPACE_FILE, compute_subspace_diagnostics, effective_rank,
+from asr_peft.adapters.subspace import (SUBSPACE_FILE, compute_subspace_diagnostics, effective_rank,
                                             principal_angles_deg, write_subspace_diagnostics)
 
 D_OUT, D_IN = 40, 30

@@ -70,9 +70,10 @@ def _weight(source: WeightSource, name: str, *, adapted: bool) -> torch.Tensor:
                 raise ConfigError(f"the base model's {name} carries an adapter; pass the pretrained model")
             with torch.no_grad():
                 return module.base_layer.weight if module.merged else module.base_layer.weight + module.delta_weight()
-        if not isinstance(getattr(module, "weight", None), torch.Tensor):
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
             raise ConfigError(f"module {name} of the {role} model has no weight matrix")
-        return module.weight.detach()
+        return weight.detach()
     key = f"{name}.weight"
     if key not in source:
         if f"{name}.base_layer.weight" in source:
