@@ -129,7 +129,7 @@ def test_the_makefile_exports_each_pretraining_stage_from_the_directory_it_train
         variable = f"$(PRETRAIN{stage.upper()}_RUN)"
         assert re.search(rf"^PRETRAIN{stage.upper()}_RUN := outputs/\S+$", makefile, re.M)
         trained = re.findall(rf"train\.py experiment=pretrain_tiny{stage} (.*)$", makefile, re.M)
-        exported = re.findall(rf"pretrain_tiny export (\S+)", makefile)
+        exported = re.findall(r"pretrain_tiny export (\S+)", makefile)
         assert trained == [f"hydra.run.dir={variable}"] and variable in exported
 
 
