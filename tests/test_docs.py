@@ -23,16 +23,24 @@ MKDOCS = [sys.executable, "-m", "mkdocs", "build", "--strict"]  # not --quiet: s
 
 
 def build(site: Path, config: Path = ROOT / "mkdocs.yml") -> subprocess.CompletedProcess:
-    return subprocess.run([*MKDOCS, "--config-file", str(config), "--site-dir", str(site)], cwd=config.parent,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    return subprocess.run(
+        [*MKDOCS, "--config-file", str(config), "--site-dir", str(site)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 def nav_pages(config: Path = ROOT / "mkdocs.yml") -> list[str]:
     """Every page the site's navigation lists (mkdocs.yml's !!python tags aside, it is plain YAML)."""
+
     def walk(entries):
         for entry in entries:
             value = next(iter(entry.values())) if isinstance(entry, dict) else entry
             yield from (walk(value) if isinstance(value, list) else [value])
+
     return list(walk(yaml.safe_load(config.read_text(encoding="utf-8"))["nav"]))
 
 
@@ -117,4 +125,8 @@ def test_the_home_page_and_its_figure_render_in_headless_chromium(site):
     probe.write_text((site / "index.html").read_text(encoding="utf-8").replace("</body>", f"<script>{PROBE}</script></body>"))
     seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dump_dom(probe), re.S).group(1))
     # the browser decoded the figure: its natural size is the PNG's own
-    assert seen["found"] and seen["complete"] and (seen["width"], seen["height"]) == png_size(ROOT / "docs" / "comparison-pareto.png")
+    assert (
+        seen["found"]
+        and seen["complete"]
+        and (seen["width"], seen["height"]) == png_size(ROOT / "docs" / "comparison-pareto.png")
+    )

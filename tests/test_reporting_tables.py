@@ -30,12 +30,36 @@ def _sweep(root: Path) -> Path:
     shutil.rmtree(root / "grid" / "data=synth_child,+point=ssvd_cayley_p0.2,seed=0")
     ssvd = {"name": "ssvd", "rotation": "approx", "side": "input"}
     for seed in range(3):
-        write_run(root / "decoded", "frozen", method={"name": "frozen"}, p=None, trainable=0, seed=seed,
-                  errors={"source": _errors(0.15, seed), "child": _errors(0.6, 10 + seed)}, baseline={"child": 0.6})
-        write_run(root / "decoded", "ssvd_p0.4", method=ssvd, p=0.4, trainable=50_000, seed=seed,
-                  errors={"source": _errors(0.2, 20 + seed), "child": _errors(0.4, 30 + seed)}, baseline={"child": 0.6})
-        write_run(root / "decoded", "ssvd_cayley_p0.4", method={**ssvd, "rotation": "cayley"}, p=0.4, trainable=50_000,
-                  seed=seed, errors={"source": _errors(0.2, 40 + seed), "child": _errors(0.41, 50 + seed)}, baseline={"child": 0.6})
+        write_run(
+            root / "decoded",
+            "frozen",
+            method={"name": "frozen"},
+            p=None,
+            trainable=0,
+            seed=seed,
+            errors={"source": _errors(0.15, seed), "child": _errors(0.6, 10 + seed)},
+            baseline={"child": 0.6},
+        )
+        write_run(
+            root / "decoded",
+            "ssvd_p0.4",
+            method=ssvd,
+            p=0.4,
+            trainable=50_000,
+            seed=seed,
+            errors={"source": _errors(0.2, 20 + seed), "child": _errors(0.4, 30 + seed)},
+            baseline={"child": 0.6},
+        )
+        write_run(
+            root / "decoded",
+            "ssvd_cayley_p0.4",
+            method={**ssvd, "rotation": "cayley"},
+            p=0.4,
+            trainable=50_000,
+            seed=seed,
+            errors={"source": _errors(0.2, 40 + seed), "child": _errors(0.41, 50 + seed)},
+            baseline={"child": 0.6},
+        )
     return root
 
 
@@ -89,8 +113,12 @@ def test_tables_are_never_overwritten_and_bad_tables_are_named(tmp_path):
         write_tables(sweep)
     assert (sweep / DECODES_TABLE).read_bytes() == table
     (sweep / RUNS_TABLE).write_text("not parquet")
-    result = subprocess.run([sys.executable, str(ROOT / "report.py"), str(sweep), "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "report.py"), str(sweep), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and result.stderr.startswith(f"error: {sweep / RUNS_TABLE} is not a runs table")
     assert "Traceback" not in result.stderr
 

@@ -18,8 +18,9 @@ def rotated(d_in: int, d_out: int, side: str, orientation: str = "reference") ->
     """W and W' after a random exact (Cayley) rotation of the chosen side, singular values unchanged."""
     torch.manual_seed(0)
     base = nn.Linear(d_in, d_out).double()
-    layer = SSVDLinear(base, thin_svds([base.weight.detach()])[0], p=0.5, rotation="cayley", side=side,
-                       orientation=orientation).double()
+    layer = SSVDLinear(
+        base, thin_svds([base.weight.detach()])[0], p=0.5, rotation="cayley", side=side, orientation=orientation
+    ).double()
     with torch.no_grad():
         for name, parameter in layer.named_adapter_parameters():
             if name.startswith("skew"):
@@ -29,17 +30,22 @@ def rotated(d_in: int, d_out: int, side: str, orientation: str = "reference") ->
 
 
 def kept_gram(weight: torch.Tensor, adapted: torch.Tensor) -> str:
-    """"U" when only the left vectors moved (WᵀW kept), "V" when only the right ones did (WWᵀ kept)."""
+    """ "U" when only the left vectors moved (WᵀW kept), "V" when only the right ones did (WWᵀ kept)."""
     keeps_right = torch.allclose(adapted.T @ adapted, weight.T @ weight, atol=1e-6)
     keeps_left = torch.allclose(adapted @ adapted.T, weight @ weight.T, atol=1e-6)
     assert keeps_right != keeps_left  # a real rotation moves exactly one side
     return "U" if keeps_right else "V"
 
 
-@pytest.mark.parametrize(("d_in", "d_out", "side", "expected"), [
-    (6, 10, "input", "V"), (6, 10, "output", "U"),     # tall layer (d_in <= d_out): A = W
-    (10, 6, "input", "U"), (10, 6, "output", "V"),     # wide layer, orientation=reference: A = Wᵀ
-])
+@pytest.mark.parametrize(
+    ("d_in", "d_out", "side", "expected"),
+    [
+        (6, 10, "input", "V"),
+        (6, 10, "output", "U"),  # tall layer (d_in <= d_out): A = W
+        (10, 6, "input", "U"),
+        (10, 6, "output", "V"),  # wide layer, orientation=reference: A = Wᵀ
+    ],
+)
 def test_each_side_rotates_the_vectors_its_layer_reports(d_in, d_out, side, expected):
     weight, adapted, layer = rotated(d_in, d_out, side)
     assert kept_gram(weight, adapted) == expected

@@ -49,9 +49,18 @@ def _decode_rows(run_name: str, run_dir: Path) -> list[dict]:
         if set(refs) != set(hyps):
             raise ConfigError(f"{hyp_trn} and {ref_trn} hold different utterances")
         scored = score_utterances(refs, hyps, str(ref_trn))
-        rows += [{"run": run_name, "test_set": set_dir.name, "utterance": utt, "reference": refs[utt], "hypothesis": hyps[utt],
-                  "errors": int(errors), "reference_words": int(words)}
-                 for utt, errors, words in zip(scored.ids, scored.errors, scored.ref_words)]
+        rows += [
+            {
+                "run": run_name,
+                "test_set": set_dir.name,
+                "utterance": utt,
+                "reference": refs[utt],
+                "hypothesis": hyps[utt],
+                "errors": int(errors),
+                "reference_words": int(words),
+            }
+            for utt, errors, words in zip(scored.ids, scored.errors, scored.ref_words)
+        ]
     return rows
 
 
@@ -65,22 +74,35 @@ def write_tables(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
             raise ConfigError(f"{out_dir / name} exists; remove it first or choose another --out")
     collection = collect([sweep_dir])
     if collection.unreadable:  # the tables hold records only: a report from them could not list these
-        raise ConfigError(f"{collection.unreadable[0]} (and {len(collection.unreadable) - 1} more): not a run record; fix or move it first")
+        raise ConfigError(
+            f"{collection.unreadable[0]} (and {len(collection.unreadable) - 1} more): not a run record; fix or move it first"
+        )
     if not collection.runs:
         raise ConfigError(f"no results.json below {sweep_dir}")
     runs, decodes = [], []
     for run in collection.runs:
         name = run.directory.relative_to(sweep_dir).as_posix()
         subspace = run.directory / "subspace.json"
-        runs.append({"run": name, "status": run.record.get("status"), "method": _name(run.record, "method"),
-                     "data": _name(run.record, "data"), "model": _name(run.record, "model"), "seed": run.record.get("seed"),
-                     "record": (run.directory / "results.json").read_text(encoding="utf-8"),
-                     "subspace": subspace.read_text(encoding="utf-8") if run.subspace is not None else None})
+        runs.append(
+            {
+                "run": name,
+                "status": run.record.get("status"),
+                "method": _name(run.record, "method"),
+                "data": _name(run.record, "data"),
+                "model": _name(run.record, "model"),
+                "seed": run.record.get("seed"),
+                "record": (run.directory / "results.json").read_text(encoding="utf-8"),
+                "subspace": subspace.read_text(encoding="utf-8") if run.subspace is not None else None,
+            }
+        )
         decodes += _decode_rows(name, run.directory)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(runs, columns=RUN_COLUMNS).astype({"seed": "Int64"}).to_parquet(out_dir / RUNS_TABLE, index=False, compression="zstd")
+    pd.DataFrame(runs, columns=RUN_COLUMNS).astype({"seed": "Int64"}).to_parquet(
+        out_dir / RUNS_TABLE, index=False, compression="zstd"
+    )
     pd.DataFrame(decodes, columns=DECODE_COLUMNS).astype({"errors": "int64", "reference_words": "int64"}).to_parquet(
-        out_dir / DECODES_TABLE, index=False, compression="zstd")
+        out_dir / DECODES_TABLE, index=False, compression="zstd"
+    )
     return {"runs": len(runs), "decodes": len(decodes)}
 
 
@@ -94,16 +116,21 @@ def read_runs(directory: Path) -> list[Run]:
         table = pd.read_parquet(directory / RUNS_TABLE, columns=["run", "record", "subspace"])
     except (OSError, ValueError) as err:
         raise ConfigError(f"{directory / RUNS_TABLE} is not a runs table: {' '.join(str(err).split())}") from err
-    return [Run(directory / name, json.loads(record), json.loads(subspace) if isinstance(subspace, str) else None)
-            for name, record, subspace in table.itertuples(index=False)]
+    return [
+        Run(directory / name, json.loads(record), json.loads(subspace) if isinstance(subspace, str) else None)
+        for name, record, subspace in table.itertuples(index=False)
+    ]
 
 
 @functools.lru_cache(maxsize=4)
 def _decodes(table: Path) -> dict[tuple[str, str], UtteranceErrors]:
     frame = pd.read_parquet(table, columns=["run", "test_set", "utterance", "errors", "reference_words"])
-    return {(str(run), str(test_set)): UtteranceErrors(tuple(rows["utterance"]), rows["errors"].to_numpy(np.int64),
-                                                       rows["reference_words"].to_numpy(np.int64))
-            for (run, test_set), rows in frame.groupby(["run", "test_set"], sort=False)}
+    return {
+        (str(run), str(test_set)): UtteranceErrors(
+            tuple(rows["utterance"]), rows["errors"].to_numpy(np.int64), rows["reference_words"].to_numpy(np.int64)
+        )
+        for (run, test_set), rows in frame.groupby(["run", "test_set"], sort=False)
+    }
 
 
 def stored_errors(run_dir: str | Path, test_set: str) -> UtteranceErrors | None:
