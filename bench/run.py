@@ -127,7 +127,10 @@ def training_side_by_side(rounds: int, precision: str, model_name: str = "owsm_0
     autocast = precision == "bf16-mixed"
     models, optimizers = {}, {}
     for name, method in METHODS.items():
-        model = copy.deepcopy(bundle.model)
+        # Each copy gets its own Parameter objects (requires_grad is the method's) over the base model's storage,
+        # so ten models take little more memory than one; the values a step writes there do not change its time.
+        shared = {id(p): nn.Parameter(p.data, requires_grad=p.requires_grad) for p in bundle.model.parameters()}
+        model = copy.deepcopy(bundle.model, memo=shared)
         apply_method(model, method, {"p": 0.4, "targets": targets})
         models[name] = model.train()
         optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
