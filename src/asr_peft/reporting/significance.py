@@ -116,12 +116,17 @@ def read_trn(path: Path) -> dict[str, str]:
     return texts
 
 
-def utterance_errors(ref_trn: str | Path, hyp_trn: str | Path) -> UtteranceErrors:
-    """Per-utterance word errors of `hyp_trn` against `ref_trn` (both normalised, as scoring writes them)."""
+def read_trn_pair(ref_trn: str | Path, hyp_trn: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """References and hypotheses by trn id; both files must hold the same utterances."""
     refs, hyps = read_trn(Path(ref_trn)), read_trn(Path(hyp_trn))
     if set(refs) != set(hyps):
         raise ConfigError(f"{hyp_trn} and {ref_trn} hold different utterances")
-    return score_utterances(refs, hyps, str(ref_trn))
+    return refs, hyps
+
+
+def utterance_errors(ref_trn: str | Path, hyp_trn: str | Path) -> UtteranceErrors:
+    """Per-utterance word errors of `hyp_trn` against `ref_trn` (both normalised, as scoring writes them)."""
+    return score_utterances(*read_trn_pair(ref_trn, hyp_trn), str(ref_trn))
 
 
 def score_utterances(refs: dict[str, str], hyps: dict[str, str], source: str) -> UtteranceErrors:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from asr_peft.errors import AsrPeftError, ConfigError
 from asr_peft.reporting.aggregate import Run, collect
-from asr_peft.reporting.significance import UtteranceErrors, read_trn, score_utterances
+from asr_peft.reporting.significance import UtteranceErrors, read_trn_pair, score_utterances
 
 RUNS_TABLE = "runs.parquet"
 DECODES_TABLE = "decodes.parquet"
@@ -44,10 +44,8 @@ def _decode_rows(run_name: str, run_dir: Path) -> list[dict]:
     rows = []
     decode = run_dir / "decode"
     for set_dir in sorted(p for p in decode.iterdir() if p.is_dir()) if decode.is_dir() else ():
-        ref_trn, hyp_trn = set_dir / "ref.trn", set_dir / "hyp.trn"
-        refs, hyps = read_trn(ref_trn), read_trn(hyp_trn)
-        if set(refs) != set(hyps):
-            raise ConfigError(f"{hyp_trn} and {ref_trn} hold different utterances")
+        ref_trn = set_dir / "ref.trn"
+        refs, hyps = read_trn_pair(ref_trn, set_dir / "hyp.trn")
         scored = score_utterances(refs, hyps, str(ref_trn))
         rows += [
             {
