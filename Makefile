@@ -14,7 +14,7 @@ help:
 	@echo "make lint       ruff check, ruff format --check and mypy (configured in pyproject.toml)"
 	@echo "make docs       build the documentation site into site/ (strict: broken links fail)"
 	@echo "make demo       install, adapt with SSVD (the default run) and 3 more methods, report (~11 min on 2 cores)"
-	@echo "make bench      speed and memory ratios of the adapters, side by side in one process (<= 15 min)"
+	@echo "make bench      speed ratios of the adapters, side by side in one process (see docs/benchmarks.md)"
 	@echo "make gpu-check  on a CUDA machine: every method in bf16-mixed on OWSM 0.1B (and 1B), <= 10 min (see docs/precision.md)"
 	@echo "make corpus     generate the child and dialect tasks' splits of the offline corpus (cached)"
 	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 30 min of pretraining in four stages)"

@@ -18,7 +18,7 @@
    on-disk cache.
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
-The default sections (layer, train, inference, svd) take about 15 minutes on 2 cores; memory is opt-in.
+The default sections are layer, train, inference and svd; memory is opt-in (minutes and ~9 GB per configuration).
 """
 
 from __future__ import annotations
