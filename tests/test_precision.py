@@ -24,7 +24,6 @@ from torch import nn
 from asr_peft.adapters import apply_method
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.model import adapter_modules
-from asr_peft.adapters.precision import add_delta
 from asr_peft.models.precision import cast_keeping_adapters
 from test_adapters_layers import D_IN, D_OUT, randomize
 

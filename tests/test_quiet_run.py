@@ -37,7 +37,8 @@ def test_a_short_run_prints_each_line_once_and_nothing_it_knows_to_be_noise(tiny
     record = json.loads((run_dir / "results.json").read_text())
     share = 100 * record["parameters"]["trainable"] / record["parameters"]["total"]
     assert record["tested_step"] in (2, 4) and record["tested_checkpoint"].endswith("best.ckpt")
-    assert f"trainable parameters: {record['parameters']['trainable']:,} of {record['parameters']['total']:,} ({share:.2f}% of the model)" in result.stdout
+    trainable, total = record["parameters"]["trainable"], record["parameters"]["total"]
+    assert f"trainable parameters: {trainable:,} of {total:,} ({share:.2f}% of the model)" in result.stdout
     assert f"tested checkpoint: {record['tested_checkpoint']} (step {record['tested_step']} of 4, validation WER" in result.stdout
     assert re.search(r"^time: training \d+( min \d+)? s, \d+( min \d+)? s in all", result.stdout, re.M)
     assert "\nconfiguration: ssvd p=0.4  (manifest, owsm_tiny, seed 0)\n" in result.stdout

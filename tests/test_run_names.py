@@ -95,9 +95,9 @@ def grid_jobs(command: str) -> list[list[str]]:
 
 
 def documented_grids() -> list:
-    """The README's `-m` grids and every sweep file; grids of more than a dozen jobs are slow to compose."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    commands = re.findall(r"(?<!\$ )python train\.py -m [^\n#`]*", readme)  # `$ ...`: a console example
+    """The `-m` grids of the README and the docs pages, and every sweep file; grids of more than a dozen jobs are slow to compose."""
+    documentation = "\n".join(path.read_text(encoding="utf-8") for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
+    commands = re.findall(r"(?<!\$ )python train\.py -m [^\n#`]*", documentation)  # `$ ...`: a console example
     searches = {path.stem for path in (ROOT / "sweeps" / "sweep").glob("*.yaml")  # Optuna studies, not grids
                 if {"override /hydra/sweeper": "optuna"} in OmegaConf.load(path).get("defaults", [])}
     files = [f"python train.py -m +sweep={path.stem}" for path in sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))]
@@ -129,7 +129,7 @@ def test_the_makefile_exports_each_pretraining_stage_from_the_directory_it_train
         variable = f"$(PRETRAIN{stage.upper()}_RUN)"
         assert re.search(rf"^PRETRAIN{stage.upper()}_RUN := outputs/\S+$", makefile, re.M)
         trained = re.findall(rf"train\.py experiment=pretrain_tiny{stage} (.*)$", makefile, re.M)
-        exported = re.findall(rf"pretrain_tiny export (\S+)", makefile)
+        exported = re.findall(r"pretrain_tiny export (\S+)", makefile)
         assert trained == [f"hydra.run.dir={variable}"] and variable in exported
 
 

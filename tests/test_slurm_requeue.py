@@ -63,4 +63,4 @@ def test_a_job_signalled_at_its_time_limit_is_requeued_and_resumes_from_last_ckp
     interrupted = [json.loads(p.read_text()) for p in run_dir.glob("results.failed-*.json")]
     assert len(interrupted) == 1 and "SystemExit" in interrupted[0]["error"]  # the first attempt, kept aside
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.*"))
-    assert "this job is timed-out" in logs and f"Requeued job" in logs
+    assert "this job is timed-out" in logs and "Requeued job" in logs

@@ -70,6 +70,10 @@ class AdapterLayer(nn.Module, abc.ABC):
             if not name.startswith("base_layer."):
                 yield name, parameter
 
+    def rotated_vectors(self) -> str | None:
+        """Which singular vectors of the base weight the adapter rotates, for the parameter plan (None: none)."""
+        return None
+
     @abc.abstractmethod
     def delta_weight(self) -> torch.Tensor:
         """W' − W for the current adapter parameters (differentiable)."""

@@ -7,6 +7,7 @@ decoder's token embedding `decoder.embed.0` for the LoRA family): E' = E + (α/r
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ class LoRALinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, *, r: int, alpha: float):
         super().__init__(base_layer)
         check_rank(r, base_layer.in_features, base_layer.out_features)
-        factory = {"device": base_layer.weight.device, "dtype": torch.float32}
+        factory: dict[str, Any] = {"device": base_layer.weight.device, "dtype": torch.float32}
         self.scaling = alpha / r
         self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, r, **factory))
@@ -60,7 +61,7 @@ class LoRAEmbedding(nn.Module):
         check_rank(r, base_layer.num_embeddings, base_layer.embedding_dim)
         self.base_layer = base_layer
         base_layer.weight.requires_grad_(False)
-        factory = {"device": base_layer.weight.device, "dtype": torch.float32}
+        factory: dict[str, Any] = {"device": base_layer.weight.device, "dtype": torch.float32}
         self.scaling = alpha / r
         self.lora_A = nn.Parameter(torch.zeros(r, base_layer.num_embeddings, **factory))
         self.lora_B = nn.Parameter(torch.empty(base_layer.embedding_dim, r, **factory))

@@ -236,16 +236,21 @@ def merged_copy(model: nn.Module) -> nn.Module:
 
 
 def parameter_plan(model: nn.Module) -> dict[str, Any]:
-    """Trainable parameters per module type and in total.
+    """Trainable parameters per module type and in total, and which singular vectors of the weight each
+    module type's adapters rotate (`rotates`, for the methods that rotate any).
 
     A module's type is its name without block indices, e.g. `encoder.attn.linear_q` for every
     `encoder.encoders.<i>.attn.linear_q`.
     """
     per_type: dict[str, dict[str, int]] = {}
+    rotates: dict[str, set[str]] = {}
     for name, module in adapter_modules(model):
         kind = module_type(name)
         row = per_type.setdefault(kind, {"modules": 0, "trainable": 0})
         row["modules"] += 1
         row["trainable"] += sum(p.numel() for _, p in module.named_adapter_parameters() if p.requires_grad)
+        vectors = module.rotated_vectors() if isinstance(module, AdapterLayer) else None
+        if vectors:
+            rotates.setdefault(kind, set()).add(vectors)
     return {"per_module_type": dict(sorted(per_type.items())), "trainable": trainable_parameter_count(model),
-            "total": total_parameter_count(model)}
+            "total": total_parameter_count(model), "rotates": {kind: "; ".join(sorted(v)) for kind, v in sorted(rotates.items())}}

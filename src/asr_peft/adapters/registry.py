@@ -71,7 +71,8 @@ METHODS: dict[str, MethodSpec] = {
                         # capped so that an oversized r reaches LoRA's own check and its config-key error
                         svd_rank=lambda base, m, a: max(1, min(m["r"], base.in_features, base.out_features)),
                         summary="LoRA on the principal singular subspace"),
-    "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"), summary="one shared pair of random projections (PEFT's), trained scales"),
+    "vera": MethodSpec(_vera, hyperparameters=("r", "d_initial", "projection_seed"),
+                       summary="one shared pair of random projections (PEFT's), trained scales"),
     "peft": MethodSpec(lambda base, svd, m, a, ctx: PEFTLinear(base, m["peft_config"]), hyperparameters=("peft_config",),
                        summary="any Hugging Face PEFT tuner of nn.Linear layers (method.peft_config)"),
     "full": MethodSpec(trains="all", summary="every parameter"),

@@ -68,6 +68,7 @@ factors on the output and input side; N = M, or Mᵀ when Wᵀ was factorised). 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +139,8 @@ class _LowRankUpdateLinear(torch.autograd.Function):
             x = x.to(dtype)
             bias = None if bias is None else bias.to(dtype)
             rows = x.numel() // x.shape[-1]
-            ctx.activation_path = activation_path_is_cheaper(rows, *weight.shape, core.shape[0])
+            d_out, d_in = weight.shape
+            ctx.activation_path = activation_path_is_cheaper(rows, d_out, d_in, core.shape[0])
             if ctx.activation_path:
                 left_c, right_c, core_c = left.to(dtype), right.to(dtype), core.to(dtype)
                 projected = x @ right_c
@@ -178,6 +180,14 @@ class _LowRankUpdateLinear(torch.autograd.Function):
 
 
 class SSVDLinear(AdapterLayer):
+    # buffers registered in __init__ (nn.Module's attribute lookup types them as Tensor | Module otherwise)
+    left: torch.Tensor
+    right: torch.Tensor
+    sigma_k: torch.Tensor
+    U_full: torch.Tensor
+    S_full: torch.Tensor
+    Vh_full: torch.Tensor
+
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, p: float, rotation: str = "approx",
                  orientation: str = "reference", formulation: str = "efficient", recompute_weight: bool = False,
                  side: str = "input", p_out: float | None = None):
@@ -194,7 +204,7 @@ class SSVDLinear(AdapterLayer):
         self.rotation, self.formulation, self.recompute_weight = rotation, formulation, recompute_weight
         self.transposed = orientation == "reference" and d_in > d_out
         weight = base_layer.weight
-        factory = {"device": weight.device, "dtype": torch.float32}
+        factory: dict[str, Any] = {"device": weight.device, "dtype": torch.float32}
         self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
         self.gate = nn.Parameter(torch.zeros(1, **factory))  # 1-element, not 0-d: FSDP refuses scalars
         # One generator per rotated side, named after the side (`skew`/`rotation_free`: the input side,
@@ -225,6 +235,14 @@ class SSVDLinear(AdapterLayer):
             self.register_buffer("U_full", U_A.contiguous(), persistent=False)
             self.register_buffer("S_full", S.contiguous(), persistent=False)
             self.register_buffer("Vh_full", Vh_A.contiguous(), persistent=False)
+
+    def rotated_vectors(self) -> str:
+        """W's singular vectors this layer rotates, per rotated side: V (right, W's input side) or U (left, W's
+        output side). `method.side` names the sides of the factorised matrix, so on a layer factorised as Wᵀ
+        (`orientation=reference`, d_in > d_out) side=input rotates U and side=output rotates V."""
+        input_side, output_side = ("U", "V") if self.transposed else ("V", "U")
+        sides = [f"{input_side} (k={self.k_in})"] if self.k_in else []
+        return " and ".join(sides + ([f"{output_side} (k={self.k_out})"] if self.k_out else []))
 
     def _generator(self, size: int, suffix: str) -> torch.Tensor:
         """One side's `size`×`size` rotation in fp32 (fp64 for an fp64 model), whatever the storage dtype."""
@@ -284,7 +302,7 @@ class SSVDLinear(AdapterLayer):
         return adapted.T if self.transposed else adapted
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.base_layer.weight, self.base_layer.bias
+        weight, bias = self.base_layer.weight, self.bias
         if self.formulation == "efficient":
             with parameter_math(x.device):
                 core = self.core()

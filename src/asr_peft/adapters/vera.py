@@ -53,6 +53,10 @@ class SharedProjections:
 
 
 class VeRALinear(AdapterLayer):
+    # the shared projections, registered as buffers in __init__
+    vera_A: torch.Tensor
+    vera_B: torch.Tensor
+
     def __init__(self, base_layer: nn.Linear, projections: SharedProjections, *, d_initial: float = 0.1):
         super().__init__(base_layer)
         weight = base_layer.weight

@@ -23,7 +23,7 @@ import pandas as pd
 
 from asr_peft.adapters.registry import METHODS
 from asr_peft.errors import ConfigError
-from asr_peft.reporting.diagnostics import SUBSPACE_FILE
+from asr_peft.adapters.subspace import SUBSPACE_FILE
 from asr_peft.reporting.records import record_problem
 from asr_peft.training.naming import BUDGET_KEYS, METHODS_USING_P, configuration_label, has_no_effect, method_reads
 from asr_peft.training.results import RESULTS_FILE
@@ -57,14 +57,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def collect(paths: Iterable[str | Path]) -> Collection:
-    """Every results.json below the given run/sweep directories (or given directly), with its subspace.json."""
+    """Every results.json below the given run/sweep directories (or given directly), with its subspace.json;
+    a directory holding a sweep's tables (reporting.tables) gives their runs too, in the order its run
+    directories would (a run directory that is there as well is read from the directory)."""
+    from asr_peft.reporting.tables import holds_tables, read_runs  # the tables module builds on this one
+
     collection = Collection()
     for given in paths:
         given = Path(given)
         if not given.exists():
             raise ConfigError(f"{given} does not exist")
         found = [given] if given.is_file() else sorted(given.rglob(RESULTS_FILE))
+        stored: dict[Path, Run] = {}
+        if given.is_dir() and holds_tables(given):
+            present = {path.parent for path in found}
+            stored = {run.directory / RESULTS_FILE: run for run in read_runs(given) if run.directory not in present}
+            found = sorted([*found, *stored])
         for path in found:
+            if path in stored:
+                collection.runs.append(stored[path])
+                continue
             try:
                 record = _read_json(path)
                 if not isinstance(record.get("status"), str):

@@ -79,8 +79,10 @@ th, td { padding: 0.32rem 0.65rem; border-bottom: 1px solid var(--line); text-al
 th { background: var(--head); cursor: pointer; position: sticky; top: 0; font-weight: 600; user-select: none; }
 th:hover { background: #eceef2; }
 th[data-order=asc]::after { content: " \\25B2"; font-size: 0.7em; } th[data-order=desc]::after { content: " \\25BC"; font-size: 0.7em; }
-td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; } td.claim { min-width: 11rem; } td.name { min-width: 12rem; } td.reason { min-width: 18rem; max-width: 28rem; }
-td details summary { cursor: pointer; color: var(--muted); } td details ul { margin: 0.3rem 0 0; padding-left: 1.1rem; } tbody tr:hover { background: #f7f9fc; }
+td.text, th.text { text-align: left; } td.wrap { white-space: normal; overflow-wrap: anywhere; max-width: 22rem; }
+td.claim { min-width: 11rem; } td.name { min-width: 12rem; } td.reason { min-width: 18rem; max-width: 28rem; }
+td details summary { cursor: pointer; color: var(--muted); } td details ul { margin: 0.3rem 0 0; padding-left: 1.1rem; }
+tbody tr:hover { background: #f7f9fc; }
 td.best { font-weight: 700; } .delta { font-size: 0.72rem; margin-left: 0.35rem; }
 .better { color: #15803d; } .worse { color: #b91c1c; }
 .dot { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 50%; margin-right: 0.4rem; vertical-align: baseline; }

@@ -4,8 +4,8 @@ Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over
 (each configuration against the lowest-WER one and the model before adaptation, paired bootstrap),
 claims.csv (the papers' claims: evidence, effect with its interval, verdict), subspace.csv (a row per
 run and layer type, when runs left subspace.json), pareto.png, forgetting.png, convergence.png,
-subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run under `wandb/`, in the group of the
-sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
+subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run
+under `wandb/`, in the group of the sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
 `wandb sync <out>/wandb/offline-run-*`).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -107,7 +107,8 @@ def log_to_wandb(tables: dict[str, pd.DataFrame], figures: dict[str, Path], out_
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "asr-peft"), job_type="report", dir=str(out_dir),
-                     group=group, name=f"report-{out_dir.resolve().name}", mode=os.environ.get("WANDB_MODE", "offline"))
+                     group=group, name=f"report-{out_dir.resolve().name}",
+                     mode=cast(Any, os.environ.get("WANDB_MODE", "offline")))  # wandb checks its own variable's value
     run.log({**{name: wandb.Table(dataframe=_loggable(table)) for name, table in tables.items()},
              **{name: wandb.Image(str(path)) for name, path in figures.items()}})
     run.finish()

@@ -41,10 +41,10 @@ from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
+from asr_peft.adapters.subspace import (compute_subspace_diagnostics, pretrained_target_weights,
+                                       write_subspace_diagnostics)
 from asr_peft.files import check_writable_directory
 from asr_peft.models import load_model
-from asr_peft.reporting.diagnostics import (compute_subspace_diagnostics, pretrained_target_weights,
-                                            write_subspace_diagnostics)
 from asr_peft.training.baseline import baseline_metrics
 from asr_peft.training.datamodule import SpeechDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name

@@ -1,4 +1,6 @@
-"""python -m asr_peft.data.synthetic --out data/generated/synth [--splits NAME ... | all] [--seed 0] [--scale 1.0] [--workers N]
+"""Generating the offline synthetic corpus:
+
+    python -m asr_peft.data.synthetic --out data/generated/synth [--splits NAME ... | all] [--seed 0] [--scale 1.0] [--workers N]
 
 Without --splits: every split of the child and dialect tasks (adaptation, dev and test sets), not the
 16,500-utterance source pretraining split, which only `make pretrained-checkpoint` needs (--splits all).
