@@ -379,10 +379,10 @@ def recipe_corpus(tmp_path_factory) -> Path:
     import json
 
     root = tmp_path_factory.mktemp("recipe")
-    for split, count in (("train", 17), ("valid", 2), ("test", 2)):
+    for offset, (split, count) in enumerate((("train", 17), ("valid", 2), ("test", 2))):
         lines = []
-        for i in range(count):
-            audio = write_tone(root / f"{split}{i}.wav", 1.0 + 0.05 * i, frequency=150 + 20 * i, seed=i)
+        for i in range(count):  # each split its own noise: a test clip identical to a training one is refused
+            audio = write_tone(root / f"{split}{i}.wav", 1.0 + 0.05 * i, frequency=150 + 20 * i, seed=100 * offset + i)
             lines.append(json.dumps({"id": f"{split}{i}", "audio": audio.name, "text": TRANSCRIPTS[i % 3]}))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
