@@ -42,10 +42,25 @@ def main(cfg: DictConfig) -> None:
     bundle = rebuild_trained_model(run_cfg, checkpoint, device=device)
     data_cfg = cfg.data if cfg.get("data") is not None else run_cfg.data
     data = OmegaConf.to_container(data_cfg, resolve=True)
-    metrics = score_test_sets(bundle, data, evaluation, get_normalizer(data.get("normalizer", "whisper_basic")), out_dir,
-                              cache_dir=cfg.paths.cache_dir, device=device, precision=precision)
-    record = {"run_dir": str(cfg.run_dir), "checkpoint": str(checkpoint), "data": data, "evaluation": evaluation,
-              "scored_on": {"device": str(device), "precision": precision}, "metrics": metrics, "finished_at": now_iso()}
+    metrics = score_test_sets(
+        bundle,
+        data,
+        evaluation,
+        get_normalizer(data.get("normalizer", "whisper_basic")),
+        out_dir,
+        cache_dir=cfg.paths.cache_dir,
+        device=device,
+        precision=precision,
+    )
+    record = {
+        "run_dir": str(cfg.run_dir),
+        "checkpoint": str(checkpoint),
+        "data": data,
+        "evaluation": evaluation,
+        "scored_on": {"device": str(device), "precision": precision},
+        "metrics": metrics,
+        "finished_at": now_iso(),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     for name, values in metrics.items():

@@ -38,8 +38,12 @@ def main() -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--adapter-only", action="store_true")
     kind.add_argument("--peft", action="store_true", help="a PEFT adapter directory (LoRA, DoRA, PiSSA, VeRA)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                        help="floating-point storage of the merged weights (default: float32, ΔW kept whole)")
+    parser.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="floating-point storage of the merged weights (default: float32, ΔW kept whole)",
+    )
     args = parser.parse_args()
     setup_environment()
     import torch
@@ -52,12 +56,20 @@ def main() -> None:
     try:
         bundle, run_cfg, checkpoint = load_trained_run(args.run_dir, args.checkpoint)
         if args.peft:
-            save_peft_adapter(bundle.model, load_pretrained(run_cfg).model, args.out,
-                              OmegaConf.to_container(run_cfg.method, resolve=True),
-                              base_model_name=run_cfg.model.get("hf_id") or run_cfg.model.get("path"))
+            save_peft_adapter(
+                bundle.model,
+                load_pretrained(run_cfg).model,
+                args.out,
+                OmegaConf.to_container(run_cfg.method, resolve=True),
+                base_model_name=run_cfg.model.get("hf_id") or run_cfg.model.get("path"),
+            )
         elif args.adapter_only:
-            save_adapter(bundle.model, args.out, OmegaConf.to_container(run_cfg.method, resolve=True),
-                         OmegaConf.to_container(run_cfg.adapt, resolve=True))
+            save_adapter(
+                bundle.model,
+                args.out,
+                OmegaConf.to_container(run_cfg.method, resolve=True),
+                OmegaConf.to_container(run_cfg.adapt, resolve=True),
+            )
         else:
             dtype = getattr(torch, args.dtype)
             rounding = delta_rounding(bundle.model, dtype)
@@ -70,9 +82,11 @@ def main() -> None:
         return
     print(f"exported {checkpoint} -> {args.out} (weights stored as {args.dtype})")
     if rounding.layers:
-        measured = (f"storing {args.dtype} rounds away {100 * rounding.lost:.1f}% of the adapters' update dW "
-                    f"(||stored W' - (W + dW)|| / ||dW|| over {rounding.layers} adapted layers; "
-                    f"worst {rounding.worst_layer}: {100 * rounding.worst_lost:.1f}%)")
+        measured = (
+            f"storing {args.dtype} rounds away {100 * rounding.lost:.1f}% of the adapters' update dW "
+            f"(||stored W' - (W + dW)|| / ||dW|| over {rounding.layers} adapted layers; "
+            f"worst {rounding.worst_layer}: {100 * rounding.worst_lost:.1f}%)"
+        )
         if rounding.lost >= LOST_WARNING:
             print(f"warning: {measured}; --dtype float32 keeps it whole", file=sys.stderr)
         else:

@@ -26,15 +26,29 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run directories, sweep directories or results.json files")
     parser.add_argument("--out", required=True, help="report directory (must be new or empty unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace the report files in an existing --out")
-    parser.add_argument("--test-set", action="append", dest="test_sets", metavar="NAME",
-                        help="draw Pareto panels for this test set only (repeatable; default: every test set)")
+    parser.add_argument(
+        "--test-set",
+        action="append",
+        dest="test_sets",
+        metavar="NAME",
+        help="draw Pareto panels for this test set only (repeatable; default: every test set)",
+    )
     parser.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B (offline by default)")
-    parser.add_argument("--wandb-group", metavar="GROUP",
-                        help="the W&B group of the report's run (default: the sweep the runs came from, when they share one)")
+    parser.add_argument(
+        "--wandb-group",
+        metavar="GROUP",
+        help="the W&B group of the report's run (default: the sweep the runs came from, when they share one)",
+    )
     args = parser.parse_args()
     try:
-        summary = build_report(args.paths, args.out, overwrite=args.overwrite, wandb=args.wandb, test_sets=args.test_sets,
-                               wandb_group=args.wandb_group)
+        summary = build_report(
+            args.paths,
+            args.out,
+            overwrite=args.overwrite,
+            wandb=args.wandb,
+            test_sets=args.test_sets,
+            wandb_group=args.wandb_group,
+        )
     except AsrPeftError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -44,7 +58,9 @@ def main() -> None:
         print(f"unreadable: {len(summary['unreadable'])} file(s), left out:")
         for problem in summary["unreadable"]:
             print(f"  {problem}")
-    print(f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, significance.csv, claims.csv, pareto.png, forgetting.png, ...)")
+    print(
+        f"report: {summary['out_dir']}/report.html  (results.csv, summary.csv, significance.csv, claims.csv, pareto.png, forgetting.png, ...)"
+    )
     if summary["wandb_dir"]:
         group = summary["wandb_group"]
         if group:

@@ -58,13 +58,18 @@ def main(cfg: DictConfig) -> float | None:
                 trained_by = claim.completed.get("overrides")
                 if trained_by is not None and trained_by != command_line_overrides():
                     # Run directories are named after what is trained, so another command may have trained this.
-                    log.info("skipping %s: already completed, trained by `%s` (the same configuration)",
-                             run_dir, " ".join(trained_by) or "python train.py")
+                    log.info(
+                        "skipping %s: already completed, trained by `%s` (the same configuration)",
+                        run_dir,
+                        " ".join(trained_by) or "python train.py",
+                    )
                 else:
                     log.info("skipping %s: already completed", run_dir)
                 if not multirun:
-                    print(f"{run_dir} already holds this completed run; its recorded results follow "
-                          f"(delete the directory or pick another hydra.run.dir to train again)")
+                    print(
+                        f"{run_dir} already holds this completed run; its recorded results follow "
+                        f"(delete the directory or pick another hydra.run.dir to train again)"
+                    )
                     _print_summary(claim.completed)
                 return validation_objective(claim.completed)
         record = run(cfg, run_dir, claim=claim)
@@ -93,16 +98,20 @@ def _print_summary(record: dict) -> None:
     parameters = record.get("parameters") or {}
     trainable, total = parameters.get("trainable", 0), parameters.get("total", 0)
     share = f" ({100 * trainable / total:.2f}% of the model)" if total else ""
-    lines = [f"configuration: {record.get('configuration') or record['method'].get('name')}  "
-             f"({record['data']['name']}, {record['model']['name']}, seed {record['seed']})",
-             f"results: {record['run_dir']}/results.json",
-             f"trainable parameters: {trainable:,} of {total:,}{share}"]
+    lines = [
+        f"configuration: {record.get('configuration') or record['method'].get('name')}  "
+        f"({record['data']['name']}, {record['model']['name']}, seed {record['seed']})",
+        f"results: {record['run_dir']}/results.json",
+        f"trainable parameters: {trainable:,} of {total:,}{share}",
+    ]
     tested = record.get("tested_checkpoint")
     if tested:
         validation = {point.get("step"): point.get("val_wer") for point in record.get("validation_history") or []}
         wer = validation.get(record.get("tested_step"))
-        lines.append(f"tested checkpoint: {tested} (step {record.get('tested_step')} of {record.get('global_step')}"
-                     + (f", validation WER {100 * wer:.1f}%)" if wer is not None else ")"))
+        lines.append(
+            f"tested checkpoint: {tested} (step {record.get('tested_step')} of {record.get('global_step')}"
+            + (f", validation WER {100 * wer:.1f}%)" if wer is not None else ")")
+        )
     elif record.get("global_step"):
         lines.append(f"tested: the model after step {record['global_step']} (no checkpoint)")
     times = []

@@ -94,12 +94,12 @@ def merged_vs_unmerged(model, inputs: dict, device: str, encoder=owsm_encoder) -
         for autocast in (False, True):
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
                 outputs[autocast].append(encoder(model, inputs).float())
-    return {("bf16" if autocast else "fp32"): float((a - b).abs().max() / a.abs().max())
-            for autocast, (a, b) in outputs.items()}
+    return {("bf16" if autocast else "fp32"): float((a - b).abs().max() / a.abs().max()) for autocast, (a, b) in outputs.items()}
 
 
-def check_method(base, method: dict, inputs: dict, updates: int, device: str, preset: str = "owsm_all",
-                 encoder=owsm_encoder) -> dict:
+def check_method(
+    base, method: dict, inputs: dict, updates: int, device: str, preset: str = "owsm_all", encoder=owsm_encoder
+) -> dict:
     model = copy.deepcopy(base)
     apply_method(model, method, {"p": 0.4, "targets": targets(preset)})
     model.train()
@@ -121,8 +121,10 @@ def svd_setup(model, device: str) -> dict[str, float]:
 
     modules = [module for _, _, module in match_modules(model, targets())]
     weights = [module.weight.detach() for module in modules]
-    requests = {"ssvd p=0.4 (top-k)": [REGISTRY["ssvd"].svd_rank(m, {"name": "ssvd"}, {"p": 0.4}) for m in modules],
-                "full spectrum": None}
+    requests = {
+        "ssvd p=0.4 (top-k)": [REGISTRY["ssvd"].svd_rank(m, {"name": "ssvd"}, {"p": 0.4}) for m in modules],
+        "full spectrum": None,
+    }
     seconds = {"layers": len(weights)}
     for name, ranks in requests.items():
         synchronize(device)
@@ -147,8 +149,12 @@ def beam_speed(bundle, device: str, seconds: float, utterances: int, max_tokens:
             tokens += len(bundle.text_to_ids(decoder(speech))) or 1
     synchronize(device)
     elapsed = time.perf_counter() - start
-    return {"seconds_per_utterance": elapsed / utterances, "audio_seconds": seconds,
-            "seconds_per_token": elapsed / tokens, "utterances": utterances}
+    return {
+        "seconds_per_utterance": elapsed / utterances,
+        "audio_seconds": seconds,
+        "seconds_per_token": elapsed / tokens,
+        "utterances": utterances,
+    }
 
 
 def check_model(name: str, device: str, args, deadline: float) -> dict:
@@ -196,8 +202,10 @@ def check_whisper(name: str, device: str, args, deadline: float, architecture: d
     model, config = whisper_model(name, device, architecture)
     report = {"model": f"{name} (random weights)", "build_s": time.perf_counter() - started, "methods": {}}
     generator = torch.Generator().manual_seed(0)
-    inputs = {"input_features": torch.randn(args.batch, config.num_mel_bins, 3000, generator=generator).to(device),
-              "labels": torch.randint(0, 50000, (args.batch, 40), generator=generator).to(device)}
+    inputs = {
+        "input_features": torch.randn(args.batch, config.num_mel_bins, 3000, generator=generator).to(device),
+        "labels": torch.randint(0, 50000, (args.batch, 40), generator=generator).to(device),
+    }
     for label in WHISPER_METHODS.get(name, args.methods):
         if time.perf_counter() > deadline:
             report["methods"][label] = {"skipped": "time budget"}
@@ -221,25 +229,37 @@ def table(report: dict) -> str:
     lines = [f"GPU check, {report['device']}, torch {report['torch']}, {report['when']} ({report['wall_s']:.0f} s)"]
     for model in report["models"]:
         svd = model.get("svd_setup_s")
-        lines.append(f"{model['model']}: built in {model['build_s']:.1f} s" + (
-            f"; SVD set-up of {svd['layers']} layers {svd['ssvd p=0.4 (top-k)']:.1f} s (top-k) / "
-            f"{svd['full spectrum']:.1f} s (full spectrum)" if svd else ""))
-        lines.append(f"  {'method':<28} {'ok':>3} {'loss first->last':>19} {'step/LoRA':>9} {'step MB':>9} "
-                     f"{'peak MB':>9} {'merged fp32':>11} {'merged bf16':>11}")
+        lines.append(
+            f"{model['model']}: built in {model['build_s']:.1f} s"
+            + (
+                f"; SVD set-up of {svd['layers']} layers {svd['ssvd p=0.4 (top-k)']:.1f} s (top-k) / "
+                f"{svd['full spectrum']:.1f} s (full spectrum)"
+                if svd
+                else ""
+            )
+        )
+        lines.append(
+            f"  {'method':<28} {'ok':>3} {'loss first->last':>19} {'step/LoRA':>9} {'step MB':>9} "
+            f"{'peak MB':>9} {'merged fp32':>11} {'merged bf16':>11}"
+        )
         for label, values in model["methods"].items():
             if "skipped" in values:
                 lines.append(f"  {label:<28} skipped ({values['skipped']})")
                 continue
             merged = values.get("merged_vs_unmerged", {})
             peak = values["peak_cuda_mb"]
-            lines.append(f"  {label:<28} {'yes' if values['ok'] else 'NO':>3} "
-                         f"{values['losses'][0]:9.2f}->{values['losses'][-1]:<9.2f} {values.get('step_vs_lora', 1):9.2f} "
-                         f"{values['step_mb']:9.0f} {peak if peak is not None else float('nan'):9.0f} "
-                         f"{merged.get('fp32', float('nan')):11.1e} {merged.get('bf16', float('nan')):11.1e}")
+            lines.append(
+                f"  {label:<28} {'yes' if values['ok'] else 'NO':>3} "
+                f"{values['losses'][0]:9.2f}->{values['losses'][-1]:<9.2f} {values.get('step_vs_lora', 1):9.2f} "
+                f"{values['step_mb']:9.0f} {peak if peak is not None else float('nan'):9.0f} "
+                f"{merged.get('fp32', float('nan')):11.1e} {merged.get('bf16', float('nan')):11.1e}"
+            )
         if "beam" in model:
             beam = model["beam"]
-            lines.append(f"  beam search (beam 5, {beam['audio_seconds']:.0f} s audio): {beam['seconds_per_utterance']:.2f} s "
-                         f"per utterance, {1000 * beam['seconds_per_token']:.1f} ms per output token")
+            lines.append(
+                f"  beam search (beam 5, {beam['audio_seconds']:.0f} s audio): {beam['seconds_per_utterance']:.2f} s "
+                f"per utterance, {1000 * beam['seconds_per_token']:.1f} ms per output token"
+            )
     return "\n".join(lines)
 
 
@@ -252,23 +272,41 @@ def main() -> None:
     started = time.perf_counter()
     if args.smoke:
         device, models = "cpu", ["owsm_tiny"]
-        whisper = [("whisper_tiny_en", {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
-                                        "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128})]
+        whisper = [
+            (
+                "whisper_tiny_en",
+                {
+                    "d_model": 64,
+                    "encoder_layers": 1,
+                    "decoder_layers": 1,
+                    "encoder_attention_heads": 2,
+                    "decoder_attention_heads": 2,
+                    "encoder_ffn_dim": 128,
+                    "decoder_ffn_dim": 128,
+                },
+            )
+        ]
         args.methods, args.seconds, args.batch, args.updates = SMOKE_METHODS, 1.0, 2, 2
         args.beam_utterances, args.beam_tokens = 1, 4
         torch.set_num_threads(2)
     else:
         if not torch.cuda.is_available():
-            sys.exit("gpu-check: no CUDA device here (torch.cuda.is_available() is False); "
-                     "`python bench/gpu_check.py --smoke` runs the same code on the CPU")
+            sys.exit(
+                "gpu-check: no CUDA device here (torch.cuda.is_available() is False); "
+                "`python bench/gpu_check.py --smoke` runs the same code on the CPU"
+            )
         device = "cuda"
         models = ["owsm_0.1b", *(["owsm_1b"] if fits_1b(device) else [])]
         whisper = [("whisper_tiny_en", None), ("whisper_base", None), ("whisper_large_v3", None)]
         args.methods, args.seconds, args.batch, args.updates = list(METHODS), 30.0, 8, 20
         args.beam_utterances, args.beam_tokens = 3, 64
-    report = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-              "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu (smoke mode)",
-              "smoke": args.smoke, "models": []}
+    report = {
+        "when": dt.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu (smoke mode)",
+        "smoke": args.smoke,
+        "models": [],
+    }
     deadline = started + args.budget_s
     for name in models:
         if time.perf_counter() > deadline:

@@ -89,18 +89,35 @@ def layer_level() -> dict[str, float]:
     layers["ssvd efficient, recompute W'"] = SSVDLinear(nn.Linear(d, d), svd, p=0.4, recompute_weight=True)
     for layer in layers.values():
         layer.requires_grad_(layer is not base)
+
     def step(layer):
         inputs = x.clone().requires_grad_(True)  # as inside a network: the input gradient is needed
         return lambda: layer(inputs).sum().backward()
+
     times = {name: timed(step(layer), repeats=30) for name, layer in layers.items()}
     return {name: value / times["frozen"] for name, value in times.items()}
 
 
 def step_process(method: dict, mode: str, repeats: int, *options: str) -> dict:
     """bench/step.py for one method in a fresh process, so that its peak memory is its own."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--mode", mode,
-                          "--seconds", "10", "--repeats", str(repeats), *options],
-                         capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "step.py"),
+            "--method",
+            json.dumps(method),
+            "--mode",
+            mode,
+            "--seconds",
+            "10",
+            "--repeats",
+            str(repeats),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{method}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -113,7 +130,9 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def training_side_by_side(rounds: int, precision: str, model_name: str = "owsm_0.1b", seconds: float = 10.0) -> dict[str, list[float]]:
+def training_side_by_side(
+    rounds: int, precision: str, model_name: str = "owsm_0.1b", seconds: float = 10.0
+) -> dict[str, list[float]]:
     """Seconds of one AdamW step of every method, per round, all methods' models in this process (random
     weights of `model_name`, a batch of 2 x `seconds` of audio)."""
     from omegaconf import OmegaConf
@@ -168,8 +187,12 @@ def memory_at_owsm_input() -> dict[str, dict]:
     results = {}
     for name, (method, checkpointing) in MEMORY_RUNS.items():
         options = ["--seconds", "30", "--batch", "8", *(["--activation-checkpointing"] if checkpointing else [])]
-        out = subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method),
-                              "--repeats", "1", *options], capture_output=True, text=True, timeout=3600)
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "step.py"), "--method", json.dumps(method), "--repeats", "1", *options],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -189,8 +212,9 @@ def svd_setup_owsm_1b() -> dict[str, dict[str, float]]:
     from asr_peft.models.owsm import random_init_config
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "owsm_0.1b.yaml"))
-    cfg["s2t_config"]["encoder_conf"].update(output_size=1024, attention_heads=16, cgmlp_linear_units=4096,
-                                             linear_units=4096, num_blocks=18)
+    cfg["s2t_config"]["encoder_conf"].update(
+        output_size=1024, attention_heads=16, cgmlp_linear_units=4096, linear_units=4096, num_blocks=18
+    )
     cfg["s2t_config"]["decoder_conf"].update(attention_heads=16, linear_units=4096, num_blocks=18)
     model = build_model(random_init_config(cfg))
     targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
@@ -198,8 +222,10 @@ def svd_setup_owsm_1b() -> dict[str, dict[str, float]]:
     weights = [module.weight.detach() for module in modules]
     # What SSVD p=0.4 asks for (the top k = floor(0.4 * min(d_out, d_in)) triplets, as apply_method
     # computes them), and the whole spectrum (SVFT, SSVD's reference formulation).
-    requests = {"ssvd p=0.4 (top-k)": [METHODS["ssvd"].svd_rank(m, {"name": "ssvd"}, {"p": 0.4}) for m in modules],
-                "full spectrum": None}
+    requests = {
+        "ssvd p=0.4 (top-k)": [METHODS["ssvd"].svd_rank(m, {"name": "ssvd"}, {"p": 0.4}) for m in modules],
+        "full spectrum": None,
+    }
     results = {}
     for name, ranks in requests.items():
         with tempfile.TemporaryDirectory() as cache:
@@ -216,12 +242,21 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
-                        help="which sections to run (default: all but memory; svd builds OWSM-1B: ~4 GB, minutes; "
-                             "memory takes ~9 GB and a minute or more per step)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(DEFAULT_SECTIONS),
+        help="which sections to run (default: all but memory; svd builds OWSM-1B: ~4 GB, minutes; "
+        "memory takes ~9 GB and a minute or more per step)",
+    )
     parser.add_argument("--rounds", type=int, default=TRAINING_ROUNDS, help="rounds of the fp32 training section")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="time the training step under bf16 autocast too (default: when the CPU has native bf16)")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the training step under bf16 autocast too (default: when the CPU has native bf16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     report: dict = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__}
@@ -232,10 +267,17 @@ def main() -> None:
             print(f"   {name:<30} {ratio:5.2f}x")
     if "train" in args.sections:
         bf16 = args.bf16 if args.bf16 is not None else native_bf16()
-        print(f"2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32, all methods side by side in one "
-              f"process: median over {args.rounds} rounds [lowest, highest round]"
-              + (f"; bf16 autocast over {min(BF16_ROUNDS, args.rounds)} rounds" if bf16
-                 else "; bf16 left out: --no-bf16" if args.bf16 is False else "; bf16 left out: this CPU has no native bf16"))
+        print(
+            f"2. OWSM-base training step (2 x 10 s, CPU), relative to LoRA r=32, all methods side by side in one "
+            f"process: median over {args.rounds} rounds [lowest, highest round]"
+            + (
+                f"; bf16 autocast over {min(BF16_ROUNDS, args.rounds)} rounds"
+                if bf16
+                else "; bf16 left out: --no-bf16"
+                if args.bf16 is False
+                else "; bf16 left out: this CPU has no native bf16"
+            )
+        )
         report["train_step"] = ratios_to(training_side_by_side(args.rounds, "32-true"), "lora r=32")
         if bf16:
             report["train_step_bf16"] = ratios_to(training_side_by_side(min(BF16_ROUNDS, args.rounds), "bf16-mixed"), "lora r=32")
@@ -244,8 +286,9 @@ def main() -> None:
             columns = [values] + ([report["train_step_bf16"][name]] if bf16 else [])
             print(f"   {name:<38}" + "".join(f" {v['ratio']:8.2f} [{v['low']:5.2f}, {v['high']:5.2f}]" for v in columns))
         reference = report["train_step"]["ssvd p=0.4 (reference: rebuild W')"]["seconds_by_round"]
-        ssvd = ratios_to({"ssvd": report["train_step"]["ssvd p=0.4"]["seconds_by_round"], "reference": reference},
-                         "reference")["ssvd"]
+        ssvd = ratios_to({"ssvd": report["train_step"]["ssvd p=0.4"]["seconds_by_round"], "reference": reference}, "reference")[
+            "ssvd"
+        ]
         report["ssvd_vs_reference"] = {key: ssvd[key] for key in ("ratio", "low", "high")}
         print(f"   SSVD / reference formulation: {ssvd['ratio']:.2f}x [{ssvd['low']:.2f}, {ssvd['high']:.2f}]")
     if "inference" in args.sections:
@@ -259,8 +302,10 @@ def main() -> None:
         kept = "W' kept MB"
         print(f"   {'configuration':<40} {'step MB':>8} {'vs LoRA':>8} {kept:>10} {'step s':>7}")
         for name, values in report["memory_owsm_input"].items():
-            print(f"   {name:<40} {values['step_mb']:8.0f} {values['step_memory_vs_lora']:8.2f} "
-                  f"{values['saved_weight_mb']:10.0f} {values['seconds']:7.1f}")
+            print(
+                f"   {name:<40} {values['step_mb']:8.0f} {values['step_memory_vs_lora']:8.2f} "
+                f"{values['saved_weight_mb']:10.0f} {values['seconds']:7.1f}"
+            )
     if "svd" in args.sections:
         print("5. SVD set-up, every adapted OWSM-1B layer (owsm_all)")
         report["svd_owsm_1b"] = svd_setup_owsm_1b()

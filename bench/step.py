@@ -56,9 +56,15 @@ def batch(bundle, seconds: float, size: int, device: str = "cpu"):
     generator = torch.Generator().manual_seed(0)
     preprocessor = bundle.preprocessor(default_language="eng", train=False)
     text = "the quick brown fox jumps over the lazy dog " * 4
-    items = [{"utt_id": str(i), "transcript": text, "language": "eng",
-              **preprocessor(str(i), (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy(), text, "eng")}
-             for i in range(size)]
+    items = [
+        {
+            "utt_id": str(i),
+            "transcript": text,
+            "language": "eng",
+            **preprocessor(str(i), (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy(), text, "eng"),
+        }
+        for i in range(size)
+    ]
     return {k: v.to(device) for k, v in Collate(bundle.collate)(items).items() if k not in ITEM_INFO}
 
 
@@ -84,11 +90,14 @@ def saved_weight_counter(model):
     def hook(module, args):
         x = args[0]
         rows = x.numel() // x.shape[-1]
-        if not module.recompute_weight and not activation_path_is_cheaper(rows, module.out_features, module.in_features, module.k):
+        if not module.recompute_weight and not activation_path_is_cheaper(
+            rows, module.out_features, module.in_features, module.k
+        ):
             counted["elements"] += module.out_features * module.in_features
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
-               if isinstance(m, SSVDLinear) and m.formulation == "efficient"]
+    handles = [
+        m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SSVDLinear) and m.formulation == "efficient"
+    ]
     return counted, handles
 
 
@@ -124,10 +133,15 @@ def train_steps(model, inputs: dict, repeats: int, precision: str, device: str, 
             times.append(time.perf_counter() - start)
     element_bytes = torch.finfo(dtype or torch.float32).bits // 8
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else status_mb("VmHWM")
-    return {"seconds": statistics.median(times), "losses": losses, "trainable": trainable_parameter_count(model),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "step_mb": peak - before,
-            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            "saved_weight_mb": counted["elements"] * element_bytes / 2**20}
+    return {
+        "seconds": statistics.median(times),
+        "losses": losses,
+        "trainable": trainable_parameter_count(model),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "step_mb": peak - before,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "saved_weight_mb": counted["elements"] * element_bytes / 2**20,
+    }
 
 
 def main() -> None:
@@ -181,7 +195,7 @@ def inference_ratios(base, method: dict, targets: list[str], p: float, inputs: d
         for round_ in range(repeats):
             seconds = {}
             names = list(models)
-            for name in names[round_ % 3:] + names[:round_ % 3]:
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
                 start = time.perf_counter()
                 models[name].encode(inputs["speech"], inputs["speech_lengths"])
                 seconds[name] = time.perf_counter() - start

@@ -43,9 +43,14 @@ METHODS = {  # the same budgets as make bench's OWSM table, on Whisper's module 
     "full": ["method=full"],
 }
 REFERENCE = "lora r=8"
-SENTENCES = ("the quick brown fox jumps over the lazy dog", "please call stella and ask her to bring these things",
-             "she sells sea shells by the sea shore", "a rainbow is a division of white light into many colors",
-             "the birch canoe slid on the smooth planks", "we waited for the train in the rain")
+SENTENCES = (
+    "the quick brown fox jumps over the lazy dog",
+    "please call stella and ask her to bring these things",
+    "she sells sea shells by the sea shore",
+    "a rainbow is a division of white light into many colors",
+    "the birch canoe slid on the smooth planks",
+    "we waited for the train in the rain",
+)
 
 
 def compose(overrides: list[str]):
@@ -96,8 +101,16 @@ def training_steps(bundle, model_name: str, rounds: int, size: int) -> dict:
         for label in order:
             times[label].append(step(label))
     ratios = {label: [t / r for t, r in zip(times[label], times[REFERENCE])] for label in runs}
-    return {label: {"trainable": runs[label][2], "seconds": times[label], "ratio_median": statistics.median(ratios[label]),
-                    "ratio_min": min(ratios[label]), "ratio_max": max(ratios[label])} for label in runs}
+    return {
+        label: {
+            "trainable": runs[label][2],
+            "seconds": times[label],
+            "ratio_median": statistics.median(ratios[label]),
+            "ratio_min": min(ratios[label]),
+            "ratio_max": max(ratios[label]),
+        }
+        for label in runs
+    }
 
 
 def decoding(bundle, offline_weights: str, count: int) -> dict:
@@ -108,8 +121,9 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
     from asr_peft.models.whisper_weights import ensure_whisper_weights
 
     directory = ensure_whisper_weights(offline_weights)
-    engine = ctranslate2.models.Whisper(str(directory / "ctranslate2"), device="cpu", compute_type="float32",
-                                        intra_threads=torch.get_num_threads())
+    engine = ctranslate2.models.Whisper(
+        str(directory / "ctranslate2"), device="cpu", compute_type="float32", intra_threads=torch.get_num_threads()
+    )
     rng = np.random.default_rng(0)
     speech = [render(draw("source", sentence, rng)) for sentence in SENTENCES[:count]]
     inputs = batch_of_speech(bundle, speech)
@@ -117,7 +131,7 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
     ours, reference = [], []
     for repeat in range(2):  # the first pass warms both up
         for i in range(count):
-            features = inputs["input_features"][i:i + 1]
+            features = inputs["input_features"][i : i + 1]
             started = time.perf_counter()
             bundle.transcribe({"input_features": features}, method="greedy", languages=["eng"], options={})
             middle = time.perf_counter()
@@ -125,8 +139,12 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
             if repeat:
                 ours.append(middle - started)
                 reference.append(time.perf_counter() - middle)
-    return {"torch_greedy_s": statistics.median(ours), "ctranslate2_greedy_s": statistics.median(reference),
-            "ratio_median": statistics.median(o / r for o, r in zip(ours, reference)), "utterances": count}
+    return {
+        "torch_greedy_s": statistics.median(ours),
+        "ctranslate2_greedy_s": statistics.median(reference),
+        "ratio_median": statistics.median(o / r for o, r in zip(ours, reference)),
+        "utterances": count,
+    }
 
 
 def batch_of_speech(bundle, speech: list[np.ndarray]) -> dict:
@@ -145,19 +163,28 @@ def main() -> None:
 
     model_cfg = plain(compose([f"model={args.model}"]).model)
     bundle = load_model(model_cfg)
-    result = {"model": args.model, "threads": torch.get_num_threads(), "batch": f"{args.batch} x 30 s",
-              "started": dt.datetime.now().isoformat(timespec="seconds")}
+    result = {
+        "model": args.model,
+        "threads": torch.get_num_threads(),
+        "batch": f"{args.batch} x 30 s",
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+    }
     if args.decode:
         result["decoding"] = decoding(bundle, model_cfg["offline_weights"], args.decode)
         d = result["decoding"]
-        print(f"decoding ({args.model}, batch 1, greedy, fp32): torch {d['torch_greedy_s']:.3f} s/utt, "
-              f"CTranslate2 {d['ctranslate2_greedy_s']:.3f} s/utt, torch/CT2 {d['ratio_median']:.2f}", flush=True)
+        print(
+            f"decoding ({args.model}, batch 1, greedy, fp32): torch {d['torch_greedy_s']:.3f} s/utt, "
+            f"CTranslate2 {d['ctranslate2_greedy_s']:.3f} s/utt, torch/CT2 {d['ratio_median']:.2f}",
+            flush=True,
+        )
     result["training_step"] = training_steps(bundle, args.model, args.rounds, args.batch)
     print(f"training step ({args.model}, {args.batch} x 30 s, fp32, {args.rounds} interleaved rounds), relative to {REFERENCE}:")
     print(f"{'method':<24}{'trainable':>12}{'median s':>10}{'ratio':>8}  range")
     for label, row in result["training_step"].items():
-        print(f"{label:<24}{row['trainable']:>12,}{statistics.median(row['seconds']):>10.2f}{row['ratio_median']:>8.2f}  "
-              f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}")
+        print(
+            f"{label:<24}{row['trainable']:>12,}{statistics.median(row['seconds']):>10.2f}{row['ratio_median']:>8.2f}  "
+            f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
+        )
     out = ROOT / "outputs" / "bench" / f"whisper-{args.model}-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -62,8 +62,14 @@ def write_tone(path: Path, seconds: float, sample_rate: int = 16000, frequency: 
     return path
 
 
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she reads a good book", "we like green apples",
-             "the sun is warm today", "he plays the old piano"]
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "she reads a good book",
+    "we like green apples",
+    "the sun is warm today",
+    "he plays the old piano",
+]
 
 
 def make_tiny_corpus(directory: Path) -> Path:
@@ -71,10 +77,19 @@ def make_tiny_corpus(directory: Path) -> Path:
     root = directory / "corpus"
     for split, offset in (("train", 0), ("valid", 2), ("test", 4)):
         lines = []
-        for i, sentence in enumerate(SENTENCES[offset:offset + 2] * (2 if split == "train" else 1)):
+        for i, sentence in enumerate(SENTENCES[offset : offset + 2] * (2 if split == "train" else 1)):
             audio = write_tone(root / "audio" / f"{split}{i}.wav", 1.2 + 0.1 * i, frequency=200 + 30 * i, seed=i)
-            lines.append(json.dumps({"id": f"{split}{i}", "audio": f"audio/{audio.name}", "text": sentence,
-                                     "speaker": f"spk{i % 2}", "language": "eng"}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"{split}{i}",
+                        "audio": f"audio/{audio.name}",
+                        "text": sentence,
+                        "speaker": f"spk{i % 2}",
+                        "language": "eng",
+                    }
+                )
+            )
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 

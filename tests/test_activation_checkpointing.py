@@ -25,8 +25,16 @@ def synthetic_batch(bundle, seconds: float, size: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     encoder = OWSMPreprocessor(bundle)
     text = "the quick brown fox jumps over the lazy dog"
-    items = [{"utt_id": str(i), "transcript": text, "language": "eng", **encoder.encode(text),
-              "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy()} for i in range(size)]
+    items = [
+        {
+            "utt_id": str(i),
+            "transcript": text,
+            "language": "eng",
+            **encoder.encode(text),
+            "speech": (0.1 * torch.randn(int(seconds * 16000), generator=generator)).numpy(),
+        }
+        for i in range(size)
+    ]
     return {k: v for k, v in Collate(bundle.collate)(items).items() if k not in ("utt_id", "transcript", "language")}
 
 

@@ -46,22 +46,38 @@ CASES = {  # what was done to the directory, the file the error must name, and w
     "a JSON list": (lambda d: (d / CONFIG).write_text("[]"), CONFIG, "holds a JSON list"),
     "no method key": (lambda d: edit_config(d, lambda c: c.pop("method")), CONFIG, "has no `method`"),
     "format 99": (lambda d: edit_config(d, lambda c: c.update(format=99)), CONFIG, "format 99 is not one this version reads"),
-    "rotation approx -> cayley": (lambda d: edit_config(d, lambda c: c["method"].update(rotation="cayley")), CONFIG,
-                                  "method.rotation='cayley' where the tensors were trained with 'approx'"),
+    "rotation approx -> cayley": (
+        lambda d: edit_config(d, lambda c: c["method"].update(rotation="cayley")),
+        CONFIG,
+        "method.rotation='cayley' where the tensors were trained with 'approx'",
+    ),
     "p edited": (lambda d: edit_config(d, lambda c: c["adapt"].update(p=0.2)), CONFIG, "adapt.p=0.2 where"),
     "no tensors": (lambda d: (d / WEIGHTS).unlink(), WEIGHTS, "does not exist"),
-    "truncated tensors": (lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:-100]), WEIGHTS,
-                          "is not a readable safetensors file"),
+    "truncated tensors": (
+        lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:-100]),
+        WEIGHTS,
+        "is not a readable safetensors file",
+    ),
     "garbage tensors": (lambda d: (d / WEIGHTS).write_bytes(b"\x00" * 64), WEIGHTS, "is not a readable safetensors file"),
     "NaN tensor": (lambda d: rewrite_tensors(d, with_nan), WEIGHTS, "holds non-finite values"),
-    "tensors without the record": (lambda d: rewrite_tensors(d, edit_metadata=lambda m: None), WEIGHTS,
-                                   "lacks the record of its method and fingerprint"),
-    "a tensor missing": (lambda d: rewrite_tensors(d, lambda t: dict(sorted(t.items())[1:])), WEIGHTS,
-                         "does not fit this model's adapters"),
-    "unknown method": (lambda d: (edit_config(d, lambda c: c["method"].update(name="nope")),
-                                  rewrite_tensors(d, edit_metadata=lambda m: {
-                                      **m, "method": json.dumps({**json.loads(m["method"]), "name": "nope"})})),
-                       CONFIG, "method.name='nope' is unknown"),
+    "tensors without the record": (
+        lambda d: rewrite_tensors(d, edit_metadata=lambda m: None),
+        WEIGHTS,
+        "lacks the record of its method and fingerprint",
+    ),
+    "a tensor missing": (
+        lambda d: rewrite_tensors(d, lambda t: dict(sorted(t.items())[1:])),
+        WEIGHTS,
+        "does not fit this model's adapters",
+    ),
+    "unknown method": (
+        lambda d: (
+            edit_config(d, lambda c: c["method"].update(name="nope")),
+            rewrite_tensors(d, edit_metadata=lambda m: {**m, "method": json.dumps({**json.loads(m["method"]), "name": "nope"})}),
+        ),
+        CONFIG,
+        "method.name='nope' is unknown",
+    ),
 }
 
 
@@ -76,8 +92,7 @@ def saved_adapter(tiny_bundle_factory, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_tampered_adapter_directory_is_refused_in_one_line_naming_the_file(case, saved_adapter, tiny_bundle_factory,
-                                                                             tmp_path):
+def test_a_tampered_adapter_directory_is_refused_in_one_line_naming_the_file(case, saved_adapter, tiny_bundle_factory, tmp_path):
     tamper, culprit, expected = CASES[case]
     directory = tmp_path / "adapter"
     directory.mkdir()
@@ -90,8 +105,9 @@ def test_a_tampered_adapter_directory_is_refused_in_one_line_naming_the_file(cas
     assert "\n" not in message and str(directory / culprit) in message and expected in message, message
 
 
-def test_an_untampered_copy_loads_and_a_format_1_directory_loads_with_a_warning(saved_adapter, tiny_bundle_factory,
-                                                                                 batch, tmp_path, caplog):
+def test_an_untampered_copy_loads_and_a_format_1_directory_loads_with_a_warning(
+    saved_adapter, tiny_bundle_factory, batch, tmp_path, caplog
+):
     reference = tiny_bundle_factory(0).model
     load_adapter(reference, saved_adapter)
     directory = tmp_path / "old"

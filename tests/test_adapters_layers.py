@@ -44,16 +44,20 @@ def test_skew_symmetric_and_rotations():
         layer.skew.copy_(torch.randn(k * (k - 1) // 2))
     S = skew_symmetric(layer.skew, k)
     assert torch.equal(S, -S.T) and torch.equal(torch.diagonal(S), torch.zeros(k))
-    assert torch.allclose(layer.rotation_matrix(), torch.eye(k) + 2 * S)          # approx: G = I + 2S
+    assert torch.allclose(layer.rotation_matrix(), torch.eye(k) + 2 * S)  # approx: G = I + 2S
     layer.rotation = "cayley"
     G = layer.rotation_matrix()
-    assert torch.allclose(G.T @ G, torch.eye(k), atol=1e-5)                       # strict Cayley: orthogonal
+    assert torch.allclose(G.T @ G, torch.eye(k), atol=1e-5)  # strict Cayley: orthogonal
     assert torch.allclose((torch.eye(k) - S) @ G, torch.eye(k) + S, atol=1e-5)
 
 
-SIDES = [{"side": "input"}, {"side": "output"}, {"side": "both"},
-         {"side": "both", "p_out": 0.25},   # k_out < k_in: G_out padded with the identity
-         {"side": "both", "p_out": 0.75}]   # k_out > k_in: G_in padded, Δσ as long as k_out
+SIDES = [
+    {"side": "input"},
+    {"side": "output"},
+    {"side": "both"},
+    {"side": "both", "p_out": 0.25},  # k_out < k_in: G_out padded with the identity
+    {"side": "both", "p_out": 0.75},
+]  # k_out > k_in: G_in padded, Δσ as long as k_out
 
 
 def side_id(side: dict) -> str:
@@ -112,9 +116,10 @@ def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formula
     assert torch.allclose(outputs["efficient"], outputs[formulation], atol=1e-5)
     for name, out in outputs.items():
         (out**2).sum().backward()
-    for (key, p_eff), (_, p_other) in zip(layers["efficient"].named_adapter_parameters(),
-                                          layers[formulation].named_adapter_parameters()):
-        assert p_eff.grad is not None and p_eff.grad.abs().sum() > 0, key   # every side's generator trains
+    for (key, p_eff), (_, p_other) in zip(
+        layers["efficient"].named_adapter_parameters(), layers[formulation].named_adapter_parameters()
+    ):
+        assert p_eff.grad is not None and p_eff.grad.abs().sum() > 0, key  # every side's generator trains
         assert torch.allclose(p_eff.grad, p_other.grad, rtol=1e-4, atol=1e-4), key
     assert layers["efficient"].base_layer.weight.grad is None
 
@@ -127,29 +132,32 @@ def test_ssvd_gradient_reaches_the_input(rows, side):
     x = torch.randn(rows, D_IN, requires_grad=True)
     layer(x).sum().backward()
     W_adapted = (layer.base_layer.weight + layer.delta_weight()).detach()
-    assert torch.allclose(x.grad, torch.ones(rows, D_OUT) @ W_adapted, atol=1e-5)   # dx = dy W'
+    assert torch.allclose(x.grad, torch.ones(rows, D_OUT) @ W_adapted, atol=1e-5)  # dx = dy W'
 
 
-@pytest.mark.parametrize("method, expected", [
-    ({"name": "ssvd", "rotation": "approx"}, lambda k: k + k * (k - 1) // 2 + 1),
-    ({"name": "ssvd", "rotation": "cayley"}, lambda k: k + k * (k - 1) // 2 + 1),
-    ({"name": "ssvd", "rotation": "free"}, lambda k: k + k * k + 1),
-    # side=output|both: K = max(k_in, k_out) Δσ's, a gate, and each rotated side's generator
-    ({"name": "ssvd", "side": "output"}, lambda k: k + k * (k - 1) // 2 + 1),
-    ({"name": "ssvd", "side": "both"}, lambda k: k + 2 * (k * (k - 1) // 2) + 1),
-    ({"name": "ssvd", "side": "both", "rotation": "free"}, lambda k: k + 2 * k * k + 1),
-    ({"name": "ssvd", "side": "both", "p_out": 0.2}, lambda k: k + k * (k - 1) // 2 + 4 * 3 // 2 + 1),    # k_out = 4
-    ({"name": "ssvd", "side": "both", "p_out": 0.8}, lambda k: 19 + k * (k - 1) // 2 + 19 * 18 // 2 + 1),  # k_out = 19
-    ({"name": "ssvd", "side": "input", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),  # p_out: output side only
-    ({"name": "lora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT)),
-    ({"name": "dora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT) + D_OUT),
-    ({"name": "pissa", "r": 4, "alpha": 4}, lambda k: 4 * (D_IN + D_OUT)),
-    ({"name": "vera", "r": 8}, lambda k: D_OUT + 8),
-    ({"name": "svft", "pattern": "plain"}, lambda k: min(D_IN, D_OUT) + 1),
-    ({"name": "svft", "pattern": "banded", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
-    ({"name": "svft", "pattern": "random", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
-    ({"name": "svft", "pattern": "top_k", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
-])
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ({"name": "ssvd", "rotation": "approx"}, lambda k: k + k * (k - 1) // 2 + 1),
+        ({"name": "ssvd", "rotation": "cayley"}, lambda k: k + k * (k - 1) // 2 + 1),
+        ({"name": "ssvd", "rotation": "free"}, lambda k: k + k * k + 1),
+        # side=output|both: K = max(k_in, k_out) Δσ's, a gate, and each rotated side's generator
+        ({"name": "ssvd", "side": "output"}, lambda k: k + k * (k - 1) // 2 + 1),
+        ({"name": "ssvd", "side": "both"}, lambda k: k + 2 * (k * (k - 1) // 2) + 1),
+        ({"name": "ssvd", "side": "both", "rotation": "free"}, lambda k: k + 2 * k * k + 1),
+        ({"name": "ssvd", "side": "both", "p_out": 0.2}, lambda k: k + k * (k - 1) // 2 + 4 * 3 // 2 + 1),  # k_out = 4
+        ({"name": "ssvd", "side": "both", "p_out": 0.8}, lambda k: 19 + k * (k - 1) // 2 + 19 * 18 // 2 + 1),  # k_out = 19
+        ({"name": "ssvd", "side": "input", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),  # p_out: output side only
+        ({"name": "lora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT)),
+        ({"name": "dora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT) + D_OUT),
+        ({"name": "pissa", "r": 4, "alpha": 4}, lambda k: 4 * (D_IN + D_OUT)),
+        ({"name": "vera", "r": 8}, lambda k: D_OUT + 8),
+        ({"name": "svft", "pattern": "plain"}, lambda k: min(D_IN, D_OUT) + 1),
+        ({"name": "svft", "pattern": "banded", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
+        ({"name": "svft", "pattern": "random", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
+        ({"name": "svft", "pattern": "top_k", "off_diag": 2}, lambda k: 24 * 5 - 2 * 3 + 1),
+    ],
+)
 def test_per_layer_trainable_counts_follow_the_formulas(method, expected):
     model = nn.Sequential(linear())
     apply_method(model, method, {"p": 0.4, "targets": ["0"]})
@@ -157,12 +165,20 @@ def test_per_layer_trainable_counts_follow_the_formulas(method, expected):
     assert trainable_parameter_count(model) == expected(k)
 
 
-ALL_METHODS = [{"name": "ssvd", "rotation": "approx"}, {"name": "ssvd", "rotation": "cayley"},
-               {"name": "ssvd", "rotation": "free"}, {"name": "ssvd", "side": "output", "rotation": "cayley"},
-               {"name": "ssvd", "side": "both", "p_out": 0.25}, {"name": "ssvd", "side": "both", "rotation": "free"},
-               {"name": "svft", "pattern": "banded", "off_diag": 1},
-               {"name": "svft", "pattern": "plain"}, {"name": "lora", "r": 4, "alpha": 8},
-               {"name": "dora", "r": 4, "alpha": 8}, {"name": "pissa", "r": 4, "alpha": 4}, {"name": "vera", "r": 8}]
+ALL_METHODS = [
+    {"name": "ssvd", "rotation": "approx"},
+    {"name": "ssvd", "rotation": "cayley"},
+    {"name": "ssvd", "rotation": "free"},
+    {"name": "ssvd", "side": "output", "rotation": "cayley"},
+    {"name": "ssvd", "side": "both", "p_out": 0.25},
+    {"name": "ssvd", "side": "both", "rotation": "free"},
+    {"name": "svft", "pattern": "banded", "off_diag": 1},
+    {"name": "svft", "pattern": "plain"},
+    {"name": "lora", "r": 4, "alpha": 8},
+    {"name": "dora", "r": 4, "alpha": 8},
+    {"name": "pissa", "r": 4, "alpha": 4},
+    {"name": "vera", "r": 8},
+]
 
 
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda m: "-".join(str(v) for v in m.values()))
@@ -241,13 +257,15 @@ def test_vera_matches_hugging_face_peft():
     generator = torch.Generator().manual_seed(1)
     for name in names:
         mine, theirs = getattr(ours, name), getattr(reference, name)
-        assert torch.equal(mine.vera_A, theirs.vera_A["default"][:, :theirs.in_features])
-        assert torch.equal(mine.vera_B, theirs.vera_B["default"][:theirs.out_features])
-        assert torch.equal(mine.lambda_d, theirs.vera_lambda_d["default"])   # init: d_initial
-        assert torch.equal(mine.lambda_b, theirs.vera_lambda_b["default"])   # init: 0
+        assert torch.equal(mine.vera_A, theirs.vera_A["default"][:, : theirs.in_features])
+        assert torch.equal(mine.vera_B, theirs.vera_B["default"][: theirs.out_features])
+        assert torch.equal(mine.lambda_d, theirs.vera_lambda_d["default"])  # init: d_initial
+        assert torch.equal(mine.lambda_b, theirs.vera_lambda_b["default"])  # init: 0
         with torch.no_grad():
-            for ours_lambda, peft_lambda in ((mine.lambda_d, theirs.vera_lambda_d["default"]),
-                                             (mine.lambda_b, theirs.vera_lambda_b["default"])):
+            for ours_lambda, peft_lambda in (
+                (mine.lambda_d, theirs.vera_lambda_d["default"]),
+                (mine.lambda_b, theirs.vera_lambda_b["default"]),
+            ):
                 ours_lambda.copy_(torch.randn(ours_lambda.shape, generator=generator))
                 peft_lambda.copy_(ours_lambda)
         x = torch.randn(5, mine.in_features, generator=generator)
@@ -281,21 +299,24 @@ def test_svft_top_k_picks_the_best_aligned_positions():
     assert chosen.min() >= scores[mask].max()
 
 
-@pytest.mark.parametrize("method, adapt, key", [
-    ({"name": "ssvd"}, {"p": 0.0, "targets": ["0"]}, "adapt.p"),
-    ({"name": "ssvd"}, {"p": 1.5, "targets": ["0"]}, "adapt.p"),
-    ({"name": "lora", "r": 24, "alpha": 8}, {"targets": ["0"]}, "method.r"),
-    ({"name": "lora", "r": 4, "alpha": 8}, {"targets": ["nope"]}, "adapt.targets"),
-    ({"name": "lora", "r": 4, "alpha": 8}, {"targets": []}, "adapt.targets"),
-    ({"name": "lora", "r": 4, "alpha": 8}, {"targets": ["1"]}, "adapt.targets"),   # the Tanh: not a Linear
-    ({"name": "boft"}, {"targets": ["0"]}, "method.name"),
-    ({"name": "ssvd", "rank": 3}, {"p": 0.4, "targets": ["0"]}, "method.rank"),
-    ({"name": "ssvd", "rotation": "givens"}, {"p": 0.4, "targets": ["0"]}, "method.rotation"),
-    ({"name": "ssvd", "side": "left"}, {"p": 0.4, "targets": ["0"]}, "method.side"),
-    ({"name": "ssvd", "side": "both", "p_out": 1.5}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
-    ({"name": "ssvd", "side": "both", "p_out": 0}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
-    ({"name": "svft", "pattern": "diagonal"}, {"targets": ["0"]}, "method.pattern"),
-])
+@pytest.mark.parametrize(
+    "method, adapt, key",
+    [
+        ({"name": "ssvd"}, {"p": 0.0, "targets": ["0"]}, "adapt.p"),
+        ({"name": "ssvd"}, {"p": 1.5, "targets": ["0"]}, "adapt.p"),
+        ({"name": "lora", "r": 24, "alpha": 8}, {"targets": ["0"]}, "method.r"),
+        ({"name": "lora", "r": 4, "alpha": 8}, {"targets": ["nope"]}, "adapt.targets"),
+        ({"name": "lora", "r": 4, "alpha": 8}, {"targets": []}, "adapt.targets"),
+        ({"name": "lora", "r": 4, "alpha": 8}, {"targets": ["1"]}, "adapt.targets"),  # the Tanh: not a Linear
+        ({"name": "boft"}, {"targets": ["0"]}, "method.name"),
+        ({"name": "ssvd", "rank": 3}, {"p": 0.4, "targets": ["0"]}, "method.rank"),
+        ({"name": "ssvd", "rotation": "givens"}, {"p": 0.4, "targets": ["0"]}, "method.rotation"),
+        ({"name": "ssvd", "side": "left"}, {"p": 0.4, "targets": ["0"]}, "method.side"),
+        ({"name": "ssvd", "side": "both", "p_out": 1.5}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
+        ({"name": "ssvd", "side": "both", "p_out": 0}, {"p": 0.4, "targets": ["0"]}, "method.p_out"),
+        ({"name": "svft", "pattern": "diagonal"}, {"targets": ["0"]}, "method.pattern"),
+    ],
+)
 def test_bad_method_configs_fail_before_training_with_one_line(method, adapt, key):
     model = nn.Sequential(linear(), nn.Tanh())
     with pytest.raises(ConfigError) as err:

@@ -8,8 +8,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from asr_peft.adapters import (adapter_modules, apply_method, load_adapter, merge_adapters, merged_copy, parameter_plan,
-                               save_adapter, trainable_parameter_count, unmerge_adapters)
+from asr_peft.adapters import (
+    adapter_modules,
+    apply_method,
+    load_adapter,
+    merge_adapters,
+    merged_copy,
+    parameter_plan,
+    save_adapter,
+    trainable_parameter_count,
+    unmerge_adapters,
+)
 from asr_peft.adapters.injection import match_modules, module_type
 from asr_peft.errors import ConfigError
 from asr_peft.models import load_owsm
@@ -25,10 +34,19 @@ def adapt_config(name: str = "owsm_all", **overrides) -> dict:
 
 
 # Small ranks so that every method fits the tiny model's 128-wide layers.
-METHODS = [method_config("ssvd"), method_config("ssvd", rotation="cayley"), method_config("svft"),
-           method_config("svft", pattern="banded", off_diag=2), method_config("lora", r=4, alpha=8),
-           method_config("dora", r=4, alpha=8), method_config("pissa", r=4, alpha=4), method_config("vera", r=16),
-           method_config("peft", peft_config={"peft_type": "PSOFT", "r": 8}), method_config("full"), method_config("frozen")]
+METHODS = [
+    method_config("ssvd"),
+    method_config("ssvd", rotation="cayley"),
+    method_config("svft"),
+    method_config("svft", pattern="banded", off_diag=2),
+    method_config("lora", r=4, alpha=8),
+    method_config("dora", r=4, alpha=8),
+    method_config("pissa", r=4, alpha=4),
+    method_config("vera", r=16),
+    method_config("peft", peft_config={"peft_type": "PSOFT", "r": 8}),
+    method_config("full"),
+    method_config("frozen"),
+]
 IDS = ["ssvd", "ssvd-cayley", "svft", "svft-banded", "lora", "dora", "pissa", "vera", "peft-psoft", "full", "frozen"]
 
 
@@ -39,8 +57,16 @@ def batch(tiny_bundle):
 
     torch.manual_seed(0)
     encoder = OWSMPreprocessor(tiny_bundle)
-    items = [{"utt_id": str(i), "transcript": t, "language": "eng", "speech": (0.1 * torch.randn(6000 + 2000 * i)).numpy(), **encoder.encode(t)}
-             for i, t in enumerate(["hello world", "good day"])]
+    items = [
+        {
+            "utt_id": str(i),
+            "transcript": t,
+            "language": "eng",
+            "speech": (0.1 * torch.randn(6000 + 2000 * i)).numpy(),
+            **encoder.encode(t),
+        }
+        for i, t in enumerate(["hello world", "good day"])
+    ]
     return {k: v for k, v in Collate(tiny_bundle.collate)(items).items() if k not in ("utt_id", "transcript", "language")}
 
 
@@ -59,15 +85,16 @@ def test_presets_match_exactly_the_recipe_modules(tiny_bundle):
     kinds = Counter(pattern for _, pattern, _ in match_modules(tiny_bundle.model, adapt_config()["targets"]))
     blocks = 2
     expected = {p: blocks for p in adapt_config()["targets"] if p != "encoder.embed.out?"}  # conv2d8's name (v4)
-    expected.update({"encoder.embed.out.0?": 1, "decoder.output_layer": 1,
-                     "feed_forward.w_1": 2 * blocks, "feed_forward.w_2": 2 * blocks})  # encoder and decoder FFNs
+    expected.update(
+        {"encoder.embed.out.0?": 1, "decoder.output_layer": 1, "feed_forward.w_1": 2 * blocks, "feed_forward.w_2": 2 * blocks}
+    )  # encoder and decoder FFNs
     assert kinds == expected
     names = [n for n, _, _ in match_modules(tiny_bundle.model, ["attn.linear_q"])]
     assert names == ["encoder.encoders.0.attn.linear_q", "encoder.encoders.1.attn.linear_q"]  # dot boundary
     names = [n for n, _, _ in match_modules(tiny_bundle.model, ["re:decoder\\.decoders\\.\\d\\.(self|src)_attn\\.linear_q"])]
     assert len(names) == 4
     ffn = Counter(p for _, p, _ in match_modules(tiny_bundle.model, adapt_config("ffn")["targets"]))
-    assert ffn["feed_forward.w_1"] == 2 * blocks   # encoder and decoder FFNs; the macaron one is separate
+    assert ffn["feed_forward.w_1"] == 2 * blocks  # encoder and decoder FFNs; the macaron one is separate
     assert "ctc.ctc_lo" not in [n for n, _, _ in match_modules(tiny_bundle.model, adapt_config()["targets"])]
 
 
@@ -84,17 +111,48 @@ def test_optional_patterns_may_match_nothing_and_only_match_linear_layers(tiny_b
         match_modules(model, ["encoder.embed.out?", "nothing?"])
 
 
-@pytest.mark.parametrize("name, input_projection, encoder_types", [
-    # OWSM v4 (conv2d8): the input projection is encoder.embed.out itself; the rest is v3.1's recipe list
-    ("owsm_v4_base", "encoder.embed.out", {f"encoder.{t}": 6 for t in (
-        "attn.linear_q", "attn.linear_k", "attn.linear_v", "attn.linear_out", "cgmlp.channel_proj1",
-        "cgmlp.channel_proj2", "feed_forward.w_1", "feed_forward.w_2", "feed_forward_macaron.w_1",
-        "feed_forward_macaron.w_2", "merge_proj")}),
-    # OWLS (Transformer encoder, conv2d): self_attn and feed_forward in each of its 16 encoder blocks
-    ("owls_2b", "encoder.embed.out.0", {f"encoder.{t}": 16 for t in (
-        "self_attn.linear_q", "self_attn.linear_k", "self_attn.linear_v", "self_attn.linear_out",
-        "feed_forward.w_1", "feed_forward.w_2")}),
-])
+@pytest.mark.parametrize(
+    "name, input_projection, encoder_types",
+    [
+        # OWSM v4 (conv2d8): the input projection is encoder.embed.out itself; the rest is v3.1's recipe list
+        (
+            "owsm_v4_base",
+            "encoder.embed.out",
+            {
+                f"encoder.{t}": 6
+                for t in (
+                    "attn.linear_q",
+                    "attn.linear_k",
+                    "attn.linear_v",
+                    "attn.linear_out",
+                    "cgmlp.channel_proj1",
+                    "cgmlp.channel_proj2",
+                    "feed_forward.w_1",
+                    "feed_forward.w_2",
+                    "feed_forward_macaron.w_1",
+                    "feed_forward_macaron.w_2",
+                    "merge_proj",
+                )
+            },
+        ),
+        # OWLS (Transformer encoder, conv2d): self_attn and feed_forward in each of its 16 encoder blocks
+        (
+            "owls_2b",
+            "encoder.embed.out.0",
+            {
+                f"encoder.{t}": 16
+                for t in (
+                    "self_attn.linear_q",
+                    "self_attn.linear_k",
+                    "self_attn.linear_v",
+                    "self_attn.linear_out",
+                    "feed_forward.w_1",
+                    "feed_forward.w_2",
+                )
+            },
+        ),
+    ],
+)
 def test_owsm_all_preset_serves_other_architectures(name, input_projection, encoder_types):
     """One preset across the zoo: the decoder is the same Transformer decoder everywhere; the encoder's
     layers are what the architecture has."""
@@ -103,8 +161,15 @@ def test_owsm_all_preset_serves_other_architectures(name, input_projection, enco
     assert [n for n in names if n.startswith("encoder.embed")] == [input_projection]
     blocks = len(model.decoder.decoders)
     expected = {f"decoder.{a}.linear_{x}": blocks for a in ("self_attn", "src_attn") for x in ("q", "k", "v", "out")}
-    expected.update({"decoder.feed_forward.w_1": blocks, "decoder.feed_forward.w_2": blocks, "decoder.output_layer": 1,
-                     "encoder.embed.out": 1, **encoder_types})
+    expected.update(
+        {
+            "decoder.feed_forward.w_1": blocks,
+            "decoder.feed_forward.w_2": blocks,
+            "decoder.output_layer": 1,
+            "encoder.embed.out": 1,
+            **encoder_types,
+        }
+    )
     assert Counter(module_type(n) for n in names) == expected
 
 
@@ -192,7 +257,7 @@ def test_lora_plan_on_owsm_1b_counts_the_embedding_adapter():
     r, d, ffn, vocab = 32, 1024, 4096, 50000
     per_encoder_block = 4 * r * 2 * d + r * (d + ffn) + r * (ffn // 2 + d) + 4 * r * (d + ffn) + r * (2 * d + d)
     per_decoder_block = 8 * r * 2 * d + 2 * r * (d + ffn)
-    embed_out = r * (d * 19 + d)            # conv2d subsampling: 1024 channels x 19 frequency bins -> 1024
+    embed_out = r * (d * 19 + d)  # conv2d subsampling: 1024 channels x 19 frequency bins -> 1024
     output_layer = embedding = r * (d + vocab)
     expected = 18 * (per_encoder_block + per_decoder_block) + embed_out + output_layer + embedding
     assert parameter_plan(bundle.model)["trainable"] == expected == 42_259_456

@@ -13,8 +13,12 @@ from asr_peft.adapters.peft_tuner import PEFTLinear, peft_config
 from asr_peft.errors import ConfigError
 from test_adapters_owsm import adapt_config
 
-CONFIGS = [{"peft_type": "PSOFT", "r": 4}, {"peft_type": "OFT", "r": 0, "oft_block_size": 4},
-           {"peft_type": "LORA", "r": 4, "lora_alpha": 8}, {"peft_type": "IA3", "feedforward_modules": ["layer"]}]
+CONFIGS = [
+    {"peft_type": "PSOFT", "r": 4},
+    {"peft_type": "OFT", "r": 0, "oft_block_size": 4},
+    {"peft_type": "LORA", "r": 4, "lora_alpha": 8},
+    {"peft_type": "IA3", "feedforward_modules": ["layer"]},
+]
 
 
 def perturb(module: nn.Module) -> None:
@@ -42,7 +46,7 @@ def test_identity_at_init_then_merge_equals_the_tuner_and_unmerge_restores(field
 
 def test_tuners_that_are_not_a_linear_layer_with_its_bias_are_never_merged():
     layer = PEFTLinear(nn.Linear(8, 8), {"peft_type": "LORA", "r": 2})
-    layer.tuner.forward = lambda x: layer.base_layer(x) + 0.1 * (x ** 2) @ torch.ones(8, 8)  # same at x = 0
+    layer.tuner.forward = lambda x: layer.base_layer(x) + 0.1 * (x**2) @ torch.ones(8, 8)  # same at x = 0
     with pytest.raises(ValueError, match="not linear"):
         layer.merge()
     assert not layer.merged
@@ -52,11 +56,15 @@ def test_tuners_that_are_not_a_linear_layer_with_its_bias_are_never_merged():
         scaled_output.merge()
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"peft_type": "NOPE"}, "peft_type"), ({"r": 4}, "peft_type"),
-    ({"peft_type": "LORA", "target_modules": ["x"]}, "target_modules"),
-    ({"peft_type": "LORA", "rank_of_everything": 3}, "method.peft_config"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"peft_type": "NOPE"}, "peft_type"),
+        ({"r": 4}, "peft_type"),
+        ({"peft_type": "LORA", "target_modules": ["x"]}, "target_modules"),
+        ({"peft_type": "LORA", "rank_of_everything": 3}, "method.peft_config"),
+    ],
+)
 def test_bad_peft_configs_are_one_line_config_errors(fields, message):
     with pytest.raises(ConfigError, match=message) as err:
         peft_config(fields)

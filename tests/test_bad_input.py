@@ -38,21 +38,33 @@ CONFIG_CASES = [
     (["optimizer.lr=-1"], ["optimizer.lr=-1 must be > 0"]),
     (["optimizer.lr=abc"], ["optimizer.lr=abc must be a number"]),
     (["seed=abc"], ["seed=abc must be an integer"]),
-    (["trainer.max_steps=-5"], ["trainer.max_steps=-5 must be a positive number of optimizer steps (or -1: limited by "
-                                "trainer.max_epochs)"]),
-    (["trainer.val_check_interval=0"], ["trainer.val_check_interval=0 must be a positive whole number of training steps "
-                                        "or a fraction in (0, 1]"]),
+    (
+        ["trainer.max_steps=-5"],
+        ["trainer.max_steps=-5 must be a positive number of optimizer steps (or -1: limited by trainer.max_epochs)"],
+    ),
+    (
+        ["trainer.val_check_interval=0"],
+        ["trainer.val_check_interval=0 must be a positive whole number of training steps or a fraction in (0, 1]"],
+    ),
     (["data=manifest"], ["data.corpus_dir is required (??? in the config; data.train uses it): set data.corpus_dir=<value>"]),
-    (["data=manifest", "data.train=/a", "data.valid=/b", "trainer.max_steps=-9"],  # corpus_dir: needed by data.test only
-     ["data.corpus_dir is required (??? in the config; data.test.test uses it): set data.corpus_dir=<value>",
-      "trainer.max_steps=-9 must be a positive number of optimizer steps (or -1: limited by trainer.max_epochs)"]),
-    (["trainer.max_steps=0"], ["trainer.max_steps=0 must be a positive number of optimizer steps (or -1: limited by "
-                               "trainer.max_epochs)"]),
+    (
+        ["data=manifest", "data.train=/a", "data.valid=/b", "trainer.max_steps=-9"],  # corpus_dir: needed by data.test only
+        [
+            "data.corpus_dir is required (??? in the config; data.test.test uses it): set data.corpus_dir=<value>",
+            "trainer.max_steps=-9 must be a positive number of optimizer steps (or -1: limited by trainer.max_epochs)",
+        ],
+    ),
+    (
+        ["trainer.max_steps=0"],
+        ["trainer.max_steps=0 must be a positive number of optimizer steps (or -1: limited by trainer.max_epochs)"],
+    ),
     (["loader.max_batch_size=0"], ["loader.max_batch_size=0 must be >= 1"]),
     (["evaluation.checkpoint=bogus"], ["evaluation.checkpoint=bogus must be one of: best, last"]),
     (["data.max_duration=-1"], ["data.max_duration=-1 must be > 0"]),
-    (["method=nope"], ["In 'train': Could not find 'method/nope' (choose from: dora, frozen, full, lora, peft, pissa, "
-                       "ssvd, svft, vera)"]),
+    (
+        ["method=nope"],
+        ["In 'train': Could not find 'method/nope' (choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, vera)"],
+    ),
     (["logger=bogus"], ["In 'train': Could not find 'logger/bogus' (choose from: csv, none, wandb)"]),
     (["data.on_error=ignore"], ["data.on_error=ignore must be one of: raise, skip"]),
     (["on_nonfinite_loss=ignore"], ["on_nonfinite_loss=ignore must be one of: stop, skip"]),
@@ -65,37 +77,58 @@ CONFIG_CASES = [
     (["adapt.targets=[]"], ["adapt.targets=[] must have at least 1 item(s)"]),
     (["optimizer.betas=[0.9,1.5]"], ["optimizer.betas[1]=1.5 must be < 1"]),
     (["optimizer.schedule=cosine"], ["optimizer.schedule=cosine must be one of: constant, linear"]),
-    (["trainer.max_steps=-1"], ["trainer.max_steps=-1 needs trainer.max_epochs (a positive number): otherwise training "
-                                "never ends"]),
+    (
+        ["trainer.max_steps=-1"],
+        ["trainer.max_steps=-1 needs trainer.max_epochs (a positive number): otherwise training never ends"],
+    ),
     (["data.speed_perturb=[3.0]"], ["data.speed_perturb[0]=3.0 must be <= 2"]),
     (["data.speed_perturb=1.1"], ["data.speed_perturb=1.1 must be a list"]),
     (["data.speed_perturb=[0.9,fast]"], ["data.speed_perturb[1]=fast must be a number"]),
     (["data.speed_perturb=[true]"], ["data.speed_perturb[0]=true must be a number"]),
     (["seed=-1"], ["seed=-1 must be >= 0"]),
     (["trainer.deterministic=yes"], ["trainer.deterministic=yes must be true, false or warn"]),
-    (["callbacks.early_stopping.monitor=wer"], ["callbacks.early_stopping.monitor=wer must be one of: val_wer, val_cer, "
-                                                "val_loss"]),
-    (["+optimizer.foo=1"], ["optimizer.foo is not a setting of optimizer (it has: lr, betas, weight_decay, eps, "
-                            "scheduler, scheduler_conf, warmup_steps, schedule)"]),
+    (
+        ["callbacks.early_stopping.monitor=wer"],
+        ["callbacks.early_stopping.monitor=wer must be one of: val_wer, val_cer, val_loss"],
+    ),
+    (
+        ["+optimizer.foo=1"],
+        [
+            "optimizer.foo is not a setting of optimizer (it has: lr, betas, weight_decay, eps, "
+            "scheduler, scheduler_conf, warmup_steps, schedule)"
+        ],
+    ),
     (["+trainer.foo=1"], ["trainer.foo=1 is not an argument of lightning.pytorch.Trainer"]),
-    (["model=owsm_1b", "model.path=/no/such/model"], ["model.path=/no/such/model is not a directory (a model directory: "
-                                                      "ESPnet's exported layout, or a Whisper one)"]),
-    (["method=lora", "method.rank=8"], ["Could not override 'method.rank'. (Key 'rank' is not in struct full_key: "
-                                        "method.rank object_type=dict)"]),
-    (["method=lora", "+method.rank=8"], ["method.rank is not a hyperparameter of lora (it takes: r, alpha, "
-                                         "embedding_targets)"]),
+    (
+        ["model=owsm_1b", "model.path=/no/such/model"],
+        ["model.path=/no/such/model is not a directory (a model directory: ESPnet's exported layout, or a Whisper one)"],
+    ),
+    (
+        ["method=lora", "method.rank=8"],
+        ["Could not override 'method.rank'. (Key 'rank' is not in struct full_key: method.rank object_type=dict)"],
+    ),
+    (["method=lora", "+method.rank=8"], ["method.rank is not a hyperparameter of lora (it takes: r, alpha, embedding_targets)"]),
     # Issue 28, case 8 and 11: a value echoed whole, a key given twice, an empty mapping merged, unquoted non-ASCII.
     (["seed=" + "7x" * 2500], ["seed=" + "7x" * 27 + "7... (5000 characters) must be an integer"]),
     (["data=manifest", "data=synth_child"], ["data is given twice (data=manifest and data=synth_child); give it once"]),
-    (["data.test={}"], ["data.test={} changes nothing (a mapping given to data.test is merged into it); to leave it "
-                        "empty, remove it: ~data.test"]),
-    (["data.language=\u00e9"], ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters "
-                                "outside ASCII: key='value'"]),
+    (
+        ["data.test={}"],
+        [
+            "data.test={} changes nothing (a mapping given to data.test is merged into it); to leave it "
+            "empty, remove it: ~data.test"
+        ],
+    ),
+    (
+        ["data.language=\u00e9"],
+        ["LexerNoViableAltException: data.language=\u00e9; quote a value with spaces or characters outside ASCII: key='value'"],
+    ),
     (["+trainer.profiler=bogus"], ["trainer.profiler=bogus must be one of: simple, advanced, pytorch, xla"]),
     (["hydra.run.dir=/etc/passwd/run"], ["hydra.run.dir=/etc/passwd/run is inside /etc/passwd, which is not a directory"]),
     # Several problems: one line each.
-    (["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
-     ["seed=1.5 must be an integer", "data.on_error=never must be one of: raise, skip", "optimizer.lr=0 must be > 0"]),
+    (
+        ["optimizer.lr=0", "seed=1.5", "data.on_error=never"],
+        ["seed=1.5 must be an integer", "data.on_error=never must be one of: raise, skip", "optimizer.lr=0 must be > 0"],
+    ),
 ]
 
 
@@ -119,8 +152,9 @@ def preflight_lines(capsys, tmp_path, task: str, args: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("args, lines", CONFIG_CASES, ids=[" ".join(args) for args, _ in CONFIG_CASES])
 def test_a_bad_config_is_one_line_per_problem_before_anything_runs(capsys, tmp_path, args, lines):
-    assert preflight_lines(capsys, tmp_path, "train", [*args, f"paths.log_dir={tmp_path}/outputs"]) == \
-        [f"error: {line}" for line in lines]
+    assert preflight_lines(capsys, tmp_path, "train", [*args, f"paths.log_dir={tmp_path}/outputs"]) == [
+        f"error: {line}" for line in lines
+    ]
 
 
 def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
@@ -128,12 +162,14 @@ def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
     optimizer.warmup_steps, then optimizer.schedule, before naming itself."""
     [line] = preflight_lines(capsys, tmp_path, "train", ["optimizer.scheduler=bogus", f"paths.log_dir={tmp_path}/outputs"])
     from espnet2.tasks.abs_task import scheduler_classes  # imported quietly by the check above
+
     assert line.startswith("error: optimizer.scheduler='bogus' is not one of ESPnet's per-update schedulers (choose from: ")
-    assert "piecewiselinearwarmuplr" in line and set(line.split("(choose from: ")[1].rstrip(")").split(", ")) <= set(scheduler_classes)
-    assert preflight_lines(capsys, tmp_path, "train", ["optimizer=adamw", "optimizer.warmup_steps=10",
-                                                       f"paths.log_dir={tmp_path}/outputs"]) == [
-        "error: optimizer.warmup_steps applies only without optimizer.scheduler; set the schedule in "
-        "optimizer.scheduler_conf"]
+    assert "piecewiselinearwarmuplr" in line and set(line.split("(choose from: ")[1].rstrip(")").split(", ")) <= set(
+        scheduler_classes
+    )
+    assert preflight_lines(
+        capsys, tmp_path, "train", ["optimizer=adamw", "optimizer.warmup_steps=10", f"paths.log_dir={tmp_path}/outputs"]
+    ) == ["error: optimizer.warmup_steps applies only without optimizer.scheduler; set the schedule in optimizer.scheduler_conf"]
 
 
 def test_every_shipped_config_passes_the_schema():
@@ -158,10 +194,12 @@ def test_the_config_name_flag_does_not_skip_the_check(capsys, tmp_path):
 
 def test_evaluate_config_errors_name_the_key(capsys, tmp_path):
     assert preflight_lines(capsys, tmp_path, "evaluate", []) == [
-        "error: run_dir is required (??? in the config): set run_dir=<value>"]
+        "error: run_dir is required (??? in the config): set run_dir=<value>"
+    ]
     assert preflight_lines(capsys, tmp_path, "evaluate", ["run_dir=/no/such/run", "checkpoint=bogus"]) == [
         "error: run_dir=/no/such/run is not a directory (a training run's directory, e.g. outputs/train/<run>)",
-        "error: checkpoint=bogus must be one of: best, last, or the path of a .ckpt file"]
+        "error: checkpoint=bogus must be one of: best, last, or the path of a .ckpt file",
+    ]
 
 
 def test_the_command_line_prints_only_the_error_and_creates_nothing(tmp_path):
@@ -199,6 +237,7 @@ def test_a_disabled_progress_bar_drops_the_configured_one():
 
 # ---- data ----------------------------------------------------------------------------------------
 
+
 def write_float_wav(path: Path, samples: np.ndarray) -> Path:
     soundfile.write(str(path), samples.astype(np.float32), 16000, subtype="FLOAT")
     return path
@@ -207,8 +246,12 @@ def write_float_wav(path: Path, samples: np.ndarray) -> Path:
 def flac(path: Path, seconds: float = 1.0) -> Path:
     rng = np.random.default_rng(1)
     t = np.arange(int(16000 * seconds)) / 16000
-    soundfile.write(str(path), (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32),
-                    16000, format="FLAC")
+    soundfile.write(
+        str(path),
+        (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32),
+        16000,
+        format="FLAC",
+    )
     return path
 
 
@@ -225,8 +268,11 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 1 NaN or infinite sample(s)"
     if case == "huge_samples":  # issue 28: finite but absurd samples made the training loss NaN
         path = write_float_wav(directory / "huge.wav", np.where(np.arange(16000) == 500, 1e30, tone))
-        return line(audio=str(path)), "out_of_range_audio", \
-            f"audio file {path} has samples up to ±1e+30, beyond ±2 (float audio lies in [-1, 1]; a scaling mistake?)"
+        return (
+            line(audio=str(path)),
+            "out_of_range_audio",
+            f"audio file {path} has samples up to ±1e+30, beyond ±2 (float audio lies in [-1, 1]; a scaling mistake?)",
+        )
     if case == "inf_samples":
         path = write_float_wav(directory / "inf.wav", np.where(np.arange(16000) % 4000 == 0, np.inf, tone))
         return line(audio=str(path)), "non_finite_audio", f"audio file {path} holds 4 NaN or infinite sample(s)"
@@ -237,49 +283,63 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
     if case == "nan_start":
         return line(start=math.nan), "invalid_manifest_line", "{manifest}:3: field start is not a finite number (nan)"
     if case == "negative_start":
-        return line(start=-0.5, end=0.5), "bad_segment", \
-            f"utterance bad: segment -0.5-0.5 s is outside {good} (1.00 s) or empty"
+        return line(start=-0.5, end=0.5), "bad_segment", f"utterance bad: segment -0.5-0.5 s is outside {good} (1.00 s) or empty"
     if case == "end_before_start":
         return line(start=0.5, end=0.2), "bad_segment", f"utterance bad: segment 0.5-0.2 s is outside {good} (1.00 s) or empty"
     if case == "corrupt_flac":
         path = flac(directory / "corrupt.flac")
         data = bytearray(path.read_bytes())
-        data[len(data) // 3:len(data) // 3 + 2000] = bytes(range(256)) * 7 + bytes(208)
+        data[len(data) // 3 : len(data) // 3 + 2000] = bytes(range(256)) * 7 + bytes(208)
         path.write_bytes(bytes(data))
         return line(audio=str(path)), "undecodable_audio", f"audio file {path} fails to decode: Error : flac decoder lost sync."
     if case == "truncated_flac":
         path = flac(directory / "truncated.flac")
-        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
         return line(audio=str(path)), "undecodable_audio", f"audio file {path} fails to decode: Error : flac decoder lost sync."
     if case == "null_text":
         return line(text=None), "invalid_manifest_line", "{manifest}:3: field text is null, not a string"
     if case == "null_audio":
         return line(audio=None), "invalid_manifest_line", "{manifest}:3: field audio is null, not a string"
     if case == "punctuation_only":
-        return line(text="?! ..."), "empty_after_normalisation", \
-            f"utterance bad ({good}): transcript '?! ...' has no words after normalisation (nothing to score or learn)"
+        return (
+            line(text="?! ..."),
+            "empty_after_normalisation",
+            f"utterance bad ({good}): transcript '?! ...' has no words after normalisation (nothing to score or learn)",
+        )
     if case == "blank_text":
         return line(text="   "), "empty_transcript", f"utterance bad ({good}) has an empty transcript"
     if case == "silence":
         path = write_float_wav(directory / "silence.wav", np.zeros(16000))
-        return line(audio=str(path)), "silent_audio", \
-            f"audio file {path} is silent (peak 0.0e+00, below -80 dBFS) but utterance bad has a transcript"
+        return (
+            line(audio=str(path)),
+            "silent_audio",
+            f"audio file {path} is silent (peak 0.0e+00, below -80 dBFS) but utterance bad has a transcript",
+        )
     if case == "device":  # issue 28: /dev/zero, a FIFO and a symbolic link loop were all "does not exist"
         return line(audio="/dev/zero"), "unreadable_audio", "audio file /dev/zero is a device, not an audio file"
     if case == "fifo":
         os.mkfifo(directory / "pipe.wav")
-        return line(audio=str(directory / "pipe.wav")), "unreadable_audio", \
-            f"audio file {directory / 'pipe.wav'} is a FIFO, not an audio file"
+        return (
+            line(audio=str(directory / "pipe.wav")),
+            "unreadable_audio",
+            f"audio file {directory / 'pipe.wav'} is a FIFO, not an audio file",
+        )
     if case == "link_loop":
         (directory / "loop.wav").symlink_to(directory / "loop.wav")
-        return line(audio=str(directory / "loop.wav")), "unreadable_audio", \
-            f"audio file {directory / 'loop.wav'} is a loop of symbolic links"
+        return (
+            line(audio=str(directory / "loop.wav")),
+            "unreadable_audio",
+            f"audio file {directory / 'loop.wav'} is a loop of symbolic links",
+        )
     if case == "missing_audio":
         return line(audio=str(directory / "gone.wav")), "missing_audio", f"audio file {directory / 'gone.wav'} does not exist"
     if case == "not_audio":
         (directory / "broken.wav").write_bytes(b"RIFF not really audio")
-        return line(audio=str(directory / "broken.wav")), "unreadable_audio", \
-            f"audio file {directory / 'broken.wav'} is unreadable: Error opening '{directory / 'broken.wav'}': Format not recognised."
+        return (
+            line(audio=str(directory / "broken.wav")),
+            "unreadable_audio",
+            f"audio file {directory / 'broken.wav'} is unreadable: Error opening '{directory / 'broken.wav'}': Format not recognised.",
+        )
     if case == "low_rate":
         path = write_tone(directory / "low.wav", 1.0, sample_rate=4000)
         return line(audio=str(path)), "bad_sample_rate", f"audio file {path} is 4000 Hz, below the 8000 Hz minimum for speech"
@@ -287,35 +347,74 @@ def bad_entry(case: str, directory: Path) -> tuple[bytes, str, str]:
         path = write_tone(directory / "long.wav", 3.0)
         return line(audio=str(path)), "too_long", f"utterance bad ({path}) is 3.0 s, over data.max_duration=2.0"
     if case == "not_json":
-        return b"{not json", "invalid_manifest_line", "{manifest}:3: not valid JSON (Expecting property name enclosed in double quotes)"
+        return (
+            b"{not json",
+            "invalid_manifest_line",
+            "{manifest}:3: not valid JSON (Expecting property name enclosed in double quotes)",
+        )
     if case == "duplicate_id":
         return line(id="u0"), "duplicate_id", "{manifest}: duplicate utterance id u0"
     if case == "long_transcript":  # issue 28: 5,000 words on a 1-second clip took the machine down
-        return line(text="hello " * 5000), "too_many_characters", \
-            (f"utterance bad ({good}): 29999 characters of transcript for 1.00 s of audio, over the 50 per second that "
-             "speech reaches (a transcript of another clip, or wrong segment times?)")
+        return (
+            line(text="hello " * 5000),
+            "too_many_characters",
+            (
+                f"utterance bad ({good}): 29999 characters of transcript for 1.00 s of audio, over the 50 per second that "
+                "speech reaches (a transcript of another clip, or wrong segment times?)"
+            ),
+        )
     raise KeyError(case)
 
 
-DATA_CASES = ["nan_samples", "huge_samples", "inf_samples", "not_utf8", "nan_start", "negative_start", "end_before_start", "corrupt_flac",
-              "truncated_flac", "null_text", "null_audio", "punctuation_only", "blank_text", "silence", "missing_audio",
-              "not_audio", "low_rate", "too_long", "not_json", "duplicate_id", "long_transcript", "device", "fifo",
-              "link_loop"]
+DATA_CASES = [
+    "nan_samples",
+    "huge_samples",
+    "inf_samples",
+    "not_utf8",
+    "nan_start",
+    "negative_start",
+    "end_before_start",
+    "corrupt_flac",
+    "truncated_flac",
+    "null_text",
+    "null_audio",
+    "punctuation_only",
+    "blank_text",
+    "silence",
+    "missing_audio",
+    "not_audio",
+    "low_rate",
+    "too_long",
+    "not_json",
+    "duplicate_id",
+    "long_transcript",
+    "device",
+    "fifo",
+    "link_loop",
+]
 
 
 def manifest_with(directory: Path, *bad_lines: bytes) -> Path:
     """Two good utterances, then the bad lines."""
     directory.mkdir(parents=True, exist_ok=True)
-    good = [json.dumps({"id": f"u{i}", "audio": str(write_tone(directory / f"u{i}.wav", 1.0, seed=i)), "text": "a cat"}).encode()
-            for i in range(2)]
+    good = [
+        json.dumps({"id": f"u{i}", "audio": str(write_tone(directory / f"u{i}.wav", 1.0, seed=i)), "text": "a cat"}).encode()
+        for i in range(2)
+    ]
     path = directory / "m.jsonl"
     path.write_bytes(b"\n".join([*good, *bad_lines]) + b"\n")
     return path
 
 
 def data_cfg(manifest: Path, on_error: str, split: str = "train") -> dict:
-    cfg = {"train": str(manifest), "valid": str(manifest), "test": {"t": str(manifest)}, "max_duration": 2.0,
-           "on_error": on_error, "normalizer": "whisper_basic"}
+    cfg = {
+        "train": str(manifest),
+        "valid": str(manifest),
+        "test": {"t": str(manifest)},
+        "max_duration": 2.0,
+        "on_error": on_error,
+        "normalizer": "whisper_basic",
+    }
     return cfg
 
 
@@ -331,8 +430,9 @@ def test_bad_data_is_one_line_naming_the_file_or_utterance_or_a_counted_skip(tmp
         assert str(err.value) == message
     # Training and test sets apart: the one manifest serves as both here (test utterances that training
     # sees are refused when both are read, test_a_test_utterance_that_training_sees_is_refused_or_skipped).
-    validated = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache",
-                              splits=("train", "valid"))
+    validated = validate_data(
+        data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("train", "valid")
+    )
     tested = validate_data(data_cfg(manifest, "skip"), normalizer=normalizer, cache_dir=tmp_path / "cache", splits=("test",))
     assert [u.id for u in validated.train] == [u.id for u in validated.valid] == [u.id for u in tested.test["t"]] == ["u0", "u1"]
     assert validated.skipped + tested.skipped == Counter({reason: 2, f"test/{reason}": 1})
@@ -350,8 +450,9 @@ def test_skip_mode_skips_every_kind_at_once_and_what_it_keeps_reads(tmp_path):
         reasons[reason] += 1
     manifest = manifest_with(tmp_path / "all", *lines)
     normalizer = get_normalizer("whisper_basic")
-    kept, skipped = validate_utterances(load_utterances(manifest, skipped=(counted := Counter())), max_duration=2.0,
-                                        on_error="skip", normalizer=normalizer)
+    kept, skipped = validate_utterances(
+        load_utterances(manifest, skipped=(counted := Counter())), max_duration=2.0, on_error="skip", normalizer=normalizer
+    )
     assert counted + skipped == reasons and [u.id for u in kept] == ["u0", "u1"]
 
     class NoText:
@@ -366,10 +467,15 @@ def test_skip_mode_skips_every_kind_at_once_and_what_it_keeps_reads(tmp_path):
 
 def test_an_unknown_utterance_language_is_refused_or_skipped(tmp_path):
     good = write_tone(tmp_path / "a.wav", 1.0)
-    data = ValidatedData(train=[Utterance("a", good, "x", language="eng"), Utterance("b", good, "y", language="klingon")],
-                         valid=[Utterance("c", good, "z")])
-    with pytest.raises(DataError, match=r"^utterance b \(data.train\): language 'klingon' has no token <klingon> in the "
-                                        r"model's token list$"):
+    data = ValidatedData(
+        train=[Utterance("a", good, "x", language="eng"), Utterance("b", good, "y", language="klingon")],
+        valid=[Utterance("c", good, "z")],
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^utterance b \(data.train\): language 'klingon' has no token <klingon> in the "
+        r"model's token list$",
+    ):
         ValidatedData(train=list(data.train), valid=list(data.valid)).keep_languages(lambda lang: lang == "eng", "eng", "raise")
     data.keep_languages(lambda lang: lang == "eng", "eng", "skip")
     assert [u.id for u in data.train] == ["a"] and data.skipped == Counter({"unknown_language": 1})
@@ -416,13 +522,15 @@ def test_bad_test_data_stops_the_run_before_the_model_loads_or_anything_trains(t
     test = tiny_corpus / "test.jsonl"
     test.write_text(test.read_text() + '{"id": "x", "audio": "audio/test0.wav", "text": "hello", "start": -1}\n')
     with pytest.raises(DataError, match="^utterance x: segment -1.0-"):
-        run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false"],
-                       tmp_path / "run")
+        run_in_process(
+            ["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false"], tmp_path / "run"
+        )
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 # ---- transcripts the model cannot learn from their audio (issue 28, case 1) ---------------------------
+
 
 @pytest.mark.parametrize("targets, frames", [([1, 2, 3], 3), ([1, 1, 2], 4), ([5, 5, 5], 5), ([4, 4], 3)])
 def test_the_frames_a_ctc_alignment_needs_are_what_torch_ctc_loss_accepts(targets, frames):
@@ -432,8 +540,13 @@ def test_the_frames_a_ctc_alignment_needs_are_what_torch_ctc_loss_accepts(target
 
     assert ctc_frames_needed(targets) == frames
     log_probs = torch.randn(frames + 1, 1, 8).log_softmax(-1)
-    loss = lambda t: torch.nn.functional.ctc_loss(log_probs[:t], torch.tensor([targets]), torch.tensor([t]),  # noqa: E731
-                                                  torch.tensor([len(targets)]), reduction="sum")
+    loss = lambda t: torch.nn.functional.ctc_loss(
+        log_probs[:t],
+        torch.tensor([targets]),
+        torch.tensor([t]),  # noqa: E731
+        torch.tensor([len(targets)]),
+        reduction="sum",
+    )
     assert torch.isfinite(loss(frames)) and torch.isinf(loss(frames - 1))
 
 
@@ -452,29 +565,34 @@ def test_transcripts_longer_than_the_model_can_align_are_refused_or_skipped(tiny
     with torch.no_grad():  # the frames of the real audio, as training's forward pass counts them
         frames = int(tiny_bundle.model.encode(samples, torch.tensor([samples.shape[1]]))[1][0])
     text = "ab" * frames  # the tiny model spells: one token per letter, no repeats
-    why = (f"CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token repeated next "
-           "to itself takes two")
-    utterances = lambda: [Utterance("fits", audio, text[:frames], 1.0), Utterance("over", audio, text[:frames + 1], 1.0)]  # noqa: E731
+    why = (
+        f"CTC aligns one token per encoder frame, and {frames} frames come from that audio; a token repeated next "
+        "to itself takes two"
+    )
+    utterances = lambda: [Utterance("fits", audio, text[:frames], 1.0), Utterance("over", audio, text[: frames + 1], 1.0)]  # noqa: E731
     # A model that also trains its attention decoder learns from them (ESPnet zeroes the infinite CTC loss).
     limit = owsm_token_limit(tiny_bundle, preprocessor)
     assert tiny_bundle.model.ctc_weight < 1
     assert limit(text[:frames], None, 1.0) == TokenLimit(frames, frames, why, refused=False)
-    assert limit(text[:frames + 1], None, 1.0) == TokenLimit(frames + 1, frames, why, refused=False)
+    assert limit(text[: frames + 1], None, 1.0) == TokenLimit(frames + 1, frames, why, refused=False)
     data = ValidatedData(train=utterances(), valid=utterances())
     data.keep_within_token_limits(limit, "raise")
     assert [u.id for u in data.train] == ["fits", "over"] and data.skipped == Counter()
     assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.data.validation"] == [
         f"{split}: 1 utterance(s) have more tokens than CTC can align to their audio (over: {frames + 1} tokens for "
         f"{frames}); their CTC loss is zero and only the attention decoder learns from them"
-        for split in ("data.train", "data.valid")]
+        for split in ("data.train", "data.valid")
+    ]
     # A CTC-only model would learn nothing from them.
     monkeypatch.setattr(tiny_bundle.model, "ctc_weight", 1.0)
     limit = owsm_token_limit(tiny_bundle, preprocessor)
     data = ValidatedData(train=utterances(), valid=utterances())
     with pytest.raises(DataError) as refused:
         data.keep_within_token_limits(limit, "raise")
-    assert str(refused.value) == (f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the "
-                                  f"{frames} that 1.00 s of audio allow ({why})")
+    assert str(refused.value) == (
+        f"utterance over (data.train, {audio}): its transcript is {frames + 1} tokens, over the "
+        f"{frames} that 1.00 s of audio allow ({why})"
+    )
     data = ValidatedData(train=utterances(), valid=utterances())
     data.keep_within_token_limits(limit, "skip")
     assert [u.id for u in data.train] == [u.id for u in data.valid] == ["fits"]
@@ -494,15 +612,21 @@ def test_a_transcript_the_model_cannot_align_stops_the_run_before_scoring_or_tra
     from asr_peft.models.owsm import OWSMBundle
 
     model_limit = OWSMBundle.token_limit  # as a CTC-only model's: over the frames is refused
-    monkeypatch.setattr(OWSMBundle, "token_limit", lambda *args: lambda *utt: dataclasses.replace(
-        model_limit(*args)(*utt), refused=True))
+    monkeypatch.setattr(
+        OWSMBundle, "token_limit", lambda *args: lambda *utt: dataclasses.replace(model_limit(*args)(*utt), refused=True)
+    )
     train = tiny_corpus / "train.jsonl"
     entry = {"id": "dense", "audio": "audio/train0.wav", "text": "abcdefghij" * 5}  # 1.2 s: 50 letters, 29 frames
     train.write_text(train.read_text() + json.dumps(entry) + "\n")
-    with pytest.raises(DataError, match=r"^utterance dense \(data.train, .*train0.wav\): its transcript is 50 tokens, "
-                                        r"over the 29 that 1.20 s of audio allow \(CTC aligns"):
-        run_in_process(["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}",
-                        f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    with pytest.raises(
+        DataError,
+        match=r"^utterance dense \(data.train, .*train0.wav\): its transcript is 50 tokens, "
+        r"over the 29 that 1.20 s of audio allow \(CTC aligns",
+    ):
+        run_in_process(
+            ["method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"],
+            tmp_path / "run",
+        )
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -517,8 +641,9 @@ def test_an_unwritable_cache_directory_stops_the_run_before_anything_is_scored(t
     monkeypatch.setattr(run_module, "validate_data", never)
     (tmp_path / "cache").write_text("not a directory\n")
     with pytest.raises(AsrPeftError) as refused:
-        run_in_process(["data=manifest", f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"],
-                       tmp_path / "run")
+        run_in_process(
+            ["data=manifest", f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run"
+        )
     assert str(refused.value) == f"paths.cache_dir={tmp_path / 'cache'} is not a directory"
     assert (tmp_path / "cache").read_text() == "not a directory\n"
 
@@ -563,17 +688,21 @@ def test_a_test_utterance_that_training_sees_is_refused_or_skipped(tmp_path):
 
     train = manifest_with(tmp_path / "train")
     copied = shutil.copy(tmp_path / "train" / "u1.wav", tmp_path / "copy.wav")
-    entries = [{"id": "u0", "audio": str(write_tone(tmp_path / "t0.wav", 1.0, seed=7)), "text": "a dog"},
-               {"id": "t1", "audio": str(copied), "text": "A cat!"},  # the same words once normalised
-               {"id": "t2", "audio": str(copied), "text": "a dog"},   # the same audio, another transcript: fine
-               {"id": "t3", "audio": str(write_tone(tmp_path / "t3.wav", 1.0, seed=8)), "text": "a cat"}]
+    entries = [
+        {"id": "u0", "audio": str(write_tone(tmp_path / "t0.wav", 1.0, seed=7)), "text": "a dog"},
+        {"id": "t1", "audio": str(copied), "text": "A cat!"},  # the same words once normalised
+        {"id": "t2", "audio": str(copied), "text": "a dog"},  # the same audio, another transcript: fine
+        {"id": "t3", "audio": str(write_tone(tmp_path / "t3.wav", 1.0, seed=8)), "text": "a cat"},
+    ]
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
     cfg = {**data_cfg(train, "raise"), "test": {"t": str(test)}}
     normalizer = get_normalizer("whisper_basic")
     with pytest.raises(DataError) as refused:
         validate_data(cfg, normalizer=normalizer, cache_dir=tmp_path / "cache")
-    assert str(refused.value) == ("utterance u0 (test set t) has the id of a data.train utterance; ids must differ "
-                                  "between training and test (decodes and records are keyed by them)")
+    assert str(refused.value) == (
+        "utterance u0 (test set t) has the id of a data.train utterance; ids must differ "
+        "between training and test (decodes and records are keyed by them)"
+    )
     validated = validate_data({**cfg, "on_error": "skip"}, normalizer=normalizer, cache_dir=tmp_path / "cache")
     assert [u.id for u in validated.test["t"]] == ["t2", "t3"] and validated.skipped == Counter({"test/in_train": 2})

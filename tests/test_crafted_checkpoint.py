@@ -57,7 +57,8 @@ def test_evaluate_and_export_refuse_a_crafted_checkpoint_without_running_it(tmp_
         load_trained_run(run_dir, str(path))
     assert not (tmp_path / "marker").exists()  # the payload did not run
     assert isinstance(refused.value, ModelLoadError) and str(refused.value) == (
-        f"cannot read checkpoint {path}: it holds more than tensors and plain data (os.makedirs), refused unread")
+        f"cannot read checkpoint {path}: it holds more than tensors and plain data (os.makedirs), refused unread"
+    )
 
 
 def test_resuming_from_a_crafted_last_checkpoint_runs_nothing(tiny_corpus, tmp_path, caplog):
@@ -65,13 +66,24 @@ def test_resuming_from_a_crafted_last_checkpoint_runs_nothing(tiny_corpus, tmp_p
     weights_only=False) and the run starts afresh: there is no other checkpoint to resume from."""
     run_dir = tmp_path / "run"
     last = crafted_checkpoint(run_dir / "checkpoints" / "last.ckpt", tmp_path / "marker")
-    record = run_in_process(["method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "evaluation.baseline=false",
-                             "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
+    record = run_in_process(
+        [
+            "method=lora",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "evaluation.baseline=false",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+        ],
+        run_dir,
+    )
     assert not (tmp_path / "marker").exists()  # the payload did not run
     assert record["status"] == "completed" and record["resumed_from"] is None and record["global_step"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.name == "asr_peft.training.resume"]
-    assert warnings == [f"cannot read checkpoint {last}: it holds more than tensors and plain data (os.makedirs), "
-                        "refused unread; starting afresh instead"]
+    assert warnings == [
+        f"cannot read checkpoint {last}: it holds more than tensors and plain data (os.makedirs), "
+        "refused unread; starting afresh instead"
+    ]
 
 
 def lora_run_dir(run_dir, r):
@@ -96,15 +108,25 @@ def test_unusable_checkpoints_are_one_line_naming_the_file(tmp_path):
     trainable = {f"model.{name}": p.detach() for name, p in other.model.named_parameters() if p.requires_grad}
     first = next(iter(trainable))  # the first tensor the check meets
     cases = {
-        "budget.ckpt": ({"state_dict": trainable, "global_step": 1},
-                        "{path} was trained with another method budget or model: its %s is %s, this run's is %s"
-                        % (first.removeprefix("model."), tuple(trainable[first].shape),
-                           tuple(trainable[first].shape[:-1]) + (8,) if trainable[first].shape[-1] == 4
-                           else (8,) + tuple(trainable[first].shape[1:]))),
-        "weights.ckpt": ({"model.x": torch.zeros(1)}, "{path} is not a training checkpoint (a dictionary with a "
-                                                      "state_dict of tensors; it holds a dictionary without one)"),
-        "list.ckpt": ([torch.zeros(1)], "{path} is not a training checkpoint (a dictionary with a state_dict of tensors; "
-                                        "it holds list)"),
+        "budget.ckpt": (
+            {"state_dict": trainable, "global_step": 1},
+            "{path} was trained with another method budget or model: its %s is %s, this run's is %s"
+            % (
+                first.removeprefix("model."),
+                tuple(trainable[first].shape),
+                tuple(trainable[first].shape[:-1]) + (8,)
+                if trainable[first].shape[-1] == 4
+                else (8,) + tuple(trainable[first].shape[1:]),
+            ),
+        ),
+        "weights.ckpt": (
+            {"model.x": torch.zeros(1)},
+            "{path} is not a training checkpoint (a dictionary with a state_dict of tensors; it holds a dictionary without one)",
+        ),
+        "list.ckpt": (
+            [torch.zeros(1)],
+            "{path} is not a training checkpoint (a dictionary with a state_dict of tensors; it holds list)",
+        ),
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name
@@ -127,5 +149,6 @@ def test_a_crafted_model_weights_file_is_refused_without_torchs_advice(tmp_path)
     with pytest.raises(ModelLoadError) as refused:
         load_owsm({"name": "crafted", "path": str(exported)})
     assert not (tmp_path / "marker").exists()
-    assert str(refused.value) == (f"cannot read weights {weights}: it holds more than tensors and plain data "
-                                  "(os.makedirs), refused unread")
+    assert str(refused.value) == (
+        f"cannot read weights {weights}: it holds more than tensors and plain data (os.makedirs), refused unread"
+    )

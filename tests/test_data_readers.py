@@ -21,18 +21,23 @@ def test_jsonl_manifest_resolves_relative_audio_and_optional_fields(tmp_path):
     (tmp_path / "m.jsonl").write_text(
         '{"id": "u1", "audio": "a/u1.wav", "text": "hello there", "duration": 1.5, "speaker": "s1", "language": "eng"}\n'
         "\n"
-        '{"id": "u2", "audio": "/abs/u2.flac", "text": "bye", "start": 0.5, "end": 1.0}\n', encoding="utf-8")
+        '{"id": "u2", "audio": "/abs/u2.flac", "text": "bye", "start": 0.5, "end": 1.0}\n',
+        encoding="utf-8",
+    )
     first, second = load_utterances(tmp_path / "m.jsonl")
     assert first == Utterance("u1", tmp_path / "a/u1.wav", "hello there", 1.5, "s1", "eng")
     assert second.audio == Path("/abs/u2.flac") and (second.start, second.end) == (0.5, 1.0)
 
 
-@pytest.mark.parametrize("content, expected", [
-    ('{"id": "u1", "text": "x"}', "m.jsonl:1: missing field(s) audio"),
-    ('{"id": "u1", "audio": "a.wav", "text": "x"}\n{"id": "u1", "audio": "b.wav", "text": "y"}', "duplicate utterance id u1"),
-    ("not json", "m.jsonl:1: not valid JSON"),
-    ('{"id": "u1", "audio": "a.wav", "text": "x", "duration": "long"}', "field duration is not a number"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"id": "u1", "text": "x"}', "m.jsonl:1: missing field(s) audio"),
+        ('{"id": "u1", "audio": "a.wav", "text": "x"}\n{"id": "u1", "audio": "b.wav", "text": "y"}', "duplicate utterance id u1"),
+        ("not json", "m.jsonl:1: not valid JSON"),
+        ('{"id": "u1", "audio": "a.wav", "text": "x", "duration": "long"}', "field duration is not a number"),
+    ],
+)
 def test_bad_manifest_lines_give_one_line_errors_naming_the_file(tmp_path, content, expected):
     (tmp_path / "m.jsonl").write_text(content + "\n", encoding="utf-8")
     with pytest.raises(DataError) as err:
@@ -141,10 +146,20 @@ def test_validation_raises_or_counts_every_bad_input(tmp_path):
     ]
     kept, skipped = validate_utterances(utterances, max_duration=2.0, on_error="skip")
     assert [u.id for u in kept] == ["ok"] and kept[0].duration == pytest.approx(1.0)
-    assert dict(skipped) == {"empty_transcript": 1, "missing_audio": 1, "unreadable_audio": 1, "too_long": 1,
-                             "bad_sample_rate": 1}
-    expectations = {"empty": "empty transcript", "missing": "gone.wav does not exist", "broken": "broken.wav is unreadable",
-                    "long": "over data.max_duration=2.0", "low": "low.wav is 4000 Hz"}
+    assert dict(skipped) == {
+        "empty_transcript": 1,
+        "missing_audio": 1,
+        "unreadable_audio": 1,
+        "too_long": 1,
+        "bad_sample_rate": 1,
+    }
+    expectations = {
+        "empty": "empty transcript",
+        "missing": "gone.wav does not exist",
+        "broken": "broken.wav is unreadable",
+        "long": "over data.max_duration=2.0",
+        "low": "low.wav is 4000 Hz",
+    }
     for utt in utterances[1:]:
         with pytest.raises(DataError) as err:
             validate_utterances([utt], max_duration=2.0, on_error="raise")
@@ -202,10 +217,26 @@ def test_every_training_epoch_tells_the_sampler_its_number():
 
 
 def test_collate_pads_speech_with_zeros_and_tokens_with_ignore_id(tiny_bundle):
-    items = [{"utt_id": "a", "transcript": "x", "language": "eng", "speech": np.ones(3, np.float32),
-              "text": np.array([5, 6]), "text_prev": np.array([2]), "text_ctc": np.array([6])},
-             {"utt_id": "b", "transcript": "y", "language": "nld", "speech": np.ones(5, np.float32),
-              "text": np.array([7]), "text_prev": np.array([2]), "text_ctc": np.array([7, 8, 9])}]
+    items = [
+        {
+            "utt_id": "a",
+            "transcript": "x",
+            "language": "eng",
+            "speech": np.ones(3, np.float32),
+            "text": np.array([5, 6]),
+            "text_prev": np.array([2]),
+            "text_ctc": np.array([6]),
+        },
+        {
+            "utt_id": "b",
+            "transcript": "y",
+            "language": "nld",
+            "speech": np.ones(5, np.float32),
+            "text": np.array([7]),
+            "text_prev": np.array([2]),
+            "text_ctc": np.array([7, 8, 9]),
+        },
+    ]
     batch = Collate(tiny_bundle.collate)(items)
     assert batch["speech"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["text"].tolist() == [[5, 6], [7, -1]] and batch["text_ctc_lengths"].tolist() == [1, 3]

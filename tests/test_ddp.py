@@ -19,9 +19,20 @@ METHODS = ["ssvd", "svft", "lora", "dora", "pissa", "vera", "peft", "full"]
 def test_every_method_trains_under_ddp_in_bf16_mixed(tiny_corpus, tmp_path, method):
     """`trainer=ddp` as shipped (bf16-mixed, from gpu.yaml) on two CPU processes; only rank 0 prints and writes."""
     run_dir = tmp_path / "run"
-    result = train_cli([*FAST, *DDP, "trainer.max_steps=2", "trainer.val_check_interval=2", f"method={method}",
-                        "data=manifest", f"data.corpus_dir={tiny_corpus}", "loader.max_batch_size=1",
-                        "evaluation.baseline=false", f"hydra.run.dir={run_dir}"])
+    result = train_cli(
+        [
+            *FAST,
+            *DDP,
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            f"method={method}",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "loader.max_batch_size=1",
+            "evaluation.baseline=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "completed" and record["global_step"] == 2
@@ -37,8 +48,11 @@ def test_every_method_trains_under_ddp_in_bf16_mixed(tiny_corpus, tmp_path, meth
 
 def two_utterance_corpus(root):
     """Two training utterances (one per rank, or one batch of two), a validation and a test utterance."""
-    texts = {"train": ["the cat sat on the mat", "a dog ran in the park"], "valid": ["she reads a good book"],
-             "test": ["we like green apples"]}
+    texts = {
+        "train": ["the cat sat on the mat", "a dog ran in the park"],
+        "valid": ["she reads a good book"],
+        "test": ["we like green apples"],
+    }
     for split, sentences in texts.items():
         lines = []
         for i, text in enumerate(sentences):
@@ -59,12 +73,28 @@ def one_update(tmp_path, name, method, extra, lr=1e6):
     """
     run_dir = tmp_path / name
     fast = [arg for arg in FAST if not arg.startswith("optimizer.lr=")]
-    result = train_cli([*fast, *extra, f"method={method}", "data=manifest", f"data.corpus_dir={tmp_path / 'corpus'}",
-                        "model.speech_length=2", "model.s2t_config.specaug=null",
-                        "model.s2t_config.preprocessor_conf.speech_init_silence=0", "trainer.precision=32-true",
-                        "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.gradient_clip_val=null",
-                        f"optimizer.lr={lr}", "optimizer.eps=1e6", "optimizer.weight_decay=0", "evaluation.baseline=false",
-                        "evaluation.subspace=false", f"hydra.run.dir={run_dir}"])
+    result = train_cli(
+        [
+            *fast,
+            *extra,
+            f"method={method}",
+            "data=manifest",
+            f"data.corpus_dir={tmp_path / 'corpus'}",
+            "model.speech_length=2",
+            "model.s2t_config.specaug=null",
+            "model.s2t_config.preprocessor_conf.speech_init_silence=0",
+            "trainer.precision=32-true",
+            "trainer.max_steps=1",
+            "trainer.val_check_interval=1",
+            "trainer.gradient_clip_val=null",
+            f"optimizer.lr={lr}",
+            "optimizer.eps=1e6",
+            "optimizer.weight_decay=0",
+            "evaluation.baseline=false",
+            "evaluation.subspace=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((run_dir / "results.json").read_text())["global_step"] == 1
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

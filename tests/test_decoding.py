@@ -48,8 +48,15 @@ def test_beam_search_matches_stock_speech2text(tiny_bundle, tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path / "padded")  # ESPnet's exported paths are relative to the model directory
     try:
-        stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth",
-                            beam_size=3, ctc_weight=0.3, maxlenratio=0.3, lang_sym="<eng>", task_sym="<asr>")
+        stock = Speech2Text(
+            s2t_train_config="exp/s2t_train/config.yaml",
+            s2t_model_file="exp/s2t_train/model.pth",
+            beam_size=3,
+            ctc_weight=0.3,
+            maxlenratio=0.3,
+            lang_sym="<eng>",
+            task_sym="<asr>",
+        )
         text, tokens, *_ = stock(speech.numpy())[0]
     finally:
         os.chdir(cwd)
@@ -82,8 +89,13 @@ def test_merged_export_of_an_adapted_model_decodes_identically_in_stock_espnet(t
     cwd = os.getcwd()
     os.chdir(tmp_path / "merged")
     try:
-        stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth",
-                            beam_size=3, ctc_weight=0.3, maxlenratio=0.3)
+        stock = Speech2Text(
+            s2t_train_config="exp/s2t_train/config.yaml",
+            s2t_model_file="exp/s2t_train/model.pth",
+            beam_size=3,
+            ctc_weight=0.3,
+            maxlenratio=0.3,
+        )
         text = stock(speech.numpy())[0][0]
     finally:
         os.chdir(cwd)

@@ -57,8 +57,12 @@ def espnet_batch(args: argparse.Namespace, utterances: list[Utterance], *, train
     items = []
     for utt in utterances:
         speech, _ = soundfile.read(str(utt.audio), dtype="float32")
-        data = {"speech": speech, "text": f"<{language}><asr><notimestamps> {utt.text}", "text_prev": "<na>",
-                "text_ctc": utt.text}
+        data = {
+            "speech": speech,
+            "text": f"<{language}><asr><notimestamps> {utt.text}",
+            "text_prev": "<na>",
+            "text_ctc": utt.text,
+        }
         items.append((utt.id, preprocess(utt.id, data)))
     return task.build_collate_fn(args, train=train)(items)[1]
 
@@ -66,8 +70,10 @@ def espnet_batch(args: argparse.Namespace, utterances: list[Utterance], *, train
 @pytest.fixture(scope="module")
 def utterances(tmp_path_factory) -> list[Utterance]:
     root = tmp_path_factory.mktemp("parity")
-    return [Utterance(f"u{i}", write_tone(root / f"u{i}.wav", seconds, frequency=180 + 40 * i, seed=i), text, seconds)
-            for i, (seconds, text) in enumerate(zip((0.7, 1.3, 2.1), TRANSCRIPTS))]
+    return [
+        Utterance(f"u{i}", write_tone(root / f"u{i}.wav", seconds, frequency=180 + 40 * i, seed=i), text, seconds)
+        for i, (seconds, text) in enumerate(zip((0.7, 1.3, 2.1), TRANSCRIPTS))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +99,7 @@ def assert_targets_equal(ours: dict, espnet: dict) -> None:
 
 
 # --- batches -------------------------------------------------------------------------------------------
+
 
 def test_padded_owsm_batch_equals_espnets_preprocessor_and_collate(shipped_padded, utterances):
     ours, espnet = our_batch(shipped_padded, utterances), espnet_batch(espnet_args_from_checkpoint(), utterances)
@@ -171,6 +178,7 @@ def test_timestamp_augmentation_is_off_because_espnets_rule_would_double_notimes
 
 # --- loss ----------------------------------------------------------------------------------------------
 
+
 def test_training_loss_equals_espnet_models_loss_on_espnets_batch(shipped_padded, utterances):
     from asr_peft.training.module import SpeechLitModule
 
@@ -187,6 +195,7 @@ def test_training_loss_equals_espnet_models_loss_on_espnets_batch(shipped_padded
 
 
 # --- batching ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("count, batch_size", [(1, 8), (7, 8), (8, 8), (15, 8), (16, 8), (100, 8), (35, 4)])
 def test_fixed_size_batches_are_espnets_unsorted_batches(tmp_path, count, batch_size):
@@ -206,6 +215,7 @@ def test_scoring_batches_never_exceed_the_batch_size():
 
 
 # --- schedule ------------------------------------------------------------------------------------------
+
 
 def recipe_optimizer() -> dict:
     from omegaconf import OmegaConf
@@ -258,8 +268,15 @@ def test_lightning_steps_the_scheduler_once_per_update_as_espnets_trainer(tmp_pa
 
     probe = Probe()
     data = torch.utils.data.DataLoader(torch.ones(1000, 1), batch_size=1)
-    trainer = pl.Trainer(max_steps=12, accumulate_grad_batches=4, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_steps=12,
+        accumulate_grad_batches=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(probe, train_dataloaders=data)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
     scheduler = PiecewiseLinearWarmupLR(optimizer, **conf)
@@ -272,13 +289,16 @@ def test_lightning_steps_the_scheduler_once_per_update_as_espnets_trainer(tmp_pa
     assert probe.lrs_per_batch == pytest.approx([lr for lr in espnet for _ in range(4)])
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({"scheduler": "nosuchlr"}, "optimizer.scheduler='nosuchlr' is not one of ESPnet's per-update schedulers"),
-    ({"scheduler": "steplr", "scheduler_conf": {"step_size": 1}}, "is not one of ESPnet's per-update"),  # per epoch
-    ({"scheduler": "warmuplr", "scheduler_conf": {"warmup": 3}}, "optimizer.scheduler_conf does not fit warmuplr"),
-    ({"scheduler": "warmuplr", "warmup_steps": 30}, "optimizer.warmup_steps applies only without optimizer.scheduler"),
-    ({"schedule": "cosine"}, "optimizer.schedule must be"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"scheduler": "nosuchlr"}, "optimizer.scheduler='nosuchlr' is not one of ESPnet's per-update schedulers"),
+        ({"scheduler": "steplr", "scheduler_conf": {"step_size": 1}}, "is not one of ESPnet's per-update"),  # per epoch
+        ({"scheduler": "warmuplr", "scheduler_conf": {"warmup": 3}}, "optimizer.scheduler_conf does not fit warmuplr"),
+        ({"scheduler": "warmuplr", "warmup_steps": 30}, "optimizer.warmup_steps applies only without optimizer.scheduler"),
+        ({"schedule": "cosine"}, "optimizer.schedule must be"),
+    ],
+)
 def test_bad_schedules_name_the_key(cfg, message):
     from asr_peft.errors import ConfigError
     from asr_peft.training.module import build_scheduler
@@ -296,6 +316,7 @@ def test_adamw_is_espnets_adamw():
 
 
 # --- decoding ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory, shipped) -> tuple[object, Path, list[Utterance]]:
@@ -339,7 +360,7 @@ def test_beam_search_equals_stock_speech2text_with_the_datas_language(spoken, la
     bundle, model_dir, utterances = spoken
     assert bundle.speech_length == 3
     batch = our_batch(bundle, utterances[:1], language=language)
-    speech = batch["speech"][0, :batch["speech_lengths"][0]]
+    speech = batch["speech"][0, : batch["speech_lengths"][0]]
     settings = {"beam_size": 5, "ctc_weight": ctc_weight, "penalty": 0.0, "maxlenratio": 0.0}
     decoder = BeamSearchDecoder(bundle, **settings)
     ours = decoder(speech, f"<{language}>")
@@ -347,8 +368,12 @@ def test_beam_search_equals_stock_speech2text_with_the_datas_language(spoken, la
     cwd = os.getcwd()
     os.chdir(model_dir)  # ESPnet's exported paths are relative to the model directory
     try:
-        stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth",
-                            lang_sym=f"<{language}>", **settings)
+        stock = Speech2Text(
+            s2t_train_config="exp/s2t_train/config.yaml",
+            s2t_model_file="exp/s2t_train/model.pth",
+            lang_sym=f"<{language}>",
+            **settings,
+        )
         text, tokens, *_ = stock(speech.numpy())[0]
     finally:
         os.chdir(cwd)
@@ -400,10 +425,10 @@ def test_recipe_preset_feeds_owsm_base_fixed_batches_of_padded_30s_utterances(re
     assert (cfg.evaluation.checkpoint, cfg.evaluation.decode, cfg.evaluation.beam.ctc_weight) == ("last", "beam", 0.0)
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     bundle = load_owsm(plain(cfg.model), device="meta")  # the real config and tokenizer; no weights needed here
-    data = validate_data(plain(cfg.data), normalizer=get_normalizer(cfg.data.normalizer), cache_dir=None,
-                         splits=("train", "valid"))
-    datamodule = SpeechDataModule(plain(cfg.data), plain(cfg.loader), bundle, train=data.train, valid=data.valid,
-                                seed=cfg.seed)
+    data = validate_data(
+        plain(cfg.data), normalizer=get_normalizer(cfg.data.normalizer), cache_dir=None, splits=("train", "valid")
+    )
+    datamodule = SpeechDataModule(plain(cfg.data), plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     shapes = sorted(tuple(batch["speech"].shape) for batch in datamodule.train_dataloader())
     assert shapes == [(8, 480000), (9, 480000)]
 
@@ -414,8 +439,18 @@ def test_recipe_preset_trains_two_updates_of_owsm_base(recipe_corpus, tmp_path):
     padding and batches of 8 (trainer=cpu: no accumulation), then greedy-CTC scoring of the last checkpoint."""
     from test_train_e2e import run_in_process
 
-    record = run_in_process([*RECIPE_ON_OWSM_BASE, f"data.corpus_dir={recipe_corpus}", "trainer=cpu",
-                             "trainer.max_steps=2", "loader.num_workers=0", "evaluation.decode=ctc_greedy",
-                             "evaluation.baseline=false", "method=ssvd"], tmp_path / "run")
+    record = run_in_process(
+        [
+            *RECIPE_ON_OWSM_BASE,
+            f"data.corpus_dir={recipe_corpus}",
+            "trainer=cpu",
+            "trainer.max_steps=2",
+            "loader.num_workers=0",
+            "evaluation.decode=ctc_greedy",
+            "evaluation.baseline=false",
+            "method=ssvd",
+        ],
+        tmp_path / "run",
+    )
     assert record["status"] == "completed" and record["global_step"] == 2
     assert record["parameters"]["total"] > 100_000_000 and record["config"]["loader"]["batch_size"] == 8

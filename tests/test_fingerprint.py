@@ -12,8 +12,15 @@ from safetensors import safe_open
 from asr_peft.adapters import adapter_modules, apply_method, load_adapter, save_adapter
 from asr_peft.adapters import model as adapters_model
 from asr_peft.adapters import svd as svd_module
-from asr_peft.adapters.fingerprint import (FINGERPRINT_KEY, TOLERANCE, check_fingerprint, fingerprint, probe_vectors,
-                                           relative_difference, tensor_fingerprint)
+from asr_peft.adapters.fingerprint import (
+    FINGERPRINT_KEY,
+    TOLERANCE,
+    check_fingerprint,
+    fingerprint,
+    probe_vectors,
+    relative_difference,
+    tensor_fingerprint,
+)
 from asr_peft.adapters.svd import ThinSVD, weight_key
 from asr_peft.errors import ModelLoadError
 from test_adapters_owsm import adapt_config, batch, encoder_output, loss, method_config  # noqa: F401 (fixture)
@@ -45,10 +52,12 @@ def trained_ssvd(tiny_bundle_factory, batch, tmp_path):
     return tmp_path / "adapter", trained
 
 
-@pytest.mark.parametrize("intruder", [method_config("svft"), method_config("ssvd", formulation="reference")],
-                         ids=["svft", "ssvd-reference"])
-def test_an_adapter_reloads_as_trained_after_another_method_replaced_the_svd_cache(intruder, trained_ssvd,
-                                                                                   tiny_bundle_factory, batch, tmp_path):
+@pytest.mark.parametrize(
+    "intruder", [method_config("svft"), method_config("ssvd", formulation="reference")], ids=["svft", "ssvd-reference"]
+)
+def test_an_adapter_reloads_as_trained_after_another_method_replaced_the_svd_cache(
+    intruder, trained_ssvd, tiny_bundle_factory, batch, tmp_path
+):
     """The issue's reproduction: SSVD trains on top-k factorisations; SVFT (or SSVD's reference formulation) on the
     same base replaces each cache entry by a full-rank one; the reload reads a prefix of that."""
     directory, trained = trained_ssvd
@@ -62,8 +71,9 @@ def test_an_adapter_reloads_as_trained_after_another_method_replaced_the_svd_cac
     assert torch.equal(reloaded[0], trained[0]) and torch.equal(reloaded[1], trained[1])
 
 
-def test_an_adapter_reloads_as_trained_under_another_thread_count_and_another_svd_route(tiny_bundle_factory, batch,
-                                                                                        tmp_path, monkeypatch):
+def test_an_adapter_reloads_as_trained_under_another_thread_count_and_another_svd_route(
+    tiny_bundle_factory, batch, tmp_path, monkeypatch
+):
     """Stand-ins for another machine: factorised with 1 thread, reloaded with 2 and then through LAPACK's SVD instead
     of the Gram route (no cache: everything recomputed)."""
     previous = torch.get_num_threads()
@@ -113,8 +123,9 @@ def _corrupt(U, S, Vh):
 
 
 @pytest.mark.parametrize("alter, what", [(_flip_pair, "`left`"), (_corrupt, "`right`")], ids=["flipped-pair", "corrupted"])
-def test_a_factor_other_than_the_trained_one_is_refused_naming_the_layer(alter, what, trained_ssvd, tiny_bundle_factory,
-                                                                         monkeypatch):
+def test_a_factor_other_than_the_trained_one_is_refused_naming_the_layer(
+    alter, what, trained_ssvd, tiny_bundle_factory, monkeypatch
+):
     directory, _ = trained_ssvd
     fresh = tiny_bundle_factory(0).model
     names = [name for name, _, _ in adapters_model.match_modules(fresh, adapt_config()["targets"])]
@@ -173,7 +184,9 @@ def test_the_tolerance_accepts_round_off_and_refuses_one_flipped_vector_among_ma
     generator = torch.Generator().manual_seed(8)
     factor = torch.linalg.qr(torch.randn(4096, 1024, generator=generator, dtype=torch.float64))[0]
     recorded = tensor_fingerprint(factor.float())
-    rounded = tensor_fingerprint((factor * (1 + 1e-7 * torch.randn(factor.shape, generator=generator, dtype=torch.float64))).float())
+    rounded = tensor_fingerprint(
+        (factor * (1 + 1e-7 * torch.randn(factor.shape, generator=generator, dtype=torch.float64))).float()
+    )
     flipped = factor.clone()
     flipped[:, 500] *= -1
     assert relative_difference(recorded, rounded) < TOLERANCE / 100

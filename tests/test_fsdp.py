@@ -40,14 +40,18 @@ def lit_module(bundle, method):
 
 
 def test_state_dict_names_drop_wrapper_segments():
-    assert state_dict_name("encoder.encoders.0._fsdp_wrapped_module._checkpoint_wrapped_module.attn.linear_q.lora_A") \
+    assert (
+        state_dict_name("encoder.encoders.0._fsdp_wrapped_module._checkpoint_wrapped_module.attn.linear_q.lora_A")
         == "encoder.encoders.0.attn.linear_q.lora_A"
+    )
     assert state_dict_name("_orig_mod.decoder.embed.0.lora_B") == "decoder.embed.0.lora_B"
 
 
-@pytest.mark.parametrize("method", [{"name": "ssvd"}, {"name": "lora", "r": 4, "alpha": 8,
-                                                         "embedding_targets": ["decoder.embed.0"]}],
-                         ids=["ssvd", "lora"])
+@pytest.mark.parametrize(
+    "method",
+    [{"name": "ssvd"}, {"name": "lora", "r": 4, "alpha": 8, "embedding_targets": ["decoder.embed.0"]}],
+    ids=["ssvd", "lora"],
+)
 def test_adapters_survive_an_fsdp_checkpoint_round_trip(tiny_bundle_factory, gloo_group, method):
     from lightning.fabric.strategies.fsdp import _get_full_state_dict_context
     from torch.distributed.fsdp import FullyShardedDataParallel
@@ -64,12 +68,16 @@ def test_adapters_survive_an_fsdp_checkpoint_round_trip(tiny_bundle_factory, glo
     policy = {instantiate(entry) for entry in strategy.auto_wrap_policy}
     with warnings.catch_warnings():  # FSDP warns that one process cannot shard (NO_SHARD) and about mixed requires_grad
         warnings.simplefilter("ignore")
-        wrapped = FullyShardedDataParallel(module, auto_wrap_policy=ModuleWrapPolicy(policy),
-                                           use_orig_params=strategy.use_orig_params, device_id=torch.device("cpu"))
+        wrapped = FullyShardedDataParallel(
+            module,
+            auto_wrap_policy=ModuleWrapPolicy(policy),
+            use_orig_params=strategy.use_orig_params,
+            device_id=torch.device("cpu"),
+        )
         with _get_full_state_dict_context(wrapped, world_size=1):
             state_dict = wrapped.state_dict()
     names = [name for name, p in module.model.named_parameters() if p.requires_grad]
-    assert any("_fsdp_wrapped_module." in name for name in names)        # the blocks were wrapped in place
+    assert any("_fsdp_wrapped_module." in name for name in names)  # the blocks were wrapped in place
     assert not any("_fsdp_wrapped_module." in key for key in state_dict)  # the state dict names are clean
 
     checkpoint = {"state_dict": state_dict}

@@ -13,8 +13,13 @@ from conftest import ROOT
 
 def test_gpu_check_smoke_mode_runs_and_reports_every_measurement(tmp_path):
     env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(tmp_path)],
-                            capture_output=True, text=True, env=env, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (written,) = tmp_path.glob("*-smoke.json")
     report = json.loads(written.read_text())
@@ -26,7 +31,7 @@ def test_gpu_check_smoke_mode_runs_and_reports_every_measurement(tmp_path):
         for values in checked["methods"].values():
             assert values["ok"] and len(values["losses"]) == 2 and all(math.isfinite(x) for x in values["losses"])
             assert values["step_mb"] >= 0 and values["seconds"] > 0  # resident memory on a CPU: coarse
-            assert values["merged_vs_unmerged"]["fp32"] < 1e-4   # merging changes nothing but round-off
+            assert values["merged_vs_unmerged"]["fp32"] < 1e-4  # merging changes nothing but round-off
         assert checked["methods"]["lora r=32"]["step_vs_lora"] == 1.0
     assert model["svd_setup_s"]["layers"] > 0 and model["svd_setup_s"]["full spectrum"] > 0
     assert model["beam"]["seconds_per_utterance"] > 0

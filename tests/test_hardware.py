@@ -18,11 +18,13 @@ from test_train_e2e import train_cli
 @pytest.fixture
 def gpus(monkeypatch):
     """Pretend to be a machine with `count` CUDA GPUs (with or without bf16 arithmetic)."""
+
     def install(count: int = 2, bf16: bool = True):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100" if not bf16 else "H200")
+
     return install
 
 
@@ -30,22 +32,25 @@ def config(*overrides: str):
     return compose_config("train", list(overrides))
 
 
-@pytest.mark.parametrize("overrides, key, says", [
-    (["trainer=fsdp", "trainer.accelerator=cpu"], "trainer.strategy=fsdp", "CUDA GPUs only"),
-    (["trainer=fsdp"], "trainer.strategy=fsdp", "no CUDA GPU"),
-    (["trainer=ddp"], "trainer.accelerator=gpu", "no CUDA GPU"),
-    (["trainer=gpu"], "trainer.accelerator=gpu", "no CUDA GPU"),
-    (["trainer.accelerator=tpu"], "trainer.accelerator=tpu", "choose from"),
-    (["trainer.precision=16-mixed"], "trainer.precision=16-mixed", "quietly run bf16-mixed"),
-    (["trainer.precision=fp8"], "trainer.precision=fp8", "choose from"),
-    (["trainer.devices=0"], "trainer.devices=0", "at least 1"),
-    (["method=full", "trainer.precision=bf16-true"], "trainer.precision=bf16-true", "method=full"),
-    (["trainer.precision=16-true", "evaluation.decode=beam"], "trainer.precision=16-true", "overflows in fp16"),
-    (["evaluation.device=cuda"], "evaluation.device=cuda", "no CUDA GPU"),
-    (["evaluation.device=tpu"], "evaluation.device=tpu", "cpu, cuda"),
-    (["evaluation.precision=16-mixed"], "evaluation.precision=16-mixed", "bf16-mixed"),
-    (["evaluation.precision=bf16-true"], "evaluation.precision=bf16-true with trainer.precision=32-true", "evaluate.py"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, says",
+    [
+        (["trainer=fsdp", "trainer.accelerator=cpu"], "trainer.strategy=fsdp", "CUDA GPUs only"),
+        (["trainer=fsdp"], "trainer.strategy=fsdp", "no CUDA GPU"),
+        (["trainer=ddp"], "trainer.accelerator=gpu", "no CUDA GPU"),
+        (["trainer=gpu"], "trainer.accelerator=gpu", "no CUDA GPU"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator=tpu", "choose from"),
+        (["trainer.precision=16-mixed"], "trainer.precision=16-mixed", "quietly run bf16-mixed"),
+        (["trainer.precision=fp8"], "trainer.precision=fp8", "choose from"),
+        (["trainer.devices=0"], "trainer.devices=0", "at least 1"),
+        (["method=full", "trainer.precision=bf16-true"], "trainer.precision=bf16-true", "method=full"),
+        (["trainer.precision=16-true", "evaluation.decode=beam"], "trainer.precision=16-true", "overflows in fp16"),
+        (["evaluation.device=cuda"], "evaluation.device=cuda", "no CUDA GPU"),
+        (["evaluation.device=tpu"], "evaluation.device=tpu", "cpu, cuda"),
+        (["evaluation.precision=16-mixed"], "evaluation.precision=16-mixed", "bf16-mixed"),
+        (["evaluation.precision=bf16-true"], "evaluation.precision=bf16-true with trainer.precision=32-true", "evaluate.py"),
+    ],
+)
 def test_impossible_settings_on_this_cpu_machine_fail_in_one_line(overrides, key, says):
     with pytest.raises(ConfigError) as err:
         validate_hardware(config(*overrides))
@@ -53,23 +58,33 @@ def test_impossible_settings_on_this_cpu_machine_fail_in_one_line(overrides, key
     assert message.startswith(key) and says in message and "\n" not in message
 
 
-@pytest.mark.parametrize("overrides", [
-    [], ["trainer.precision=bf16-mixed"], ["trainer.precision=bf16-true"], ["trainer.precision=16-true"],
-    ["trainer.precision=bf16"], ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
-    ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
-    ["evaluation.device=cpu", "evaluation.precision=32-true", "evaluation.decode=beam"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["trainer.precision=bf16-mixed"],
+        ["trainer.precision=bf16-true"],
+        ["trainer.precision=16-true"],
+        ["trainer.precision=bf16"],
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
+        ["evaluation.device=cpu", "evaluation.precision=32-true", "evaluation.decode=beam"],
+    ],
+)
 def test_what_this_cpu_machine_runs_passes(overrides):
     validate_hardware(config(*overrides))
 
 
-@pytest.mark.parametrize("overrides, key, says", [
-    (["trainer=gpu", "trainer.devices=3"], "trainer.devices=3", "2 CUDA device(s)"),
-    (["trainer=gpu", "trainer.devices=[0,2]"], "trainer.devices=[0, 2]", "2 CUDA device(s)"),
-    (["trainer=fsdp", "trainer.precision=bf16-true"], "trainer.precision=bf16-true with FSDP", "one dtype"),
-    (["trainer=fsdp", "~callbacks.model_checkpoint"], "trainer=fsdp without callbacks.model_checkpoint", "rebuilt"),
-    (["trainer=gpu", "evaluation.device=cuda:2"], "evaluation.device=cuda:2", "2 CUDA device(s)"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, says",
+    [
+        (["trainer=gpu", "trainer.devices=3"], "trainer.devices=3", "2 CUDA device(s)"),
+        (["trainer=gpu", "trainer.devices=[0,2]"], "trainer.devices=[0, 2]", "2 CUDA device(s)"),
+        (["trainer=fsdp", "trainer.precision=bf16-true"], "trainer.precision=bf16-true with FSDP", "one dtype"),
+        (["trainer=fsdp", "~callbacks.model_checkpoint"], "trainer=fsdp without callbacks.model_checkpoint", "rebuilt"),
+        (["trainer=gpu", "evaluation.device=cuda:2"], "evaluation.device=cuda:2", "2 CUDA device(s)"),
+    ],
+)
 def test_impossible_settings_on_a_two_gpu_machine(gpus, overrides, key, says):
     gpus(2)
     with pytest.raises(ConfigError) as err:
@@ -120,8 +135,16 @@ def test_cli_refuses_fsdp_on_the_cpu_before_loading_anything(tmp_path):
     """One line, exit status 2, and nothing loaded: the model path and the corpus given here do not exist,
     and each would fail with its own error had anything been loaded."""
     run_dir = tmp_path / "run"
-    result = train_cli(["trainer=fsdp", "trainer.accelerator=cpu", "model.path=/nonexistent/model", "data=manifest",
-                        f"data.corpus_dir={tmp_path / 'no-corpus'}", f"hydra.run.dir={run_dir}"])
+    result = train_cli(
+        [
+            "trainer=fsdp",
+            "trainer.accelerator=cpu",
+            "model.path=/nonexistent/model",
+            "data=manifest",
+            f"data.corpus_dir={tmp_path / 'no-corpus'}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: trainer.strategy=fsdp: Lightning's FSDP runs on CUDA GPUs only")

@@ -14,18 +14,21 @@ from conftest import model_config
 
 # (model config, published size, tolerance): the tolerance is half a unit of the published figure's
 # last digit, so the build must round to the figure as published.
-@pytest.mark.parametrize("name, expected, tolerance", [
-    ("owsm_0.1b", 101_180_320, 0),         # the published OWSM v3.1 base ("101M"), exact
-    ("owsm_0.37b", 367e6, 0.5e6),          # published "367M"
-    ("owsm_1b", 1.02e9, 0.005e9),          # published "1.02B"
-    # OWSM v4, as published in ESPnet's egs2/owsm_v4/s2t1/README.md model table
-    ("owsm_v4_base", 102e6, 0.5e6),        # "102M" (builds 101.92M)
-    ("owsm_v4_small", 370e6, 0.5e6),       # "370M" (builds 369.60M)
-    ("owsm_v4_medium", 1.02e9, 0.005e9),   # "1.02B" (builds 1.022B)
-    # OWLS 2B: published only as "2B" (espnet/owls_2B_180K, the SSVD paper's "0.1B to 2B"); its
-    # architecture in configs/model/owls_2b.yaml is an unverified estimate, see the comment there.
-    ("owls_2b", 2e9, 0.5e9),
-])
+@pytest.mark.parametrize(
+    "name, expected, tolerance",
+    [
+        ("owsm_0.1b", 101_180_320, 0),  # the published OWSM v3.1 base ("101M"), exact
+        ("owsm_0.37b", 367e6, 0.5e6),  # published "367M"
+        ("owsm_1b", 1.02e9, 0.005e9),  # published "1.02B"
+        # OWSM v4, as published in ESPnet's egs2/owsm_v4/s2t1/README.md model table
+        ("owsm_v4_base", 102e6, 0.5e6),  # "102M" (builds 101.92M)
+        ("owsm_v4_small", 370e6, 0.5e6),  # "370M" (builds 369.60M)
+        ("owsm_v4_medium", 1.02e9, 0.005e9),  # "1.02B" (builds 1.022B)
+        # OWLS 2B: published only as "2B" (espnet/owls_2B_180K, the SSVD paper's "0.1B to 2B"); its
+        # architecture in configs/model/owls_2b.yaml is an unverified estimate, see the comment there.
+        ("owls_2b", 2e9, 0.5e9),
+    ],
+)
 def test_meta_builds_match_published_sizes(name, expected, tolerance):
     bundle = load_owsm(model_config(name), device="meta")
     count = sum(p.numel() for p in bundle.model.parameters())
@@ -77,9 +80,11 @@ def test_offline_hub_model_gives_one_line_error_naming_model_path(tmp_path):
     cfg = {**model_config("owsm_0.1b")}
     with pytest.raises(ModelLoadError) as err:
         load_owsm(cfg, cache_dir=tmp_path)
-    assert str(err.value) == (f"model=owsm_0.1b (espnet/owsm_v3.1_ebf_base) is not available: offline (HF_HUB_OFFLINE) "
-                              f"and not in the download cache {tmp_path}; set model.path=<a local ESPnet model "
-                              f"directory> or download it once online")
+    assert str(err.value) == (
+        f"model=owsm_0.1b (espnet/owsm_v3.1_ebf_base) is not available: offline (HF_HUB_OFFLINE) "
+        f"and not in the download cache {tmp_path}; set model.path=<a local ESPnet model "
+        f"directory> or download it once online"
+    )
 
 
 def test_text_targets_follow_owsm_format(tiny_bundle):

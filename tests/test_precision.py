@@ -30,22 +30,35 @@ from test_adapters_layers import D_IN, D_OUT, randomize
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 4e-3}
 MODES = [("mixed", torch.bfloat16), ("mixed", torch.float16), ("true", torch.bfloat16), ("true", torch.float16)]
 
-SSVD_VARIANTS = [{"name": "ssvd", "rotation": rotation, "formulation": formulation}
-                 for rotation in ("approx", "cayley", "free") for formulation in ("efficient", "activation", "reference")]
-SSVD_SIDES = [{"name": "ssvd", "side": "both", "p_out": 0.25, "rotation": "cayley"},   # k_out < k_in
-              {"name": "ssvd", "side": "both", "p_out": 0.75, "formulation": "reference"},
-              {"name": "ssvd", "side": "output", "rotation": "free", "formulation": "activation"}]
-METHODS = [*SSVD_VARIANTS, *SSVD_SIDES, {"name": "ssvd", "recompute_weight": True},
-           *({"name": "svft", "pattern": pattern, "off_diag": 1} for pattern in ("plain", "banded", "random", "top_k")),
-           {"name": "lora", "r": 4, "alpha": 8}, {"name": "dora", "r": 4, "alpha": 8}, {"name": "pissa", "r": 4, "alpha": 4},
-           {"name": "vera", "r": 8}, {"name": "peft", "peft_config": {"peft_type": "PSOFT", "r": 4}},
-           {"name": "peft", "peft_config": {"peft_type": "OFT", "r": 0, "oft_block_size": 4}},
-           {"name": "peft", "peft_config": {"peft_type": "LORA", "r": 4, "lora_alpha": 8}}]
+SSVD_VARIANTS = [
+    {"name": "ssvd", "rotation": rotation, "formulation": formulation}
+    for rotation in ("approx", "cayley", "free")
+    for formulation in ("efficient", "activation", "reference")
+]
+SSVD_SIDES = [
+    {"name": "ssvd", "side": "both", "p_out": 0.25, "rotation": "cayley"},  # k_out < k_in
+    {"name": "ssvd", "side": "both", "p_out": 0.75, "formulation": "reference"},
+    {"name": "ssvd", "side": "output", "rotation": "free", "formulation": "activation"},
+]
+METHODS = [
+    *SSVD_VARIANTS,
+    *SSVD_SIDES,
+    {"name": "ssvd", "recompute_weight": True},
+    *({"name": "svft", "pattern": pattern, "off_diag": 1} for pattern in ("plain", "banded", "random", "top_k")),
+    {"name": "lora", "r": 4, "alpha": 8},
+    {"name": "dora", "r": 4, "alpha": 8},
+    {"name": "pissa", "r": 4, "alpha": 4},
+    {"name": "vera", "r": 8},
+    {"name": "peft", "peft_config": {"peft_type": "PSOFT", "r": 4}},
+    {"name": "peft", "peft_config": {"peft_type": "OFT", "r": 0, "oft_block_size": 4}},
+    {"name": "peft", "peft_config": {"peft_type": "LORA", "r": 4, "lora_alpha": 8}},
+]
 
 
 def method_id(method: dict) -> str:
     return "-".join(str(v) for k, v in method.items() if k != "peft_config") + (
-        f"-{method['peft_config']['peft_type']}" if "peft_config" in method else "")
+        f"-{method['peft_config']['peft_type']}" if "peft_config" in method else ""
+    )
 
 
 def relative_error(value: torch.Tensor, truth: torch.Tensor) -> float:
@@ -107,13 +120,13 @@ def test_adapter_layers_train_in_low_precision_with_fp32_gradients(method, rows,
     y_ref, dx_ref, grads_ref = run(reference, x, grad_out, None)
     y, dx, grads = run(layer, x.to(dtype) if mode == "true" else x, grad_out, dtype if mode == "mixed" else None)
 
-    assert y.dtype == dtype                                 # what the frozen layer would hand the next one
+    assert y.dtype == dtype  # what the frozen layer would hand the next one
     assert dx.dtype == (dtype if mode == "true" else torch.float32)
     assert relative_error(y, y_ref) < TOLERANCE[dtype]
     assert relative_error(dx, dx_ref) < TOLERANCE[dtype]
     assert grads.keys() == grads_ref.keys() and grads
     for name, grad in grads.items():
-        assert grad is not None and grad.dtype == torch.float32, name     # fp32 master weights, fp32 gradients
+        assert grad is not None and grad.dtype == torch.float32, name  # fp32 master weights, fp32 gradients
         error = float((grad - grads_ref[name]).norm()) / gradient_scale(name, reference, grads_ref)
         assert error < TOLERANCE[dtype], name
 
@@ -147,7 +160,7 @@ def test_embedding_adapter_in_low_precision(mode, dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 def test_cayley_rotation_and_core_are_fp32_whatever_the_storage_dtype(dtype):
     model = adapted_layer({"name": "ssvd", "rotation": "cayley"})
-    layer = model[0].to(dtype)   # parameters too: a model cast without the Trainer's fp32 restore
+    layer = model[0].to(dtype)  # parameters too: a model cast without the Trainer's fp32 restore
     G = layer.rotation_matrix()  # torch.linalg.solve has no bf16 kernel: this raised before
     assert G.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert torch.allclose(G.T @ G, torch.eye(layer.k, dtype=G.dtype), atol=1e-5)
@@ -177,8 +190,10 @@ def test_merge_into_half_precision_adds_in_fp32_and_rounds_once(dtype):
     half.merge()
     assert torch.equal(half.base_layer.weight, (weight.float() + delta).to(dtype))
     exact = weight.double() + delta.double()
-    errors = {"once": (half.base_layer.weight.double() - exact).abs(),
-              "twice": ((weight + delta.to(dtype)).double() - exact).abs()}
+    errors = {
+        "once": (half.base_layer.weight.double() - exact).abs(),
+        "twice": ((weight + delta.to(dtype)).double() - exact).abs(),
+    }
     assert (errors["once"] <= errors["twice"]).all() and errors["once"].sum() < errors["twice"].sum()
     half.unmerge()
     assert torch.equal(half.base_layer.weight, weight)
@@ -198,17 +213,32 @@ def test_svds_run_in_fp32_or_better_whatever_the_weights_dtype():
         assert relative_error((svd.U * svd.S) @ svd.Vh, stored.float()) < 1e-5
 
 
-@pytest.mark.parametrize("precision, method", [("bf16-mixed", "ssvd"), pytest.param("bf16-true", "ssvd", marks=pytest.mark.slow),
-                                               pytest.param("bf16-true", "lora", marks=pytest.mark.slow),
-                                               pytest.param("16-true", "ssvd", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "precision, method",
+    [
+        ("bf16-mixed", "ssvd"),
+        pytest.param("bf16-true", "ssvd", marks=pytest.mark.slow),
+        pytest.param("bf16-true", "lora", marks=pytest.mark.slow),
+        pytest.param("16-true", "ssvd", marks=pytest.mark.slow),
+    ],
+)
 def test_a_run_trains_and_scores_in_low_precision(tiny_corpus, tmp_path, precision, method):
     """The whole run under a low precision on the CPU: training steps, validation, baseline and test scoring
     in the same precision (recorded), finite losses, adapter tensors checkpointed in fp32."""
     from test_train_e2e import run_in_process
 
-    record = run_in_process([f"method={method}", "data=manifest", f"data.corpus_dir={tiny_corpus}",
-                             f"trainer.precision={precision}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                             f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    record = run_in_process(
+        [
+            f"method={method}",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            f"trainer.precision={precision}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path / "run",
+    )
     assert record["status"] == "completed" and record["global_step"] == 2
     assert record["scored_on"] == {"device": "cpu", "precision": precision}
     assert all(0 <= metrics["wer"] for metrics in (*record["metrics"].values(), *record["baseline_metrics"].values()))
@@ -217,8 +247,9 @@ def test_a_run_trains_and_scores_in_low_precision(tiny_corpus, tmp_path, precisi
     assert state and all(tensor.dtype == torch.float32 for tensor in state.values())
 
 
-@pytest.mark.parametrize("dtype, lost_range", [(torch.bfloat16, (0.05, 0.4)), (torch.float16, (0.005, 0.05)),
-                                               (torch.float32, (0.0, 1e-4))])
+@pytest.mark.parametrize(
+    "dtype, lost_range", [(torch.bfloat16, (0.05, 0.4)), (torch.float16, (0.005, 0.05)), (torch.float32, (0.0, 1e-4))]
+)
 def test_export_measures_what_its_stored_dtype_does_to_delta_w(tiny_bundle_factory, tmp_path, dtype, lost_range):
     """delta_rounding against the weights export_espnet_dir actually wrote, with ‖ΔW‖/‖W‖ = 1e-2 per layer."""
     from asr_peft.adapters import merged_copy
@@ -242,7 +273,7 @@ def test_export_measures_what_its_stored_dtype_does_to_delta_w(tiny_bundle_facto
     stored = torch.load(tmp_path / "out" / WEIGHTS, weights_only=True)
     assert {t.dtype for t in stored.values() if t.is_floating_point()} == {dtype}
     errors = {name: float((stored[f"{name}.weight"].double() - exact[name]).norm()) for name in exact}
-    truth = (sum(e ** 2 for e in errors.values()) / sum(float(d.norm()) ** 2 for d in deltas.values())) ** 0.5
+    truth = (sum(e**2 for e in errors.values()) / sum(float(d.norm()) ** 2 for d in deltas.values())) ** 0.5
     assert measured.layers == len(exact) and measured.lost == pytest.approx(truth, rel=0.05, abs=1e-6)
     assert lost_range[0] <= measured.lost <= lost_range[1]
     worst = max(exact, key=lambda name: errors[name] / float(deltas[name].norm()))
@@ -258,13 +289,26 @@ def test_export_cli_names_the_dtype_and_warns_when_it_loses_delta_w(tiny_corpus,
     from test_train_e2e import FAST, train_cli
 
     run_dir = tmp_path / "run"
-    result = train_cli([*FAST, "method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2",
-                        "trainer.val_check_interval=2", "evaluation.baseline=false", f"hydra.run.dir={run_dir}"])
+    result = train_cli(
+        [
+            *FAST,
+            "method=lora",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "evaluation.baseline=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = {}
     for dtype in ("bfloat16", "float32"):
-        outputs[dtype] = subprocess.run([sys.executable, str(ROOT / "export.py"), str(run_dir), "--out",
-                                         str(tmp_path / dtype), "--dtype", dtype], capture_output=True, text=True)
+        outputs[dtype] = subprocess.run(
+            [sys.executable, str(ROOT / "export.py"), str(run_dir), "--out", str(tmp_path / dtype), "--dtype", dtype],
+            capture_output=True,
+            text=True,
+        )
         assert outputs[dtype].returncode == 0, outputs[dtype].stderr[-3000:]
         assert f"weights stored as {dtype}" in outputs[dtype].stdout
     assert "warning: storing bfloat16 rounds away" in outputs["bfloat16"].stderr

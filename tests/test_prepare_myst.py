@@ -24,8 +24,9 @@ DEV = "myst_002040_2014-03-02_11-00-00_EC_1.2"
 TEST = "myst_002050_2014-03-03_12-00-00_SS_3.1"
 
 
-def utterance(corpus: Path, split: str, session: str, number: int, text: str | None, seconds: float | None,
-              sample_rate: int = 16000) -> str:
+def utterance(
+    corpus: Path, split: str, session: str, number: int, text: str | None, seconds: float | None, sample_rate: int = 16000
+) -> str:
     """Write <session>_<number>.flac (a tone; None: no audio) and .trn (None: no transcript); return the id."""
     student = session.split("_")[1]
     utt_id = f"{session}_{number:03d}"
@@ -42,11 +43,11 @@ def utterance(corpus: Path, split: str, session: str, number: int, text: str | N
 def corpus(tmp_path_factory) -> Path:
     corpus = tmp_path_factory.mktemp("myst")
     utterance(corpus, "train", TRAIN_A, 1, "um the frog has 3 legs (()) <no_signal>", 1.5)
-    utterance(corpus, "train", TRAIN_A, 2, "yes [NOISE]", 1.0)                       # too few words
-    utterance(corpus, "train", TRAIN_A, 3, "<no_signal> (( ))", 1.0)                 # empty
+    utterance(corpus, "train", TRAIN_A, 2, "yes [NOISE]", 1.0)  # too few words
+    utterance(corpus, "train", TRAIN_A, 3, "<no_signal> (( ))", 1.0)  # empty
     utterance(corpus, "train", TRAIN_A, 4, "this one goes on for far too long", 30.5, sample_rate=8000)
-    utterance(corpus, "train", TRAIN_A, 5, None, 1.0)                                # audio, no transcript
-    utterance(corpus, "train", TRAIN_A, 6, "a transcript without any audio", None)   # transcript, no audio
+    utterance(corpus, "train", TRAIN_A, 5, None, 1.0)  # audio, no transcript
+    utterance(corpus, "train", TRAIN_A, 6, "a transcript without any audio", None)  # transcript, no audio
     broken = utterance(corpus, "train", TRAIN_A, 7, "the audio file is broken", None)
     (corpus / "data/train/002030" / TRAIN_A / f"{broken}.flac").write_bytes(b"not a flac file at all")
     utterance(corpus, "train", TRAIN_B, 1, "They 're making 25 circuits, uh, right?", 2.0)
@@ -66,20 +67,45 @@ def test_manifests_hold_normalised_texts_and_every_drop_is_counted(corpus, tmp_p
     session_a = corpus / "data/train/002030" / TRAIN_A
     train = read_jsonl(tmp_path / "out/train.jsonl")
     assert train == [
-        {"id": f"{TRAIN_A}_001", "audio": str(session_a / f"{TRAIN_A}_001.flac"), "text": "UM THE FROG HAS THREE LEGS",
-         "duration": 1.5, "speaker": "002030", "language": "eng"},
-        {"id": f"{TRAIN_B}_001", "audio": str(corpus / "data/train/002031" / TRAIN_B / f"{TRAIN_B}_001.flac"),
-         "text": "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT", "duration": 2.0, "speaker": "002031", "language": "eng"},
+        {
+            "id": f"{TRAIN_A}_001",
+            "audio": str(session_a / f"{TRAIN_A}_001.flac"),
+            "text": "UM THE FROG HAS THREE LEGS",
+            "duration": 1.5,
+            "speaker": "002030",
+            "language": "eng",
+        },
+        {
+            "id": f"{TRAIN_B}_001",
+            "audio": str(corpus / "data/train/002031" / TRAIN_B / f"{TRAIN_B}_001.flac"),
+            "text": "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT",
+            "duration": 2.0,
+            "speaker": "002031",
+            "language": "eng",
+        },
     ]
     assert [u["text"] for u in read_jsonl(tmp_path / "out/dev.jsonl")] == ["THE MAGNET STICKS TO IRON"]
     assert [u["text"] for u in read_jsonl(tmp_path / "out/test.jsonl")] == [
-        "IT GOES AROUND IN A CIRCLE", "THE BULB LIGHTS UP NOW", "WE NEED TWO BATTERIES"]
+        "IT GOES AROUND IN A CIRCLE",
+        "THE BULB LIGHTS UP NOW",
+        "WE NEED TWO BATTERIES",
+    ]
 
     assert summary == json.loads((tmp_path / "out/summary.json").read_text(encoding="utf-8"))
     assert summary["splits"]["train"] == {
-        "manifest": "train.jsonl", "utterances": 2, "hours": round(3.5 / 3600, 4), "speakers": 2,
-        "dropped": {"empty_transcript": 1, "no_audio": 1, "no_transcript": 1, "too_few_words": 1, "too_long": 1,
-                    "unreadable_audio": 1}}
+        "manifest": "train.jsonl",
+        "utterances": 2,
+        "hours": round(3.5 / 3600, 4),
+        "speakers": 2,
+        "dropped": {
+            "empty_transcript": 1,
+            "no_audio": 1,
+            "no_transcript": 1,
+            "too_few_words": 1,
+            "too_long": 1,
+            "unreadable_audio": 1,
+        },
+    }
     assert summary["splits"]["test"]["utterances"] == 3 and summary["splits"]["test"]["dropped"] == {}
     [skipped] = summary["skipped"]
     assert skipped["reason"] == "unreadable_audio" and f"{TRAIN_A}_007.flac" in skipped["error"]
@@ -150,8 +176,13 @@ def test_the_release_directory_itself_may_be_given(corpus, tmp_path):
 
 def test_command_line(corpus, tmp_path, capsys):
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "asr_peft.data.prepare", "myst", str(corpus), str(out)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "asr_peft.data.prepare", "myst", str(corpus), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert f"{out / 'train.jsonl'}: 2 utterances" in run.stdout
     assert len(load_utterances(out / "test.jsonl")) == 3
@@ -165,9 +196,18 @@ def test_command_line(corpus, tmp_path, capsys):
 def test_prepared_manifests_train_with_data_myst(corpus, tmp_path):
     prepare_myst(corpus, tmp_path / "myst")
     sclite = bool(shutil.which("sclite") or shutil.which("sctk"))  # scored with sclite too where it is installed
-    record = run_in_process(["method=ssvd", "data=myst", f"data.corpus_dir={tmp_path / 'myst'}", "trainer.max_steps=2",
-                             "trainer.val_check_interval=2", "evaluation.baseline=false", f"evaluation.sclite={sclite}"],
-                            tmp_path / "run")
+    record = run_in_process(
+        [
+            "method=ssvd",
+            "data=myst",
+            f"data.corpus_dir={tmp_path / 'myst'}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "evaluation.baseline=false",
+            f"evaluation.sclite={sclite}",
+        ],
+        tmp_path / "run",
+    )
     assert record["status"] == "completed" and record["global_step"] == 2
     metrics = record["metrics"]["myst_test"]
     assert metrics["num_utterances"] == 3

@@ -22,8 +22,13 @@ CHECKPOINT = ROOT / "checkpoints" / "owsm_tiny_pretrained"
 
 def test_checkpoint_matches_its_checksums_and_carries_its_documents():
     assert verify_checksums(CHECKPOINT) == []
-    for name in ("meta.yaml", "data_card.json", "training_summary.json", "data/token_list/bpe.model",
-                 "exp/s2t_stats/train/feats_stats.npz"):
+    for name in (
+        "meta.yaml",
+        "data_card.json",
+        "training_summary.json",
+        "data/token_list/bpe.model",
+        "exp/s2t_stats/train/feats_stats.npz",
+    ):
         assert (CHECKPOINT / name).is_file(), name
     summary = json.loads((CHECKPOINT / "training_summary.json").read_text())
     assert summary["metrics"]["source"]["wer"] < summary["metrics"]["child"]["wer"]
@@ -45,8 +50,14 @@ def test_the_decoder_starts_a_transcript_where_the_beam_search_primes_it(tmp_pat
     bundle = load_owsm({"path": str(CHECKPOINT)})
     rng = __import__("numpy").random.default_rng(7)
     utterances = []
-    for i, sentence in enumerate(["the children played in the park", "she wrote a letter to her mother",
-                                  "we waited for the train", "a cold wind blew from the north"]):
+    for i, sentence in enumerate(
+        [
+            "the children played in the park",
+            "she wrote a letter to her mother",
+            "we waited for the train",
+            "a cold wind blew from the north",
+        ]
+    ):
         soundfile.write(str(tmp_path / f"{i}.wav"), render(draw("source", sentence, rng)), 16000)
         utterances.append(Utterance(str(i), tmp_path / f"{i}.wav", sentence))
     probabilities = first_token_probabilities(bundle, utterances)
@@ -64,8 +75,13 @@ def test_checkpoint_loads_and_transcribes_fresh_source_speech():
     bundle = load_owsm(OmegaConf.to_container(model, resolve=True))
     assert bundle.source.startswith("dir:") and bundle.s2t_config["normalize"] == "global_mvn"
     rng = __import__("numpy").random.default_rng(12345)
-    sentences = ["the children played in the park", "he was a good man", "she wrote a letter to her mother",
-                 "the house was very old", "we waited for the train"]
+    sentences = [
+        "the children played in the park",
+        "he was a good man",
+        "she wrote a letter to her mother",
+        "the house was very old",
+        "we waited for the train",
+    ]
     speech = [torch.from_numpy(render(draw("source", s, rng))) for s in sentences]
     lengths = torch.tensor([len(s) for s in speech])
     batch = torch.nn.utils.rnn.pad_sequence(speech, batch_first=True)

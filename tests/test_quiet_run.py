@@ -23,9 +23,22 @@ def test_a_short_run_prints_each_line_once_and_nothing_it_knows_to_be_noise(tiny
     run_dir = tmp_path / "run"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}  # warnings must show
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}",
-         "trainer.max_steps=4", "trainer.val_check_interval=2", f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, timeout=600, env={**env, "ASR_PEFT_ROOT": str(ROOT)})
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *FAST,
+            "method=ssvd",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "ASR_PEFT_ROOT": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     messages = [re.sub(r"^\[[^]]*\]\[[^]]*\]\[[A-Z]+\] - ", "", line) for line in lines]

@@ -22,9 +22,19 @@ def _errors(rate: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).binomial(WORDS, rate, UTTERANCES)
 
 
-def write_run(root: Path, name: str, *, method: dict, p: float | None, trainable: int, seed: int,
-              errors: dict[str, np.ndarray], data: str = "synth_child", model: str = "owsm_tiny",
-              baseline: dict[str, float] | None = None) -> Path:
+def write_run(
+    root: Path,
+    name: str,
+    *,
+    method: dict,
+    p: float | None,
+    trainable: int,
+    seed: int,
+    errors: dict[str, np.ndarray],
+    data: str = "synth_child",
+    model: str = "owsm_tiny",
+    baseline: dict[str, float] | None = None,
+) -> Path:
     """A completed run whose decode/<set>/ trn files hold exactly `errors[set][u]` substitutions per utterance
     (each utterance `WORDS` words long)."""
     run_dir = root / f"{model}-{data}-{name}-seed{seed}"
@@ -38,11 +48,18 @@ def write_run(root: Path, name: str, *, method: dict, p: float | None, trainable
         write_trn(run_dir / "decode" / test_set / "ref.trn", ids, refs)
         write_trn(run_dir / "decode" / test_set / "hyp.trn", ids, hyps)
         metrics[test_set] = {"wer": float(per_utterance.sum() / (WORDS * len(per_utterance))), "cer": 0.0}
-    record = {"status": "completed", "method": method, "adapt": {"p": p, "targets": ["x"]}, "seed": seed,
-              "model": {"name": model}, "data": {"name": data}, "metrics": metrics,
-              "baseline_metrics": {k: {"wer": v, "cer": 0.0} for k, v in (baseline or {}).items()},
-              "parameters": {"trainable": trainable, "total": 4_000_000},
-              "config": {"optimizer": {"lr": 1e-3}, "trainer": {"max_steps": 100}}}
+    record = {
+        "status": "completed",
+        "method": method,
+        "adapt": {"p": p, "targets": ["x"]},
+        "seed": seed,
+        "model": {"name": model},
+        "data": {"name": data},
+        "metrics": metrics,
+        "baseline_metrics": {k: {"wer": v, "cer": 0.0} for k, v in (baseline or {}).items()},
+        "parameters": {"trainable": trainable, "total": 4_000_000},
+        "config": {"optimizer": {"lr": 1e-3}, "trainer": {"max_steps": 100}},
+    }
     (run_dir / "results.json").write_text(json.dumps(record))
     return run_dir
 
@@ -53,7 +70,7 @@ def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
         approx = _errors(0.40, 100 + seed)
         # Cayley: the same errors as approx but on a few utterances: the same WER within noise.
         cayley = approx.copy()
-        cayley[:: 97] = np.clip(cayley[:: 97] + 1, 0, WORDS)
+        cayley[::97] = np.clip(cayley[::97] + 1, 0, WORDS)
         child_runs = {
             ("frozen", None): ({"name": "frozen"}, 0, 0.60, 0.15),
             ("lora_r4", None): ({"name": "lora", "r": 4, "alpha": 8}, 100_000, 0.45, 0.20),
@@ -65,17 +82,40 @@ def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
         }
         for (name, p), (method, trainable, child, source) in child_runs.items():
             child_errors = child if isinstance(child, np.ndarray) else _errors(child, 1000 * seed + sum(map(ord, name)))
-            write_run(tmp_path, name, method=method, p=p, trainable=trainable, seed=seed,
-                      errors={"source": _errors(source, 7 + seed), "child": child_errors})
+            write_run(
+                tmp_path,
+                name,
+                method=method,
+                p=p,
+                trainable=trainable,
+                seed=seed,
+                errors={"source": _errors(source, 7 + seed), "child": child_errors},
+            )
         # Dialect: a LoRA configuration with fewer parameters than SSVD is better: SSVD is off the front.
-        write_run(tmp_path, "lora_r1", method={"name": "lora", "r": 1, "alpha": 2}, p=None, trainable=40_000, seed=seed,
-                  data="synth_dialect", errors={"source": _errors(0.2, seed), "dialect": _errors(0.40, 50 + seed)})
-        write_run(tmp_path, "ssvd_p0.4", method=ssvd(), p=0.4, trainable=50_000, seed=seed, data="synth_dialect",
-                  errors={"source": _errors(0.2, seed), "dialect": _errors(0.50, 60 + seed)})
+        write_run(
+            tmp_path,
+            "lora_r1",
+            method={"name": "lora", "r": 1, "alpha": 2},
+            p=None,
+            trainable=40_000,
+            seed=seed,
+            data="synth_dialect",
+            errors={"source": _errors(0.2, seed), "dialect": _errors(0.40, 50 + seed)},
+        )
+        write_run(
+            tmp_path,
+            "ssvd_p0.4",
+            method=ssvd(),
+            p=0.4,
+            trainable=50_000,
+            seed=seed,
+            data="synth_dialect",
+            errors={"source": _errors(0.2, seed), "dialect": _errors(0.50, 60 + seed)},
+        )
 
     claims = check_claims(to_frame(collect([tmp_path]).runs))
     verdict = {(row.claim, row.data): row.verdict for row in claims.itertuples()}
-    assert verdict[("front", "synth_child")] == "reproduced"          # SSVD both (49k) beats frozen, the only cheaper one
+    assert verdict[("front", "synth_child")] == "reproduced"  # SSVD both (49k) beats frozen, the only cheaper one
     assert verdict[("front", "synth_dialect")] == "refuted"
     assert verdict[("strict_vs_approx", "synth_child")] == "reproduced"
     assert verdict[("unconstrained_worse", "synth_child")] == "reproduced"
@@ -91,10 +131,26 @@ def test_claims_reproduced_refuted_and_untestable_are_told_apart(tmp_path):
 def test_the_model_size_trend_is_read_across_models(tmp_path):
     for model, (ssvd_rate, lora_rate) in {"owsm_small": (0.40, 0.41), "owsm_large": (0.30, 0.36)}.items():
         for seed in range(2):
-            write_run(tmp_path, "ssvd", method={"name": "ssvd", "rotation": "approx"}, p=0.4, trainable=10, seed=seed,
-                      model=model, errors={"child": _errors(ssvd_rate, seed)})
-            write_run(tmp_path, "lora", method={"name": "lora", "r": 4}, p=None, trainable=20, seed=seed, model=model,
-                      errors={"child": _errors(lora_rate, 10 + seed)})
+            write_run(
+                tmp_path,
+                "ssvd",
+                method={"name": "ssvd", "rotation": "approx"},
+                p=0.4,
+                trainable=10,
+                seed=seed,
+                model=model,
+                errors={"child": _errors(ssvd_rate, seed)},
+            )
+            write_run(
+                tmp_path,
+                "lora",
+                method={"name": "lora", "r": 4},
+                p=None,
+                trainable=20,
+                seed=seed,
+                model=model,
+                errors={"child": _errors(lora_rate, 10 + seed)},
+            )
     frame = to_frame(collect([tmp_path]).runs)
     frame.loc[frame["model"] == "owsm_large", "total"] = 1e9  # model size orders the trend
     claims = check_claims(frame)
@@ -108,12 +164,20 @@ def test_the_front_claim_corrects_for_picking_one_of_several_ssvd_budgets(tmp_pa
     two budgets tried (Holm: 2 × 0.03 = 0.06 > 0.05)."""
     write_run(tmp_path, "lora_r1", method={"name": "lora", "r": 1}, p=None, trainable=10, seed=0, errors={"child": [1] * 4})
     for i, p in enumerate([0.2, 0.4][:ssvd_points]):
-        write_run(tmp_path, f"ssvd_p{p}", method={"name": "ssvd", "rotation": "approx"}, p=p, trainable=20 + i, seed=0,
-                  errors={"child": [1] * 4})
+        write_run(
+            tmp_path,
+            f"ssvd_p{p}",
+            method={"name": "ssvd", "rotation": "approx"},
+            p=p,
+            trainable=20 + i,
+            seed=0,
+            errors={"child": [1] * 4},
+        )
     significant = Comparison(delta_wer=-0.02, low=-0.035, high=-0.001, p_value=0.03, utterances=4, seeds=(1, 1))
     noise = Comparison(delta_wer=0.0, low=-0.01, high=0.01, p_value=0.9, utterances=4, seeds=(1, 1))
-    monkeypatch.setattr(claims_module, "_compare",
-                        lambda a, b, test_set: significant if a.configuration.startswith("ssvd p=0.2") else noise)
+    monkeypatch.setattr(
+        claims_module, "_compare", lambda a, b, test_set: significant if a.configuration.startswith("ssvd p=0.2") else noise
+    )
     (row,) = [r for r in check_claims(to_frame(collect([tmp_path]).runs)).itertuples() if r.claim == "front"]
     assert row.verdict == verdict
     assert f"Holm-adjusted over the {ssvd_points} SSVD configuration" in row.reason
@@ -126,12 +190,20 @@ def test_an_undecided_front_claim_shows_the_comparison_nearest_to_reproducing_it
     nor the one with the lowest p."""
     write_run(tmp_path, "lora_r1", method={"name": "lora", "r": 1}, p=None, trainable=10, seed=0, errors={"child": [1] * 4})
     for i, p in enumerate([0.2, 0.4]):
-        write_run(tmp_path, f"ssvd_p{p}", method={"name": "ssvd", "rotation": "approx"}, p=p, trainable=20 + i, seed=0,
-                  errors={"child": [1] * 4})
+        write_run(
+            tmp_path,
+            f"ssvd_p{p}",
+            method={"name": "ssvd", "rotation": "approx"},
+            p=p,
+            trainable=20 + i,
+            seed=0,
+            errors={"child": [1] * 4},
+        )
     nearly = Comparison(delta_wer=-0.02, low=-0.04, high=0.001, p_value=0.06, utterances=4, seeds=(1, 1))
     worse = Comparison(delta_wer=0.05, low=0.02, high=0.08, p_value=0.001, utterances=4, seeds=(1, 1))
-    monkeypatch.setattr(claims_module, "_compare",
-                        lambda a, b, test_set: nearly if a.configuration.startswith("ssvd p=0.4") else worse)
+    monkeypatch.setattr(
+        claims_module, "_compare", lambda a, b, test_set: nearly if a.configuration.startswith("ssvd p=0.4") else worse
+    )
     (row,) = [r for r in check_claims(to_frame(collect([tmp_path]).runs)).itertuples() if r.claim == "front"]
     assert row.verdict == "not testable here"
     assert row.system.startswith("ssvd p=0.4") and row.p_value == pytest.approx(0.06)

@@ -41,49 +41,98 @@ GRID = [
     ("frozen", {"name": "frozen"}, 0.4, 0, 0.0, None),
 ]
 TOTAL = 1_461_388
-LAYER_TYPES = {"encoder.attn.linear_q": [144, 144], "encoder.feed_forward.w_1": [576, 144],
-               "encoder.feed_forward.w_2": [144, 576], "decoder.src_attn.linear_v": [144, 144]}
+LAYER_TYPES = {
+    "encoder.attn.linear_q": [144, 144],
+    "encoder.feed_forward.w_1": [576, 144],
+    "encoder.feed_forward.w_2": [144, 576],
+    "decoder.src_attn.linear_v": [144, 144],
+}
 
 
 def _wers(data: str, capacity: float, rng: np.random.Generator) -> dict[str, float]:
     """Target WER falls with capacity; the source is forgotten more the more a method moves."""
     target, other = ("child", "dialect") if data == "synth_child" else ("dialect", "child")
     floor = {"child": 0.41, "dialect": 0.47}[target]
-    wers = {target: BEFORE[target] - (BEFORE[target] - floor) * capacity,
-            "source": BEFORE["source"] + 0.20 * capacity ** 3,
-            other: BEFORE[other] - 0.12 * capacity + 0.10 * capacity ** 3}
+    wers = {
+        target: BEFORE[target] - (BEFORE[target] - floor) * capacity,
+        "source": BEFORE["source"] + 0.20 * capacity**3,
+        other: BEFORE[other] - 0.12 * capacity + 0.10 * capacity**3,
+    }
     return {k: float(np.clip(wers[k] + rng.normal(0, 0.008), 0.02, 1.2)) for k in BEFORE}  # the data config's order
 
 
-def _record(directory: Path, name: str, method: dict, p: float, trainable: int, capacity: float, data: str, seed: int,
-            rng: np.random.Generator) -> dict:
+def _record(
+    directory: Path,
+    name: str,
+    method: dict,
+    p: float,
+    trainable: int,
+    capacity: float,
+    data: str,
+    seed: int,
+    rng: np.random.Generator,
+) -> dict:
     wers = _wers(data, capacity, rng)
     target = "child" if data == "synth_child" else "dialect"
     steps = [100, 200, 300] if method["name"] != "frozen" else []
-    history = [{"step": s, "epoch": 0, "val_wer": BEFORE[target] + (wers[target] - BEFORE[target]) * (1 - 0.5 ** (i + 1)) / 0.875,
-                "val_cer": 0.4, "val_loss": 1.0} for i, s in enumerate(steps)]
-    return {"status": "completed", "error": None, "run_dir": str(directory), "started_at": "2026-11-24T01:00:00+00:00",
-            "finished_at": "2026-11-24T01:09:00+00:00", "method": method, "adapt": {"p": p, "targets": ["attn.linear_q"]},
-            "model": {"name": "owsm_tiny_pretrained"}, "data": {"name": data}, "seed": seed,
-            "metrics": {k: {"wer": v, "cer": v * 0.38, "num_utterances": 300, "num_words": 2010} for k, v in wers.items()},
-            "baseline_metrics": {k: {"wer": v, "cer": v * 0.38} for k, v in BEFORE.items()},
-            "parameters": {"trainable": trainable, "total": TOTAL + (trainable if method["name"] not in ("full", "frozen") else 0)},
-            "train_time_s": 0 if not steps else float(380 + trainable ** 0.35 * 6 + rng.normal(0, 15)),
-            "peak_memory_mb": float(1450 + trainable / 2500), "global_step": steps[-1] if steps else 0,
-            "validation_history": history, "skipped": {}, "packages": {"torch": "2.14.1"}, "git_commit": "0000000",
-            "config": {"optimizer": {"lr": 1e-4}, "trainer": {"max_steps": 300}}}
+    history = [
+        {
+            "step": s,
+            "epoch": 0,
+            "val_wer": BEFORE[target] + (wers[target] - BEFORE[target]) * (1 - 0.5 ** (i + 1)) / 0.875,
+            "val_cer": 0.4,
+            "val_loss": 1.0,
+        }
+        for i, s in enumerate(steps)
+    ]
+    return {
+        "status": "completed",
+        "error": None,
+        "run_dir": str(directory),
+        "started_at": "2026-11-24T01:00:00+00:00",
+        "finished_at": "2026-11-24T01:09:00+00:00",
+        "method": method,
+        "adapt": {"p": p, "targets": ["attn.linear_q"]},
+        "model": {"name": "owsm_tiny_pretrained"},
+        "data": {"name": data},
+        "seed": seed,
+        "metrics": {k: {"wer": v, "cer": v * 0.38, "num_utterances": 300, "num_words": 2010} for k, v in wers.items()},
+        "baseline_metrics": {k: {"wer": v, "cer": v * 0.38} for k, v in BEFORE.items()},
+        "parameters": {"trainable": trainable, "total": TOTAL + (trainable if method["name"] not in ("full", "frozen") else 0)},
+        "train_time_s": 0 if not steps else float(380 + trainable**0.35 * 6 + rng.normal(0, 15)),
+        "peak_memory_mb": float(1450 + trainable / 2500),
+        "global_step": steps[-1] if steps else 0,
+        "validation_history": history,
+        "skipped": {},
+        "packages": {"torch": "2.14.1"},
+        "git_commit": "0000000",
+        "config": {"optimizer": {"lr": 1e-4}, "trainer": {"max_steps": 300}},
+    }
 
 
 def _subspace(angles: tuple[float, float], rng: np.random.Generator) -> dict:
     types = {}
     for kind, shape in LAYER_TYPES.items():
         scale = rng.uniform(0.7, 1.3)
-        types[kind] = {"layers": 6, "shape": shape, "rank": 7, "input_angle_mean_deg": angles[0] * scale,
-                       "input_angle_max_deg": 2.5 * angles[0] * scale, "output_angle_mean_deg": angles[1] * scale,
-                       "output_angle_max_deg": 2.5 * angles[1] * scale, "delta_relative_norm": 0.01 * angles[0],
-                       "delta_effective_rank": 4 + angles[0], "delta_spectrum": [1.0, 0.5, 0.2]}
-    overall = {"layers": 24, **{key: float(np.mean([t[key] for t in types.values()])) for key in
-                                ("input_angle_mean_deg", "output_angle_mean_deg", "delta_relative_norm", "delta_effective_rank")}}
+        types[kind] = {
+            "layers": 6,
+            "shape": shape,
+            "rank": 7,
+            "input_angle_mean_deg": angles[0] * scale,
+            "input_angle_max_deg": 2.5 * angles[0] * scale,
+            "output_angle_mean_deg": angles[1] * scale,
+            "output_angle_max_deg": 2.5 * angles[1] * scale,
+            "delta_relative_norm": 0.01 * angles[0],
+            "delta_effective_rank": 4 + angles[0],
+            "delta_spectrum": [1.0, 0.5, 0.2],
+        }
+    overall = {
+        "layers": 24,
+        **{
+            key: float(np.mean([t[key] for t in types.values()]))
+            for key in ("input_angle_mean_deg", "output_angle_mean_deg", "delta_relative_norm", "delta_effective_rank")
+        },
+    }
     return {"format": 1, "rank_fraction": 0.05, "spectrum_head": 32, "overall": overall, "layer_types": types, "layers": {}}
 
 
@@ -92,13 +141,18 @@ def fake_sweep(root: str | Path) -> Path:
     root, rng = Path(root), np.random.default_rng(0)
     for data in ("synth_child", "synth_dialect"):
         for name, method, p, trainable, capacity, angles in GRID:
-            for seed in ((0,) if name == "frozen" else (0, 1, 2)):
+            for seed in (0,) if name == "frozen" else (0, 1, 2):
                 directory = root / f"data={data},+point={name},seed={seed}"
                 directory.mkdir(parents=True)
                 record = _record(directory, name, method, p, trainable, capacity, data, seed, rng)
                 if (name, data, seed) == ("dora_r16", "synth_dialect", 2):
-                    record.update(status="failed", metrics={}, train_time_s=None, global_step=140,
-                                  error="ValueError: DoRALinear: merged weight is not finite; the adapter has diverged")
+                    record.update(
+                        status="failed",
+                        metrics={},
+                        train_time_s=None,
+                        global_step=140,
+                        error="ValueError: DoRALinear: merged weight is not finite; the adapter has diverged",
+                    )
                 (directory / "results.json").write_text(json.dumps(record, indent=1))
                 if angles is not None and record["status"] == "completed":
                     (directory / "subspace.json").write_text(json.dumps(_subspace(angles, rng)))
@@ -134,11 +188,11 @@ def test_dashboard_renders_offline_in_headless_chromium(tmp_path):
     # plotly drew every Pareto panel (its SVG exists only once the inlined scripts ran, with no network):
     # 2 data sets x 3 test sets.
     assert dom.count('class="main-svg"') >= 6 and len(re.findall(r'class="plot-container plotly"', dom)) == 6
-    runs = dom[dom.index('id="runs"'):]
-    runs = runs[:runs.index("</table>")]
+    runs = dom[dom.index('id="runs"') :]
+    runs = runs[: runs.index("</table>")]
     assert runs.count("<tr") == 1 + 80 and runs.count('class="failed"') == 1 and "has diverged" in runs
-    summary_rows = dom[dom.index('id="summary"'):]
-    assert summary_rows[:summary_rows.index("</table>")].count("<tr") == 1 + 2 * len(GRID)
+    summary_rows = dom[dom.index('id="summary"') :]
+    assert summary_rows[: summary_rows.index("</table>")].count("<tr") == 1 + 2 * len(GRID)
 
     # The sorting and filtering scripts, driven in the browser: click "trainable" twice, then filter.
     probe = tmp_path / "report" / "probe.html"

@@ -20,8 +20,8 @@ SSVD = {"name": "ssvd", "rotation": "approx", "side": "input"}
 
 
 def _rows(page: str, table_id: str) -> list[str]:
-    body = page[page.index(f'id="{table_id}"'):]
-    return body[:body.index("</table>")].split("<tr")[2:]  # the header row aside
+    body = page[page.index(f'id="{table_id}"') :]
+    return body[: body.index("</table>")].split("<tr")[2:]  # the header row aside
 
 
 def test_claims_csv_and_table_with_verdicts_computed_by_hand(tmp_path):
@@ -31,10 +31,18 @@ def test_claims_csv_and_table_with_verdicts_computed_by_hand(tmp_path):
     for seed in (0, 1):
         write_run(tmp_path, "frozen", method={"name": "frozen"}, p=None, trainable=0, seed=seed, errors={"child": frozen})
         write_run(tmp_path, "approx", method=SSVD, p=0.4, trainable=50_000, seed=seed, errors={"child": approx})
-        write_run(tmp_path, "free", method={**SSVD, "rotation": "free"}, p=0.28, trainable=52_000, seed=seed,
-                  errors={"child": free})
-        write_run(tmp_path, "cayley", method={**SSVD, "rotation": "cayley"}, p=0.4, trainable=50_000, seed=seed,
-                  errors={"child": cayley})
+        write_run(
+            tmp_path, "free", method={**SSVD, "rotation": "free"}, p=0.28, trainable=52_000, seed=seed, errors={"child": free}
+        )
+        write_run(
+            tmp_path,
+            "cayley",
+            method={**SSVD, "rotation": "cayley"},
+            p=0.4,
+            trainable=50_000,
+            seed=seed,
+            errors={"child": cayley},
+        )
     build_report([tmp_path], tmp_path / "report")
     claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")
 
@@ -81,17 +89,22 @@ def test_no_pair_whose_interval_holds_zero_is_called_better(tmp_path):
     lora8, vera, frozen = np.tile([0, 2], 10), np.tile([7, 5], 10), np.full(20, 6)
     vera[1] -= 1
     baseline = {"child": 0.6}  # the change against before adaptation that the old table coloured without a test
-    for name, method, trainable, errors in [("frozen", {"name": "frozen"}, 0, frozen),
-                                            ("lora4", {"name": "lora", "r": 4}, 60_000, lora4),
-                                            ("lora8", {"name": "lora", "r": 8}, 120_000, lora8),
-                                            ("vera", {"name": "vera", "r": 64}, 9_000, vera)]:
+    for name, method, trainable, errors in [
+        ("frozen", {"name": "frozen"}, 0, frozen),
+        ("lora4", {"name": "lora", "r": 4}, 60_000, lora4),
+        ("lora8", {"name": "lora", "r": 8}, 120_000, lora8),
+        ("vera", {"name": "vera", "r": 64}, 9_000, vera),
+    ]:
         for seed in (0, 1):
-            write_run(tmp_path, name, method=method, p=None, trainable=trainable, seed=seed, errors={"child": errors},
-                      baseline=baseline)
+            write_run(
+                tmp_path, name, method=method, p=None, trainable=trainable, seed=seed, errors={"child": errors}, baseline=baseline
+            )
     build_report([tmp_path], tmp_path / "report")
     ranking = pd.read_csv(tmp_path / "report" / "significance.csv")
-    row = lambda configuration, against: ranking[(ranking["configuration"] == configuration)  # noqa: E731
-                                                 & (ranking["against"] == against)].iloc[0]
+    row = lambda configuration, against: ranking[
+        (ranking["configuration"] == configuration)  # noqa: E731
+        & (ranking["against"] == against)
+    ].iloc[0]
     assert row("lora r=4", "lowest WER")["difference"] == "no significant difference"
     assert row("lora r=4", "lowest WER")["delta_wer_points"] == 0.5
     assert row("lora r=8", "lowest WER")["difference"] == "lowest WER"
@@ -116,12 +129,25 @@ def test_no_pair_whose_interval_holds_zero_is_called_better(tmp_path):
 
 
 def test_plot_labels_leave_out_only_outside_settings_every_point_of_the_method_shares():
-    points = pd.DataFrame({"method": ["ssvd", "ssvd", "ssvd", "lora", "lora"], "configuration": [
-        "ssvd p=0.4 rotation=approx optimizer.lr=0.001", "ssvd p=0.4 rotation=cayley optimizer.lr=0.001",
-        "ssvd p=0.8 rotation=approx optimizer.lr=0.001", "lora r=4 optimizer.lr=0.003", "lora r=4 optimizer.lr=0.01"]})
-    assert list(figures.short_labels(points)) == ["ssvd p=0.4 rotation=approx", "ssvd p=0.4 rotation=cayley",
-                                                   "ssvd p=0.8 rotation=approx", "lora r=4 optimizer.lr=0.003",
-                                                   "lora r=4 optimizer.lr=0.01"]
+    points = pd.DataFrame(
+        {
+            "method": ["ssvd", "ssvd", "ssvd", "lora", "lora"],
+            "configuration": [
+                "ssvd p=0.4 rotation=approx optimizer.lr=0.001",
+                "ssvd p=0.4 rotation=cayley optimizer.lr=0.001",
+                "ssvd p=0.8 rotation=approx optimizer.lr=0.001",
+                "lora r=4 optimizer.lr=0.003",
+                "lora r=4 optimizer.lr=0.01",
+            ],
+        }
+    )
+    assert list(figures.short_labels(points)) == [
+        "ssvd p=0.4 rotation=approx",
+        "ssvd p=0.4 rotation=cayley",
+        "ssvd p=0.8 rotation=approx",
+        "lora r=4 optimizer.lr=0.003",
+        "lora r=4 optimizer.lr=0.01",
+    ]
 
 
 def test_number_labels_do_not_cover_each_other():
@@ -131,16 +157,32 @@ def test_number_labels_do_not_cover_each_other():
     figures._label_points(axis, xs, ys, pd.Series(["10", "11", "12", "13"]))
     renderer = figure.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in axis.texts]
-    assert len(boxes) == 4 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert len(boxes) == 4 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     figures.plt.close(figure)
 
 
 def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypatch):
     for seed, shift in ((0, 0), (1, 1)):
-        write_run(tmp_path, "lora", method={"name": "lora", "r": 4}, p=None, trainable=40_000, seed=seed,
-                  errors={"child": [3 + shift] * 4, "source": [1] * 4}, baseline={"source": 0.05, "child": 0.6})
-        write_run(tmp_path, "ssvd", method=SSVD, p=0.4, trainable=4_000, seed=seed,
-                  errors={"child": [4 + shift] * 4, "source": [2] * 4}, baseline={"source": 0.05, "child": 0.6})
+        write_run(
+            tmp_path,
+            "lora",
+            method={"name": "lora", "r": 4},
+            p=None,
+            trainable=40_000,
+            seed=seed,
+            errors={"child": [3 + shift] * 4, "source": [1] * 4},
+            baseline={"source": 0.05, "child": 0.6},
+        )
+        write_run(
+            tmp_path,
+            "ssvd",
+            method=SSVD,
+            p=0.4,
+            trainable=4_000,
+            seed=seed,
+            errors={"child": [4 + shift] * 4, "source": [2] * 4},
+            baseline={"source": 0.05, "child": 0.6},
+        )
     frame = to_frame(collect([tmp_path]).runs)
     summary = summarise(frame)
     closed = []
@@ -163,9 +205,12 @@ def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypa
     assert list(front.get_xdata()) == pytest.approx([0.1, 1.0]) and list(front.get_ydata()) == pytest.approx([45.0, 35.0])
     # The front's points are numbered at their means, fewest parameters first, and named in a key below the axis.
     numbers = {t.get_text(): t.xy for t in axis.texts if t.get_text().isdigit()}
-    assert numbers.keys() == {"1", "2"} and numbers["1"] == pytest.approx((0.1, 45.0)) and numbers["2"] == pytest.approx((1.0, 35.0))
-    assert [t.get_text() for t in axis.texts if not t.get_text().isdigit()] == \
-        ["on the frontier, fewest parameters first:\n1  ssvd p=0.4\n2  lora r=4"]
+    assert (
+        numbers.keys() == {"1", "2"} and numbers["1"] == pytest.approx((0.1, 45.0)) and numbers["2"] == pytest.approx((1.0, 35.0))
+    )
+    assert [t.get_text() for t in axis.texts if not t.get_text().isdigit()] == [
+        "on the frontier, fewest parameters first:\n1  ssvd p=0.4\n2  lora r=4"
+    ]
 
     closed.clear()
     figures.forgetting_figure(summary, frame, tmp_path / "forgetting.png", {"lora": "#f00", "ssvd": "#00f"})
@@ -180,10 +225,26 @@ def test_pareto_plot_draws_percent_of_the_model_on_a_log_axis(tmp_path, monkeypa
 def test_report_md_tabulates_each_configuration_and_the_claims_by_hand_computed_values(tmp_path):
     runs = tmp_path / "runs"
     for seed, shift in ((0, 0), (1, 1)):
-        write_run(runs, "lora", method={"name": "lora", "r": 4}, p=None, trainable=40_000, seed=seed,
-                  errors={"child": [3 + shift] * 4, "source": [1] * 4}, baseline={"source": 0.05, "child": 0.6})
-        write_run(runs, "ssvd", method=SSVD, p=0.4, trainable=4_000, seed=seed,
-                  errors={"child": [4 + shift] * 4, "source": [2] * 4}, baseline={"source": 0.05, "child": 0.6})
+        write_run(
+            runs,
+            "lora",
+            method={"name": "lora", "r": 4},
+            p=None,
+            trainable=40_000,
+            seed=seed,
+            errors={"child": [3 + shift] * 4, "source": [1] * 4},
+            baseline={"source": 0.05, "child": 0.6},
+        )
+        write_run(
+            runs,
+            "ssvd",
+            method=SSVD,
+            p=0.4,
+            trainable=4_000,
+            seed=seed,
+            errors={"child": [4 + shift] * 4, "source": [2] * 4},
+            baseline={"source": 0.05, "child": 0.6},
+        )
     build_report([runs], tmp_path / "report")
     lines = (tmp_path / "report" / "report.md").read_text().splitlines()
     # child WER per seed 40/50% (ssvd) and 30/40% (lora): mean ± sample std 45.0/35.0 ± 7.1; source 20%/10%
@@ -191,5 +252,5 @@ def test_report_md_tabulates_each_configuration_and_the_claims_by_hand_computed_
     assert "Before adaptation: 60.0% WER." in lines
     assert "| 1 | ssvd p=0.4 | 4,000 | 0.1 | 45.0 ± 7.1 | 2 | +15.0 |" in lines
     assert "| 2 | lora r=4 | 40,000 | 1 | 35.0 ± 7.1 | 2 | +5.0 |" in lines
-    claims = lines[lines.index("## Claims"):]
+    claims = lines[lines.index("## Claims") :]
     assert any(line.startswith("| front | synth_child | ssvd p=0.4 ") for line in claims)

@@ -16,9 +16,17 @@ HYPOTHESES = ["a cat sat", "the dog"]  # 1 error in 6 words
 
 
 def good_record() -> dict:
-    return {"status": "completed", "seed": 0, "model": {"name": "owsm_tiny"}, "data": {"name": "manifest"},
-            "method": {"name": "lora", "r": 4}, "adapt": {"p": 0.4}, "parameters": {"trainable": 10, "total": 100},
-            "metrics": {"test": {"wer": 1 / 6, "cer": 0.1, "num_utterances": 2}}, "baseline_metrics": None}
+    return {
+        "status": "completed",
+        "seed": 0,
+        "model": {"name": "owsm_tiny"},
+        "data": {"name": "manifest"},
+        "method": {"name": "lora", "r": 4},
+        "adapt": {"p": 0.4},
+        "parameters": {"trainable": 10, "total": 100},
+        "metrics": {"test": {"wer": 1 / 6, "cer": 0.1, "num_utterances": 2}},
+        "baseline_metrics": None,
+    }
 
 
 def scored(wer, utterances=2) -> dict:

@@ -22,14 +22,29 @@ from test_reporting_aggregate import LORA, SSVD, record, write
 def sweep(tmp_path):
     root = tmp_path / "multirun"
     for seed, (child, source) in enumerate([(0.30, 0.12), (0.34, 0.14)]):
-        write(root / f"ssvd_{seed}", record(SSVD, seed, {"source": source, "child": child}, 5000, baseline={"source": 0.1, "child": 0.6}))
+        write(
+            root / f"ssvd_{seed}",
+            record(SSVD, seed, {"source": source, "child": child}, 5000, baseline={"source": 0.1, "child": 0.6}),
+        )
     write(root / "lora_0", record(LORA, 0, {"source": 0.20, "child": 0.40}, 20000))
     write(root / "frozen_0", record({"name": "frozen"}, 0, {"source": 0.10, "child": 0.60}, 0))
     write(root / "dora_0", record({"name": "dora", "r": 4, "alpha": 8}, 0, {}, 21000, status="failed"))
     write(root / "cut", '{"status": "completed", "metrics": {"child"')
-    (root / "ssvd_0" / "subspace.json").write_text(json.dumps(
-        {"format": 1, "overall": {"layers": 4, "input_angle_mean_deg": 5.0, "output_angle_mean_deg": 0.5,
-                                  "delta_relative_norm": 0.02, "delta_effective_rank": 9.0}, "layer_types": {}}))
+    (root / "ssvd_0" / "subspace.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "overall": {
+                    "layers": 4,
+                    "input_angle_mean_deg": 5.0,
+                    "output_angle_mean_deg": 0.5,
+                    "delta_relative_norm": 0.02,
+                    "delta_effective_rank": 9.0,
+                },
+                "layer_types": {},
+            }
+        )
+    )
     return root
 
 
@@ -57,20 +72,37 @@ def test_cli_writes_the_report_and_the_dashboard_is_self_contained(sweep, tmp_pa
 
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 4 * 2 + 1 and set(table["status"]) == {"completed", "failed"}
-    assert {"method", "configuration", "p", "model", "data", "seed", "test_set", "wer", "cer", "trainable", "total",
-            "train_time_s", "peak_memory_mb", "status", "error", "method.r", "method.alpha"} <= set(table.columns)
+    assert {
+        "method",
+        "configuration",
+        "p",
+        "model",
+        "data",
+        "seed",
+        "test_set",
+        "wer",
+        "cer",
+        "trainable",
+        "total",
+        "train_time_s",
+        "peak_memory_mb",
+        "status",
+        "error",
+        "method.r",
+        "method.alpha",
+    } <= set(table.columns)
 
     page = (out / "report.html").read_text()
     # Nothing is fetched at view time: no script, stylesheet or image comes from the network.
     assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=\s*[\"']?(https?:)?//", page, re.IGNORECASE)
     assert page.count("<script") >= 2 and "Plotly" in page and 'src="data:image/png;base64,' in page
-    runs = page[page.index('id="runs"'):]
-    runs = runs[:runs.index("</table>")]
+    runs = page[page.index('id="runs"') :]
+    runs = runs[: runs.index("</table>")]
     assert runs.count("<tr") == 1 + 5 and runs.count('class="failed"') == 1 and "RuntimeError: loss is NaN at step 40" in runs
     assert "1 unreadable file(s)" in page and str(sweep / "cut" / "results.json") in page
     # the cross-domain table: a WER column per test set, in the runs' order; ssvd's mean ± std and change against before
-    summary = page[page.index('id="summary"'):]
-    summary = summary[:summary.index("</table>")]
+    summary = page[page.index('id="summary"') :]
+    summary = summary[: summary.index("</table>")]
     assert summary.index("WER source") < summary.index("WER child")
     assert "32.00 ± 2.83" in summary and "-28.0" in summary  # (30 + 34) / 2; sample std; 32 - 60
     assert "Subspace diagnostics" in page and "5.00" in page

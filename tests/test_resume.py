@@ -20,8 +20,16 @@ from lightning.pytorch.callbacks import Callback
 from test_train_e2e import run_in_process
 
 STEPS = 10
-COMMON = ["method=ssvd", "data=manifest", "trainer.max_steps=10", "trainer.val_check_interval=3", "loader.max_batch_size=1",
-          "data.speed_perturb=[0.9,1.0,1.1]", "evaluation.baseline=false", "evaluation.subspace=false"]
+COMMON = [
+    "method=ssvd",
+    "data=manifest",
+    "trainer.max_steps=10",
+    "trainer.val_check_interval=3",
+    "loader.max_batch_size=1",
+    "data.speed_perturb=[0.9,1.0,1.1]",
+    "evaluation.baseline=false",
+    "evaluation.subspace=false",
+]
 
 
 class InterruptAt(Callback):
@@ -93,15 +101,20 @@ def test_a_resumed_run_equals_an_uninterrupted_one(uninterrupted, tmp_path, how,
 def test_a_cached_baseline_changes_nothing_that_training_draws(tiny_corpus, tmp_path):
     """The first run of a sweep scores the frozen model, the others read its scores from the cache (and
     the audio checks and SVDs too): both train bitwise the same tensors (issue 28, case 2)."""
-    args = [*COMMON, "model=owsm_tiny_pretrained", "evaluation.baseline=true", "trainer.max_steps=4",
-            f"data.corpus_dir={tiny_corpus}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        *COMMON,
+        "model=owsm_tiny_pretrained",
+        "evaluation.baseline=true",
+        "trainer.max_steps=4",
+        f"data.corpus_dir={tiny_corpus}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     cold = run_in_process(args, tmp_path / "cold")
     assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 1
     warm = run_in_process(args, tmp_path / "warm")
     # Killed after its baseline was cached, before its first checkpoint (step 3): the rerun starts afresh.
     with pytest.raises(RuntimeError, match="crash"):
-        run_in_process([*args, "+callbacks.interrupt={_target_:test_resume.InterruptAt,step:2,how:crash}"],
-                       tmp_path / "killed")
+        run_in_process([*args, "+callbacks.interrupt={_target_:test_resume.InterruptAt,step:2,how:crash}"], tmp_path / "killed")
     assert not (tmp_path / "killed" / "checkpoints").exists()
     rerun = run_in_process(args, tmp_path / "killed")
     first = trained_state(tmp_path / "cold")
@@ -137,14 +150,16 @@ def test_a_resume_starts_from_the_newest_checkpoint_that_loads(tmp_path, caplog)
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 3 and lines[0].startswith(f"cannot read checkpoint {last}: ")
     assert lines[0].endswith(f"; resuming from {newer} (step 5) instead") and lines[1].endswith("; starting afresh instead")
-    assert lines[2] == (f"{last} is not a training checkpoint (a dictionary with a state_dict of tensors; it holds list); "
-                        "starting afresh instead")
+    assert lines[2] == (
+        f"{last} is not a training checkpoint (a dictionary with a state_dict of tensors; it holds list); starting afresh instead"
+    )
     assert not any("weights_only" in line for line in lines)
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_rerun_resumes(uninterrupted, tmp_path,
-                                                                                              monkeypatch):
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_rerun_resumes(
+    uninterrupted, tmp_path, monkeypatch
+):
     """The disk fills while `last.ckpt` of step 6 is written: the run fails in one line naming the file,
     `last.ckpt` is still step 3's, whole, no temporary file is left, and once there is space again the
     same command resumes and ends where the uninterrupted run does (issue 28, case 3)."""
@@ -188,7 +203,6 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_r
         assert torch.equal(mine["state_dict"][key], value), key
 
 
-
 class PoisonBatch(Callback):
     """Makes the batch of one step NaN (as a file of NaN samples would) and remembers its utterances."""
 
@@ -207,8 +221,13 @@ def test_a_nonfinite_training_loss_stops_the_run_at_its_step_or_skips_the_batch(
     """Issue 28, case 4: training went on with train_loss=nan, saved NaN checkpoints and crashed in scipy."""
     from asr_peft.training.nonfinite import NonFiniteLoss
 
-    args = [*COMMON, f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=4", f"on_nonfinite_loss={action}",
-            "+callbacks.poison={_target_:test_resume.PoisonBatch,step:2}"]
+    args = [
+        *COMMON,
+        f"data.corpus_dir={tiny_corpus}",
+        "trainer.max_steps=4",
+        f"on_nonfinite_loss={action}",
+        "+callbacks.poison={_target_:test_resume.PoisonBatch,step:2}",
+    ]
     run_dir = tmp_path / "run"
     if action == "stop":
         with pytest.raises(NonFiniteLoss) as stopped:
@@ -217,7 +236,8 @@ def test_a_nonfinite_training_loss_stops_the_run_at_its_step_or_skips_the_batch(
         assert str(stopped.value) == (
             f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: the run stops before the update "
             "(the checkpoints hold the last validated state); check those utterances' audio and transcripts, or set "
-            "on_nonfinite_loss=skip to leave such batches out")
+            "on_nonfinite_loss=skip to leave such batches out"
+        )
         record = json.loads((run_dir / "results.json").read_text())
         assert record["status"] == "failed" and record["error"] == f"NonFiniteLoss: {stopped.value}"
         assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # no validation came before step 2
@@ -226,9 +246,9 @@ def test_a_nonfinite_training_loss_stops_the_run_at_its_step_or_skips_the_batch(
     utterances = ", ".join(PoisonBatch.last.utterances)
     assert record["status"] == "completed" and record["global_step"] == 4  # the skipped batch made no step
     assert [r.getMessage() for r in caplog.records if r.name == "asr_peft.training.nonfinite"] == [
-        f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: batch skipped (on_nonfinite_loss=skip)"]
+        f"training loss is nan at step 2, on the batch of utterance(s) {utterances}: batch skipped (on_nonfinite_loss=skip)"
+    ]
     assert all(torch.isfinite(value).all() for value in trained_state(run_dir)["state_dict"].values())
-
 
 
 @pytest.mark.parametrize("when", ["validating", pytest.param("training", marks=pytest.mark.slow)])
@@ -239,8 +259,10 @@ def test_ctrl_c_is_recorded_and_exits_with_130(tiny_corpus, tmp_path, monkeypatc
 
     args = [*COMMON, f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=4"]
     if when == "validating":
+
         def pressed(*args, **kwargs):
             raise KeyboardInterrupt
+
         monkeypatch.setattr(run_module, "validate_data", pressed)
     else:
         args.append("+callbacks.interrupt={_target_:test_resume.InterruptAt,step:2,how:sigint}")

@@ -15,8 +15,14 @@ from asr_peft.cli import overrides_name
 from asr_peft.errors import ConfigError
 from asr_peft.training.results import claim_run_dir, read_results, write_results
 
-CONFIG = OmegaConf.create({"method": {"name": "ssvd"}, "adapt": {"p": 0.4}, "paths": {"root_dir": "/here"},
-                           "logger": {"csv": {"save_dir": "${paths.root_dir}"}}})
+CONFIG = OmegaConf.create(
+    {
+        "method": {"name": "ssvd"},
+        "adapt": {"p": 0.4},
+        "paths": {"root_dir": "/here"},
+        "logger": {"csv": {"save_dir": "${paths.root_dir}"}},
+    }
+)
 
 
 def test_a_completed_run_is_returned_by_the_claim_and_never_overwritten(tmp_path):
@@ -43,8 +49,10 @@ def test_a_run_directory_belongs_to_one_configuration(tmp_path):
     other = OmegaConf.merge(CONFIG, {"method": {"name": "lora"}})
     with pytest.raises(ConfigError) as refused:
         claim_run_dir(tmp_path, other)
-    assert str(refused.value) == (f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here); "
-                                  "pick another hydra.run.dir or delete that directory")
+    assert str(refused.value) == (
+        f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here); "
+        "pick another hydra.run.dir or delete that directory"
+    )
     assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml") == CONFIG and read_results(tmp_path)["status"] == "completed"
     # Machine-local paths and the keys that do not name a run (training/naming.py) are not the configuration.
     moved = OmegaConf.merge(CONFIG, {"paths": {"root_dir": "/elsewhere"}, "logger": {"csv": {"save_dir": "/x"}}})
@@ -127,8 +135,10 @@ def test_without_hydra_dir_the_record_still_says_whose_directory_it_is(tmp_path)
     shutil.rmtree(tmp_path / ".hydra")
     with pytest.raises(ConfigError) as refused:
         claim_run_dir(tmp_path, OmegaConf.merge(CONFIG, {"method": {"name": "lora"}}))
-    assert str(refused.value) == (f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here, "
-                                  "as its results.json records); pick another hydra.run.dir or delete that directory")
+    assert str(refused.value) == (
+        f"{tmp_path} holds a run of another configuration (method.name=ssvd there, lora here, "
+        "as its results.json records); pick another hydra.run.dir or delete that directory"
+    )
     assert not (tmp_path / ".hydra").exists() and read_results(tmp_path)["status"] == "completed"
     claim = claim_run_dir(tmp_path, CONFIG)  # the same configuration still finds its completed run
     claim.release()
@@ -151,12 +161,15 @@ def test_the_run_never_writes_through_a_planted_symbolic_link(tmp_path):
     lock = plant_link(run_dir / ".run.lock", outside / "lock-target")
     with pytest.raises(UnwritableError) as refused:
         claim_run_dir(run_dir, CONFIG)
-    assert str(refused.value) == (f"{run_dir / '.run.lock'} is a symbolic link; a run's own files are never written "
-                                  "through one (remove the link)")
+    assert str(refused.value) == (
+        f"{run_dir / '.run.lock'} is a symbolic link; a run's own files are never written through one (remove the link)"
+    )
     assert lock.read_text() == "precious\n" and read_results(run_dir) is None
     (run_dir / ".run.lock").unlink()
-    targets = [plant_link(run_dir / name, outside / name.replace("/", "_"))
-               for name in ("results.json.tmp", "results.json", ".results.json.tmp")]
+    targets = [
+        plant_link(run_dir / name, outside / name.replace("/", "_"))
+        for name in ("results.json.tmp", "results.json", ".results.json.tmp")
+    ]
     (run_dir / ".hydra").mkdir()
     targets.append(plant_link(run_dir / ".hydra" / "config.yaml", outside / "config.yaml"))
     claim = claim_run_dir(run_dir, CONFIG)

@@ -41,12 +41,29 @@ def test_a_job_signalled_at_its_time_limit_is_requeued_and_resumes_from_last_ckp
     sweep_dir = tmp_path / "sweep"
     # A short time limit (8 minutes) makes submitit count the signal as a timeout, not a preemption:
     # the case max_num_timeout governs. The test sends the signal itself, as SLURM would before the limit.
-    args = ["-m", *FAST, "method=ssvd", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=40",
-            "trainer.val_check_interval=2", "evaluation.baseline=false", "evaluation.subspace=false",
-            "~callbacks.early_stopping", f"hydra.sweep.dir={sweep_dir}", "hydra/launcher=submitit_local",
-            "hydra.launcher.timeout_min=8", f"+hydra.launcher.max_num_timeout={max_num_timeout}"]
-    sweep = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "ASR_PEFT_ROOT": str(ROOT)})
+    args = [
+        "-m",
+        *FAST,
+        "method=ssvd",
+        "data=manifest",
+        f"data.corpus_dir={tiny_corpus}",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=2",
+        "evaluation.baseline=false",
+        "evaluation.subspace=false",
+        "~callbacks.early_stopping",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=8",
+        f"+hydra.launcher.max_num_timeout={max_num_timeout}",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ASR_PEFT_ROOT": str(ROOT)},
+    )
     deadline = time.time() + 600
     while not list(sweep_dir.glob("*/checkpoints/last.ckpt")) and time.time() < deadline and sweep.poll() is None:
         time.sleep(0.1)

@@ -26,8 +26,9 @@ def generator_count(k: int, rotation: str = "approx") -> int:
     return k * k if rotation == "free" else k * (k - 1) // 2
 
 
-def expected_count(d_out: int, d_in: int, p: float, side: str = "input", p_out: float | None = None,
-                   rotation: str = "approx") -> int:
+def expected_count(
+    d_out: int, d_in: int, p: float, side: str = "input", p_out: float | None = None, rotation: str = "approx"
+) -> int:
     """The documented count: K Δσ's + 1 gate + each rotated side's generator, K = max(k_in, k_out)."""
     r_max = min(d_out, d_in)
     k_in = math.floor(p * r_max) if side in ("input", "both") else 0
@@ -48,8 +49,7 @@ def test_both_sides_start_at_the_pretrained_model_and_merge_to_what_they_compute
     torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-4 * float(adapted.abs().max()))
 
 
-def test_both_sides_save_load_bit_identically_and_refuse_another_output_basis(tiny_bundle_factory, batch, tmp_path,
-                                                                              monkeypatch):
+def test_both_sides_save_load_bit_identically_and_refuse_another_output_basis(tiny_bundle_factory, batch, tmp_path, monkeypatch):
     model = tiny_bundle_factory(0).model
     method, adapt = {**BOTH, "p_out_groups": {"src_attn": 0.6}}, adapt_config(p_groups={"encoder": 0.2})
     apply_method(model, method, adapt)
@@ -72,40 +72,56 @@ def test_the_tiny_models_trainable_count_follows_the_formula_per_layer_with_grou
     model = tiny_bundle_factory(0).model
     shapes = {name: (m.out_features, m.in_features) for name, _, m in match_modules(model, adapt_config()["targets"])}
     groups, out_groups = {"encoder": 0.2, "src_attn": 0.5}, {"decoder.decoders.0": 0.7, "encoders.1": 0.1}
-    report = apply_method(model, method_config("ssvd", side="both", p_out=0.3, rotation="free", p_out_groups=out_groups),
-                          adapt_config(p_groups=groups))
+    report = apply_method(
+        model,
+        method_config("ssvd", side="both", p_out=0.3, rotation="free", p_out_groups=out_groups),
+        adapt_config(p_groups=groups),
+    )
     p_of = lambda name: 0.2 if name.startswith("encoder.") else 0.5 if ".src_attn." in name else 0.4  # noqa: E731
-    p_out_of = lambda name: (0.7 if name.startswith("decoder.decoders.0.")  # noqa: E731
-                             else 0.1 if name.startswith("encoder.encoders.1.") else 0.3)
+    p_out_of = lambda name: (
+        0.7
+        if name.startswith("decoder.decoders.0.")  # noqa: E731
+        else 0.1
+        if name.startswith("encoder.encoders.1.")
+        else 0.3
+    )
     expected = sum(expected_count(*shape, p_of(name), "both", p_out_of(name), "free") for name, shape in shapes.items())
     assert report.trainable == expected
     assert {n: m.k_in for n, m in adapter_modules(model)} == {n: math.floor(p_of(n) * min(s)) for n, s in shapes.items()}
-    assert {n: m.k_out for n, m in adapter_modules(model)} == \
-        {n: math.floor(p_out_of(n) * min(s)) for n, s in shapes.items()}
+    assert {n: m.k_out for n, m in adapter_modules(model)} == {n: math.floor(p_out_of(n) * min(s)) for n, s in shapes.items()}
 
 
-@pytest.mark.parametrize("name, group, matches", [
-    ("encoder.encoders.0.attn.linear_q", "encoder", True),
-    ("encoder.encoders.0.attn.linear_q", "attn", True),
-    ("encoder.encoders.0.attn.linear_q", "attn.linear_q", True),      # several components, in a run
-    ("encoder.encoders.0.attn.linear_q", "encoders.0", True),
-    ("decoder.decoders.0.self_attn.linear_q", "attn", False),          # a whole component, not a suffix of one
-    ("encoder.encoders.0.feed_forward_macaron.w_1", "feed_forward", False),
-    ("encoder.encoders.0.attn.linear_q", "encoder.attn", False),       # not a run of the name's components
-    ("encoder.encoders.10.attn.linear_q", "encoders.1", False),
-])
+@pytest.mark.parametrize(
+    "name, group, matches",
+    [
+        ("encoder.encoders.0.attn.linear_q", "encoder", True),
+        ("encoder.encoders.0.attn.linear_q", "attn", True),
+        ("encoder.encoders.0.attn.linear_q", "attn.linear_q", True),  # several components, in a run
+        ("encoder.encoders.0.attn.linear_q", "encoders.0", True),
+        ("decoder.decoders.0.self_attn.linear_q", "attn", False),  # a whole component, not a suffix of one
+        ("encoder.encoders.0.feed_forward_macaron.w_1", "feed_forward", False),
+        ("encoder.encoders.0.attn.linear_q", "encoder.attn", False),  # not a run of the name's components
+        ("encoder.encoders.10.attn.linear_q", "encoders.1", False),
+    ],
+)
 def test_a_group_is_a_run_of_whole_name_components(name, group, matches):
     assert group_matches(name, group) == matches
 
 
 def test_groups_override_p_and_bad_groups_are_one_line_errors():
-    names = ["encoder.encoders.0.attn.linear_q", "encoder.encoders.0.feed_forward.w_1",
-             "decoder.decoders.0.self_attn.linear_q", "decoder.decoders.0.feed_forward.w_1"]
+    names = [
+        "encoder.encoders.0.attn.linear_q",
+        "encoder.encoders.0.feed_forward.w_1",
+        "decoder.decoders.0.self_attn.linear_q",
+        "decoder.decoders.0.feed_forward.w_1",
+    ]
     assert fractions(names, 0.4, {"self_attn": 0.3, "feed_forward": 0.5}) == [0.4, 0.5, 0.3, 0.5]
     assert fractions(names, 0.4, None) == [0.4] * 4
-    for groups, expected in [({"encoder": 0.2, "feed_forward": 0.5}, "matches groups 'encoder' and 'feed_forward'"),
-                             ({"encoder": 0.2, "cgmlp": 0.5}, "group(s) cgmlp match no target module"),
-                             ({"encoder": 1.5}, "adapt.p_groups.encoder=1.5 must be a fraction in (0, 1]")]:
+    for groups, expected in [
+        ({"encoder": 0.2, "feed_forward": 0.5}, "matches groups 'encoder' and 'feed_forward'"),
+        ({"encoder": 0.2, "cgmlp": 0.5}, "group(s) cgmlp match no target module"),
+        ({"encoder": 1.5}, "adapt.p_groups.encoder=1.5 must be a fraction in (0, 1]"),
+    ]:
         with pytest.raises(ConfigError) as error:
             fractions(names, 0.4, groups)
         assert "adapt.p_groups" in str(error.value) and expected in str(error.value) and "\n" not in str(error.value)
@@ -119,8 +135,11 @@ def test_p_groups_reach_the_layers_through_apply_method():
         apply_method(model, {"name": "ssvd", "side": "both", "p_out_groups": {"2": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
     with pytest.raises(ConfigError, match="method.p_out_groups sizes the output side, which method.side=input"):
         apply_method(model, {"name": "ssvd", "p_out_groups": {"1": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
-    apply_method(model, {"name": "ssvd", "side": "both", "p_out": 0.25, "p_out_groups": {"0": 0.5}},
-                 {"p": 0.4, "targets": ["0", "1"], "p_groups": {"1": 0.75}})
+    apply_method(
+        model,
+        {"name": "ssvd", "side": "both", "p_out": 0.25, "p_out_groups": {"0": 0.5}},
+        {"p": 0.4, "targets": ["0", "1"], "p_groups": {"1": 0.75}},
+    )
     assert (model[0].k_in, model[0].k_out, model[1].k_in, model[1].k_out) == (9, 12, 18, 6)
 
 
@@ -128,18 +147,31 @@ def test_config_schema_and_run_names_know_side_p_out_and_both_groups():
     from asr_peft.config_schema import validate_config
     from asr_peft.training.naming import configuration_label
 
-    validate_config(compose_config("train", ["method.side=both", "method.p_out=0.2", "adapt.p_groups={encoder: 0.2}",
-                                             "method.p_out_groups={decoder: 0.3}"]), "train", check_hardware=False)
-    for bad, key in [("method.side=left", "method.side"), ("method.p_out=0", "method.p_out"),
-                     ("adapt.p_groups={encoder: 2.0}", "adapt.p_groups"),
-                     ("method.p_out_groups={decoder: 0}", "method.p_out_groups")]:
+    validate_config(
+        compose_config(
+            "train",
+            ["method.side=both", "method.p_out=0.2", "adapt.p_groups={encoder: 0.2}", "method.p_out_groups={decoder: 0.3}"],
+        ),
+        "train",
+        check_hardware=False,
+    )
+    for bad, key in [
+        ("method.side=left", "method.side"),
+        ("method.p_out=0", "method.p_out"),
+        ("adapt.p_groups={encoder: 2.0}", "adapt.p_groups"),
+        ("method.p_out_groups={decoder: 0}", "method.p_out_groups"),
+    ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             validate_config(compose_config("train", [bad]), "train", check_hardware=False)
     assert configuration_label(method_config("ssvd"), adapt_config()) == "ssvd p=0.4"
-    assert configuration_label(BOTH, adapt_config(p_groups={"encoder": 0.2})) == \
-        'ssvd p=0.4 side=both p_out=0.3 p_groups={"encoder":0.2}'
-    assert configuration_label({**BOTH, "p_out_groups": {"decoder": 0.5}}, adapt_config()) == \
-        'ssvd p=0.4 side=both p_out=0.3 p_out_groups={"decoder":0.5}'
+    assert (
+        configuration_label(BOTH, adapt_config(p_groups={"encoder": 0.2}))
+        == 'ssvd p=0.4 side=both p_out=0.3 p_groups={"encoder":0.2}'
+    )
+    assert (
+        configuration_label({**BOTH, "p_out_groups": {"decoder": 0.5}}, adapt_config())
+        == 'ssvd p=0.4 side=both p_out=0.3 p_out_groups={"decoder":0.5}'
+    )
 
 
 def owsm_1b_expected_count() -> tuple[int, int]:
@@ -150,8 +182,11 @@ def owsm_1b_expected_count() -> tuple[int, int]:
     vocab = 50000
     per_encoder_block = [(d, d)] * 4 + [(cgmlp, d), (d, cgmlp // 2)] + [(ffn, d), (d, ffn)] * 2 + [(d, 2 * d)]
     per_decoder_block = [(d, d)] * 8 + [(ffn, d), (d, ffn)]
-    shapes = (per_encoder_block * cfg.encoder_conf.num_blocks + per_decoder_block * cfg.decoder_conf.num_blocks
-              + [(d, d * 19), (vocab, d)])  # conv2d subsampling's projection (80 mels → 19 rows), output layer
+    shapes = (
+        per_encoder_block * cfg.encoder_conf.num_blocks
+        + per_decoder_block * cfg.decoder_conf.num_blocks
+        + [(d, d * 19), (vocab, d)]
+    )  # conv2d subsampling's projection (80 mels → 19 rows), output layer
     return len(shapes), sum(expected_count(*shape, 0.2, "both", 0.2) for shape in shapes)
 
 

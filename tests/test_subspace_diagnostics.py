@@ -15,8 +15,13 @@ from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.ssvd import SSVDLinear
 from asr_peft.adapters.svd import thin_svds
 from asr_peft.errors import ConfigError
-from asr_peft.adapters.subspace import (SUBSPACE_FILE, compute_subspace_diagnostics, effective_rank,
-                                            principal_angles_deg, write_subspace_diagnostics)
+from asr_peft.adapters.subspace import (
+    SUBSPACE_FILE,
+    compute_subspace_diagnostics,
+    effective_rank,
+    principal_angles_deg,
+    write_subspace_diagnostics,
+)
 
 D_OUT, D_IN = 40, 30
 SPECTRUM = torch.linspace(10.0, 1.0, D_IN, dtype=torch.float64)  # well separated: subspaces well defined
@@ -90,9 +95,11 @@ def test_delta_spectrum_of_a_rank_one_update():
 def test_layers_are_grouped_by_type_and_averaged():
     names = ["encoder.encoders.0.attn.linear_q", "encoder.encoders.1.attn.linear_q", "decoder.decoders.0.src_attn.linear_q"]
     base = {f"{n}.weight": weight() for n in names}
-    adapted = {names[0] + ".weight": weight(right=V @ givens(D_IN, 0, 9, 10.0)),
-               names[1] + ".weight": weight(right=V @ givens(D_IN, 0, 9, 30.0)),
-               names[2] + ".weight": weight()}
+    adapted = {
+        names[0] + ".weight": weight(right=V @ givens(D_IN, 0, 9, 10.0)),
+        names[1] + ".weight": weight(right=V @ givens(D_IN, 0, 9, 30.0)),
+        names[2] + ".weight": weight(),
+    }
     result = compute_subspace_diagnostics(base, adapted, names, rank_fraction=0.1)
     assert sorted(result["layer_types"]) == ["decoder.src_attn.linear_q", "encoder.attn.linear_q"]
     encoder = result["layer_types"]["encoder.attn.linear_q"]

@@ -28,16 +28,21 @@ def prefix(factors, rank: int):
 def errors(svd, reference) -> tuple[float, float, float]:
     """Max deviation of S (relative to σ_max), U and Vh from the reference; no sign alignment: the basis must match."""
     U, S, Vh = reference
-    return (float((svd.S.double() - S).abs().max() / S[0]), float((svd.U.double() - U).abs().max()),
-            float((svd.Vh.double() - Vh).abs().max()))
+    return (
+        float((svd.S.double() - S).abs().max() / S[0]),
+        float((svd.U.double() - U).abs().max()),
+        float((svd.Vh.double() - Vh).abs().max()),
+    )
 
 
 def aligned_errors(U, S, Vh, reference, rank) -> tuple[float, float, float]:
     """The same for any SVD routine's output, its signs aligned to the reference first."""
     signs = torch.sign((U[:, :rank].double() * reference[0]).sum(0))
-    return (float((S[:rank].double() - reference[1]).abs().max() / reference[1][0]),
-            float((U[:, :rank].double() * signs - reference[0]).abs().max()),
-            float((Vh[:rank].double() * signs[:, None] - reference[2]).abs().max()))
+    return (
+        float((S[:rank].double() - reference[1]).abs().max() / reference[1][0]),
+        float((U[:, :rank].double() * signs - reference[0]).abs().max()),
+        float((Vh[:rank].double() * signs[:, None] - reference[2]).abs().max()),
+    )
 
 
 def spectrum_weight(d_out: int, d_in: int, singular_values: torch.Tensor, seed: int) -> torch.Tensor:
@@ -66,7 +71,7 @@ SPECTRA = {  # σ_i for i = 0..383 of a 384x1024 layer (OWSM-base's attention/FF
     "random": None,  # a Gaussian matrix: Marchenko-Pastur, σ_min/σ_max ≈ 0.25
     "power 1/√(1+i)": lambda i: (1 + i) ** -0.5,  # heavy-tailed, as trained weights' spectra
     "power 1/(1+i)": lambda i: (1 + i) ** -1.0,
-    "exp(-i/50)": lambda i: torch.exp(-i / 50),   # σ_384/σ_max ≈ 5e-4
+    "exp(-i/50)": lambda i: torch.exp(-i / 50),  # σ_384/σ_max ≈ 5e-4
 }
 
 
@@ -162,8 +167,16 @@ def _tamper_with_entry(path, tensors=None, metadata=None):
     save_file({**stored, **(tensors or {})}, path, metadata=metadata)
 
 
-@pytest.mark.parametrize("case", ["format 1 (no sign convention)", "another weight's file", "another weight's factors",
-                                  "a flipped singular pair", "a corrupted factor"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "format 1 (no sign convention)",
+        "another weight's file",
+        "another weight's factors",
+        "a flipped singular pair",
+        "a corrupted factor",
+    ],
+)
 def test_a_cache_entry_that_is_not_this_weights_canonical_svd_is_recomputed(case, tmp_path, caplog):
     generator = torch.Generator().manual_seed(6)
     weight, other = torch.randn(12, 20, generator=generator), torch.randn(12, 20, generator=generator)
@@ -180,13 +193,19 @@ def test_a_cache_entry_that_is_not_this_weights_canonical_svd_is_recomputed(case
         (tmp_path / f"{weight_key(other)}.safetensors").replace(path)
     elif case == "another weight's factors":  # even with this weight's key in its metadata
         theirs = truncated_svd(other)
-        _tamper_with_entry(path, {"Ut": theirs.U.T.contiguous(), "S": theirs.S, "Vh": theirs.Vh},
-                           metadata={"format": svd_module.CACHE_FORMAT, "weight": key})
+        _tamper_with_entry(
+            path,
+            {"Ut": theirs.U.T.contiguous(), "S": theirs.S, "Vh": theirs.Vh},
+            metadata={"format": svd_module.CACHE_FORMAT, "weight": key},
+        )
     elif case == "a flipped singular pair":  # a valid SVD, in another basis
         signs = torch.ones(12)
         signs[3] = -1
-        _tamper_with_entry(path, {"Ut": entry["Ut"] * signs[:, None], "Vh": entry["Vh"] * signs[:, None]},
-                           metadata={"format": svd_module.CACHE_FORMAT, "weight": key})
+        _tamper_with_entry(
+            path,
+            {"Ut": entry["Ut"] * signs[:, None], "Vh": entry["Vh"] * signs[:, None]},
+            metadata={"format": svd_module.CACHE_FORMAT, "weight": key},
+        )
     else:
         Vh = entry["Vh"].clone()
         Vh[2, 5] += 0.05

@@ -20,9 +20,22 @@ def test_failing_jobs_are_recorded_and_neither_the_sweep_nor_the_report_stops(ti
     # method/nope does not exist: those jobs cannot even compose (Hydra would abort the whole sweep before
     # any job ran). r=4096 exceeds every layer's smaller dimension: that job fails when its adapters are
     # built. LoRA does not read SSVD's adapt.p: of the 4 LoRA jobs of the grid, 2 are distinct runs.
-    result = train_cli(["-m", *FAST, "method=nope,lora", "method.r=4096,2", "adapt.p=0.1,0.2", "data=manifest",
-                        f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                        "evaluation.baseline=false", "evaluation.subspace=false", f"hydra.sweep.dir={sweep_dir}"])
+    result = train_cli(
+        [
+            "-m",
+            *FAST,
+            "method=nope,lora",
+            "method.r=4096,2",
+            "adapt.p=0.1,0.2",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "evaluation.baseline=false",
+            "evaluation.subspace=false",
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+    )
     assert result.returncode == 1, result.stderr[-3000:]  # issue 28: the sweep goes on, its status says jobs failed
     assert result.stderr.splitlines()[-1].startswith("error: 5 job(s) of the sweep failed (their results.json say why): ")
     console = result.stdout + result.stderr
@@ -33,20 +46,36 @@ def test_failing_jobs_are_recorded_and_neither_the_sweep_nor_the_report_stops(ti
     assert sorted(name.split(",")[0] for name in run_dirs if name.startswith("lora_")) == ["lora_r=2", "lora_r=4096"]
     assert len(run_dirs) == 2 + 4  # the jobs that do not compose are recorded under their overrides
     # Both jobs are in one W&B group, named after the sweep's command line.
-    groups = {record["config"]["sweep_group"] for record in map(json.loads, map(Path.read_text, sweep_dir.glob("*/results.json")))
-              if "config" in record}
+    groups = {
+        record["config"]["sweep_group"]
+        for record in map(json.loads, map(Path.read_text, sweep_dir.glob("*/results.json")))
+        if "config" in record
+    }
     assert len(groups) == 1 and "method.r=4096,2 adapt.p=0.1,0.2" in groups.pop()
     # Bad input is a one-line log entry in a sweep too, not a traceback.
     assert "method.r=4096 must be positive" in console and "Traceback" not in console
-    assert console.count("Could not find 'method/nope' (choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, "
-                         "vera); the sweep goes on") == 4
+    assert (
+        console.count(
+            "Could not find 'method/nope' (choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, "
+            "vera); the sweep goes on"
+        )
+        == 4
+    )
     records = [json.loads(path.read_text()) for path in sweep_dir.glob("*/results.json")]
     uncomposed = sorted((r for r in records if "method=nope" in r.get("overrides", [])), key=lambda r: r["overrides"])
-    assert [r["error"] for r in uncomposed] == 4 * [("ConfigCompositionError: In 'train': Could not find 'method/nope' "
-                                                      "(choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, vera)")]
+    assert [r["error"] for r in uncomposed] == 4 * [
+        (
+            "ConfigCompositionError: In 'train': Could not find 'method/nope' "
+            "(choose from: dora, frozen, full, lora, peft, pissa, ssvd, svft, vera)"
+        )
+    ]
     assert [r["method"] for r in uncomposed] == 4 * [{"name": "nope"}] and "method.r=4096" in uncomposed[3]["overrides"]
-    report = subprocess.run([PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=600)
+    report = subprocess.run(
+        [PYTHON, str(ROOT / "report.py"), str(sweep_dir), "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "report" / "results.csv").open())}
     statuses = sorted((row["status"], row["error"]) for row in rows.values())
@@ -62,8 +91,16 @@ def test_a_sweep_skips_the_runs_another_process_holds_so_the_same_command_twice_
     of the same command would, training it), the sweep trains the second, leaves the first alone, and finishes
     without a failure."""
     sweep_dir = tmp_path / "sweep"
-    job = [*FAST, "method=lora", "data=manifest", f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2",
-           "trainer.val_check_interval=2", "evaluation.baseline=false", "evaluation.subspace=false"]
+    job = [
+        *FAST,
+        "method=lora",
+        "data=manifest",
+        f"data.corpus_dir={tiny_corpus}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "evaluation.baseline=false",
+        "evaluation.subspace=false",
+    ]
     held_dir = sweep_dir / name_of([*job, "method.r=2"])
     held_dir.mkdir(parents=True)
     with (held_dir / ".run.lock").open("a+") as held:

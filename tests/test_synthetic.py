@@ -18,8 +18,7 @@ from asr_peft.data.synthetic.corpus import SPLITS, complete_splits, split_names
 from asr_peft.errors import DataError
 from conftest import compose_config
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                reason="espeak-ng is not installed (make install installs it)")
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make install installs it)")
 SCALE = 0.01
 
 
@@ -49,14 +48,21 @@ def test_a_split_rendered_alone_is_bit_identical_to_the_same_split_in_a_full_cor
     assert complete_splits(alone) == ["child_test"] and [p.name for p in (alone / "audio").iterdir()] == ["child_test"]
 
     def files(root, split):
-        return {p.relative_to(root).as_posix(): p.read_bytes()
-                for p in [root / f"{split}.jsonl", *sorted((root / "audio" / split).iterdir())]}
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in [root / f"{split}.jsonl", *sorted((root / "audio" / split).iterdir())]
+        }
 
     assert files(alone, "child_test") == files(corpus, "child_test")
     # More splits later, as a data config names them (manifest paths, nested): added, the first left alone.
     stamps = {p: p.stat().st_mtime_ns for p in (alone / "audio" / "child_test").iterdir()}
-    ensure_corpus(alone, seed=3, scale=SCALE, workers=2,
-                  splits=[str(alone / "dialect_adapt.jsonl"), {"test": str(alone / "child_test.jsonl")}])
+    ensure_corpus(
+        alone,
+        seed=3,
+        scale=SCALE,
+        workers=2,
+        splits=[str(alone / "dialect_adapt.jsonl"), {"test": str(alone / "child_test.jsonl")}],
+    )
     assert complete_splits(alone) == ["dialect_adapt", "child_test"]
     assert files(alone, "dialect_adapt") == files(corpus, "dialect_adapt")
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
@@ -72,7 +78,12 @@ def test_a_task_generates_only_the_splits_it_reads(data, task):
 
     prepare = OmegaConf.to_container(compose_config("train", [f"data={data}"]).data.prepare, resolve=True)
     assert split_names(prepare["splits"], Path(prepare["out_dir"])) == [
-        f"{task}_adapt", f"{task}_dev", "source_test", "child_test", "dialect_test"]
+        f"{task}_adapt",
+        f"{task}_dev",
+        "source_test",
+        "child_test",
+        "dialect_test",
+    ]
 
 
 def test_manifests_follow_the_contract(corpus):
@@ -119,8 +130,13 @@ def test_child_transform_raises_f0_and_formants_as_documented(variant):
 
 def test_child_test_set_sits_in_the_child_f0_range(corpus):
     def median_f0(split):
-        return np.median([f0_and_centroid(soundfile.read(str(u.audio), dtype="float32")[0])[0]
-                          for u in load_utterances(corpus / f"{split}.jsonl")])
+        return np.median(
+            [
+                f0_and_centroid(soundfile.read(str(u.audio), dtype="float32")[0])[0]
+                for u in load_utterances(corpus / f"{split}.jsonl")
+            ]
+        )
+
     assert median_f0("child_test") >= 180 and median_f0("child_test") > 1.2 * median_f0("source_test")
 
 
@@ -159,11 +175,14 @@ def test_without_the_command_libespeak_ng_speaks_the_same_reproducibly(monkeypat
         espeak.synthesise(text, "xx-nonexistent", 50, 150)
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], [s for s in SPLITS if s != "source_train"]),  # both tasks; the pretraining split only on demand
-    (["--splits", "all"], None),
-    (["--splits", "child_test", "child_dev"], ["child_test", "child_dev"]),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], [s for s in SPLITS if s != "source_train"]),  # both tasks; the pretraining split only on demand
+        (["--splits", "all"], None),
+        (["--splits", "child_test", "child_dev"], ["child_test", "child_dev"]),
+    ],
+)
 def test_the_command_line_generates_the_tasks_splits_unless_told(argv, expected, monkeypatch, tmp_path):
     from asr_peft.data.synthetic import __main__ as command
 

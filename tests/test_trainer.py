@@ -9,15 +9,18 @@ from asr_peft.training.trainer import build_trainer, final_validation_batch
 from conftest import compose_config
 
 
-@pytest.mark.parametrize("trainer, expected", [
-    ({"max_steps": 4, "val_check_interval": 50}, 4),                                  # the default interval, a short run
-    ({"max_steps": 4, "val_check_interval": 50, "accumulate_grad_batches": 4}, 16),  # batches, not updates
-    ({"max_steps": 100, "val_check_interval": 50}, None),                            # reached: left alone
-    ({"max_steps": 10, "val_check_interval": 40, "accumulate_grad_batches": 4}, None),
-    ({"max_steps": 4, "val_check_interval": 0.5}, None),                             # a fraction of an epoch
-    ({"max_steps": 4, "val_check_interval": 50, "check_val_every_n_epoch": 1}, None),
-    ({"max_steps": -1, "max_epochs": 3, "val_check_interval": 50}, None),
-])
+@pytest.mark.parametrize(
+    "trainer, expected",
+    [
+        ({"max_steps": 4, "val_check_interval": 50}, 4),  # the default interval, a short run
+        ({"max_steps": 4, "val_check_interval": 50, "accumulate_grad_batches": 4}, 16),  # batches, not updates
+        ({"max_steps": 100, "val_check_interval": 50}, None),  # reached: left alone
+        ({"max_steps": 10, "val_check_interval": 40, "accumulate_grad_batches": 4}, None),
+        ({"max_steps": 4, "val_check_interval": 0.5}, None),  # a fraction of an epoch
+        ({"max_steps": 4, "val_check_interval": 50, "check_val_every_n_epoch": 1}, None),
+        ({"max_steps": -1, "max_epochs": 3, "val_check_interval": 50}, None),
+    ],
+)
 def test_the_final_validation_batch(trainer, expected):
     assert final_validation_batch(OmegaConf.create(trainer)) == expected
 

@@ -8,10 +8,11 @@ from asr_peft.training.objective import validation_objective
 
 
 def _record(checkpoint: str, test_wer: float) -> dict:
-    return {"validation_history": [{"step": 50, "val_wer": 0.42}, {"step": 100, "val_wer": 0.37},
-                                   {"step": 150, "val_wer": 0.39}],
-            "metrics": {"child": {"wer": test_wer}, "source": {"wer": test_wer / 2}},
-            "config": {"evaluation": {"checkpoint": checkpoint}}}
+    return {
+        "validation_history": [{"step": 50, "val_wer": 0.42}, {"step": 100, "val_wer": 0.37}, {"step": 150, "val_wer": 0.39}],
+        "metrics": {"child": {"wer": test_wer}, "source": {"wer": test_wer / 2}},
+        "config": {"evaluation": {"checkpoint": checkpoint}},
+    }
 
 
 @pytest.mark.parametrize("checkpoint, expected", [("best", 0.37), ("last", 0.39)])

@@ -14,22 +14,36 @@ from conftest import compose_config
 
 
 def trial(lr: float, val_wers: list[float], test_wer: float, *, method="lora", data="synth_child", status="completed"):
-    return {"status": status, "configuration": f"{method} r=4",
-            "validation_history": [{"step": 50 * (i + 1), "val_wer": w} for i, w in enumerate(val_wers)],
-            "metrics": {"child": {"wer": test_wer}},
-            "config": {"optimizer": {"lr": lr}, "method": {"name": method}, "data": {"name": data},
-                       "evaluation": {"checkpoint": "best"}}}
+    return {
+        "status": status,
+        "configuration": f"{method} r=4",
+        "validation_history": [{"step": 50 * (i + 1), "val_wer": w} for i, w in enumerate(val_wers)],
+        "metrics": {"child": {"wer": test_wer}},
+        "config": {
+            "optimizer": {"lr": lr},
+            "method": {"name": method},
+            "data": {"name": data},
+            "evaluation": {"checkpoint": "best"},
+        },
+    }
 
 
 def test_the_chosen_rate_is_the_lowest_validation_wer_never_the_lowest_test_wer():
-    records = [trial(1e-3, [0.50, 0.40], test_wer=0.10),      # best on the test set
-               trial(3e-3, [0.45, 0.30], test_wer=0.60),      # best on dev: the one chosen
-               trial(1e-2, [0.20], test_wer=0.05, status="failed"),
-               trial(2e-3, [0.35], test_wer=0.30, method="ssvd"),
-               trial(5e-4, [0.25], test_wer=0.30, data="synth_dialect")]
+    records = [
+        trial(1e-3, [0.50, 0.40], test_wer=0.10),  # best on the test set
+        trial(3e-3, [0.45, 0.30], test_wer=0.60),  # best on dev: the one chosen
+        trial(1e-2, [0.20], test_wer=0.05, status="failed"),
+        trial(2e-3, [0.35], test_wer=0.30, method="ssvd"),
+        trial(5e-4, [0.25], test_wer=0.30, data="synth_dialect"),
+    ]
     chosen = choose_learning_rates(records)
-    assert chosen["synth_child"]["lora"] == {"lr": 3e-3, "val_wer": 0.30, "configuration": "lora r=4", "edge": "highest",
-                                             "trials": [[1e-3, 0.40], [3e-3, 0.30]]}
+    assert chosen["synth_child"]["lora"] == {
+        "lr": 3e-3,
+        "val_wer": 0.30,
+        "configuration": "lora r=4",
+        "edge": "highest",
+        "trials": [[1e-3, 0.40], [3e-3, 0.30]],
+    }
     assert chosen["synth_child"]["ssvd"]["lr"] == 2e-3 and chosen["synth_dialect"]["lora"]["lr"] == 5e-4
 
 
@@ -37,6 +51,7 @@ def test_a_rate_chosen_at_the_edge_of_those_tried_is_flagged():
     def edge(wers: list[float]) -> str | None:
         records = [trial(lr, [wer], 0.5) for lr, wer in zip([3e-4, 1e-3, 3e-3, 1e-2], wers)]
         return choose_learning_rates(records)["synth_child"]["lora"]["edge"]
+
     assert edge([0.2, 0.3, 0.4, 0.5]) == "lowest" and edge([0.5, 0.4, 0.3, 0.2]) == "highest"
     assert edge([0.5, 0.2, 0.3, 0.4]) is None
     assert choose_learning_rates([trial(1e-3, [0.3], 0.5)])["synth_child"]["lora"]["edge"] is None  # one rate: no range

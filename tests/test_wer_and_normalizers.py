@@ -41,13 +41,16 @@ def test_normaliser_applies_to_both_sides_and_empty_references_are_counted():
         error_rates(["a"], [], identity)
 
 
-@pytest.mark.parametrize("name, text, expected", [
-    ("whisper_basic", "Hello, World! (laughs) It's [noise] fine.", "hello world it s fine"),
-    ("whisper_basic", "Café—au lait", "café au lait"),
-    # CGN: a marker before sentence punctuation, reduced forms keep the apostrophe, a quoted word, latin-1 letters.
-    ("cgn", "'t is goed*v. zo'n 'dinge' één café Xxx", "'t is goed zo'n dinge één café"),
-    ("none", "  Keep   As Is. ", "Keep As Is."),
-])
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("whisper_basic", "Hello, World! (laughs) It's [noise] fine.", "hello world it s fine"),
+        ("whisper_basic", "Café—au lait", "café au lait"),
+        # CGN: a marker before sentence punctuation, reduced forms keep the apostrophe, a quoted word, latin-1 letters.
+        ("cgn", "'t is goed*v. zo'n 'dinge' één café Xxx", "'t is goed zo'n dinge één café"),
+        ("none", "  Keep   As Is. ", "Keep As Is."),
+    ],
+)
 def test_normalisers(name, text, expected):
     assert get_normalizer(name)(text) == expected
 
@@ -60,7 +63,10 @@ def test_whisper_english_is_whispers_english_normaliser_from_transformers():
     from asr_peft.data.normalizers import _whisper_english_normalizer
 
     normalise = get_normalizer("whisper_english")
-    assert normalise("Mr. Smith won't pay twenty five dollars, uh, for the second one.") == "mister smith will not pay $25 for the 2nd one"
+    assert (
+        normalise("Mr. Smith won't pay twenty five dollars, uh, for the second one.")
+        == "mister smith will not pay $25 for the 2nd one"
+    )
     assert normalise("Hmm, she's gonna read one hundred and one books (laughs).") == "she is going to read 101 books"
     assert normalise("The colour is grey [noise]") == "the colour is grey"
     assert isinstance(_whisper_english_normalizer(), EnglishTextNormalizer)  # the maintained class, not a copy
@@ -69,14 +75,20 @@ def test_whisper_english_is_whispers_english_normaliser_from_transformers():
 # ESPnet's MyST recipe (local/text_preprocess.py), worked through by hand rule by rule: markup (incl.
 # "+...+" and nested parentheses) removed, every digit run spelled by inflect ("and", hyphens), then
 # "&", hyphens, "/", clitics (upper-case only, before upper-casing), punctuation, upper case.
-@pytest.mark.parametrize("text, expected", [
-    ("um so the <no-signal> (( )) frog, uh, JUMPED... it's", "UM SO THE FROG UH JUMPED IT'S"),  # fillers stay
-    ("They 're making 25 circuits, uh, right?", "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT"),
-    ("THEY 'RE at 3 & 125 m[NOISE] {laugh} ((maybe)) +um+ ok", "THEY'RE AT THREE AND ONE HUNDRED AND TWENTYFIVE M OK"),
-    ("1,000 or 2.5 or 50% on the 3rd", "ONEZERO OR TWOFIVE OR FIFTY% ON THE THREERD"),  # digit runs, one by one
-    ("the well-known lab/room: I 'M 'CAUSE 'EM it\u2019s \u2013 yes; no! +UH", "THE WELLKNOWN LAB SLASH ROOM I'M CAUSE EM IT'S YES NO"),
-    ("in 2014 we had 0 or 1000000", "IN TWO THOUSAND AND FOURTEEN WE HAD ZERO OR ONE MILLION"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("um so the <no-signal> (( )) frog, uh, JUMPED... it's", "UM SO THE FROG UH JUMPED IT'S"),  # fillers stay
+        ("They 're making 25 circuits, uh, right?", "THEY 'RE MAKING TWENTYFIVE CIRCUITS UH RIGHT"),
+        ("THEY 'RE at 3 & 125 m[NOISE] {laugh} ((maybe)) +um+ ok", "THEY'RE AT THREE AND ONE HUNDRED AND TWENTYFIVE M OK"),
+        ("1,000 or 2.5 or 50% on the 3rd", "ONEZERO OR TWOFIVE OR FIFTY% ON THE THREERD"),  # digit runs, one by one
+        (
+            "the well-known lab/room: I 'M 'CAUSE 'EM it\u2019s \u2013 yes; no! +UH",
+            "THE WELLKNOWN LAB SLASH ROOM I'M CAUSE EM IT'S YES NO",
+        ),
+        ("in 2014 we had 0 or 1000000", "IN TWO THOUSAND AND FOURTEEN WE HAD ZERO OR ONE MILLION"),
+    ],
+)
 def test_myst_normaliser_follows_the_recipe(text, expected):
     assert get_normalizer("myst")(text) == expected
 
@@ -91,9 +103,14 @@ def test_trn_lines(tmp_path):
     assert (tmp_path / "h.trn").read_text() == "hello world (spkA-spk1-u1)\n (u2-u2)\n"
 
 
-SCLITE_PAIRS = [("the cat sat on the mat", "the cat sat on a mat"), ("één café alstublieft", "een café alstublieft"),
-                ("hello world", "hello big world"), ("a b c d", "b c"), ("we need two batteries", ""),
-                ("one more line here", "one more line here")]
+SCLITE_PAIRS = [
+    ("the cat sat on the mat", "the cat sat on a mat"),
+    ("één café alstublieft", "een café alstublieft"),
+    ("hello world", "hello big world"),
+    ("a b c d", "b c"),
+    ("we need two batteries", ""),
+    ("one more line here", "one more line here"),
+]
 
 
 @pytest.mark.skipif(not (shutil.which("sclite") or shutil.which("sctk")), reason="NIST sclite (sctk) is not installed")

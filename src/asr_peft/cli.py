@@ -25,8 +25,11 @@ FAILED_JOBS: list[str] = []
 
 def exit_if_jobs_failed() -> None:
     if FAILED_JOBS:
-        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (their results.json say why): "
-              f"{', '.join(FAILED_JOBS[:3])}{', ...' if len(FAILED_JOBS) > 3 else ''}", file=sys.stderr)
+        print(
+            f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (their results.json say why): "
+            f"{', '.join(FAILED_JOBS[:3])}{', ...' if len(FAILED_JOBS) > 3 else ''}",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
@@ -42,7 +45,7 @@ def overrides_name(override_dirname: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", override_dirname or "")
     if len(name) > MAX_OVERRIDES_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = f"{name[:MAX_OVERRIDES_NAME - 13]}-{digest}"
+        name = f"{name[: MAX_OVERRIDES_NAME - 13]}-{digest}"
     return name or "defaults"
 
 
@@ -77,8 +80,10 @@ def run_name(*, _root_: DictConfig) -> str:
     config_name = hydra_node.job.config_name
     # The defaults of the groups the name shows by itself (method, data, model): a model family's config
     # chooses its own defaults for other groups (Whisper: adapt=whisper_all), which are then no override.
-    _, default_choices = _compose(config_name, tuple(f"{group}={choices[group]}" for group in sorted(GROUPS_SHOWN_BY_NAME)
-                                                     if choices.get(group) is not None))
+    _, default_choices = _compose(
+        config_name,
+        tuple(f"{group}={choices[group]}" for group in sorted(GROUPS_SHOWN_BY_NAME) if choices.get(group) is not None),
+    )
     reference, _ = _compose(config_name, tuple(reference_overrides(choices, default_choices)))
     return name_of(_root_, reference, choices, default_choices)
 
@@ -121,14 +126,19 @@ def setup_environment() -> None:
     os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
     os.environ.setdefault("WANDB_MODE", "offline")  # never reach for the network unless the user asks
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name, resolver in (("run_name", run_name), ("overrides_name", overrides_name), ("group_options", group_options),
-                           ("tuned_lr", tuned_lr)):
+    for name, resolver in (
+        ("run_name", run_name),
+        ("overrides_name", overrides_name),
+        ("group_options", group_options),
+        ("tuned_lr", tuned_lr),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
 
 def one_line_errors(main: Callable) -> Callable:
     """Turn the project's errors into `error: <message>` lines and exit status 2, instead of a traceback."""
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
@@ -136,6 +146,7 @@ def one_line_errors(main: Callable) -> Callable:
         except AsrPeftError as err:
             logging.getLogger("asr_peft").debug("error details", exc_info=True)
             report_error(err)
+
     return wrapper
 
 
@@ -225,8 +236,9 @@ def _empty_mapping(overrides: list[str]) -> str | None:
     for override in overrides:
         key, sep, value = override.partition("=")
         if sep and not key.startswith(("+", "~")) and value.replace(" ", "") == "{}":
-            return (f"{key}={{}} changes nothing (a mapping given to {key} is merged into it); to leave it empty, "
-                    f"remove it: ~{key}")
+            return (
+                f"{key}={{}} changes nothing (a mapping given to {key} is merged into it); to leave it empty, remove it: ~{key}"
+            )
     return None
 
 
@@ -238,7 +250,7 @@ def hydra_error_line(err: BaseException) -> str:
     starts = [i for i, line in enumerate(raw) if line.startswith("Available options")]
     if starts:
         options = []
-        for line in raw[starts[0] + 1:]:
+        for line in raw[starts[0] + 1 :]:
             if not line.startswith((" ", "\t")) or not line.strip():
                 break  # the option list is indented; what follows (the config search path) is not
             options.append(line.strip())

@@ -47,9 +47,9 @@ from asr_peft.training.nonfinite import NONFINITE_LOSS_CHOICES
 
 # What SpeechLitModule logs during validation: the metrics a checkpoint or early stopping may monitor.
 MONITORED_METRICS = ("val_wer", "val_cer", "val_loss")
-SCHEDULES = ("constant", "linear")          # SpeechLitModule's LR multiplier after warm-up
-TESTED_CHECKPOINTS = ("best", "last")       # evaluation.checkpoint
-MAX_SEED = 2**32 - 1                        # numpy's and Lightning's seed range
+SCHEDULES = ("constant", "linear")  # SpeechLitModule's LR multiplier after warm-up
+TESTED_CHECKPOINTS = ("best", "last")  # evaluation.checkpoint
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 DECODE_METHODS = {family: bundle_class({"family": family}).decode_methods for family in FAMILIES}
 
 
@@ -82,10 +82,12 @@ def _one_of(choices) -> str:
 
 def choice(*choices: str):
     """A string restricted to `choices`, with a message listing them."""
+
     def check(value: Any) -> Any:
         if value not in choices:
             raise _problem(f"must be one of: {_one_of(choices)}")
         return value
+
     return Annotated[str, BeforeValidator(check)]
 
 
@@ -95,21 +97,25 @@ def _is_number(value: Any) -> bool:
 
 def count_or_fraction(what: str):
     """Lightning's `int | float` knobs: a positive count, or a fraction in (0, 1]."""
+
     def check(value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
         if isinstance(value, float) and 0.0 < value <= 1.0:
             return value
         raise _problem(f"must be a positive whole number of {what} or a fraction in (0, 1]")
+
     return Annotated[Any, BeforeValidator(check)]
 
 
 def bool_or(*words: str):
     """Lightning's `bool | str` knobs (`deterministic: warn`, `save_last: link`)."""
+
     def check(value: Any) -> Any:
         if isinstance(value, bool) or value is None or value in words:
             return value
         raise _problem(f"must be true, false or {_one_of(words)}")
+
     return Annotated[Any, BeforeValidator(check)]
 
 
@@ -123,11 +129,13 @@ Target = Annotated[str, Field(alias="_target_")]
 
 class Group(BaseModel):
     """A config group: strict types, no keys the group does not define."""
+
     model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, protected_namespaces=())
 
 
 class Instantiated(BaseModel):
     """A `_target_` node: the keys listed are typed; other keys must be arguments of the target class."""
+
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
     target: Target
 
@@ -152,7 +160,7 @@ class Paths(Group):
     root_dir: str
     data_dir: str
     log_dir: str
-    output_dir: Any = None   # Hydra's run directory
+    output_dir: Any = None  # Hydra's run directory
     cache_dir: str
     model_cache_dir: str | None = None
 
@@ -169,7 +177,7 @@ class Model(Group):
     init: choice("pretrained", "random") = "random"
     hf_id: str | None = None
     path: str | None = None
-    normalizer: str | None = None      # the family's scoring normaliser, which data.normalizer may follow
+    normalizer: str | None = None  # the family's scoring normaliser, which data.normalizer may follow
     # OWSM (ESPnet)
     tokenizer: Tokenizer | None = None
     vocab_size: PositiveInt | None = None
@@ -179,7 +187,7 @@ class Model(Group):
     architecture: dict[str, Any] | None = None  # WhisperConfig's keys, checked by transformers when it builds
     offline_weights: choice(*OFFLINE_WHISPER) | None = None
     processor_from: str | None = None
-    max_new_tokens: PositiveInt | None = None   # decoding's limit on generated tokens (null: the model's, 448)
+    max_new_tokens: PositiveInt | None = None  # decoding's limit on generated tokens (null: the model's, 448)
 
     @field_validator("path")
     @classmethod
@@ -191,6 +199,7 @@ class Model(Group):
 
 class Method(BaseModel):
     """Type rules of a method's hyperparameters; which keys a method takes is the registry's rule."""
+
     model_config = ConfigDict(strict=True, extra="allow")
 
 
@@ -252,7 +261,7 @@ class Data(Group):
     prepare: dict[str, Any] | None = None  # a `_target_` that generates or prepares the corpus
     train: str | None = None
     valid: str | None = None
-    test: Annotated[dict[str, str], Field(min_length=1)] | None = None   # {} would test nothing, silently
+    test: Annotated[dict[str, str], Field(min_length=1)] | None = None  # {} would test nothing, silently
     language: Annotated[str, Field(min_length=1)] = "eng"
     normalizer: choice(*NORMALIZERS) = "whisper_basic"
     max_duration: PositiveFloat | None = None
@@ -262,7 +271,7 @@ class Data(Group):
 
 
 class Loader(Group):
-    batch_size: PositiveInt | None = None         # fixed-size batches; the sampler asks for one of the two
+    batch_size: PositiveInt | None = None  # fixed-size batches; the sampler asks for one of the two
     max_batch_seconds: PositiveFloat | None = None
     max_batch_size: PositiveInt | None = None
     num_workers: NonNegativeInt = 0
@@ -288,7 +297,7 @@ class Trainer(Instantiated):
     enable_progress_bar: bool = True
     deterministic: bool_or("warn") = False
     use_distributed_sampler: bool = False
-    profiler: choice("simple", "advanced", "pytorch", "xla") | None = None   # Lightning's profilers by name
+    profiler: choice("simple", "advanced", "pytorch", "xla") | None = None  # Lightning's profilers by name
 
     @field_validator("max_steps")
     @classmethod
@@ -332,6 +341,7 @@ class ProgressBar(Instantiated):
 
 class Callbacks(BaseModel):
     """The shipped callbacks by name (each may be removed with `~` or set to null), plus any others."""
+
     model_config = ConfigDict(strict=True, extra="allow")
     model_checkpoint: ModelCheckpoint | None = None
     early_stopping: EarlyStopping | None = None
@@ -351,7 +361,7 @@ class Optimizer(Group):
     betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = [0.9, 0.98]
     weight_decay: NonNegativeFloat = 0.0
     eps: PositiveFloat = 1e-8
-    scheduler: str | None = None                  # an ESPnet scheduler's name, resolved by ESPnet when it builds
+    scheduler: str | None = None  # an ESPnet scheduler's name, resolved by ESPnet when it builds
     scheduler_conf: dict[str, Any] | None = None
     warmup_steps: NonNegativeInt | None = None
     schedule: choice(*SCHEDULES) | None = None
@@ -375,7 +385,7 @@ class Evaluation(Group):
     batch_size: PositiveInt | None = None
     max_batch_seconds: PositiveFloat = 200.0
     progress: bool = True
-    device: str | None = None    # checked against the machine by the hardware check
+    device: str | None = None  # checked against the machine by the hardware check
     precision: Any = None
 
 
@@ -385,7 +395,7 @@ class TrainConfig(Group):
     dry_run: bool = False
     activation_checkpointing: bool = False
     on_nonfinite_loss: choice(*NONFINITE_LOSS_CHOICES) = "stop"
-    sweep_group: str | None = None   # the W&B group of a multirun's jobs
+    sweep_group: str | None = None  # the W&B group of a multirun's jobs
     loader: Loader
     paths: Paths
     model: Model
@@ -402,8 +412,7 @@ class TrainConfig(Group):
     def _decode_is_the_familys(self):
         methods = DECODE_METHODS[self.model.family]
         if self.evaluation.decode is not None and self.evaluation.decode not in methods:
-            raise _problem(f"must be one of: {_one_of(methods)} for model family {self.model.family}",
-                           key="evaluation.decode")
+            raise _problem(f"must be one of: {_one_of(methods)} for model family {self.model.family}", key="evaluation.decode")
         return self
 
 
@@ -479,13 +488,17 @@ def _cross_checks(cfg: TrainConfig) -> list[str]:
         except ConfigError as err:
             problems.append(str(err))
         else:
-            problems += [f"optimizer.{key} applies only without optimizer.scheduler; set the schedule in "
-                         "optimizer.scheduler_conf" for key in ("warmup_steps", "schedule") if getattr(cfg.optimizer, key)]
+            problems += [
+                f"optimizer.{key} applies only without optimizer.scheduler; set the schedule in optimizer.scheduler_conf"
+                for key in ("warmup_steps", "schedule")
+                if getattr(cfg.optimizer, key)
+            ]
     return problems
 
 
-def _resolve(node: DictConfig | ListConfig, prefix: str, problems: list[str], missing: set[str],
-             skip: tuple[str, ...] = ()) -> Any:
+def _resolve(
+    node: DictConfig | ListConfig, prefix: str, problems: list[str], missing: set[str], skip: tuple[str, ...] = ()
+) -> Any:
     """The config as plain values, resolved key by key so that one bad key does not hide the others.
 
     A `???` value becomes None (a required key then fails as such) and its key goes to `missing`; a
@@ -520,11 +533,20 @@ def _resolve(node: DictConfig | ListConfig, prefix: str, problems: list[str], mi
 
 
 TYPE_MESSAGES = {
-    "int_type": "must be an integer", "int_parsing": "must be an integer", "int_from_float": "must be an integer",
-    "float_type": "must be a number", "float_parsing": "must be a number", "finite_number": "must be a finite number",
-    "bool_type": "must be true or false", "bool_parsing": "must be true or false", "string_type": "must be a string",
-    "list_type": "must be a list", "dict_type": "must be a mapping", "model_type": "must be a mapping of settings",
-    "model_attributes_type": "must be a mapping of settings", "missing": "is required",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping of settings",
+    "model_attributes_type": "must be a mapping of settings",
+    "missing": "is required",
 }
 BOUNDS = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}
 
@@ -534,7 +556,7 @@ MAX_SHOWN = 80  # a value echoed in an error line: longer ones are cut (a 5,000-
 
 def _show(value: Any) -> str:
     shown = _shown(value)
-    return shown if len(shown) <= MAX_SHOWN else f"{shown[:MAX_SHOWN - 25]}... ({len(shown)} characters)"
+    return shown if len(shown) <= MAX_SHOWN else f"{shown[: MAX_SHOWN - 25]}... ({len(shown)} characters)"
 
 
 def _shown(value: Any) -> str:
@@ -602,7 +624,9 @@ def _fields_at(schema: type[BaseModel], loc: list[str]) -> list[str]:
         if part not in fields:
             return []
         annotation = fields[part].annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        candidates = [
+            a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if not candidates:
             return []
         model = candidates[0]

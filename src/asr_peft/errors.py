@@ -37,6 +37,5 @@ def torch_load_problem(err: Exception) -> str:
     """
     if isinstance(err, pickle.UnpicklingError):
         unsafe = re.search(r"unsupported GLOBAL (\S+)", str(err))
-        return (f"it holds more than tensors and plain data ({unsafe.group(1) if unsafe else 'an object'}), "
-                "refused unread")
+        return f"it holds more than tensors and plain data ({unsafe.group(1) if unsafe else 'an object'}), refused unread"
     return " ".join(str(err).split())[:200]

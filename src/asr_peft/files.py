@@ -72,8 +72,9 @@ def open_own_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
         return os.open(path, flags | os.O_NOFOLLOW, mode)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise UnwritableError(f"{path} is a symbolic link; a run's own files are never written through one "
-                                  "(remove the link)") from None
+            raise UnwritableError(
+                f"{path} is a symbolic link; a run's own files are never written through one (remove the link)"
+            ) from None
         raise UnwritableError(f"cannot open {path}: {err.strerror or err}") from err
 
 

@@ -121,8 +121,13 @@ class AdapterLayer(nn.Module, abc.ABC):
         """A plain `nn.Linear` with the adapted weight, for export (the adapter itself is unchanged)."""
         with torch.no_grad():
             weight = self.base_layer.weight if self.merged else self.merged_weight()
-            linear = nn.Linear(self.in_features, self.out_features, bias=self.base_layer.bias is not None,
-                               device=weight.device, dtype=weight.dtype)
+            linear = nn.Linear(
+                self.in_features,
+                self.out_features,
+                bias=self.base_layer.bias is not None,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
             linear.weight.copy_(weight)
             if self.base_layer.bias is not None:
                 linear.bias.copy_(self.base_layer.bias)

@@ -24,11 +24,10 @@ from asr_peft.errors import ConfigError
 def group_matches(name: str, group: str) -> bool:
     """Whether `group`'s dot-separated components occur as a run of whole components of module `name`."""
     parts, wanted = name.split("."), group.split(".")
-    return any(parts[i:i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
+    return any(parts[i : i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
 
 
-def fractions(names: Sequence[str], default: float, groups: Mapping[str, Any] | None,
-              key: str = "adapt.p_groups") -> list[float]:
+def fractions(names: Sequence[str], default: float, groups: Mapping[str, Any] | None, key: str = "adapt.p_groups") -> list[float]:
     """The fraction for each module in `names`: its group's from `groups`, or `default`."""
     groups = dict(groups or {})
     for group, value in groups.items():
@@ -39,27 +38,33 @@ def fractions(names: Sequence[str], default: float, groups: Mapping[str, Any] | 
     for name in names:
         matching = [group for group in groups if group_matches(name, str(group))]
         if len(matching) > 1:
-            raise ConfigError(f"{key}: module {name} matches groups {matching[0]!r} and {matching[1]!r}; "
-                              "give each module at most one group")
+            raise ConfigError(
+                f"{key}: module {name} matches groups {matching[0]!r} and {matching[1]!r}; give each module at most one group"
+            )
         used.update(matching)
         result.append(groups[matching[0]] if matching else default)
     unused = [str(group) for group in groups if group not in used]
     if unused:
-        raise ConfigError(f"{key}: group(s) {', '.join(unused)} match no target module (a group is a whole "
-                          "dot-separated part of a module name, e.g. encoder, self_attn)")
+        raise ConfigError(
+            f"{key}: group(s) {', '.join(unused)} match no target module (a group is a whole "
+            "dot-separated part of a module name, e.g. encoder, self_attn)"
+        )
     return result
 
 
-def layer_settings(names: Sequence[str], method: Mapping[str, Any],
-                   adapt: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+def layer_settings(
+    names: Sequence[str], method: Mapping[str, Any], adapt: Mapping[str, Any]
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
     """(method, adapt) for each target module, with `adapt.p` and `method.p_out` replaced by the module's
     group fractions (`adapt.p_groups`, `method.p_out_groups`)."""
     p_groups, p_out_groups = adapt.get("p_groups"), method.get("p_out_groups")
     if not p_groups and not p_out_groups:
         return [(method, adapt)] * len(names)
     if p_out_groups and method.get("side", "input") == "input":
-        raise ConfigError("method.p_out_groups sizes the output side, which method.side=input leaves alone; "
-                          "set method.side=output or both, or drop method.p_out_groups")
+        raise ConfigError(
+            "method.p_out_groups sizes the output side, which method.side=input leaves alone; "
+            "set method.side=output or both, or drop method.p_out_groups"
+        )
     ps = fractions(names, adapt.get("p"), p_groups)
     p_outs = fractions(names, method.get("p_out"), p_out_groups, key="method.p_out_groups")
     return [({**method, "p_out": p_out} if p_out_groups else method, {**adapt, "p": p}) for p, p_out in zip(ps, p_outs)]

@@ -54,7 +54,7 @@ def probe_vectors(length: int, count: int = PROBES, stream: int = 0) -> torch.Te
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
-    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -52 - 1.0  # [−1, 1) from the top 53 bits
+    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0  # [−1, 1) from the top 53 bits
     return torch.from_numpy(uniform.reshape(count, length))
 
 
@@ -118,15 +118,17 @@ def relative_difference(recorded: dict[str, Any], current: dict[str, Any]) -> fl
     if scale == 0:
         return 0.0
     sketch = np.asarray(current["sketch"]) - np.asarray(recorded["sketch"])
-    spread = 3 * math.sqrt(float(np.mean(sketch ** 2))) if sketch.size else 0.0
+    spread = 3 * math.sqrt(float(np.mean(sketch**2))) if sketch.size else 0.0
     return max(abs(current["norm"] - recorded["norm"]), spread) / scale
 
 
 def _describe(tensor: str) -> str:
     if tensor == BASE_WEIGHT:
         return "the base weight differs from the one it was trained on (another base model?)"
-    return (f"`{tensor}`, rebuilt from the base weight (SVD factors, random projections), differs from the one it "
-            "was trained in (an SVD cache from another version, or a (nearly) repeated singular value resolved another way)")
+    return (
+        f"`{tensor}`, rebuilt from the base weight (SVD factors, random projections), differs from the one it "
+        "was trained in (an SVD cache from another version, or a (nearly) repeated singular value resolved another way)"
+    )
 
 
 def check_fingerprint(layers: Iterable[tuple[str, nn.Module]], recorded: dict | None, source: str) -> None:
@@ -135,15 +137,19 @@ def check_fingerprint(layers: Iterable[tuple[str, nn.Module]], recorded: dict | 
     layers = list(layers)
     if recorded is None:
         if layers:
-            log.warning("%s holds no adapter fingerprint (written by an earlier version): the SVD bases and random "
-                        "projections its adapters were trained in cannot be checked, and SSVD, SVFT and VeRA layers "
-                        "rebuilt by this version may differ from them", source)
+            log.warning(
+                "%s holds no adapter fingerprint (written by an earlier version): the SVD bases and random "
+                "projections its adapters were trained in cannot be checked, and SSVD, SVFT and VeRA layers "
+                "rebuilt by this version may differ from them",
+                source,
+            )
         return
     current = fingerprint(layers)
     if set(current) != set(recorded):
         extra, missing = sorted(set(current) - set(recorded)), sorted(set(recorded) - set(current))
-        raise ModelLoadError(f"{source}: the adapted layers differ from the recorded ones "
-                             f"(here only: {extra[:3]}, recorded only: {missing[:3]})")
+        raise ModelLoadError(
+            f"{source}: the adapted layers differ from the recorded ones (here only: {extra[:3]}, recorded only: {missing[:3]})"
+        )
     mismatches = []
     for layer, tensors in current.items():
         if set(tensors) != set(recorded[layer]):
@@ -152,8 +158,7 @@ def check_fingerprint(layers: Iterable[tuple[str, nn.Module]], recorded: dict | 
         for tensor, values in tensors.items():
             difference = relative_difference(recorded[layer][tensor], values)
             if not difference <= TOLERANCE:  # also NaN
-                mismatches.append(f"layer {layer}: {_describe(tensor)}: relative difference {difference:.1e} "
-                                  f"> {TOLERANCE:.0e}")
+                mismatches.append(f"layer {layer}: {_describe(tensor)}: relative difference {difference:.1e} > {TOLERANCE:.0e}")
                 break
     if mismatches:
         more = f" (and {len(mismatches) - 1} more layer(s))" if len(mismatches) > 1 else ""

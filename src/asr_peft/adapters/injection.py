@@ -36,8 +36,14 @@ def name_matches(name: str, pattern: str) -> bool:
     return name == pattern or name.endswith("." + pattern)
 
 
-def match_modules(model: nn.Module, patterns: Iterable[str], *, key: str = "adapt.targets",
-                  optional_type: type[nn.Module] = nn.Linear, allow_none: bool = False) -> list[tuple[str, str, nn.Module]]:
+def match_modules(
+    model: nn.Module,
+    patterns: Iterable[str],
+    *,
+    key: str = "adapt.targets",
+    optional_type: type[nn.Module] = nn.Linear,
+    allow_none: bool = False,
+) -> list[tuple[str, str, nn.Module]]:
     """(module name, the pattern that matched, module) for every match; every pattern that is not
     optional must match something, and the list must match at least one module (unless `allow_none`).
     Optional patterns match `optional_type` modules only."""

@@ -20,8 +20,10 @@ from asr_peft.errors import ConfigError
 
 def check_rank(r: int, in_features: int, out_features: int) -> None:
     if not 0 < r < min(in_features, out_features):
-        raise ConfigError(f"method.r={r} must be positive and below the layer's smaller dimension "
-                          f"{min(in_features, out_features)} ({out_features}x{in_features})")
+        raise ConfigError(
+            f"method.r={r} must be positive and below the layer's smaller dimension "
+            f"{min(in_features, out_features)} ({out_features}x{in_features})"
+        )
 
 
 class LoRALinear(AdapterLayer):
@@ -42,8 +44,10 @@ class LoRALinear(AdapterLayer):
         """PEFT's LoRA config fields and tensors (names after the layer's) giving this layer's W' on the
         stock `original_weight`: PEFT's scaling lora_alpha / r is this layer's α/r."""
         r = self.lora_A.shape[0]
-        return ({"peft_type": "LORA", "r": r, "lora_alpha": self.scaling * r},
-                {"lora_A.weight": self.lora_A.detach(), "lora_B.weight": self.lora_B.detach()})
+        return (
+            {"peft_type": "LORA", "r": r, "lora_alpha": self.scaling * r},
+            {"lora_A.weight": self.lora_A.detach(), "lora_B.weight": self.lora_B.detach()},
+        )
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype(x)

@@ -65,8 +65,9 @@ def total_parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str, Any], *,
-                 svd_cache_dir: str | Path | None = None) -> AdaptationReport:
+def apply_method(
+    model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str, Any], *, svd_cache_dir: str | Path | None = None
+) -> AdaptationReport:
     """Freeze what the method does not train and inject its adapters in place (see the registry)."""
     spec = get_method(method)
     if spec.trains == "all":
@@ -85,8 +86,11 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
     settings = layer_settings([name for name, _, _ in targets], method, adapt)  # adapt.p_groups, per module
     svds = [None] * len(targets)
     if spec.needs_svd and not on_meta:
-        svds = thin_svds([module.weight for _, _, module in targets], svd_cache_dir,
-                         [spec.svd_rank(module, *setting) for (_, _, module), setting in zip(targets, settings)])
+        svds = thin_svds(
+            [module.weight for _, _, module in targets],
+            svd_cache_dir,
+            [spec.svd_rank(module, *setting) for (_, _, module), setting in zip(targets, settings)],
+        )
     context: dict = {"layers": [module for _, _, module in targets]}  # e.g. VeRA's projections span them all
     for (name, _, module), svd, setting in zip(targets, svds, settings):
         replace_module(model, name, spec.build(module, svd, *setting, context))
@@ -94,8 +98,9 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
     if spec.embedding_adapter and method.get("embedding_targets"):
         # Optional patterns (`?`) let one method config serve model families whose embedding is named otherwise
         # or not adapted (Whisper's is tied to its output projection).
-        for name, _, module in match_modules(model, method["embedding_targets"], key="method.embedding_targets",
-                                             optional_type=nn.Embedding, allow_none=True):
+        for name, _, module in match_modules(
+            model, method["embedding_targets"], key="method.embedding_targets", optional_type=nn.Embedding, allow_none=True
+        ):
             replace_module(model, name, LoRAEmbedding(module, r=method["r"], alpha=method["alpha"]))
             adapted.append(name)
     return AdaptationReport(method["name"], adapted, trainable_parameter_count(model))
@@ -103,8 +108,9 @@ def apply_method(model: nn.Module, method: Mapping[str, Any], adapt: Mapping[str
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """What the adapters own; for a model without adapters (full fine-tuning), every trainable tensor."""
-    state = {f"{name}.{key}": p.detach() for name, module in adapter_modules(model)
-             for key, p in module.named_adapter_parameters()}
+    state = {
+        f"{name}.{key}": p.detach() for name, module in adapter_modules(model) for key, p in module.named_adapter_parameters()
+    }
     if not state:
         state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     return state
@@ -119,7 +125,9 @@ def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor], sour
     with torch.no_grad():
         for key, target in expected.items():
             if target.shape != state[key].shape:
-                raise ModelLoadError(f"{source}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
+                raise ModelLoadError(
+                    f"{source}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(target.shape)}"
+                )
             target.copy_(state[key])
 
 
@@ -132,18 +140,28 @@ def save_adapter(model: nn.Module, directory: str | Path, method: Mapping[str, A
     directory.mkdir(parents=True, exist_ok=True)
     method, adapt = dict(method), dict(adapt)
     state = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model).items()}
-    record = {"format": str(ADAPTER_FORMAT), "method": json.dumps(method, sort_keys=True),
-              "adapt": json.dumps(adapt, sort_keys=True), "fingerprint": json.dumps(fingerprint(adapter_modules(model)))}
+    record = {
+        "format": str(ADAPTER_FORMAT),
+        "method": json.dumps(method, sort_keys=True),
+        "adapt": json.dumps(adapt, sort_keys=True),
+        "fingerprint": json.dumps(fingerprint(adapter_modules(model))),
+    }
     save_file(state, directory / ADAPTER_WEIGHTS, metadata=record)
-    config = {"format": ADAPTER_FORMAT, "method": method, "adapt": adapt,
-              "adapted_modules": [name for name, _ in adapter_modules(model)]}
+    config = {
+        "format": ADAPTER_FORMAT,
+        "method": method,
+        "adapt": adapt,
+        "adapted_modules": [name for name, _ in adapter_modules(model)],
+    }
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return directory
 
 
 def _read_adapter_config(path: Path) -> dict:
     if not path.is_file():
-        raise ModelLoadError(f"{path} does not exist: not an adapter directory (save_adapter / export.py --adapter-only write one)")
+        raise ModelLoadError(
+            f"{path} does not exist: not an adapter directory (save_adapter / export.py --adapter-only write one)"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -153,8 +171,10 @@ def _read_adapter_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path} holds a JSON {type(config).__name__}, not an object")
     if type(config.get("format")) is not int or config["format"] not in READABLE_FORMATS:
-        raise ModelLoadError(f"{path}: format {config.get('format')!r} is not one this version reads "
-                             f"({', '.join(map(str, READABLE_FORMATS))}); a newer version may have written it")
+        raise ModelLoadError(
+            f"{path}: format {config.get('format')!r} is not one this version reads "
+            f"({', '.join(map(str, READABLE_FORMATS))}); a newer version may have written it"
+        )
     if not isinstance(config.get("method"), dict) or "name" not in config["method"]:
         raise ModelLoadError(f"{path} has no `method` with a `name` (the method the adapter was trained with)")
     if not isinstance(config.get("adapt"), dict):
@@ -198,8 +218,10 @@ def load_adapter(base_model: nn.Module, directory: str | Path, *, svd_cache_dir:
     state, record = _read_adapter_tensors(weights_path)
     if config["format"] >= 2:
         if not {"method", "adapt", "fingerprint"} <= set(record):
-            raise ModelLoadError(f"{weights_path} lacks the record of its method and fingerprint that format "
-                                 f"{config['format']} requires (it was replaced by another file?)")
+            raise ModelLoadError(
+                f"{weights_path} lacks the record of its method and fingerprint that format "
+                f"{config['format']} requires (it was replaced by another file?)"
+            )
         for group in ("method", "adapt"):
             difference = _first_difference(config[group], record[group])
             if difference:
@@ -252,5 +274,9 @@ def parameter_plan(model: nn.Module) -> dict[str, Any]:
         vectors = module.rotated_vectors() if isinstance(module, AdapterLayer) else None
         if vectors:
             rotates.setdefault(kind, set()).add(vectors)
-    return {"per_module_type": dict(sorted(per_type.items())), "trainable": trainable_parameter_count(model),
-            "total": total_parameter_count(model), "rotates": {kind: "; ".join(sorted(v)) for kind, v in sorted(rotates.items())}}
+    return {
+        "per_module_type": dict(sorted(per_type.items())),
+        "trainable": trainable_parameter_count(model),
+        "total": total_parameter_count(model),
+        "rotates": {kind: "; ".join(sorted(v)) for kind, v in sorted(rotates.items())},
+    }

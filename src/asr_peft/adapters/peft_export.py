@@ -24,35 +24,51 @@ PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
-def save_peft_adapter(model: nn.Module, original: nn.Module, directory: str | Path, method: Mapping[str, Any], *,
-                      base_model_name: str | None = None) -> Path:
+def save_peft_adapter(
+    model: nn.Module, original: nn.Module, directory: str | Path, method: Mapping[str, Any], *, base_model_name: str | None = None
+) -> Path:
     """Write `model`'s adapters for PEFT; `original`: the stock pretrained model (PiSSA's base weight differs)."""
     directory = Path(directory)
     if (directory / PEFT_WEIGHTS).exists():
         raise ConfigError(f"{directory / PEFT_WEIGHTS} exists already; export the adapter elsewhere")
     layers = [(name, layer) for name, layer in adapter_modules(model) if isinstance(layer, AdapterLayer)]
     if len(layers) != len(list(adapter_modules(model))) or not layers:
-        raise ConfigError(f"method={method.get('name')}: only adapters of Linear layers export to PEFT "
-                          "(no embedding adapters, e.g. method.embedding_targets=[])")
+        raise ConfigError(
+            f"method={method.get('name')}: only adapters of Linear layers export to PEFT "
+            "(no embedding adapters, e.g. method.embedding_targets=[])"
+        )
     originals = dict(original.named_modules())
-    fields: dict[str, Any] | None = None
+    fields: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers:
-        if not hasattr(layer, "peft_form"):
-            raise ConfigError(f"method={method.get('name')} has no PEFT tuner to export to (PEFT has LoRA, DoRA, "
-                              "PiSSA as LoRA, VeRA); export the merged model instead")
-        layer_fields, layer_tensors = layer.peft_form(originals[name].weight.detach())
-        if fields is not None and layer_fields != fields:
+        peft_form = getattr(layer, "peft_form", None)
+        if not callable(peft_form):
+            raise ConfigError(
+                f"method={method.get('name')} has no PEFT tuner to export to (PEFT has LoRA, DoRA, "
+                "PiSSA as LoRA, VeRA); export the merged model instead"
+            )
+        layer_fields, layer_tensors = peft_form(originals[name].weight.detach())
+        if fields and layer_fields != fields:
             raise ConfigError(f"{name}: PEFT takes one setting for every layer, and {layer_fields} differs from {fields}")
         fields = layer_fields
         tensors.update({f"base_model.model.{name}.{key}": value.float().contiguous() for key, value in layer_tensors.items()})
-    config = {**fields, "target_modules": sorted(name for name, _ in layers), "base_model_name_or_path": base_model_name,
-              "task_type": None, "inference_mode": True, "bias": "none"}
+    config = {
+        **fields,
+        "target_modules": sorted(name for name, _ in layers),
+        "base_model_name_or_path": base_model_name,
+        "task_type": None,
+        "inference_mode": True,
+        "bias": "none",
+    }
     if fields["peft_type"] == "LORA":
         config.update(lora_dropout=0.0, fan_in_fan_out=False, init_lora_weights=True, use_dora=fields.get("use_dora", False))
     else:  # VeRA: its projections regenerate from the seed the method drew them with
-        config.update(projection_prng_key=int(method.get("projection_seed", 0)), save_projection=False, vera_dropout=0.0,
-                      d_initial=float(method.get("d_initial", 0.1)))
+        config.update(
+            projection_prng_key=int(method.get("projection_seed", 0)),
+            save_projection=False,
+            vera_dropout=0.0,
+            d_initial=float(method.get("d_initial", 0.1)),
+        )
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / PEFT_WEIGHTS), metadata={"format": "pt"})
     (directory / PEFT_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")

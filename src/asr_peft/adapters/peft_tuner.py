@@ -34,8 +34,10 @@ def peft_config(fields: Mapping[str, Any]):
     fields = dict(fields)
     peft_type = str(fields.pop("peft_type", "")).upper()
     if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        raise ConfigError(f"method.peft_config.peft_type={peft_type or None!r} is not a PEFT tuner; "
-                          f"choose from {', '.join(sorted(str(t.value) for t in PEFT_TYPE_TO_CONFIG_MAPPING))}")
+        raise ConfigError(
+            f"method.peft_config.peft_type={peft_type or None!r} is not a PEFT tuner; "
+            f"choose from {', '.join(sorted(str(t.value) for t in PEFT_TYPE_TO_CONFIG_MAPPING))}"
+        )
     if "target_modules" in fields:
         raise ConfigError("method.peft_config.target_modules is not used: the targets are adapt.targets")
     try:

@@ -25,8 +25,13 @@ class PiSSALinear(LoRALinear):
         U, S, Vh = torch.linalg.svd(principal, full_matrices=False)
         root = S[:r].sqrt()
         B0, A0 = U[:, :r] * root, root[:, None] * Vh[:r]
-        return ({"peft_type": "LORA", "r": 2 * r, "lora_alpha": self.scaling * 2 * r},
-                {"lora_A.weight": torch.cat([self.lora_A.detach(), A0]), "lora_B.weight": torch.cat([self.lora_B.detach(), -B0], dim=1)})
+        return (
+            {"peft_type": "LORA", "r": 2 * r, "lora_alpha": self.scaling * 2 * r},
+            {
+                "lora_A.weight": torch.cat([self.lora_A.detach(), A0]),
+                "lora_B.weight": torch.cat([self.lora_B.detach(), -B0], dim=1),
+            },
+        )
 
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, r: int, alpha: float):
         super().__init__(base_layer, r=r, alpha=alpha)

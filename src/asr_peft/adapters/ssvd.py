@@ -169,8 +169,9 @@ class _LowRankUpdateLinear(torch.autograd.Function):
                 return grad_x, None, None, None, None, grad_core, None
             x, weight_or_adapted, left, right, core = ctx.saved_tensors
             if ctx.needs_input_grad[0]:
-                adapted = (_adapted_weight(weight_or_adapted, left, right, core, dtype) if ctx.recompute_weight
-                           else weight_or_adapted)
+                adapted = (
+                    _adapted_weight(weight_or_adapted, left, right, core, dtype) if ctx.recompute_weight else weight_or_adapted
+                )
                 grad_x = (grad_out @ adapted).to(x_dtype)
             if ctx.needs_input_grad[5]:
                 flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
@@ -188,12 +189,25 @@ class SSVDLinear(AdapterLayer):
     S_full: torch.Tensor
     Vh_full: torch.Tensor
 
-    def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, p: float, rotation: str = "approx",
-                 orientation: str = "reference", formulation: str = "efficient", recompute_weight: bool = False,
-                 side: str = "input", p_out: float | None = None):
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        svd: ThinSVD | None,
+        *,
+        p: float,
+        rotation: str = "approx",
+        orientation: str = "reference",
+        formulation: str = "efficient",
+        recompute_weight: bool = False,
+        side: str = "input",
+        p_out: float | None = None,
+    ):
         super().__init__(base_layer)
-        for key, value, choices in (("rotation", rotation, ROTATIONS), ("orientation", orientation, ORIENTATIONS),
-                                    ("formulation", formulation, FORMULATIONS)):
+        for key, value, choices in (
+            ("rotation", rotation, ROTATIONS),
+            ("orientation", orientation, ORIENTATIONS),
+            ("formulation", formulation, FORMULATIONS),
+        ):
             if value not in choices:
                 raise ConfigError(f"method.{key}={value!r} is unknown; choose from {', '.join(choices)}")
         d_out, d_in = base_layer.out_features, base_layer.in_features
@@ -221,8 +235,7 @@ class SSVDLinear(AdapterLayer):
         # applied again; the fingerprint checks they are the ones the adapter was trained in.
         r_max = min(d_in, d_out)
         if svd is None:  # meta device: shapes only
-            U, S, Vh = (torch.empty(d_out, r_max, **factory), torch.empty(r_max, **factory),
-                        torch.empty(r_max, d_in, **factory))
+            U, S, Vh = (torch.empty(d_out, r_max, **factory), torch.empty(r_max, **factory), torch.empty(r_max, d_in, **factory))
         else:  # the SVD of W; that of Wᵀ has the same factors, swapped
             U, S, Vh = svd.U, svd.S, svd.Vh
         # Output-side L (d_out×k) and input-side R (d_in×k) factors of W's top-k block; factorising Wᵀ

@@ -77,8 +77,9 @@ def _weight(source: WeightSource, name: str, *, adapted: bool) -> torch.Tensor:
     key = f"{name}.weight"
     if key not in source:
         if f"{name}.base_layer.weight" in source:
-            raise ConfigError(f"the {role} state dict holds an unmerged adapter at {name}; "
-                              "pass a merged one (asr_peft.adapters.merged_copy)")
+            raise ConfigError(
+                f"the {role} state dict holds an unmerged adapter at {name}; pass a merged one (asr_peft.adapters.merged_copy)"
+            )
         raise ConfigError(f"the {role} state dict has no {key}")
     return source[key].detach()
 
@@ -106,10 +107,14 @@ def _layer_diagnostics(W0: torch.Tensor, W1: torch.Tensor, svd0, svd1, rank: int
     spectrum = torch.linalg.svdvals(W1.float() - W0.float())
     base_norm = float(torch.linalg.matrix_norm(W0.float()))
     return {
-        "shape": list(W0.shape), "rank": rank,
-        "input_angle_mean_deg": float(input_angles.mean()), "input_angle_max_deg": float(input_angles.max()),
-        "output_angle_mean_deg": float(output_angles.mean()), "output_angle_max_deg": float(output_angles.max()),
-        "input_angles_deg": input_angles.tolist(), "output_angles_deg": output_angles.tolist(),
+        "shape": list(W0.shape),
+        "rank": rank,
+        "input_angle_mean_deg": float(input_angles.mean()),
+        "input_angle_max_deg": float(input_angles.max()),
+        "output_angle_mean_deg": float(output_angles.mean()),
+        "output_angle_max_deg": float(output_angles.max()),
+        "input_angles_deg": input_angles.tolist(),
+        "output_angles_deg": output_angles.tolist(),
         "delta_relative_norm": float(torch.linalg.vector_norm(spectrum)) / base_norm if base_norm > 0 else 0.0,
         "delta_effective_rank": effective_rank(spectrum),
         "delta_spectrum": spectrum[:spectrum_head].tolist(),
@@ -121,8 +126,14 @@ def _mean_lists(lists: list[list[float]]) -> list[float]:
     return np.mean([values[:length] for values in lists], axis=0).tolist()
 
 
-SCALARS = ("input_angle_mean_deg", "input_angle_max_deg", "output_angle_mean_deg", "output_angle_max_deg",
-           "delta_relative_norm", "delta_effective_rank")
+SCALARS = (
+    "input_angle_mean_deg",
+    "input_angle_max_deg",
+    "output_angle_mean_deg",
+    "output_angle_max_deg",
+    "delta_relative_norm",
+    "delta_effective_rank",
+)
 PROFILES = ("input_angles_deg", "output_angles_deg", "delta_spectrum")
 
 
@@ -131,13 +142,22 @@ def pretrained_target_weights(cfg, model: nn.Module) -> dict[str, torch.Tensor]:
     for the diagnostics at the end (none when `evaluation.subspace` is off or nothing is adapted)."""
     if not cfg.evaluation.get("subspace", False) or cfg.method.name == "frozen":
         return {}
-    return {f"{name}.weight": module.weight.detach().clone() for name, _, module in match_modules(model, cfg.adapt.targets)
-            if isinstance(module, nn.Linear)}
+    return {
+        f"{name}.weight": module.weight.detach().clone()
+        for name, _, module in match_modules(model, cfg.adapt.targets)
+        if isinstance(module, nn.Linear)
+    }
 
 
-def compute_subspace_diagnostics(base_model: WeightSource, adapted_model: WeightSource, module_names: Iterable[str], *,
-                                 rank_fraction: float = 0.05, spectrum_head: int = 32,
-                                 svd_cache_dir: str | Path | None = None) -> dict[str, Any]:
+def compute_subspace_diagnostics(
+    base_model: WeightSource,
+    adapted_model: WeightSource,
+    module_names: Iterable[str],
+    *,
+    rank_fraction: float = 0.05,
+    spectrum_head: int = 32,
+    svd_cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Principal angles (input and output side) and the ΔW spectrum for every named layer, per layer type.
 
     `base_model` / `adapted_model`: the pretrained and the adapted model, as `nn.Module`s or state dicts
@@ -154,31 +174,49 @@ def compute_subspace_diagnostics(base_model: WeightSource, adapted_model: Weight
     adapted = [_weight(adapted_model, name, adapted=True) for name in names]
     for name, W0, W1 in zip(names, base, adapted):
         if W0.dim() != 2 or W0.shape != W1.shape:
-            raise ConfigError(f"{name}: base weight {tuple(W0.shape)} and adapted weight {tuple(W1.shape)} "
-                              "are not matrices of one shape")
+            raise ConfigError(
+                f"{name}: base weight {tuple(W0.shape)} and adapted weight {tuple(W1.shape)} are not matrices of one shape"
+            )
     ranks = [max(1, math.floor(rank_fraction * min(W0.shape))) for W0 in base]
     with torch.no_grad():
         svds0 = thin_svds(base, svd_cache_dir, ranks) if names else []
         svds1 = thin_svds([W1.to(W0.device) for W0, W1 in zip(base, adapted)], ranks=ranks) if names else []
         layers = {}
         for name, W0, W1, svd0, svd1, rank in zip(names, base, adapted, svds0, svds1, ranks):
-            layers[name] = {"type": module_type(name), **_layer_diagnostics(W0, W1.to(W0.device), svd0, svd1, rank, spectrum_head)}
+            layers[name] = {
+                "type": module_type(name),
+                **_layer_diagnostics(W0, W1.to(W0.device), svd0, svd1, rank, spectrum_head),
+            }
     grouped: dict[str, list[dict]] = defaultdict(list)
     for entry in layers.values():
         grouped[entry["type"]].append(entry)
     layer_types = {}
     for kind, entries in sorted(grouped.items()):
-        layer_types[kind] = {"layers": len(entries), "shape": entries[0]["shape"], "rank": entries[0]["rank"],
-                             **{key: float(np.mean([e[key] for e in entries])) for key in SCALARS},
-                             **{key: _mean_lists([e[key] for e in entries]) for key in PROFILES}}
-    overall = {"layers": len(layers),
-               **{key: float(np.mean([e[key] for e in layers.values()])) if layers else None
-                  for key in ("input_angle_mean_deg", "output_angle_mean_deg", "delta_relative_norm", "delta_effective_rank")}}
+        layer_types[kind] = {
+            "layers": len(entries),
+            "shape": entries[0]["shape"],
+            "rank": entries[0]["rank"],
+            **{key: float(np.mean([e[key] for e in entries])) for key in SCALARS},
+            **{key: _mean_lists([e[key] for e in entries]) for key in PROFILES},
+        }
+    overall = {
+        "layers": len(layers),
+        **{
+            key: float(np.mean([e[key] for e in layers.values()])) if layers else None
+            for key in ("input_angle_mean_deg", "output_angle_mean_deg", "delta_relative_norm", "delta_effective_rank")
+        },
+    }
     for entry in layers.values():  # per-layer profiles are summarised by type; keep the file small
         for key in PROFILES:
             del entry[key]
-    return {"format": FORMAT, "rank_fraction": rank_fraction, "spectrum_head": spectrum_head,
-            "overall": overall, "layer_types": layer_types, "layers": layers}
+    return {
+        "format": FORMAT,
+        "rank_fraction": rank_fraction,
+        "spectrum_head": spectrum_head,
+        "overall": overall,
+        "layer_types": layer_types,
+        "layers": layers,
+    }
 
 
 def write_subspace_diagnostics(run_dir: str | Path, diagnostics: Mapping[str, Any]) -> Path:

@@ -172,13 +172,20 @@ def _read(path: Path, key: str, rank: int, weight: torch.Tensor) -> ThinSVD | No
 def _write(path: Path, key: str, svd: ThinSVD) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file({"Ut": svd.U.T.contiguous().cpu(), "S": svd.S.cpu(), "Vh": svd.Vh.cpu()}, tmp,
-              metadata={"format": CACHE_FORMAT, "weight": key})
+    save_file(
+        {"Ut": svd.U.T.contiguous().cpu(), "S": svd.S.cpu(), "Vh": svd.Vh.cpu()},
+        tmp,
+        metadata={"format": CACHE_FORMAT, "weight": key},
+    )
     tmp.replace(path)  # atomic: a reader never sees a half-written file
 
 
-def thin_svds(weights: Sequence[torch.Tensor], cache_dir: str | Path | None = None,
-              ranks: Sequence[int | None] | int | None = None, workers: int | None = None) -> list[ThinSVD]:
+def thin_svds(
+    weights: Sequence[torch.Tensor],
+    cache_dir: str | Path | None = None,
+    ranks: Sequence[int | None] | int | None = None,
+    workers: int | None = None,
+) -> list[ThinSVD]:
     """Top-`ranks` SVD of every weight (None: all min(d_out, d_in) triplets), from the cache when possible."""
     ranks = list(ranks) if isinstance(ranks, Sequence) else [ranks] * len(weights)
     ranks = [min(w.shape) if r is None else r for w, r in zip(weights, ranks)]

@@ -58,8 +58,7 @@ def pattern_positions(pattern: str, r: int, d: int, svd: ThinSVD | None, seed: i
 
 
 class SVFTLinear(AdapterLayer):
-    def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, pattern: str = "plain", off_diag: int = 0,
-                 seed: int = 0):
+    def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, pattern: str = "plain", off_diag: int = 0, seed: int = 0):
         super().__init__(base_layer)
         if pattern not in PATTERNS:
             raise ConfigError(f"method.pattern={pattern!r} is unknown; choose from {', '.join(PATTERNS)}")

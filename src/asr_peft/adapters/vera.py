@@ -49,7 +49,7 @@ class SharedProjections:
 
     def for_layer(self, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
         device = layer.weight.device
-        return self.A[:, :layer.in_features].to(device), self.B[:layer.out_features].to(device)
+        return self.A[:, : layer.in_features].to(device), self.B[: layer.out_features].to(device)
 
 
 class VeRALinear(AdapterLayer):
@@ -68,8 +68,10 @@ class VeRALinear(AdapterLayer):
 
     def peft_form(self, original_weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
         """PEFT's VeRA: the same projections regenerate from `projection_prng_key`, so only the scales travel."""
-        return ({"peft_type": "VERA", "r": self.lambda_d.shape[0]},
-                {"vera_lambda_b": self.lambda_b.detach(), "vera_lambda_d": self.lambda_d.detach()})
+        return (
+            {"peft_type": "VERA", "r": self.lambda_d.shape[0]},
+            {"vera_lambda_b": self.lambda_b.detach(), "vera_lambda_d": self.lambda_d.detach()},
+        )
 
     def delta_weight(self) -> torch.Tensor:
         dtype = self.lambda_b.dtype

@@ -55,8 +55,15 @@ def check_regular_file(path: Path) -> None:
             raise DataError(f"audio file {path} is a symbolic link to {os.readlink(path)}, which does not exist") from None
         raise DataError(f"audio file {path} does not exist") from None
     if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
         raise DataError(f"audio file {path} is {kind}, not an audio file")
 
 
@@ -98,13 +105,13 @@ def read_audio(path: Path, *, start: float | None = None, end: float | None = No
 @dataclass(frozen=True)
 class AudioScan:
     """What decoding a file (or segment) found: the checks that the header cannot answer."""
-    frames: int        # decoded, per channel
-    peak: float        # largest finite |sample|
-    non_finite: int    # NaN or infinite samples
+
+    frames: int  # decoded, per channel
+    peak: float  # largest finite |sample|
+    non_finite: int  # NaN or infinite samples
 
 
-def scan_audio(path: Path, *, start: float | None = None, end: float | None = None,
-               block_frames: int = 1 << 20) -> AudioScan:
+def scan_audio(path: Path, *, start: float | None = None, end: float | None = None, block_frames: int = 1 << 20) -> AudioScan:
     """Decode exactly what `read_audio` reads, block by block (bounded memory); a file that fails to
     decode, or decodes to fewer frames than its header promises (truncated), is a `DataError`."""
     info = audio_info(path)

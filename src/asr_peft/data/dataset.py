@@ -21,8 +21,16 @@ ITEM_INFO = ("utt_id", "transcript", "language")  # what an item carries besides
 class SpeechDataset(Dataset):
     """Validated utterances -> items for `Collate`: what the model's preprocessor makes of each one."""
 
-    def __init__(self, utterances: Sequence[Utterance], preprocessor, *, default_language: str = "eng",
-                 input_seconds: float | None = None, resample: bool = True, speed_factors: Sequence[float] | None = None):
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        preprocessor,
+        *,
+        default_language: str = "eng",
+        input_seconds: float | None = None,
+        resample: bool = True,
+        speed_factors: Sequence[float] | None = None,
+    ):
         self.utterances = list(utterances)
         self.preprocessor = preprocessor
         self.default_language = default_language
@@ -55,12 +63,24 @@ class SpeechDataset(Dataset):
         return item
 
 
-def model_dataset(bundle, utterances: Sequence[Utterance], *, default_language: str, train: bool = False,
-                  resample: bool = True, speed_factors: Sequence[float] | None = None) -> SpeechDataset:
+def model_dataset(
+    bundle,
+    utterances: Sequence[Utterance],
+    *,
+    default_language: str,
+    train: bool = False,
+    resample: bool = True,
+    speed_factors: Sequence[float] | None = None,
+) -> SpeechDataset:
     """A dataset of `utterances` for `bundle`'s model (its preprocessor, its padding rule)."""
-    return SpeechDataset(utterances, bundle.preprocessor(default_language=default_language, train=train),
-                         default_language=default_language, input_seconds=bundle.input_seconds, resample=resample,
-                         speed_factors=speed_factors)
+    return SpeechDataset(
+        utterances,
+        bundle.preprocessor(default_language=default_language, train=train),
+        default_language=default_language,
+        input_seconds=bundle.input_seconds,
+        resample=resample,
+        speed_factors=speed_factors,
+    )
 
 
 class Collate:

@@ -65,7 +65,7 @@ class _Lines:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    self.reject(f"{path}:{line_no}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r})")
+                    self.reject(f"{path}:{line_no}: not UTF-8 text (byte {err.start}: {raw[err.start : err.start + 1]!r})")
                     continue
                 if line.strip():
                     yield line_no, line.rstrip("\r\n")
@@ -112,9 +112,13 @@ def _jsonl_entry(line: str, path: Path) -> Utterance:
     if not audio.is_absolute():
         audio = path.parent / audio
     return Utterance(
-        id=str(entry["id"]), audio=audio, text=entry["text"],
-        duration=_optional_float(entry.get("duration"), "duration"), speaker=entry.get("speaker"),
-        language=entry.get("language"), start=_optional_float(entry.get("start"), "start"),
+        id=str(entry["id"]),
+        audio=audio,
+        text=entry["text"],
+        duration=_optional_float(entry.get("duration"), "duration"),
+        speaker=entry.get("speaker"),
+        language=entry.get("language"),
+        start=_optional_float(entry.get("start"), "start"),
         end=_optional_float(entry.get("end"), "end"),
     )
 
@@ -190,8 +194,17 @@ def read_kaldi_dir(directory: str | Path, lines: _Lines | None = None) -> list[U
             except _BadLine as err:
                 lines.reject(f"{directory / 'segments'}: utterance {utt_id}: {err}")
                 continue
-            utterances.append(Utterance(utt_id, resolve(wav_scp[recording]), text, duration=end_s - start_s,
-                                        speaker=speakers.get(utt_id), start=start_s, end=end_s))
+            utterances.append(
+                Utterance(
+                    utt_id,
+                    resolve(wav_scp[recording]),
+                    text,
+                    duration=end_s - start_s,
+                    speaker=speakers.get(utt_id),
+                    start=start_s,
+                    end=end_s,
+                )
+            )
         else:
             if utt_id not in wav_scp:
                 lines.reject(f"{directory / 'wav.scp'} has no entry for utterance {utt_id} (in text)")

@@ -39,8 +39,9 @@ def _collapse(text: str) -> str:
 
 def _symbols_to_spaces(text: str, keep: str = "") -> str:
     """Every character whose Unicode category is a mark, symbol, punctuation or control becomes a space."""
-    return "".join(" " if unicodedata.category(c)[0] in "MSPC" and c not in keep else c
-                   for c in unicodedata.normalize("NFKC", text))
+    return "".join(
+        " " if unicodedata.category(c)[0] in "MSPC" and c not in keep else c for c in unicodedata.normalize("NFKC", text)
+    )
 
 
 def whisper_basic(text: str) -> str:
@@ -64,13 +65,38 @@ INNERMOST_PARENTHESES = re.compile(r"\([^()]*\)")
 DIGIT_RUN = re.compile(r"\d+")
 _INFLECT = inflect.engine()  # what the recipe spells numbers with
 # Case-sensitive, before upper-casing, as the recipe applies them.
-MYST_REPLACEMENTS = [("&", " and "), ("_", ""), ("-", ""), ("\u2013", ""), ("*", ""), ("/", " slash "),
-                     ("\u2019", "'"), ("\u2018", "'"), ("'EM", "em"),
-                     *((f"{word} '{clitic}", f"{word}'{clitic}") for word, clitic in (
-                         ("THEY", "RE"), ("I", "M"), ("I", "VE"), ("I", "LL"), ("I", "D"), ("YOU", "RE"),
-                         ("THEY", "VE"), ("THEY", "LL"), ("THEY", "D"), ("HE", "S"))),
-                     ("'CAUSE", "CAUSE"), *((mark, "") for mark in (",", ".", "?", "!", ";", "\u2026")),
-                     ("+UM", ""), ("+UH", ""), ("+", ""), (":", "")]
+MYST_REPLACEMENTS = [
+    ("&", " and "),
+    ("_", ""),
+    ("-", ""),
+    ("\u2013", ""),
+    ("*", ""),
+    ("/", " slash "),
+    ("\u2019", "'"),
+    ("\u2018", "'"),
+    ("'EM", "em"),
+    *(
+        (f"{word} '{clitic}", f"{word}'{clitic}")
+        for word, clitic in (
+            ("THEY", "RE"),
+            ("I", "M"),
+            ("I", "VE"),
+            ("I", "LL"),
+            ("I", "D"),
+            ("YOU", "RE"),
+            ("THEY", "VE"),
+            ("THEY", "LL"),
+            ("THEY", "D"),
+            ("HE", "S"),
+        )
+    ),
+    ("'CAUSE", "CAUSE"),
+    *((mark, "") for mark in (",", ".", "?", "!", ";", "\u2026")),
+    ("+UM", ""),
+    ("+UH", ""),
+    ("+", ""),
+    (":", ""),
+]
 
 
 def remove_markup(text: str) -> str:
@@ -114,8 +140,13 @@ def cgn(text: str) -> str:
     return " ".join(words)
 
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"none": _collapse, "whisper_basic": whisper_basic,
-                                                "whisper_english": whisper_english, "myst": myst, "cgn": cgn}
+NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "none": _collapse,
+    "whisper_basic": whisper_basic,
+    "whisper_english": whisper_english,
+    "myst": myst,
+    "cgn": cgn,
+}
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:

@@ -25,8 +25,9 @@ from torch.utils.data import Sampler
 from asr_peft.errors import ConfigError
 
 
-def duration_buckets(durations: Sequence[float], max_batch_seconds: float, max_batch_size: int | None = None, *,
-                     config_key: str = "loader") -> list[list[int]]:
+def duration_buckets(
+    durations: Sequence[float], max_batch_seconds: float, max_batch_size: int | None = None, *, config_key: str = "loader"
+) -> list[list[int]]:
     """Greedy cut of the duration-sorted indices into batches under the seconds and size limits."""
     if max_batch_seconds <= 0:
         raise ConfigError(f"{config_key}.max_batch_seconds must be positive, got {max_batch_seconds}")
@@ -46,8 +47,9 @@ def duration_buckets(durations: Sequence[float], max_batch_seconds: float, max_b
     return batches
 
 
-def unsorted_batches(count: int, batch_size: int, *, spread_remainder: bool = True,
-                     config_key: str = "loader") -> list[list[int]]:
+def unsorted_batches(
+    count: int, batch_size: int, *, spread_remainder: bool = True, config_key: str = "loader"
+) -> list[list[int]]:
     """Consecutive indices in batches of `batch_size`: ESPnet's unsorted rule (the remainder spread, so
     sizes are batch_size or a little more), or plain chunks of at most `batch_size`."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -61,12 +63,22 @@ def unsorted_batches(count: int, batch_size: int, *, spread_remainder: bool = Tr
 class DurationBucketSampler(Sampler[list[int]]):
     """Batches by padded duration (`max_batch_seconds`) or of a fixed size (`batch_size`, which wins)."""
 
-    def __init__(self, durations: Sequence[float], *, max_batch_seconds: float | None = None,
-                 max_batch_size: int | None = None, batch_size: int | None = None, spread_remainder: bool = True,
-                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, config_key: str = "loader"):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        *,
+        max_batch_seconds: float | None = None,
+        max_batch_size: int | None = None,
+        batch_size: int | None = None,
+        spread_remainder: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        config_key: str = "loader",
+    ):
         if batch_size is not None:
-            self.batches = unsorted_batches(len(durations), batch_size, spread_remainder=spread_remainder,
-                                            config_key=config_key)
+            self.batches = unsorted_batches(len(durations), batch_size, spread_remainder=spread_remainder, config_key=config_key)
         elif max_batch_seconds is not None:
             self.batches = duration_buckets(durations, max_batch_seconds, max_batch_size, config_key=config_key)
         else:

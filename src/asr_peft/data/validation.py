@@ -61,10 +61,10 @@ from asr_peft.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "skip")
-SILENCE_PEAK = 1e-4          # -80 dBFS
-SEGMENT_TOLERANCE_S = 0.01   # an `end` this far past the file's end is rounding, not an error
-AUDIO_CHECK_VERSION = 2      # bump when the audio checks change: cached verdicts are then recomputed
-MAX_PEAK = 2.0               # see `out_of_range_audio` above
+SILENCE_PEAK = 1e-4  # -80 dBFS
+SEGMENT_TOLERANCE_S = 0.01  # an `end` this far past the file's end is rounding, not an error
+AUDIO_CHECK_VERSION = 2  # bump when the audio checks change: cached verdicts are then recomputed
+MAX_PEAK = 2.0  # see `out_of_range_audio` above
 HASH_BLOCK_BYTES = 1 << 22
 MAX_CHECK_THREADS = 8
 # Fast speech stays below ~20 characters a second (about 7 syllables); 50 leaves room for
@@ -74,7 +74,7 @@ MAX_CHARACTERS_PER_SECOND = 50
 
 @dataclass(frozen=True)
 class AudioVerdict:
-    duration: float | None   # seconds of the utterance (segment or file), when the header could be read
+    duration: float | None  # seconds of the utterance (segment or file), when the header could be read
     reason: str | None = None
     message: str | None = None
 
@@ -92,8 +92,11 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
     start = utt.start if utt.start is not None else 0.0
     end = utt.end if utt.end is not None else info.duration
     if start < 0 or end <= start or end > info.duration + SEGMENT_TOLERANCE_S:
-        return AudioVerdict(None, "bad_segment", f"utterance {utt.id}: segment {start}-{end} s is outside {utt.audio} "
-                                                 f"({info.duration:.2f} s) or empty")
+        return AudioVerdict(
+            None,
+            "bad_segment",
+            f"utterance {utt.id}: segment {start}-{end} s is outside {utt.audio} ({info.duration:.2f} s) or empty",
+        )
     duration = end - start
     try:
         scan = scan_audio(utt.audio, start=utt.start, end=utt.end)
@@ -103,12 +106,18 @@ def check_audio(utt: Utterance, *, resample: bool = True) -> AudioVerdict:
     if scan.non_finite:
         return AudioVerdict(duration, "non_finite_audio", f"audio file {where} holds {scan.non_finite} NaN or infinite sample(s)")
     if scan.peak > MAX_PEAK:
-        return AudioVerdict(duration, "out_of_range_audio",
-                            f"audio file {where} has samples up to ±{scan.peak:.3g}, beyond ±{MAX_PEAK:g} (float audio "
-                            "lies in [-1, 1]; a scaling mistake?)")
+        return AudioVerdict(
+            duration,
+            "out_of_range_audio",
+            f"audio file {where} has samples up to ±{scan.peak:.3g}, beyond ±{MAX_PEAK:g} (float audio "
+            "lies in [-1, 1]; a scaling mistake?)",
+        )
     if scan.peak < SILENCE_PEAK:
-        return AudioVerdict(duration, "silent_audio", f"audio file {where} is silent (peak {scan.peak:.1e}, below -80 dBFS) "
-                                                      f"but utterance {utt.id} has a transcript")
+        return AudioVerdict(
+            duration,
+            "silent_audio",
+            f"audio file {where} is silent (peak {scan.peak:.1e}, below -80 dBFS) but utterance {utt.id} has a transcript",
+        )
     return AudioVerdict(duration)
 
 
@@ -149,9 +158,10 @@ class AudioCheckCache:
         keys = list(keys)
         try:
             for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
+                chunk = keys[i : i + 500]
                 rows = self.connection.execute(
-                    f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                    f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
                 found.update({key: AudioVerdict(**json.loads(value)) for key, value in rows})
         except sqlite3.Error as err:
             self._give_up(err)
@@ -165,7 +175,8 @@ class AudioCheckCache:
             with self.connection:
                 self.connection.executemany(
                     "INSERT OR REPLACE INTO verdicts VALUES (?, ?)",
-                    [(key, json.dumps(verdict.__dict__)) for key, verdict in verdicts.items()])
+                    [(key, json.dumps(verdict.__dict__)) for key, verdict in verdicts.items()],
+                )
         except sqlite3.Error as err:
             self._give_up(err)
 
@@ -227,26 +238,49 @@ class Rejections:
 
 
 def validate_utterances(
-    utterances: Sequence[Utterance], *, max_duration: float | None, on_error: str, resample: bool = True,
-    normalizer: Callable[[str], str] | None = None, cache: AudioCheckCache | None = None,
+    utterances: Sequence[Utterance],
+    *,
+    max_duration: float | None,
+    on_error: str,
+    resample: bool = True,
+    normalizer: Callable[[str], str] | None = None,
+    cache: AudioCheckCache | None = None,
 ) -> tuple[list[Utterance], Counter]:
     """Keep the usable utterances (with their duration filled in) and count the others per reason."""
     rejections = Rejections(on_error)
-    kept = _validated(utterances, rejections, max_duration=max_duration, resample=resample, normalizer=normalizer,
-                      cache=cache or AudioCheckCache(None), source="the utterances")
+    kept = _validated(
+        utterances,
+        rejections,
+        max_duration=max_duration,
+        resample=resample,
+        normalizer=normalizer,
+        cache=cache or AudioCheckCache(None),
+        source="the utterances",
+    )
     _report(rejections.skipped, "")
     return kept, rejections.skipped
 
 
-def _validated(utterances: Sequence[Utterance], rejections: Rejections, *, max_duration: float | None, resample: bool,
-               normalizer: Callable[[str], str] | None, cache: AudioCheckCache, source: str) -> list[Utterance]:
+def _validated(
+    utterances: Sequence[Utterance],
+    rejections: Rejections,
+    *,
+    max_duration: float | None,
+    resample: bool,
+    normalizer: Callable[[str], str] | None,
+    cache: AudioCheckCache,
+    source: str,
+) -> list[Utterance]:
     with_text = []
     for utt in utterances:
         if not utt.text.strip():
             rejections.reject("empty_transcript", f"utterance {utt.id} ({utt.audio}) has an empty transcript")
         elif normalizer is not None and not normalizer(utt.text).strip():
-            rejections.reject("empty_after_normalisation", f"utterance {utt.id} ({utt.audio}): transcript "
-                              f"{utt.text!r} has no words after normalisation (nothing to score or learn)")
+            rejections.reject(
+                "empty_after_normalisation",
+                f"utterance {utt.id} ({utt.audio}): transcript "
+                f"{utt.text!r} has no words after normalisation (nothing to score or learn)",
+            )
         else:
             with_text.append(utt)
     kept: list[Utterance] = []
@@ -254,15 +288,18 @@ def _validated(utterances: Sequence[Utterance], rejections: Rejections, *, max_d
         if verdict.reason is not None:
             rejections.reject(verdict.reason, verdict.message)
         elif max_duration is not None and verdict.duration > max_duration:
-            rejections.reject("too_long", f"utterance {utt.id} ({utt.audio}) is {verdict.duration:.1f} s, over "
-                                          f"data.max_duration={max_duration}")
+            rejections.reject(
+                "too_long", f"utterance {utt.id} ({utt.audio}) is {verdict.duration:.1f} s, over data.max_duration={max_duration}"
+            )
         elif (characters := len((normalizer or str)(utt.text).strip())) > MAX_CHARACTERS_PER_SECOND * verdict.duration:
-            rejections.reject("too_many_characters", f"utterance {utt.id} ({utt.audio}): {characters} characters of "
-                              f"transcript for {verdict.duration:.2f} s of audio, over the {MAX_CHARACTERS_PER_SECOND} "
-                              "per second that speech reaches (a transcript of another clip, or wrong segment times?)")
+            rejections.reject(
+                "too_many_characters",
+                f"utterance {utt.id} ({utt.audio}): {characters} characters of "
+                f"transcript for {verdict.duration:.2f} s of audio, over the {MAX_CHARACTERS_PER_SECOND} "
+                "per second that speech reaches (a transcript of another clip, or wrong segment times?)",
+            )
         else:
-            kept.append(Utterance(utt.id, utt.audio, utt.text, verdict.duration, utt.speaker, utt.language, utt.start,
-                                  utt.end))
+            kept.append(Utterance(utt.id, utt.audio, utt.text, verdict.duration, utt.speaker, utt.language, utt.start, utt.end))
     if not kept:
         raise DataError(f"{source}: no usable utterances left (skipped: {dict(rejections.skipped)})")
     return kept
@@ -279,6 +316,7 @@ class TokenLimit:
     audio allows (at least this many when within it: exact when over), what sets that maximum (said in
     the error), and whether an utterance over it is refused (nothing learns from it) or accepted with a
     warning (part of the model still learns from it)."""
+
     tokens: int
     maximum: int
     why: str
@@ -288,6 +326,7 @@ class TokenLimit:
 @dataclass
 class ValidatedData:
     """The splits of a data config after validation, and what was skipped (test sets' reasons as `test/<reason>`)."""
+
     train: list[Utterance] = field(default_factory=list)
     valid: list[Utterance] = field(default_factory=list)
     test: dict[str, list[Utterance]] = field(default_factory=dict)
@@ -295,14 +334,20 @@ class ValidatedData:
 
     def keep_languages(self, known: Callable[[str], bool], default: str, on_error: str) -> None:
         """Drop (or refuse) utterances whose language has no token in the model; needs the model."""
+
         def problem(utt: Utterance, split: str, training: bool) -> str | None:
             language = utt.language or default
-            return None if known(language) else (f"utterance {utt.id} ({split}): language {language!r} has no token "
-                                                 f"<{language}> in the model's token list")
+            return (
+                None
+                if known(language)
+                else (f"utterance {utt.id} ({split}): language {language!r} has no token <{language}> in the model's token list")
+            )
+
         self._keep(problem, "unknown_language", on_error)
 
-    def keep_within_token_limits(self, limit: Callable[[str, str | None, float], TokenLimit], on_error: str, *,
-                                 fastest_speed: float = 1.0) -> None:
+    def keep_within_token_limits(
+        self, limit: Callable[[str, str | None, float], TokenLimit], on_error: str, *, fastest_speed: float = 1.0
+    ) -> None:
         """Drop (or refuse) utterances whose transcript the model cannot learn from with their audio
         (`limit`, the model's rule); training audio is counted at `fastest_speed`. Those over a limit
         that the model tolerates are kept, and said in one warning line per split."""
@@ -313,17 +358,25 @@ class ValidatedData:
             bound = limit(utt.text, utt.language, seconds)
             if bound.tokens <= bound.maximum:
                 return None
-            message = (f"utterance {utt.id} ({split}, {utt.audio}): its transcript is {bound.tokens} tokens, over the "
-                       f"{bound.maximum} that {seconds:.2f} s of audio allow ({bound.why})")
+            message = (
+                f"utterance {utt.id} ({split}, {utt.audio}): its transcript is {bound.tokens} tokens, over the "
+                f"{bound.maximum} that {seconds:.2f} s of audio allow ({bound.why})"
+            )
             if bound.refused:
                 return message
             tolerated.setdefault(split, []).append(f"{utt.id}: {bound.tokens} tokens for {bound.maximum}")
             return None
+
         self._keep(problem, "too_many_tokens", on_error)
         for split, examples in tolerated.items():
-            log.warning("%s: %d utterance(s) have more tokens than CTC can align to their audio (%s%s); their CTC "
-                        "loss is zero and only the attention decoder learns from them", split, len(examples),
-                        "; ".join(examples[:3]), "; ..." if len(examples) > 3 else "")
+            log.warning(
+                "%s: %d utterance(s) have more tokens than CTC can align to their audio (%s%s); their CTC "
+                "loss is zero and only the attention decoder learns from them",
+                split,
+                len(examples),
+                "; ".join(examples[:3]),
+                "; ..." if len(examples) > 3 else "",
+            )
 
     def keep_test_apart_from_train(self, normalizer: Callable[[str], str], on_error: str) -> None:
         """Refuse (or skip) test utterances that training sees: a training utterance's id, or its audio
@@ -343,12 +396,17 @@ class ValidatedData:
             if split in ("data.train", "data.valid"):
                 return None
             if utt.id in ids:
-                return (f"utterance {utt.id} ({split}) has the id of a data.train utterance; ids must differ between "
-                        "training and test (decodes and records are keyed by them)")
+                return (
+                    f"utterance {utt.id} ({split}) has the id of a data.train utterance; ids must differ between "
+                    "training and test (decodes and records are keyed by them)"
+                )
             if content(utt) in heard:
-                return (f"utterance {utt.id} ({split}, {utt.audio}): its audio and transcript are also in data.train; "
-                        "a test utterance seen in training measures nothing")
+                return (
+                    f"utterance {utt.id} ({split}, {utt.audio}): its audio and transcript are also in data.train; "
+                    "a test utterance seen in training measures nothing"
+                )
             return None
+
         self._keep(problem, "in_train", on_error)
 
     def _keep(self, problem: Callable[[Utterance, str, bool], str | None], reason: str, on_error: str) -> None:
@@ -374,8 +432,13 @@ class ValidatedData:
         yield from ((f"test set {name}", utterances, "test/") for name, utterances in self.test.items())
 
 
-def validate_data(data_cfg: Mapping[str, Any], *, normalizer: Callable[[str], str], cache_dir: str | Path | None,
-                  splits: Sequence[str] = ("train", "valid", "test")) -> ValidatedData:
+def validate_data(
+    data_cfg: Mapping[str, Any],
+    *,
+    normalizer: Callable[[str], str],
+    cache_dir: str | Path | None,
+    splits: Sequence[str] = ("train", "valid", "test"),
+) -> ValidatedData:
     """Read and validate the data config's manifests (`train`, `valid`, every `test` set) up front."""
     on_error = data_cfg.get("on_error", "raise")
     cache = AudioCheckCache(Path(cache_dir) / "audio_checks.sqlite" if cache_dir is not None else None)
@@ -387,9 +450,15 @@ def validate_data(data_cfg: Mapping[str, Any], *, normalizer: Callable[[str], st
                 if not path:
                     raise ConfigError(f"data.{split} is not set (a JSONL manifest or a Kaldi data directory)")
                 rejections = Rejections(on_error)
-                utterances = _validated(load_utterances(path, skipped=rejections.line_counter), rejections,
-                                        max_duration=data_cfg.get("max_duration"), resample=data_cfg.get("resample", True),
-                                        normalizer=normalizer, cache=cache, source=str(path))
+                utterances = _validated(
+                    load_utterances(path, skipped=rejections.line_counter),
+                    rejections,
+                    max_duration=data_cfg.get("max_duration"),
+                    resample=data_cfg.get("resample", True),
+                    normalizer=normalizer,
+                    cache=cache,
+                    source=str(path),
+                )
                 prefix = "test/" if split == "test" else ""
                 result.skipped.update({prefix + reason: count for reason, count in rejections.skipped.items()})
                 _report(rejections.skipped, f" of {path}")

@@ -37,8 +37,7 @@ def read_checkpoint(path: Path, *, map_location: torch.device | str = "cpu", mma
         raise ModelLoadError(f"cannot read checkpoint {path}: {torch_load_problem(err)}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         holds = "a dictionary without one" if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ModelLoadError(f"{path} is not a training checkpoint (a dictionary with a state_dict of tensors; "
-                             f"it holds {holds})")
+        raise ModelLoadError(f"{path} is not a training checkpoint (a dictionary with a state_dict of tensors; it holds {holds})")
     return checkpoint
 
 
@@ -48,28 +47,32 @@ def load_pretrained(run_cfg: DictConfig, *, device: torch.device | str = "cpu"):
     # seed (training/run.py); drawn from another state they would be another model (the fingerprint says so).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(run_cfg.seed))
-        return load_model(OmegaConf.to_container(run_cfg.model, resolve=True), device=str(device),
-                          cache_dir=run_cfg.paths.get("model_cache_dir"))
+        return load_model(
+            OmegaConf.to_container(run_cfg.model, resolve=True),
+            device=str(device),
+            cache_dir=run_cfg.paths.get("model_cache_dir"),
+        )
 
 
 def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
     """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     bundle = load_pretrained(run_cfg, device=device)
-    apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt),
-                 svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
+    apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt), svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
     checkpoint_dict = read_checkpoint(path, map_location=device)
     state = checkpoint_dict["state_dict"]
     prefix = "model."
-    tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    tensors = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     missing = {n for n, p in bundle.model.named_parameters() if p.requires_grad} - set(tensors)
     if missing:
         raise ModelLoadError(f"{path} lacks trainable tensor(s) of the run's method, e.g. {sorted(missing)[0]}")
     shapes = bundle.model.state_dict()
     for name, tensor in tensors.items():
         if name in shapes and tuple(getattr(tensor, "shape", ())) != tuple(shapes[name].shape):
-            raise ModelLoadError(f"{path} was trained with another method budget or model: its {name} is "
-                                 f"{tuple(getattr(tensor, 'shape', ()))}, this run's is {tuple(shapes[name].shape)}")
+            raise ModelLoadError(
+                f"{path} was trained with another method budget or model: its {name} is "
+                f"{tuple(getattr(tensor, 'shape', ()))}, this run's is {tuple(shapes[name].shape)}"
+            )
     bundle.model.load_state_dict(tensors, strict=False)
     check_fingerprint(adapter_modules(bundle.model), checkpoint_dict.get(FINGERPRINT_KEY), str(path))
     bundle.model.eval()

@@ -15,8 +15,12 @@ from pathlib import Path
 
 from asr_peft.errors import ConfigError
 
-COUNT_LINES = {"substitutions": "Percent Substitution", "deletions": "Percent Deletions",
-               "insertions": "Percent Insertions", "num_words": "Ref. words"}
+COUNT_LINES = {
+    "substitutions": "Percent Substitution",
+    "deletions": "Percent Deletions",
+    "insertions": "Percent Insertions",
+    "num_words": "Ref. words",
+}
 
 
 def sclite_command() -> list[str]:
@@ -24,13 +28,29 @@ def sclite_command() -> list[str]:
         return ["sclite"]
     if shutil.which("sctk"):
         return ["sctk", "sclite"]
-    raise ConfigError("evaluation.sclite=true needs NIST sclite: install it (apt-get install sctk) or set evaluation.sclite=false")
+    raise ConfigError(
+        "evaluation.sclite=true needs NIST sclite: install it (apt-get install sctk) or set evaluation.sclite=false"
+    )
 
 
 def sclite_word_errors(ref_trn: str | Path, hyp_trn: str | Path) -> dict[str, float | int]:
     """Word error counts and WER of `hyp_trn` against `ref_trn` (sclite trn files, UTF-8)."""
-    command = [*sclite_command(), "-r", str(ref_trn), "trn", "-h", str(hyp_trn), "trn", "-i", "rm", "-e", "utf-8",
-               "-o", "dtl", "stdout"]
+    command = [
+        *sclite_command(),
+        "-r",
+        str(ref_trn),
+        "trn",
+        "-h",
+        str(hyp_trn),
+        "trn",
+        "-i",
+        "rm",
+        "-e",
+        "utf-8",
+        "-o",
+        "dtl",
+        "stdout",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8")
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()

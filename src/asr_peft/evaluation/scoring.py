@@ -30,16 +30,22 @@ from asr_peft.models.precision import precision_plugin
 log = logging.getLogger(__name__)
 
 
-def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding",
-               precision: Precision | None = None) -> dict[str, str]:
+def transcribe(
+    bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding", precision: Precision | None = None
+) -> dict[str, str]:
     """Hypotheses by utterance id, decoded on the model's device in `precision` (a Lightning precision plugin
     whose `convert_module` the model has been through), in batches of at most `evaluation.batch_size`
     utterances (in corpus order), else in duration-sorted batches of at most `evaluation.max_batch_seconds`
     of padded audio (a model that pads to 30 s costs 30 s per utterance)."""
     precision = precision or Precision()
-    sampler = DurationBucketSampler(dataset.durations, max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
-                                    batch_size=eval_cfg.get("batch_size"), spread_remainder=False, shuffle=False,
-                                    config_key="evaluation")
+    sampler = DurationBucketSampler(
+        dataset.durations,
+        max_batch_seconds=eval_cfg.get("max_batch_seconds", 200.0),
+        batch_size=eval_cfg.get("batch_size"),
+        spread_remainder=False,
+        shuffle=False,
+        config_key="evaluation",
+    )
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(bundle.collate))
     method = bundle.check_decode_method(eval_cfg.get("decode"))
     options = dict(eval_cfg.get("beam", {}) or {}) if method == "beam" else {}
@@ -54,9 +60,17 @@ def transcribe(bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, d
 
 
 def score_test_sets(
-    bundle, data_cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any], normalizer: Callable[[str], str],
-    out_dir: Path | None, *, skipped: Counter | None = None, test_sets: Mapping[str, list[Utterance]] | None = None,
-    cache_dir: str | Path | None = None, device: torch.device | str = "cpu", precision: str = "32-true",
+    bundle,
+    data_cfg: Mapping[str, Any],
+    eval_cfg: Mapping[str, Any],
+    normalizer: Callable[[str], str],
+    out_dir: Path | None,
+    *,
+    skipped: Counter | None = None,
+    test_sets: Mapping[str, list[Utterance]] | None = None,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "32-true",
 ) -> dict[str, dict[str, Any]]:
     """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`.
 
@@ -88,8 +102,13 @@ def score_test_sets(
         references = [utt.text for utt in utterances]
         hyps = [hypotheses[i] for i in ids]
         metrics[name] = error_rates(references, hyps, normalizer)
-        log.info("test %s: WER %.2f%% CER %.2f%% (%d utterances)", name, 100 * metrics[name]["wer"],
-                 100 * metrics[name]["cer"], len(ids))
+        log.info(
+            "test %s: WER %.2f%% CER %.2f%% (%d utterances)",
+            name,
+            100 * metrics[name]["wer"],
+            100 * metrics[name]["cer"],
+            len(ids),
+        )
         if out_dir is not None:
             # The scored utterances only (a reference empty after normalisation has no WER), so that
             # sclite scores exactly what jiwer did.

@@ -41,5 +41,14 @@ def load_model(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: 
     return getattr(importlib.import_module(module), loader)(model_cfg, device=device, cache_dir=cache_dir)
 
 
-__all__ = ["FAMILIES", "ModelBundle", "OWSMBundle", "bundle_class", "build_model", "family_of", "load_exported",
-           "load_model", "load_owsm"]
+__all__ = [
+    "FAMILIES",
+    "ModelBundle",
+    "OWSMBundle",
+    "bundle_class",
+    "build_model",
+    "family_of",
+    "load_exported",
+    "load_model",
+    "load_owsm",
+]

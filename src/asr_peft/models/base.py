@@ -58,8 +58,7 @@ class ModelBundle(ABC):
         """The training loss of a collated batch (the model in the caller's mode) and named statistics."""
 
     @abstractmethod
-    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str],
-                   options: Mapping[str, Any]) -> list[str]:
+    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         """Transcripts of a collated batch (on the model's device), decoded with `method` (one of
         `decode_methods`) and its `options` (`evaluation.beam`); `languages`: each utterance's ISO 639-3 code."""
 
@@ -88,8 +87,10 @@ class ModelBundle(ABC):
         if method is None:
             return self.decode_methods[0]
         if method not in self.decode_methods:
-            raise ConfigError(f"evaluation.decode={method!r} is not a decoding method of this model "
-                              f"(choose from: {', '.join(self.decode_methods)})")
+            raise ConfigError(
+                f"evaluation.decode={method!r} is not a decoding method of this model "
+                f"(choose from: {', '.join(self.decode_methods)})"
+            )
         return method
 
 

@@ -24,8 +24,10 @@ def enable_activation_checkpointing(model: nn.Module) -> dict[str, list[int]]:
     for part, blocks, first in (("encoder", "encoders", 0), ("decoder", "decoders", 1)):
         module = getattr(model, part, None)
         if not hasattr(module, "gradient_checkpoint_layers") or not hasattr(module, blocks):
-            raise ConfigError(f"activation_checkpointing=true: ESPnet's {type(module).__name__} ({part}) has no "
-                              "gradient_checkpoint_layers (its E-Branchformer encoder and Transformer decoders do)")
+            raise ConfigError(
+                f"activation_checkpointing=true: ESPnet's {type(module).__name__} ({part}) has no "
+                "gradient_checkpoint_layers (its E-Branchformer encoder and Transformer decoders do)"
+            )
         module.gradient_checkpoint_layers = list(range(first, len(getattr(module, blocks)) + 1))
         layers[part] = module.gradient_checkpoint_layers
     return layers

@@ -43,7 +43,7 @@ class DeltaRounding:
     """How much of the adapters' update ΔW a stored dtype gets wrong: ‖stored(W + ΔW) − (W + ΔW)‖ / ‖ΔW‖."""
 
     dtype: torch.dtype
-    lost: float                                   # over all adapted layers together
+    lost: float  # over all adapted layers together
     worst_layer: str | None = None
     worst_lost: float = 0.0
     layers: int = 0
@@ -61,14 +61,20 @@ def delta_rounding(model: torch.nn.Module, dtype: torch.dtype) -> DeltaRounding:
             exact = module.base_layer.weight.double() + delta
             error = float((exact.to(dtype).double() - exact).norm())
             size = float(delta.norm())
-            lost_sq, delta_sq, layers = lost_sq + error ** 2, delta_sq + size ** 2, layers + 1
+            lost_sq, delta_sq, layers = lost_sq + error**2, delta_sq + size**2, layers + 1
             if size > 0 and error / size > worst_lost:
                 worst_layer, worst_lost = name, error / size
     return DeltaRounding(dtype, math.sqrt(lost_sq / delta_sq) if delta_sq > 0 else 0.0, worst_layer, worst_lost, layers)
 
 
-def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | None = None,
-                      dtype: torch.dtype = torch.float32, overwrite: bool = False) -> Path:
+def export_espnet_dir(
+    bundle,
+    out_dir: str | Path,
+    *,
+    model: torch.nn.Module | None = None,
+    dtype: torch.dtype = torch.float32,
+    overwrite: bool = False,
+) -> Path:
     """Export `model` (default: the bundle's) with the bundle's config and tokenizer files, floating-point
     tensors stored in `dtype` (rounded once, from the model's own precision).
 
@@ -89,12 +95,15 @@ def export_espnet_dir(bundle, out_dir: str | Path, *, model: torch.nn.Module | N
         (out_dir / STATS).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(stats_file, out_dir / STATS)
         config["normalize_conf"]["stats_file"] = str(STATS)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(state, out_dir / WEIGHTS)
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    meta = {"files": {"s2t_model_file": str(WEIGHTS)}, "yaml_files": {"s2t_train_config": str(CONFIG)},
-            "python": "3.11", "torch": str(torch.__version__)}
+    meta = {
+        "files": {"s2t_model_file": str(WEIGHTS)},
+        "yaml_files": {"s2t_train_config": str(CONFIG)},
+        "python": "3.11",
+        "torch": str(torch.__version__),
+    }
     (out_dir / "meta.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
     write_checksums(out_dir)
     return out_dir

@@ -92,8 +92,7 @@ class OWSMBundle(ModelBundle):
         loss, stats, _ = self.model(**{key: batch[key] for key in MODEL_INPUTS})
         return loss, {key: stats.get(key) for key in ("loss_ctc", "loss_att", "acc")}
 
-    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str],
-                   options: Mapping[str, Any]) -> list[str]:
+    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         from asr_peft.models.owsm_decoding import decode
 
         return decode(self, batch["speech"], batch["speech_lengths"], method=method, languages=languages, **options)
@@ -197,8 +196,14 @@ def random_init_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     s2t_config[PAD_INPUT_KEY] = bool(model_cfg.get("speech_length"))
     s2t_config.setdefault("preprocessor_conf", {})
     s2t_config["preprocessor_conf"].update(
-        {"fs": 16000, "speech_length": model_cfg.get("speech_length") or 30, "notime_symbol": "<notimestamps>",
-         "first_time_symbol": "<0.00>", "last_time_symbol": "<30.00>", "na_symbol": "<na>"}
+        {
+            "fs": 16000,
+            "speech_length": model_cfg.get("speech_length") or 30,
+            "notime_symbol": "<notimestamps>",
+            "first_time_symbol": "<0.00>",
+            "last_time_symbol": "<30.00>",
+            "na_symbol": "<na>",
+        }
     )
     return s2t_config
 
@@ -247,7 +252,9 @@ def find_exported_files(path: str | Path) -> tuple[Path, Path, Path]:
     return root, config, weights[0]
 
 
-def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float | None = None, source: str | None = None) -> OWSMBundle:
+def load_exported(
+    path: str | Path, *, device: str = "cpu", speech_length: float | None = None, source: str | None = None
+) -> OWSMBundle:
     """Load an ESPnet-exported S2T model directory, strictly (every tensor must match)."""
     root, config_file, weights_file = find_exported_files(path)
     try:
@@ -271,11 +278,21 @@ def load_exported(path: str | Path, *, device: str = "cpu", speech_length: float
         )
     tokenizer, converter = _tokenizer_for(s2t_config)
     preprocessor = s2t_config.get("preprocessor_conf") or {}
-    files = {k: v for k, v in (("bpemodel", s2t_config.get("bpemodel")),
-                                ("stats_file", (s2t_config.get("normalize_conf") or {}).get("stats_file"))) if v}
+    files = {
+        k: v
+        for k, v in (
+            ("bpemodel", s2t_config.get("bpemodel")),
+            ("stats_file", (s2t_config.get("normalize_conf") or {}).get("stats_file")),
+        )
+        if v
+    }
     return OWSMBundle(
-        model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
-        source=source or f"dir:{root}", files=files,
+        model=model,
+        s2t_config=s2t_config,
+        tokenizer=tokenizer,
+        converter=converter,
+        source=source or f"dir:{root}",
+        files=files,
         speech_length=speech_length or (preprocessor.get("speech_length") if s2t_config.get(PAD_INPUT_KEY, True) else None),
     )
 
@@ -288,12 +305,18 @@ def download_from_hub(hf_id: str, cache_dir: str | Path | None, *, name: str = "
     try:
         info = downloader.download_and_unpack(hf_id)
     except Exception as err:  # network, hub and unpack errors all mean "not available here"
-        offline = any(os.environ.get(flag, "").lower() in ("1", "true", "yes") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-        why = ("offline (HF_HUB_OFFLINE) and not in the download cache" if offline
-               else f"download failed: {' '.join(str(err).split()[:25]) or type(err).__name__}")
+        offline = any(
+            os.environ.get(flag, "").lower() in ("1", "true", "yes") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        )
+        why = (
+            "offline (HF_HUB_OFFLINE) and not in the download cache"
+            if offline
+            else f"download failed: {' '.join(str(err).split()[:25]) or type(err).__name__}"
+        )
         raise ModelLoadError(
             f"model={name} ({hf_id}) is not available: {why} {downloader.cachedir}; set model.path=<a local "
-            f"ESPnet model directory> or download it once online") from err
+            f"ESPnet model directory> or download it once online"
+        ) from err
     return Path(info["s2t_train_config"]).parent
 
 
@@ -317,5 +340,12 @@ def load_owsm(model_cfg: Mapping[str, Any], *, device: str = "cpu", cache_dir: s
     model = build_model(s2t_config, device=device)
     tokenizer, converter = _tokenizer_for(s2t_config)
     files = {"bpemodel": s2t_config["bpemodel"]} if s2t_config.get("bpemodel") else {}
-    return OWSMBundle(model=model, s2t_config=s2t_config, tokenizer=tokenizer, converter=converter,
-                      source="meta" if str(device) == "meta" else "random", speech_length=speech_length, files=files)
+    return OWSMBundle(
+        model=model,
+        s2t_config=s2t_config,
+        tokenizer=tokenizer,
+        converter=converter,
+        source="meta" if str(device) == "meta" else "random",
+        speech_length=speech_length,
+        files=files,
+    )

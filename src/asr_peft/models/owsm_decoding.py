@@ -19,7 +19,6 @@ from asr_peft.errors import ConfigError
 from asr_peft.models.base import eval_mode
 
 
-
 def pad_or_trim(speech: torch.Tensor, lengths: torch.Tensor, speech_length: float | None):
     """OWSM's fixed input length: pad with zeros or trim every utterance to `speech_length` seconds."""
     if not speech_length:
@@ -48,8 +47,18 @@ def ctc_greedy_decode(bundle, speech: torch.Tensor, speech_lengths: torch.Tensor
 class BeamSearchDecoder:
     """ESPnet's attention + CTC beam search over one utterance at a time, as Speech2Text runs it."""
 
-    def __init__(self, bundle, *, beam_size: int = 5, ctc_weight: float = 0.3, penalty: float = 0.0,
-                 maxlenratio: float = 0.0, minlenratio: float = 0.0, lang_sym: str = "<eng>", task_sym: str = "<asr>"):
+    def __init__(
+        self,
+        bundle,
+        *,
+        beam_size: int = 5,
+        ctc_weight: float = 0.3,
+        penalty: float = 0.0,
+        maxlenratio: float = 0.0,
+        minlenratio: float = 0.0,
+        lang_sym: str = "<eng>",
+        task_sym: str = "<asr>",
+    ):
         from espnet.nets.batch_beam_search import BatchBeamSearch
         from espnet.nets.scorers.ctc import CTCPrefixScorer
         from espnet.nets.scorers.length_bonus import LengthBonus
@@ -76,12 +85,22 @@ class BeamSearchDecoder:
                 notimestamps=index[preprocessor.get("notime_symbol", "<notimestamps>")],
                 first_time=index[preprocessor.get("first_time_symbol", "<0.00>")],
                 last_time=index[preprocessor.get("last_time_symbol", "<30.00>")],
-                sos=model.sos, eos=model.eos, vocab_size=len(token_list)),
+                sos=model.sos,
+                eos=model.eos,
+                vocab_size=len(token_list),
+            ),
         }
         weights = {"decoder": 1.0 - ctc_weight, "ctc": ctc_weight, "length_bonus": penalty, "scorefilter": 1.0}
         self.search = BatchBeamSearch(
-            beam_size=beam_size, weights=weights, scorers=scorers, sos=model.sos, eos=model.eos,
-            vocab_size=len(token_list), token_list=token_list, pre_beam_score_key=None if ctc_weight == 1.0 else "full")
+            beam_size=beam_size,
+            weights=weights,
+            scorers=scorers,
+            sos=model.sos,
+            eos=model.eos,
+            vocab_size=len(token_list),
+            token_list=token_list,
+            pre_beam_score_key=None if ctc_weight == 1.0 else "full",
+        )
         self.search.eval()
         # ESPnet's search logs every utterance's hypotheses at INFO: thousands of lines per test set.
         logging.getLogger("espnet.nets.beam_search").setLevel(logging.WARNING)
@@ -121,12 +140,19 @@ class BeamSearchDecoder:
             self.search.set_hyp_primer(primer)
             hypotheses = self.search(x=encoded[0], maxlenratio=-maxlen, minlenratio=self.minlenratio)
         tokens = hypotheses[0].yseq.tolist()[:-1]  # drop the final <eos>
-        tokens = tokens[tokens.index(model.sos) + 1:]
+        tokens = tokens[tokens.index(model.sos) + 1 :]
         return self.bundle.ids_to_text([t for t in tokens if t != model.blank_id])
 
 
-def decode(bundle, speech: torch.Tensor, speech_lengths: torch.Tensor, *, method: str = "ctc_greedy",
-           languages: list[str] | None = None, **beam_kwargs) -> list[str]:
+def decode(
+    bundle,
+    speech: torch.Tensor,
+    speech_lengths: torch.Tensor,
+    *,
+    method: str = "ctc_greedy",
+    languages: list[str] | None = None,
+    **beam_kwargs,
+) -> list[str]:
     """Transcripts of a padded batch with the chosen method (`evaluation.decode`); `languages` (ISO
     639-3, one per utterance) prime the beam search's language token."""
     if method == "ctc_greedy":

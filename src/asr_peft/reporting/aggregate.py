@@ -154,17 +154,29 @@ def run_settings(record: dict) -> dict[str, Any]:
 def method_settings(record: dict) -> dict[str, Any]:
     """What configures the method besides its budget: its hyperparameters, target lists and random draws aside."""
     method = _mapping(record.get("method"))
-    return {k: v for k, v in method.items()
-            if k not in NON_DISTINGUISHING and f"method.{k}" not in BUDGET_KEYS and not isinstance(v, (list, dict))}
+    return {
+        k: v
+        for k, v in method.items()
+        if k not in NON_DISTINGUISHING and f"method.{k}" not in BUDGET_KEYS and not isinstance(v, (list, dict))
+    }
 
 
 def varying_keys(settings: list[dict[str, Any]]) -> list[str]:
     """Keys whose value is not the same in every dict (a missing key counts as a value, except for settings
     only some methods read: `adapt.targets` varies only among the runs that have it)."""
     keys = sorted({k for s in settings for k in s})
-    return [k for k in keys
-            if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings
-                    if k not in SETTINGS_ONLY_SOME_METHODS_READ or k in s}) > 1]
+    return [
+        k
+        for k in keys
+        if len(
+            {
+                json.dumps(s.get(k), sort_keys=True, default=str)
+                for s in settings
+                if k not in SETTINGS_ONLY_SOME_METHODS_READ or k in s
+            }
+        )
+        > 1
+    ]
 
 
 def _outermost(keys: list[str]) -> list[str]:
@@ -183,10 +195,14 @@ def configuration_labels(records: list[dict]) -> list[str]:
     varying_own = {name: varying_keys([s for n, s in zip(names, own) if n == name]) for name in set(names)}
     other = [run_settings(r) for r in records]
     varying_other = _outermost(varying_keys(other))
-    return [configuration_label(_mapping(record.get("method")), _mapping(record.get("adapt")),
-                                {**{f"method.{k}": mine[k] for k in varying_own[name] if k in mine},
-                                 **{k: theirs.get(k) for k in varying_other}})
-            for record, name, mine, theirs in zip(records, names, own, other)]
+    return [
+        configuration_label(
+            _mapping(record.get("method")),
+            _mapping(record.get("adapt")),
+            {**{f"method.{k}": mine[k] for k in varying_own[name] if k in mine}, **{k: theirs.get(k) for k in varying_other}},
+        )
+        for record, name, mine, theirs in zip(records, names, own, other)
+    ]
 
 
 def to_frame(runs: list[Run]) -> pd.DataFrame:
@@ -201,13 +217,19 @@ def to_frame(runs: list[Run]) -> pd.DataFrame:
         settings = run_settings(record)
         distinguishing = {k: settings.get(k) for k in varying}
         base = {
-            "run": run.directory.name, "status": record.get("status"), "error": record.get("error"),
-            "method": method.get("name"), "configuration": label,
+            "run": run.directory.name,
+            "status": record.get("status"),
+            "error": record.get("error"),
+            "method": method.get("name"),
+            "configuration": label,
             "p": _number(adapt.get("p")) if method.get("name") in METHODS_USING_P else None,
-            "model": _mapping(record.get("model")).get("name"), "data": _mapping(record.get("data")).get("name"),
+            "model": _mapping(record.get("model")).get("name"),
+            "data": _mapping(record.get("data")).get("name"),
             "seed": record.get("seed"),
-            "trainable": _number(parameters.get("trainable")), "total": _number(parameters.get("total")),
-            "train_time_s": _number(record.get("train_time_s")), "peak_memory_mb": _number(record.get("peak_memory_mb")),
+            "trainable": _number(parameters.get("trainable")),
+            "total": _number(parameters.get("total")),
+            "train_time_s": _number(record.get("train_time_s")),
+            "peak_memory_mb": _number(record.get("peak_memory_mb")),
             "global_step": _number(record.get("global_step")),
             **{f"method.{k}": _scalar(v) for k, v in method.items() if k != "name"},
             **distinguishing,
@@ -218,14 +240,44 @@ def to_frame(runs: list[Run]) -> pd.DataFrame:
             rows.append({**base, "test_set": None, "wer": None, "cer": None, "baseline_wer": None, "baseline_cer": None})
         for test_set, values in metrics.items():
             values, before = _mapping(values), _mapping(baseline.get(test_set))
-            rows.append({**base, "test_set": test_set, "wer": _number(values.get("wer")), "cer": _number(values.get("cer")),
-                         "baseline_wer": _number(before.get("wer")), "baseline_cer": _number(before.get("cer"))})
+            rows.append(
+                {
+                    **base,
+                    "test_set": test_set,
+                    "wer": _number(values.get("wer")),
+                    "cer": _number(values.get("cer")),
+                    "baseline_wer": _number(before.get("wer")),
+                    "baseline_cer": _number(before.get("cer")),
+                }
+            )
     frame = pd.DataFrame(rows)
     if rows:  # methods in registry order, cheapest configuration first, then seeds; test sets keep their order
-        frame = frame.assign(_rank=frame["method"].map(method_rank)).sort_values(
-            ["model", "data", "_rank", "trainable", "configuration", "seed"], kind="stable", na_position="last").drop(columns="_rank")
-    leading = ["run", "status", "error", "method", "configuration", "p", "model", "data", "seed", "test_set", "wer", "cer",
-               "baseline_wer", "baseline_cer", "trainable", "total", "train_time_s", "peak_memory_mb", "global_step"]
+        frame = (
+            frame.assign(_rank=frame["method"].map(method_rank))
+            .sort_values(["model", "data", "_rank", "trainable", "configuration", "seed"], kind="stable", na_position="last")
+            .drop(columns="_rank")
+        )
+    leading = [
+        "run",
+        "status",
+        "error",
+        "method",
+        "configuration",
+        "p",
+        "model",
+        "data",
+        "seed",
+        "test_set",
+        "wer",
+        "cer",
+        "baseline_wer",
+        "baseline_cer",
+        "trainable",
+        "total",
+        "train_time_s",
+        "peak_memory_mb",
+        "global_step",
+    ]
     return frame[[c for c in leading if c in frame] + [c for c in frame if c not in leading]] if rows else frame
 
 
@@ -257,10 +309,20 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()]
     if done.empty:
         return pd.DataFrame(columns=columns)
-    summary = done.groupby(GROUP_KEYS, dropna=False, sort=False).agg(
-        trainable=("trainable", "mean"), total=("total", "mean"), wer_mean=("wer", "mean"), wer_std=("wer", "std"),
-        cer_mean=("cer", "mean"), cer_std=("cer", "std"), baseline_wer=("baseline_wer", "mean"),
-        seeds=("seed", "nunique")).reset_index()
+    summary = (
+        done.groupby(GROUP_KEYS, dropna=False, sort=False)
+        .agg(
+            trainable=("trainable", "mean"),
+            total=("total", "mean"),
+            wer_mean=("wer", "mean"),
+            wer_std=("wer", "std"),
+            cer_mean=("cer", "mean"),
+            cer_std=("cer", "std"),
+            baseline_wer=("baseline_wer", "mean"),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
     summary[["wer_std", "cer_std"]] = summary[["wer_std", "cer_std"]].fillna(0.0)
     return summary[columns]
 
@@ -268,7 +330,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 def runs_in_order(runs: list[Run], frame: pd.DataFrame) -> Iterator[tuple[Run, pd.Series]]:
     """Each run with its table row (method, configuration, model, data, seed, ...), in the table's order."""
     by_dir = {str(run.directory): run for run in runs}
-    for run_dir, info in (frame.drop_duplicates("run_dir").set_index("run_dir").iterrows() if not frame.empty else ()):
+    for run_dir, info in frame.drop_duplicates("run_dir").set_index("run_dir").iterrows() if not frame.empty else ():
         yield by_dir[run_dir], info
 
 
@@ -288,7 +350,9 @@ def convergence_frame(runs: list[Run], frame: pd.DataFrame) -> pd.DataFrame:
             step, wer = _number(point.get("step")), _number(point.get("val_wer"))
             if step is not None and wer is not None:
                 rows.append({**_describe(info), "step": step, "val_wer": wer})
-    return pd.DataFrame(rows, columns=["model", "data", "method", "configuration", "trainable", "seed", "status", "step", "val_wer"])
+    return pd.DataFrame(
+        rows, columns=["model", "data", "method", "configuration", "trainable", "seed", "status", "step", "val_wer"]
+    )
 
 
 def subspace_frame(runs: list[Run], frame: pd.DataFrame) -> pd.DataFrame:
@@ -300,19 +364,46 @@ def subspace_frame(runs: list[Run], frame: pd.DataFrame) -> pd.DataFrame:
         entries = {"all layers": _mapping(run.subspace.get("overall")), **_mapping(run.subspace.get("layer_types"))}
         for kind, values in entries.items():
             values = _mapping(values)
-            rows.append({"run": run.directory.name, **_describe(info), "layer_type": kind, "layers": _number(values.get("layers")),
-                         **{key: _number(values.get(key)) for key in ("input_angle_mean_deg", "output_angle_mean_deg",
-                                                                      "delta_relative_norm", "delta_effective_rank")}})
+            rows.append(
+                {
+                    "run": run.directory.name,
+                    **_describe(info),
+                    "layer_type": kind,
+                    "layers": _number(values.get("layers")),
+                    **{
+                        key: _number(values.get(key))
+                        for key in (
+                            "input_angle_mean_deg",
+                            "output_angle_mean_deg",
+                            "delta_relative_norm",
+                            "delta_effective_rank",
+                        )
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def subspace_summary(subspace: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of each configuration's all-layer angles and ΔW statistics (completed runs)."""
-    rows = subspace[(subspace["layer_type"] == "all layers") & (subspace["status"] == "completed")] if not subspace.empty else subspace
+    rows = (
+        subspace[(subspace["layer_type"] == "all layers") & (subspace["status"] == "completed")]
+        if not subspace.empty
+        else subspace
+    )
     if rows.empty:
         return pd.DataFrame()
-    return rows.groupby(["model", "data", "method", "configuration"], dropna=False, sort=False).agg(
-        input_mean=("input_angle_mean_deg", "mean"), input_std=("input_angle_mean_deg", "std"),
-        output_mean=("output_angle_mean_deg", "mean"), output_std=("output_angle_mean_deg", "std"),
-        relative_norm=("delta_relative_norm", "mean"), effective_rank=("delta_effective_rank", "mean"),
-        seeds=("seed", "nunique")).reset_index().fillna({"input_std": 0.0, "output_std": 0.0})
+    return (
+        rows.groupby(["model", "data", "method", "configuration"], dropna=False, sort=False)
+        .agg(
+            input_mean=("input_angle_mean_deg", "mean"),
+            input_std=("input_angle_mean_deg", "std"),
+            output_mean=("output_angle_mean_deg", "mean"),
+            output_std=("output_angle_mean_deg", "std"),
+            relative_norm=("delta_relative_norm", "mean"),
+            effective_rank=("delta_effective_rank", "mean"),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+        .fillna({"input_std": 0.0, "output_std": 0.0})
+    )

@@ -18,8 +18,17 @@ from pathlib import Path
 from asr_peft.errors import AsrPeftError, ConfigError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars", "--virtual-time-budget=15000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",
+]
 
 
 def find_chromium() -> str | None:
@@ -29,13 +38,20 @@ def find_chromium() -> str | None:
 def _chromium(page: Path, arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
     browser = find_chromium()
     if browser is None:
-        raise ConfigError(f"no headless browser found (looked for {', '.join(BROWSERS)}); "
-                          "install Debian's `chromium` (apt-get install -y chromium)")
+        raise ConfigError(
+            f"no headless browser found (looked for {', '.join(BROWSERS)}); "
+            "install Debian's `chromium` (apt-get install -y chromium)"
+        )
     if not page.is_file():
         raise ConfigError(f"{page} does not exist")
     with tempfile.TemporaryDirectory(prefix="asr-peft-chromium-") as profile:
-        return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *arguments, page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=timeout, check=True)
+        return subprocess.run(
+            [browser, *FLAGS, f"--user-data-dir={profile}", *arguments, page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
 
 
 def dump_dom(page: str | Path, *, timeout: float = 180) -> str:

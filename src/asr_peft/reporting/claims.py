@@ -43,15 +43,35 @@ from asr_peft.errors import ConfigError
 from asr_peft.reporting.aggregate import SOURCE_TEST_SET, target_test_set
 from asr_peft.reporting.significance import CONFIDENCE, Comparison, compare_runs, holm_adjusted
 
-EQUIVALENCE_MARGIN = 0.01      # ±1 WER point: "the same WER" for the strict-vs-approximate claim
-BUDGET_TOLERANCE = 0.10        # trainable counts within 10% are a matched budget
+EQUIVALENCE_MARGIN = 0.01  # ±1 WER point: "the same WER" for the strict-vs-approximate claim
+BUDGET_TOLERANCE = 0.10  # trainable counts within 10% are a matched budget
 LORA_FAMILY = ("lora", "dora", "pissa")
 REPRODUCED, REFUTED, NOT_TESTABLE = "reproduced", "refuted", "not testable here"
-COLUMNS = ["claim", "statement", "verdict", "reason", "model", "data", "test_set", "system", "reference",
-           "system_trainable", "reference_trainable", "seeds", "paired_seeds", "utterances", "delta_wer_points",
-           "ci_low_points", "ci_high_points", "p_value", "difference", "comparisons", "runs"]
+COLUMNS = [
+    "claim",
+    "statement",
+    "verdict",
+    "reason",
+    "model",
+    "data",
+    "test_set",
+    "system",
+    "reference",
+    "system_trainable",
+    "reference_trainable",
+    "seeds",
+    "paired_seeds",
+    "utterances",
+    "delta_wer_points",
+    "ci_low_points",
+    "ci_high_points",
+    "p_value",
+    "difference",
+    "comparisons",
+    "runs",
+]
 SEPARATOR = "; "  # between the items of the `comparisons` and `runs` columns
-SIDES = " vs "    # between the system's runs and the reference's in the `runs` column
+SIDES = " vs "  # between the system's runs and the reference's in the `runs` column
 STATEMENTS = {
     "front": "SSVD is on the WER-per-parameter front",
     "strict_vs_approx": "strict (Cayley) and first-order rotations give the same WER (within ±1 point)",
@@ -84,8 +104,12 @@ class System:
         """SSVD's rotation, side and budgets (None where the runs do not set them; side defaults to input)."""
         first = self.rows.iloc[0]
         value = lambda key: None if key not in first or pd.isna(first[key]) else first[key]  # noqa: E731
-        return {"rotation": value("method.rotation"), "side": value("method.side") or "input", "p": value("p"),
-                "p_out": value("method.p_out")}
+        return {
+            "rotation": value("method.rotation"),
+            "side": value("method.side") or "input",
+            "p": value("p"),
+            "p_out": value("method.p_out"),
+        }
 
     def runs(self, test_set: str) -> pd.DataFrame:
         return self.rows[self.rows["test_set"] == test_set].sort_values("seed")
@@ -108,24 +132,50 @@ def _seeds(system: System, test_set: str) -> str:
     return ",".join(str(s) for s in system.runs(test_set)["seed"])
 
 
-def _row(claim: str, system: System, reference: System | None, test_set: str, comparison: Comparison | None,
-         verdict: str, reason: str, comparisons: list[str] | None = None) -> dict:
+def _row(
+    claim: str,
+    system: System,
+    reference: System | None,
+    test_set: str,
+    comparison: Comparison | None,
+    verdict: str,
+    reason: str,
+    comparisons: list[str] | None = None,
+) -> dict:
     """A claims-table row: the verdict and its reason, the evidence (runs, seeds, budgets; `comparisons`: every
     comparison the verdict weighed, where it weighed several) and the effect (ΔWER of system against reference
     in WER points, its interval and p-value) when it was measured."""
     points = lambda value: round(100 * value, 2)  # noqa: E731
-    row = {**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": verdict, "reason": reason,
-           "comparisons": SEPARATOR.join(comparisons) if comparisons else None, "model": system.model,
-           "data": system.data, "test_set": test_set, "system": system.configuration, "system_trainable": system.trainable}
+    row = {
+        **dict.fromkeys(COLUMNS),
+        "claim": claim,
+        "statement": STATEMENTS[claim],
+        "verdict": verdict,
+        "reason": reason,
+        "comparisons": SEPARATOR.join(comparisons) if comparisons else None,
+        "model": system.model,
+        "data": system.data,
+        "test_set": test_set,
+        "system": system.configuration,
+        "system_trainable": system.trainable,
+    }
     if reference is not None:
-        row.update(reference=reference.configuration, reference_trainable=reference.trainable,
-                   seeds=f"{_seeds(system, test_set)} vs {_seeds(reference, test_set)}",
-                   runs=SIDES.join(SEPARATOR.join(s.runs(test_set)["run"]) for s in (system, reference)))
+        row.update(
+            reference=reference.configuration,
+            reference_trainable=reference.trainable,
+            seeds=f"{_seeds(system, test_set)} vs {_seeds(reference, test_set)}",
+            runs=SIDES.join(SEPARATOR.join(s.runs(test_set)["run"]) for s in (system, reference)),
+        )
     if comparison is not None:
-        row.update(paired_seeds=comparison.paired_seeds, utterances=comparison.utterances,
-                   delta_wer_points=points(comparison.delta_wer), ci_low_points=points(comparison.low),
-                   ci_high_points=points(comparison.high), p_value=round(comparison.p_value, 4),
-                   difference=comparison.verdict)
+        row.update(
+            paired_seeds=comparison.paired_seeds,
+            utterances=comparison.utterances,
+            delta_wer_points=points(comparison.delta_wer),
+            ci_low_points=points(comparison.low),
+            ci_high_points=points(comparison.high),
+            p_value=round(comparison.p_value, 4),
+            difference=comparison.verdict,
+        )
     return row
 
 
@@ -147,8 +197,10 @@ def _front_outcome(outcome: tuple, adjusted_p: float | None) -> str:
     point, rival, comparison, problem = outcome
     if comparison is None:
         return f"{point.configuration}: {problem}"
-    return (f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}, "
-            f"Holm-adjusted p={adjusted_p:.4f}")
+    return (
+        f"{point.configuration} vs {rival.configuration}: {comparison.verdict}, {comparison.describe()}, "
+        f"Holm-adjusted p={adjusted_p:.4f}"
+    )
 
 
 def _front_claims(domain: list[System], test_set: str) -> list[dict]:
@@ -175,15 +227,35 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
     if better:
         strongest = min(better, key=lambda o: adjusted[id(o)])
         point, rival, comparison, _ = strongest
-        return [_row("front", point, rival, test_set, comparison, REPRODUCED,
-                     f"{point.configuration} is significantly better than {rival.configuration}, the best other "
-                     f"configuration with no more trainable parameters: {comparison.describe()}; "
-                     f"p={adjusted[id(strongest)]:.4f} {family}", weighed)]
+        return [
+            _row(
+                "front",
+                point,
+                rival,
+                test_set,
+                comparison,
+                REPRODUCED,
+                f"{point.configuration} is significantly better than {rival.configuration}, the best other "
+                f"configuration with no more trainable parameters: {comparison.describe()}; "
+                f"p={adjusted[id(strongest)]:.4f} {family}",
+                weighed,
+            )
+        ]
     if tested and len(tested) == len(outcomes) and all(o[2].verdict == "worse" for o in tested):
         point, rival, comparison, _ = min(tested, key=lambda o: o[2].delta_wer)
-        return [_row("front", point, rival, test_set, comparison, REFUTED,
-                     f"every SSVD configuration is significantly worse than one with no more trainable parameters; "
-                     f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}", weighed)]
+        return [
+            _row(
+                "front",
+                point,
+                rival,
+                test_set,
+                comparison,
+                REFUTED,
+                f"every SSVD configuration is significantly worse than one with no more trainable parameters; "
+                f"the closest: {point.configuration} against {rival.configuration}: {comparison.describe()}",
+                weighed,
+            )
+        ]
     if not tested:  # nothing could be compared: say why once (missing decodes, or SSVD is the cheapest)
         point, rival, _, problem = outcomes[0]
         return [_row("front", point, rival, test_set, None, NOT_TESTABLE, f"{point.configuration}: {problem}", weighed)]
@@ -191,10 +263,20 @@ def _front_claims(domain: list[System], test_set: str) -> list[dict]:
     # to lying wholly below zero); `comparisons` lists them all
     nearest = min(tested, key=lambda o: o[2].high)
     point, rival, comparison, _ = nearest
-    return [_row("front", point, rival, test_set, comparison, NOT_TESTABLE,
-                 f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
-                 f"budget; the nearest to it: {point.configuration} vs {rival.configuration}, {comparison.describe()}, "
-                 f"Holm-adjusted p={adjusted[id(nearest)]:.4f}", weighed)]
+    return [
+        _row(
+            "front",
+            point,
+            rival,
+            test_set,
+            comparison,
+            NOT_TESTABLE,
+            f"no SSVD configuration is significantly better ({family}) or significantly dominated at its "
+            f"budget; the nearest to it: {point.configuration} vs {rival.configuration}, {comparison.describe()}, "
+            f"Holm-adjusted p={adjusted[id(nearest)]:.4f}",
+            weighed,
+        )
+    ]
 
 
 def _ssvd(domain: list[System], **setting) -> list[System]:
@@ -226,8 +308,11 @@ def _strict_claims(domain: list[System], test_set: str) -> list[dict]:
 
     rows = []
     for strict in _ssvd(domain, rotation="cayley"):
-        twins = [s for s in _ssvd(domain, rotation="approx", side=strict.setting["side"], p=strict.setting["p"])
-                 if s.setting["p_out"] == strict.setting["p_out"]]
+        twins = [
+            s
+            for s in _ssvd(domain, rotation="approx", side=strict.setting["side"], p=strict.setting["p"])
+            if s.setting["p_out"] == strict.setting["p_out"]
+        ]
         if twins:
             rows.append(_tested_row("strict_vs_approx", strict, twins[0], test_set, judge))
     return rows
@@ -258,16 +343,21 @@ def _both_sides_claims(domain: list[System], test_set: str, source: str | None) 
         if not twins:
             continue
         twin = min(twins, key=lambda s: abs(s.trainable - both.trainable))
-        gap = (f"gap to full fine-tuning {100 * (both.wer(test_set) - full[0].wer(test_set)):.1f} vs "
-               f"{100 * (twin.wer(test_set) - full[0].wer(test_set)):.1f} points; " if full else "")
+        gap = (
+            f"gap to full fine-tuning {100 * (both.wer(test_set) - full[0].wer(test_set)):.1f} vs "
+            f"{100 * (twin.wer(test_set) - full[0].wer(test_set)):.1f} points; "
+            if full
+            else ""
+        )
         try:
             target = _compare(both, twin, test_set)
             forgetting = _compare(both, twin, source) if source else None
         except ConfigError as err:
             rows.append(_row("both_sides", both, twin, test_set, None, NOT_TESTABLE, str(err)))
             continue
-        parts = (f"{gap}target domain: {target.verdict}, {target.describe()}; source domain (forgetting): "
-                 + (f"{forgetting.verdict}, {forgetting.describe()}" if forgetting else "no source test set"))
+        parts = f"{gap}target domain: {target.verdict}, {target.describe()}; source domain (forgetting): " + (
+            f"{forgetting.verdict}, {forgetting.describe()}" if forgetting else "no source test set"
+        )
         outcomes = (target.verdict, forgetting.verdict if forgetting else None)
         if outcomes == ("better", "better"):
             verdict = REPRODUCED
@@ -275,8 +365,7 @@ def _both_sides_claims(domain: list[System], test_set: str, source: str | None) 
             verdict = REFUTED
         else:
             verdict = NOT_TESTABLE
-            parts += ("; these runs cannot decide it" if forgetting else
-                      "; forgetting needs a source test set")
+            parts += "; these runs cannot decide it" if forgetting else "; forgetting needs a source test set"
         rows.append(_row("both_sides", both, twin, test_set, target, verdict, parts))
     return rows
 
@@ -286,9 +375,16 @@ def _model_size_claims(found: list[System], targets: dict[tuple[str, str], str])
     models = sorted({s.model for s in found})
     if len(models) < 2:
         where = f"all runs use one model ({models[0]})" if models else "no runs"
-        return [{**dict.fromkeys(COLUMNS), "claim": "model_size", "statement": STATEMENTS["model_size"],
-                 "model": models[0] if models else None, "verdict": NOT_TESTABLE,
-                 "reason": f"{where}; the claim needs runs on several model sizes"}]
+        return [
+            {
+                **dict.fromkeys(COLUMNS),
+                "claim": "model_size",
+                "statement": STATEMENTS["model_size"],
+                "model": models[0] if models else None,
+                "verdict": NOT_TESTABLE,
+                "reason": f"{where}; the claim needs runs on several model sizes",
+            }
+        ]
     rows = []
     for data in dict.fromkeys(s.data for s in found):
         advantages = []
@@ -315,7 +411,11 @@ def _model_size_claims(found: list[System], targets: dict[tuple[str, str], str])
                 return REPRODUCED, evidence
             if comparison.verdict == "worse":
                 return REFUTED, f"SSVD is significantly worse on the largest model. {evidence}"
-            why = "the advantage does not grow from size to size" if not growing else "no significant difference on the largest model"
+            why = (
+                "the advantage does not grow from size to size"
+                if not growing
+                else "no significant difference on the largest model"
+            )
             return NOT_TESTABLE, f"{why}. {evidence}"
 
         rows.append(_tested_row("model_size", best_ssvd, best_lora, test_set, judge))
@@ -328,7 +428,7 @@ def check_claims(frame: pd.DataFrame) -> pd.DataFrame:
     found = systems(frame)
     rows: list[dict] = []
     targets: dict[tuple[str, str], str] = {}
-    for (model, data), _ in (frame.groupby(["model", "data"], sort=False) if not frame.empty else ()):
+    for (model, data), _ in frame.groupby(["model", "data"], sort=False) if not frame.empty else ():
         domain = [s for s in found if (s.model, s.data) == (model, data)]
         test_sets = list(dict.fromkeys(frame.loc[(frame["model"] == model) & (frame["data"] == data), "test_set"].dropna()))
         target = target_test_set(str(data), test_sets)
@@ -342,8 +442,17 @@ def check_claims(frame: pd.DataFrame) -> pd.DataFrame:
         rows += _both_sides_claims(domain, target, source)
     rows += _model_size_claims(found, targets)
     addressed = {row["claim"] for row in rows}
-    rows += [{**dict.fromkeys(COLUMNS), "claim": claim, "statement": STATEMENTS[claim], "verdict": NOT_TESTABLE,
-              "reason": f"{NEEDS[claim]} among the collected runs"} for claim in STATEMENTS if claim not in addressed]
+    rows += [
+        {
+            **dict.fromkeys(COLUMNS),
+            "claim": claim,
+            "statement": STATEMENTS[claim],
+            "verdict": NOT_TESTABLE,
+            "reason": f"{NEEDS[claim]} among the collected runs",
+        }
+        for claim in STATEMENTS
+        if claim not in addressed
+    ]
     order = list(STATEMENTS)
     rows.sort(key=lambda row: order.index(row["claim"]))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -106,8 +106,13 @@ def human_count(value) -> str:
 
 
 def cell(text="", *, value=None, css: str | None = None, title: str | None = None) -> str:
-    attributes = "".join([f' data-value="{html.escape(str(value))}"' if value is not None else "",
-                          f' class="{css}"' if css else "", f' title="{html.escape(title)}"' if title else ""])
+    attributes = "".join(
+        [
+            f' data-value="{html.escape(str(value))}"' if value is not None else "",
+            f' class="{css}"' if css else "",
+            f' title="{html.escape(title)}"' if title else "",
+        ]
+    )
     return f"<td{attributes}>{text}</td>"
 
 
@@ -119,8 +124,10 @@ def number_cell(value, text: str) -> str:
 def table(header: list[tuple[str, str]], rows: list[str], *, table_id: str) -> str:
     """header: (label, css class) pairs; rows: `<tr>` strings."""
     head = "".join(f'<th class="{css}">{html.escape(label)}</th>' for label, css in header)
-    return (f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+    return (
+        f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def method_cell(method, colours: dict[str, str]) -> str:
@@ -165,10 +172,15 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
         by_test = group.set_index("test_set")
         first = group.iloc[0]
         share = first["trainable"] / first["total"] if first["total"] else float("nan")
-        cells = [cell(html.escape(str(configuration)), css="text wrap name"), method_cell(method, colours),
-                 cell(html.escape(str(model)), css="text"), cell(html.escape(str(data)), css="text"),
-                 number_cell(first["trainable"], human_count(first["trainable"])),
-                 number_cell(share, f"{100 * share:.3g}%"), number_cell(group["seeds"].max(), str(group["seeds"].max()))]
+        cells = [
+            cell(html.escape(str(configuration)), css="text wrap name"),
+            method_cell(method, colours),
+            cell(html.escape(str(model)), css="text"),
+            cell(html.escape(str(data)), css="text"),
+            number_cell(first["trainable"], human_count(first["trainable"])),
+            number_cell(share, f"{100 * share:.3g}%"),
+            number_cell(group["seeds"].max(), str(group["seeds"].max())),
+        ]
         for test_set in test_sets:
             if test_set in by_test.index:
                 row = by_test.loc[test_set]
@@ -182,8 +194,15 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
             else:
                 cells.append(cell(value=""))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    header = [("configuration", "text"), ("method", "text"), ("model", "text"), ("data", "text"), ("trainable", ""),
-              ("% of model", ""), ("seeds", "")] + [(f"WER {t}", "") for t in test_sets]
+    header = [
+        ("configuration", "text"),
+        ("method", "text"),
+        ("model", "text"),
+        ("data", "text"),
+        ("trainable", ""),
+        ("% of model", ""),
+        ("seeds", ""),
+    ] + [(f"WER {t}", "") for t in test_sets]
     return table(header, rows, table_id="summary")
 
 
@@ -191,17 +210,25 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
     """A row per run: status, configuration, WER per test set, cost; failed runs with their error."""
     info = frame.drop_duplicates("run_dir").set_index("run_dir")
     scored = frame.dropna(subset=["test_set"])
-    wer = scored.pivot_table(index="run_dir", columns="test_set", values="wer", aggfunc="first") if not scored.empty else pd.DataFrame()
+    wer = (
+        scored.pivot_table(index="run_dir", columns="test_set", values="wer", aggfunc="first")
+        if not scored.empty
+        else pd.DataFrame()
+    )
     rows = []
     for run_dir, row in info.iterrows():
         status = str(row["status"])
         kind = status if status in ("completed", "failed") else "other"
-        cells = [cell(f'<span class="pill {kind}">{html.escape(status)}</span>', css="text", value=status),
-                 cell(html.escape(str(row["run"])), css="text wrap", title=str(run_dir)),
-                 cell(html.escape(str(row["configuration"])), css="text wrap name"), method_cell(row["method"], colours),
-                 cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
-                 cell(html.escape(str(row["seed"]))),
-                 number_cell(row["trainable"], human_count(row["trainable"]))]
+        cells = [
+            cell(f'<span class="pill {kind}">{html.escape(status)}</span>', css="text", value=status),
+            cell(html.escape(str(row["run"])), css="text wrap", title=str(run_dir)),
+            cell(html.escape(str(row["configuration"])), css="text wrap name"),
+            method_cell(row["method"], colours),
+            cell(html.escape(str(row["model"])), css="text"),
+            cell(html.escape(str(row["data"])), css="text"),
+            cell(html.escape(str(row["seed"]))),
+            number_cell(row["trainable"], human_count(row["trainable"])),
+        ]
         for test_set in test_sets:
             value = wer.loc[run_dir, test_set] if run_dir in wer.index and test_set in wer.columns else None
             cells.append(wer_cell(value))
@@ -210,10 +237,21 @@ def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str
         error = "" if pd.isna(row["error"]) else str(row["error"])
         cells.append(cell(html.escape(error[:300]), css="error", title=error))
         css = ' class="failed"' if status != "completed" else ""
-        rows.append(f'<tr{css}>{"".join(cells)}</tr>')
-    header = ([("status", "text"), ("run", "text"), ("configuration", "text"), ("method", "text"), ("model", "text"),
-               ("data", "text"), ("seed", ""), ("trainable", "")] + [(f"WER {t}", "") for t in test_sets]
-              + [("train time (s)", ""), ("peak memory (MB)", ""), ("steps", ""), ("error", "text")])
+        rows.append(f"<tr{css}>{''.join(cells)}</tr>")
+    header = (
+        [
+            ("status", "text"),
+            ("run", "text"),
+            ("configuration", "text"),
+            ("method", "text"),
+            ("model", "text"),
+            ("data", "text"),
+            ("seed", ""),
+            ("trainable", ""),
+        ]
+        + [(f"WER {t}", "") for t in test_sets]
+        + [("train time (s)", ""), ("peak memory (MB)", ""), ("steps", ""), ("error", "text")]
+    )
     return table(header, rows, table_id="runs")
 
 
@@ -227,29 +265,65 @@ def pareto_plots(summary: pd.DataFrame, frame: pd.DataFrame, colours: dict[str, 
         figure = go.Figure()
         for method in method_order(points["method"]):
             chosen, runs = points[points["method"] == method], seeds[seeds["method"] == method]
-            figure.add_trace(go.Scatter(
-                x=runs["share"], y=100 * runs["wer"], mode="markers", name=method, legendgroup=method, showlegend=False,
-                marker={"color": colours[method], "size": 5, "opacity": 0.35},
-                customdata=runs[["configuration", "seed"]].to_numpy(),
-                hovertemplate="%{customdata[0]}, seed %{customdata[1]}<br>WER %{y:.2f}%<extra></extra>"))
-            figure.add_trace(go.Scatter(
-                x=chosen["share"], y=100 * chosen["wer_mean"], mode="markers", name=method, legendgroup=method,
-                marker={"color": colours[method], "size": 10, "line": {"width": 1, "color": "white"}},
-                error_y={"type": "data", "array": 100 * chosen["wer_std"], "visible": True, "thickness": 1},
-                customdata=chosen[["configuration", "seeds", "trainable"]].to_numpy(),
-                hovertemplate="<b>%{customdata[0]}</b><br>%{x:.3g}% of the model (%{customdata[2]:,} trainable)<br>"
-                              "WER %{y:.2f}% (mean of %{customdata[1]} seeds)<extra></extra>"))
-        figure.add_trace(go.Scatter(x=front["share"], y=100 * front["wer_mean"], mode="lines", name="Pareto frontier",
-                                    line={"color": "black", "dash": "dash", "shape": "hv", "width": 1}, hoverinfo="skip"))
+            figure.add_trace(
+                go.Scatter(
+                    x=runs["share"],
+                    y=100 * runs["wer"],
+                    mode="markers",
+                    name=method,
+                    legendgroup=method,
+                    showlegend=False,
+                    marker={"color": colours[method], "size": 5, "opacity": 0.35},
+                    customdata=runs[["configuration", "seed"]].to_numpy(),
+                    hovertemplate="%{customdata[0]}, seed %{customdata[1]}<br>WER %{y:.2f}%<extra></extra>",
+                )
+            )
+            figure.add_trace(
+                go.Scatter(
+                    x=chosen["share"],
+                    y=100 * chosen["wer_mean"],
+                    mode="markers",
+                    name=method,
+                    legendgroup=method,
+                    marker={"color": colours[method], "size": 10, "line": {"width": 1, "color": "white"}},
+                    error_y={"type": "data", "array": 100 * chosen["wer_std"], "visible": True, "thickness": 1},
+                    customdata=chosen[["configuration", "seeds", "trainable"]].to_numpy(),
+                    hovertemplate="<b>%{customdata[0]}</b><br>%{x:.3g}% of the model (%{customdata[2]:,} trainable)<br>"
+                    "WER %{y:.2f}% (mean of %{customdata[1]} seeds)<extra></extra>",
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=front["share"],
+                y=100 * front["wer_mean"],
+                mode="lines",
+                name="Pareto frontier",
+                line={"color": "black", "dash": "dash", "shape": "hv", "width": 1},
+                hoverinfo="skip",
+            )
+        )
         reference = reference_wer(panel)
         if reference is not None:
-            figure.add_hline(y=100 * reference, line={"color": "#888", "dash": "dot", "width": 1},
-                             annotation_text="before adaptation", annotation_font_size=10, annotation_font_color="#666")
-        figure.update_layout(template="plotly_white", width=510, height=360, margin={"l": 55, "r": 15, "t": 30, "b": 45},
-                             xaxis={"type": "log", "dtick": 1, "ticksuffix": "%", "title": "trainable parameters (% of the model)"},
-                             yaxis={"title": "WER (%)"}, legend={"font": {"size": 11}})
+            figure.add_hline(
+                y=100 * reference,
+                line={"color": "#888", "dash": "dot", "width": 1},
+                annotation_text="before adaptation",
+                annotation_font_size=10,
+                annotation_font_color="#666",
+            )
+        figure.update_layout(
+            template="plotly_white",
+            width=510,
+            height=360,
+            margin={"l": 55, "r": 15, "t": 30, "b": 45},
+            xaxis={"type": "log", "dtick": 1, "ticksuffix": "%", "title": "trainable parameters (% of the model)"},
+            yaxis={"title": "WER (%)"},
+            legend={"font": {"size": 11}},
+        )
         plot = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        parts.append(f'<div class="panel"><div class="panel-title">{html.escape(panel_title(model, data, test_set))}</div>{plot}</div>')
+        parts.append(
+            f'<div class="panel"><div class="panel-title">{html.escape(panel_title(model, data, test_set))}</div>{plot}</div>'
+        )
     return f'<div class="plots">{"".join(parts)}</div>' if parts else '<p class="note">No completed runs with a WER yet.</p>'
 
 
@@ -261,8 +335,13 @@ def difference_pill(difference) -> str:
 def _interval(row: pd.Series) -> tuple[str, str]:
     if row["delta_wer_points"] is None or pd.isna(row["delta_wer_points"]):
         return cell(value=""), cell(value="")
-    return (cell(f"{row['delta_wer_points']:+.2f} [{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]",
-                 value=row["delta_wer_points"]), cell(f"{row['p_value']:.4f}", value=row["p_value"]))
+    return (
+        cell(
+            f"{row['delta_wer_points']:+.2f} [{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]",
+            value=row["delta_wer_points"],
+        ),
+        cell(f"{row['p_value']:.4f}", value=row["p_value"]),
+    )
 
 
 def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[str, str]) -> str:
@@ -270,18 +349,47 @@ def ranking_table(ranking: pd.DataFrame, colours: dict[str, str], methods: dict[
     rows = []
     for _, row in ranking.iterrows():
         delta, p_value = _interval(row)
-        rows.append("<tr>" + "".join([
-            cell(html.escape(str(row["configuration"])), css="text wrap name"), method_cell(methods.get(row["configuration"]), colours),
-            cell(html.escape(f"{row['model']} · {row['data']}"), css="text"), cell(html.escape(str(row["test_set"])), css="text"),
-            number_cell(row["wer_mean"], f"{100 * row['wer_mean']:.2f}"),
-            cell(html.escape(f"{row['against']}" + ("" if row["reference"] == row["configuration"] else f" ({row['reference']})")),
-                 css="text wrap name"),
-            cell(difference_pill(row["difference"]), css="text", value=row["difference"]), delta, p_value,
-            cell("" if row["paired_seeds"] is None or pd.isna(row["paired_seeds"]) else ("yes" if row["paired_seeds"] else "no")),
-            cell(html.escape(str(row["note"])) if row["difference"] == NOT_TESTED else "", css="text wrap")]) + "</tr>")
-    header = [("configuration", "text"), ("method", "text"), ("model · data", "text"), ("test set", "text"), ("WER", ""),
-              ("against", "text"), ("difference", "text"), ("ΔWER (points) [95% CI]", ""), ("p", ""), ("seeds paired", ""),
-              ("note", "text")]
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    cell(html.escape(str(row["configuration"])), css="text wrap name"),
+                    method_cell(methods.get(row["configuration"]), colours),
+                    cell(html.escape(f"{row['model']} · {row['data']}"), css="text"),
+                    cell(html.escape(str(row["test_set"])), css="text"),
+                    number_cell(row["wer_mean"], f"{100 * row['wer_mean']:.2f}"),
+                    cell(
+                        html.escape(
+                            f"{row['against']}" + ("" if row["reference"] == row["configuration"] else f" ({row['reference']})")
+                        ),
+                        css="text wrap name",
+                    ),
+                    cell(difference_pill(row["difference"]), css="text", value=row["difference"]),
+                    delta,
+                    p_value,
+                    cell(
+                        ""
+                        if row["paired_seeds"] is None or pd.isna(row["paired_seeds"])
+                        else ("yes" if row["paired_seeds"] else "no")
+                    ),
+                    cell(html.escape(str(row["note"])) if row["difference"] == NOT_TESTED else "", css="text wrap"),
+                ]
+            )
+            + "</tr>"
+        )
+    header = [
+        ("configuration", "text"),
+        ("method", "text"),
+        ("model · data", "text"),
+        ("test set", "text"),
+        ("WER", ""),
+        ("against", "text"),
+        ("difference", "text"),
+        ("ΔWER (points) [95% CI]", ""),
+        ("p", ""),
+        ("seeds paired", ""),
+        ("note", "text"),
+    ]
     return table(header, rows, table_id="ranking")
 
 
@@ -309,34 +417,73 @@ def claims_table(claims: pd.DataFrame) -> str:
         delta, p_value = _interval(row)
         budgets = " vs ".join(human_count(row[k]) for k in ("system_trainable", "reference_trainable") if pd.notna(row[k]))
         text = lambda key: html.escape("" if row[key] is None or pd.isna(row[key]) else str(row[key]))  # noqa: E731
-        rows.append("<tr>" + "".join([
-            cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap claim"),
-            cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
-            delta, p_value,  # the effect next to the verdict; the evidence behind it follows
-            cell(text("reason") + folded(listed(row["comparisons"]), "every comparison weighed"), css="text wrap reason"),
-            cell(f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"), css="text wrap name"),
-            cell(html.escape(budgets)),
-            cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
-            cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
-            cell(folded(listed(row["runs"], sides=True), "runs"), css="text wrap")]) + "</tr>")
-    header = [("claim", "text"), ("verdict", "text"), ("ΔWER (points) [95% CI]", ""), ("p", ""), ("reason", "text"),
-              ("system vs reference", "text"), ("trainable", ""), ("model · data · test set", "text"), ("seeds", ""),
-              ("runs", "text")]
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap claim"),
+                    cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
+                    delta,
+                    p_value,  # the effect next to the verdict; the evidence behind it follows
+                    cell(text("reason") + folded(listed(row["comparisons"]), "every comparison weighed"), css="text wrap reason"),
+                    cell(
+                        f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"),
+                        css="text wrap name",
+                    ),
+                    cell(html.escape(budgets)),
+                    cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
+                    cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
+                    cell(folded(listed(row["runs"], sides=True), "runs"), css="text wrap"),
+                ]
+            )
+            + "</tr>"
+        )
+    header = [
+        ("claim", "text"),
+        ("verdict", "text"),
+        ("ΔWER (points) [95% CI]", ""),
+        ("p", ""),
+        ("reason", "text"),
+        ("system vs reference", "text"),
+        ("trainable", ""),
+        ("model · data · test set", "text"),
+        ("seeds", ""),
+        ("runs", "text"),
+    ]
     return table(header, rows, table_id="claims")
 
 
 def subspace_table(subspace: pd.DataFrame, colours: dict[str, str]) -> str:
     rows = []
     for _, row in subspace.iterrows():
-        rows.append("<tr>" + "".join([
-            cell(html.escape(str(row["configuration"])), css="text"), method_cell(row["method"], colours),
-            cell(html.escape(str(row["model"])), css="text"), cell(html.escape(str(row["data"])), css="text"),
-            cell(f"{row['input_mean']:.2f} ± {row['input_std']:.2f}", value=row["input_mean"]),
-            cell(f"{row['output_mean']:.2f} ± {row['output_std']:.2f}", value=row["output_mean"]),
-            cell(f"{row['relative_norm']:.3g}", value=row["relative_norm"]),
-            cell(f"{row['effective_rank']:.1f}", value=row["effective_rank"]), cell(str(row["seeds"]))]) + "</tr>")
-    header = [("configuration", "text"), ("method", "text"), ("model", "text"), ("data", "text"),
-              ("input angle (°)", ""), ("output angle (°)", ""), ("‖ΔW‖/‖W₀‖", ""), ("ΔW effective rank", ""), ("seeds", "")]
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    cell(html.escape(str(row["configuration"])), css="text"),
+                    method_cell(row["method"], colours),
+                    cell(html.escape(str(row["model"])), css="text"),
+                    cell(html.escape(str(row["data"])), css="text"),
+                    cell(f"{row['input_mean']:.2f} ± {row['input_std']:.2f}", value=row["input_mean"]),
+                    cell(f"{row['output_mean']:.2f} ± {row['output_std']:.2f}", value=row["output_mean"]),
+                    cell(f"{row['relative_norm']:.3g}", value=row["relative_norm"]),
+                    cell(f"{row['effective_rank']:.1f}", value=row["effective_rank"]),
+                    cell(str(row["seeds"])),
+                ]
+            )
+            + "</tr>"
+        )
+    header = [
+        ("configuration", "text"),
+        ("method", "text"),
+        ("model", "text"),
+        ("data", "text"),
+        ("input angle (°)", ""),
+        ("output angle (°)", ""),
+        ("‖ΔW‖/‖W₀‖", ""),
+        ("ΔW effective rank", ""),
+        ("seeds", ""),
+    ]
     return table(header, rows, table_id="subspace")
 
 
@@ -347,13 +494,25 @@ def image(path: Path, alt: str) -> str:
 
 def status_pills(frame: pd.DataFrame) -> str:
     counts = frame.drop_duplicates("run_dir")["status"].value_counts() if not frame.empty else pd.Series(dtype=int)
-    return "".join(f'<span class="pill {s if s in ("completed", "failed") else "other"}">{n} {html.escape(str(s))}</span>'
-                   for s, n in counts.items())
+    return "".join(
+        f'<span class="pill {s if s in ("completed", "failed") else "other"}">{n} {html.escape(str(s))}</span>'
+        for s, n in counts.items()
+    )
 
 
-def write_dashboard(path: Path, *, frame: pd.DataFrame, summary: pd.DataFrame, pareto_summary: pd.DataFrame,
-                    subspace: pd.DataFrame, colours: dict[str, str], figures: dict[str, Path], unreadable: list[str],
-                    ranking: pd.DataFrame, claims: pd.DataFrame) -> Path:
+def write_dashboard(
+    path: Path,
+    *,
+    frame: pd.DataFrame,
+    summary: pd.DataFrame,
+    pareto_summary: pd.DataFrame,
+    subspace: pd.DataFrame,
+    colours: dict[str, str],
+    figures: dict[str, Path],
+    unreadable: list[str],
+    ranking: pd.DataFrame,
+    claims: pd.DataFrame,
+) -> Path:
     """Write report.html: `summary` for the table, `pareto_summary` (its chosen test sets) for the
     plots, `subspace` from `figures.subspace_summary`, `figures` the PNGs to inline by name, `ranking`
     from `ranking.rank_configurations`, `claims` from `claims.check_claims`."""

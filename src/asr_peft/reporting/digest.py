@@ -38,33 +38,54 @@ def panel_table(summary: pd.DataFrame, key: tuple, panel: pd.DataFrame) -> list[
     lines = [f"### {panel_title(model, data, test_set)}", ""]
     if not baseline.empty:
         lines += [f"Before adaptation: {_points(baseline.mean())}% WER.", ""]
-    lines += ["| front | configuration | trainable | % of model | WER % (mean ± std) | seeds | source WER change |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| front | configuration | trainable | % of model | WER % (mean ± std) | seeds | source WER change |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for index, row in points.sort_values(["share", "wer_mean"]).iterrows():
-        lines.append(f"| {numbers.get(index, '')} | {row['configuration']} | {row['trainable']:,.0f} | {row['share']:.3g} "
-                     f"| {_points(row['wer_mean'])} ± {_points(row['wer_std'])} | {row['seeds']} "
-                     f"| {_source_change(summary, model, data, row['configuration'])} |")
+        lines.append(
+            f"| {numbers.get(index, '')} | {row['configuration']} | {row['trainable']:,.0f} | {row['share']:.3g} "
+            f"| {_points(row['wer_mean'])} ± {_points(row['wer_std'])} | {row['seeds']} "
+            f"| {_source_change(summary, model, data, row['configuration'])} |"
+        )
     return lines + [""]
 
 
 def claims_table(claims: pd.DataFrame) -> list[str]:
-    lines = ["| claim | data | system vs reference | ΔWER points [95% CI] | p | verdict | reason |",
-             "|---|---|---|---:|---:|---|---|"]
+    lines = [
+        "| claim | data | system vs reference | ΔWER points [95% CI] | p | verdict | reason |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
     for row in claims.itertuples():
         versus = row.system if pd.isna(row.reference) or row.reference is None else f"{row.system} vs {row.reference}"
-        effect = ("" if pd.isna(row.delta_wer_points)
-                  else f"{row.delta_wer_points:+.2f} [{row.ci_low_points:+.2f}, {row.ci_high_points:+.2f}]")
+        effect = (
+            ""
+            if pd.isna(row.delta_wer_points)
+            else f"{row.delta_wer_points:+.2f} [{row.ci_low_points:+.2f}, {row.ci_high_points:+.2f}]"
+        )
         p_value = "" if pd.isna(row.p_value) else f"{row.p_value:.4f}"
-        cells = [row.claim, "" if pd.isna(row.data) else row.data, "" if pd.isna(versus) else versus, effect, p_value,
-                 row.verdict, row.reason]
+        cells = [
+            row.claim,
+            "" if pd.isna(row.data) else row.data,
+            "" if pd.isna(versus) else versus,
+            effect,
+            p_value,
+            row.verdict,
+            row.reason,
+        ]
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
     return lines + [""]
 
 
 def write_digest(path: Path, summary: pd.DataFrame, claims: pd.DataFrame, test_sets: list[str] | None = None) -> Path:
-    lines = ["# Results", "", "WER on each target domain, fewest trainable parameters first; `front`: the configuration's "
-             "number on the WER-per-parameter frontier of `pareto.png`; source WER change: points against the model "
-             "before adaptation (+ is forgetting).", ""]
+    lines = [
+        "# Results",
+        "",
+        "WER on each target domain, fewest trainable parameters first; `front`: the configuration's "
+        "number on the WER-per-parameter frontier of `pareto.png`; source WER change: points against the model "
+        "before adaptation (+ is forgetting).",
+        "",
+    ]
     for key, panel in target_panels(summary, test_sets):
         lines += panel_table(summary, key, panel)
     lines += ["## Claims", ""] + (claims_table(claims) if not claims.empty else ["No claim could be checked.", ""])

@@ -62,8 +62,11 @@ def _save(figure, path: Path, legend: dict | None = None, *, where: str = "top")
     """Save; `legend` (label -> handle) becomes one legend for every panel, above them or to their right."""
     figure.tight_layout()
     if legend:
-        placement = ({"loc": "lower center", "bbox_to_anchor": (0.5, 1.0), "ncol": min(len(legend), 10)} if where == "top"
-                     else {"loc": "center left", "bbox_to_anchor": (1.0, 0.5), "ncol": 1})
+        placement = (
+            {"loc": "lower center", "bbox_to_anchor": (0.5, 1.0), "ncol": min(len(legend), 10)}
+            if where == "top"
+            else {"loc": "center left", "bbox_to_anchor": (1.0, 0.5), "ncol": 1}
+        )
         figure.legend(legend.values(), legend.keys(), fontsize=8.5, frameon=False, **placement)
     figure.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight" takes the outside legend in
     plt.close(figure)
@@ -78,7 +81,9 @@ def _empty(path: Path, message: str) -> Path:
 
 
 def panel_title(model, data, test_set=None) -> str:
-    return " · ".join(str(part) for part in (model, data, f"test: {test_set}" if test_set is not None else None) if part is not None)
+    return " · ".join(
+        str(part) for part in (model, data, f"test: {test_set}" if test_set is not None else None) if part is not None
+    )
 
 
 def reference_wer(panel: pd.DataFrame) -> float | None:
@@ -108,8 +113,15 @@ def seed_points(frame: pd.DataFrame, model, data, test_set) -> pd.DataFrame:
     """The completed runs behind a panel, one point per seed, with their `share` (% of the model)."""
     if frame.empty:
         return frame
-    rows = frame[(frame["status"] == "completed") & frame["wer"].notna() & (frame["trainable"] > 0) & (frame["total"] > 0)
-                 & (frame["model"] == model) & (frame["data"] == data) & (frame["test_set"] == test_set)]
+    rows = frame[
+        (frame["status"] == "completed")
+        & frame["wer"].notna()
+        & (frame["trainable"] > 0)
+        & (frame["total"] > 0)
+        & (frame["model"] == model)
+        & (frame["data"] == data)
+        & (frame["test_set"] == test_set)
+    ]
     return rows.assign(share=share_percent(rows))
 
 
@@ -135,8 +147,17 @@ ERROR_BARS = "mean ± 1 std over seeds"
 def _configuration_means(axis, points: pd.DataFrame, y: pd.Series, colours: dict[str, str]) -> None:
     for method in method_order(points["method"]):
         chosen = points["method"] == method
-        axis.errorbar(points.loc[chosen, "share"], y[chosen], yerr=100 * points.loc[chosen, "wer_std"], fmt="o", ms=5,
-                      capsize=3, color=colours[method], label=method, zorder=3)
+        axis.errorbar(
+            points.loc[chosen, "share"],
+            y[chosen],
+            yerr=100 * points.loc[chosen, "wer_std"],
+            fmt="o",
+            ms=5,
+            capsize=3,
+            color=colours[method],
+            label=method,
+            zorder=3,
+        )
 
 
 def _share_axis(axis, has_points: bool) -> None:
@@ -157,10 +178,17 @@ def short_labels(points: pd.DataFrame) -> pd.Series:
     """Configuration labels without the settings outside the method (`optimizer.lr=…`) that every point of
     that method in the panel shares, e.g. a learning rate tuned per method: still one label per point."""
     tokens = points["configuration"].str.split(" ")
-    shared = {method: set.intersection(*(set(t[1:]) for t in tokens[points["method"] == method]))
-              for method in points["method"].unique()}
-    return pd.Series([" ".join(t[:1] + [part for part in t[1:] if not ("." in part.split("=")[0] and part in shared[m])])
-                      for t, m in zip(tokens, points["method"])], index=points.index)
+    shared = {
+        method: set.intersection(*(set(t[1:]) for t in tokens[points["method"] == method]))
+        for method in points["method"].unique()
+    }
+    return pd.Series(
+        [
+            " ".join(t[:1] + [part for part in t[1:] if not ("." in part.split("=")[0] and part in shared[m])])
+            for t, m in zip(tokens, points["method"])
+        ],
+        index=points.index,
+    )
 
 
 KEY_LINE_INCHES = 0.125  # a 7-point line of the frontier's key below each panel
@@ -177,8 +205,16 @@ def _label_points(axis, xs: Iterable[float], ys: Iterable[float], labels: Iterab
     placed = []
     for x, y, label in zip(xs, ys, labels):
         for (dx, dy), side in ((offset, side) for offset in LABEL_OFFSETS for side in ("left", "right")):
-            note = axis.annotate(label, (x, y), fontsize=7, xytext=(dx if side == "left" else -dx, dy),
-                                 textcoords="offset points", ha=side, color="#222", fontweight="bold")
+            note = axis.annotate(
+                label,
+                (x, y),
+                fontsize=7,
+                xytext=(dx if side == "left" else -dx, dy),
+                textcoords="offset points",
+                ha=side,
+                color="#222",
+                fontweight="bold",
+            )
             box = note.get_window_extent(renderer)
             if frame.x0 <= box.x0 and box.x1 <= frame.x1 and not any(box.overlaps(other) for other in placed):
                 break
@@ -188,8 +224,9 @@ def _label_points(axis, xs: Iterable[float], ys: Iterable[float], labels: Iterab
         placed.append(box)
 
 
-def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colours: dict[str, str],
-                  test_sets: list[str] | None = None) -> Path:
+def pareto_figure(
+    summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colours: dict[str, str], test_sets: list[str] | None = None
+) -> Path:
     """One panel per target domain (`target_panels`): WER against trainable parameters as % of the model
     (log x); each seed a small translucent point, each configuration its mean ± 1 std over seeds, the
     Pareto frontier drawn through the means (dashed), the model before adaptation dotted."""
@@ -204,8 +241,16 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
         seeds = seed_points(frame, model, data, test_set)
         axis.scatter(seeds["share"], 100 * seeds["wer"], c=[colours[m] for m in seeds["method"]], **SEED_STYLE)
         _configuration_means(axis, points, 100 * points["wer_mean"], colours)
-        axis.step(front["share"], 100 * front["wer_mean"], where="post", color="black", linestyle="--",
-                  linewidth=1, label="Pareto frontier (through the means)", zorder=2)
+        axis.step(
+            front["share"],
+            100 * front["wer_mean"],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto frontier (through the means)",
+            zorder=2,
+        )
         reference = reference_wer(panel)
         if reference is not None:
             axis.axhline(100 * reference, color="#888", linestyle=":", linewidth=1, label="before adaptation")
@@ -214,9 +259,16 @@ def pareto_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, colour
         numbering.append((axis, front["share"], 100 * front["wer_mean"], numbers))
         if numbers:  # the front's configurations by number, below the axis: readable however close they lie
             key = "\n".join(f"{n}  {label}" for n, label in zip(numbers, short_labels(points).loc[front.index]))
-            axis.annotate("on the frontier, fewest parameters first:\n" + key, (0, 0), xytext=(0, -4),
-                          xycoords=("axes fraction", axis.xaxis.label), textcoords="offset points", va="top",
-                          fontsize=7, color="#333")
+            axis.annotate(
+                "on the frontier, fewest parameters first:\n" + key,
+                (0, 0),
+                xytext=(0, -4),
+                xycoords=("axes fraction", axis.xaxis.label),
+                textcoords="offset points",
+                va="top",
+                fontsize=7,
+                color="#333",
+            )
         axis.set_title(panel_title(model, data, test_set) + f"\n{ERROR_BARS}; dots: single seeds", fontsize=9.5)
         axis.set_ylabel("WER (%)")
         handles, names = axis.get_legend_handles_labels()
@@ -232,8 +284,11 @@ def forgetting_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, co
     WER against the model before adaptation (points; positive: forgotten) against trainable parameters
     as % of the model (log x); seeds as translucent points, configurations as mean ± 1 std over seeds."""
     source = summary[summary["test_set"] == SOURCE_TEST_SET]
-    panels = [(key, panel) for key, panel in source.groupby(["model", "data"], dropna=False, sort=False)
-              if SOURCE_TEST_SET not in str(key[1]) and reference_wer(panel) is not None]
+    panels = [
+        (key, panel)
+        for key, panel in source.groupby(["model", "data"], dropna=False, sort=False)
+        if SOURCE_TEST_SET not in str(key[1]) and reference_wer(panel) is not None
+    ]
     if not panels:
         return _empty(path, "no source-domain test set with a WER before adaptation")
     figure, axes = _grid(len(panels), 5.6, 4.2)
@@ -246,8 +301,9 @@ def forgetting_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, co
         _configuration_means(axis, points, 100 * (points["wer_mean"] - reference), colours)
         axis.axhline(0, color="#888", linestyle=":", linewidth=1, label="before adaptation")
         _share_axis(axis, not points.empty)
-        axis.set_title(panel_title(model, data, SOURCE_TEST_SET) + f" · forgetting\n{ERROR_BARS}; dots: single seeds",
-                       fontsize=9.5)
+        axis.set_title(
+            panel_title(model, data, SOURCE_TEST_SET) + f" · forgetting\n{ERROR_BARS}; dots: single seeds", fontsize=9.5
+        )
         axis.set_ylabel("source WER change (points; + is forgetting)")
         handles, labels = axis.get_legend_handles_labels()
         legend.update(zip(labels, handles))
@@ -265,7 +321,7 @@ def convergence_figure(history: pd.DataFrame, path: Path, colours: dict[str, str
     for axis, ((model, data), panel) in zip(axes, panels):
         for configuration, lines in panel.groupby("configuration", sort=False):  # table order: method, then budget
             mean = lines.groupby("step")["val_wer"].mean()
-            legend[configuration], = axis.plot(mean.index, 100 * mean.values, marker=".", color=shades[configuration])
+            (legend[configuration],) = axis.plot(mean.index, 100 * mean.values, marker=".", color=shades[configuration])
         axis.set_title(panel_title(model, data), fontsize=10)
         axis.set_xlabel("training step")
         axis.set_ylabel("validation WER (%)")
@@ -284,13 +340,26 @@ def subspace_figure(summary: pd.DataFrame, path: Path, colours: dict[str, str]) 
         x = np.arange(len(panel))
         bar_colours = [colours[m] for m in panel["method"]]
         axis.bar(x - 0.2, panel["input_mean"], 0.4, yerr=panel["input_std"], color=bar_colours, capsize=2)
-        axis.bar(x + 0.2, panel["output_mean"], 0.4, yerr=panel["output_std"], color=bar_colours, alpha=0.45,
-                 hatch="///", edgecolor="white", capsize=2)
+        axis.bar(
+            x + 0.2,
+            panel["output_mean"],
+            0.4,
+            yerr=panel["output_std"],
+            color=bar_colours,
+            alpha=0.45,
+            hatch="///",
+            edgecolor="white",
+            capsize=2,
+        )
         axis.set_xticks(x, panel["configuration"], rotation=35, ha="right", fontsize=7.5)
         axis.set_ylabel("mean principal angle (°)")
         axis.set_title(panel_title(model, data) + " · top-r singular subspaces vs pretrained", fontsize=10)
         axis.grid(alpha=0.3, axis="y")
-        axis.legend(handles=[Patch(color="#777", label="input side (right singular vectors)"),
-                             Patch(facecolor="#777", alpha=0.45, hatch="///", edgecolor="white",
-                                   label="output side (left singular vectors)")], fontsize=7)
+        axis.legend(
+            handles=[
+                Patch(color="#777", label="input side (right singular vectors)"),
+                Patch(facecolor="#777", alpha=0.45, hatch="///", edgecolor="white", label="output side (left singular vectors)"),
+            ],
+            fontsize=7,
+        )
     return _save(figure, path)

@@ -11,10 +11,14 @@ def format_plan(plan: dict[str, Any]) -> str:
     rows, rotates = plan.get("per_module_type", {}), plan.get("rotates") or {}
     width = max([len(name) for name in rows] + [len("module type")])
     header = f"{'module type':<{width}}  {'modules':>7}  {'trainable':>14}"
-    lines = [f"parameter plan: model={plan.get('model')} method={plan.get('method', {}).get('name')}",
-             header + ("  rotates (singular vectors of W)" if rotates else "")]
+    lines = [
+        f"parameter plan: model={plan.get('model')} method={plan.get('method', {}).get('name')}",
+        header + ("  rotates (singular vectors of W)" if rotates else ""),
+    ]
     for name, row in rows.items():
-        lines.append(f"{name:<{width}}  {row['modules']:>7}  {row['trainable']:>14,}" + (f"  {rotates.get(name, '')}" if rotates else ""))
+        lines.append(
+            f"{name:<{width}}  {row['modules']:>7}  {row['trainable']:>14,}" + (f"  {rotates.get(name, '')}" if rotates else "")
+        )
     lines.append(f"{'total trainable':<{width}}  {'':>7}  {plan['trainable']:>14,}  ({plan['trainable'] / 1e6:.2f}M)")
     lines.append(f"{'total parameters':<{width}}  {'':>7}  {plan['total']:>14,}  ({plan['total'] / 1e6:.2f}M)")
     return "\n".join(lines)

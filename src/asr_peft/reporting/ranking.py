@@ -17,8 +17,23 @@ from asr_peft.reporting.significance import compare_runs
 
 LOWEST, BEFORE = "lowest WER", "before adaptation"
 NOT_TESTED = "not tested"
-COLUMNS = ["model", "data", "test_set", "configuration", "wer_mean", "against", "reference", "difference",
-           "delta_wer_points", "ci_low_points", "ci_high_points", "p_value", "paired_seeds", "utterances", "note"]
+COLUMNS = [
+    "model",
+    "data",
+    "test_set",
+    "configuration",
+    "wer_mean",
+    "against",
+    "reference",
+    "difference",
+    "delta_wer_points",
+    "ci_low_points",
+    "ci_high_points",
+    "p_value",
+    "paired_seeds",
+    "utterances",
+    "note",
+]
 
 
 def _compare(runs: pd.DataFrame, configuration: str, reference: str, test_set: str, base: dict, against: str) -> dict:
@@ -26,15 +41,23 @@ def _compare(runs: pd.DataFrame, configuration: str, reference: str, test_set: s
     if configuration == reference:
         return {**row, "difference": LOWEST}
     try:
-        comparison = compare_runs(runs[runs["configuration"] == configuration], runs[runs["configuration"] == reference],
-                                  test_set)
+        comparison = compare_runs(
+            runs[runs["configuration"] == configuration], runs[runs["configuration"] == reference], test_set
+        )
     except ConfigError as err:
         return {**row, "difference": NOT_TESTED, "note": str(err)}
     points = lambda value: round(100 * value, 2)  # noqa: E731
-    return {**row, "difference": comparison.verdict, "delta_wer_points": points(comparison.delta_wer),
-            "ci_low_points": points(comparison.low), "ci_high_points": points(comparison.high),
-            "p_value": round(comparison.p_value, 4), "paired_seeds": comparison.paired_seeds,
-            "utterances": comparison.utterances, "note": comparison.describe()}
+    return {
+        **row,
+        "difference": comparison.verdict,
+        "delta_wer_points": points(comparison.delta_wer),
+        "ci_low_points": points(comparison.low),
+        "ci_high_points": points(comparison.high),
+        "p_value": round(comparison.p_value, 4),
+        "paired_seeds": comparison.paired_seeds,
+        "utterances": comparison.utterances,
+        "note": comparison.describe(),
+    }
 
 
 def rank_configurations(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -50,8 +73,13 @@ def rank_configurations(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFr
         lowest = panel.iloc[0]["configuration"]
         frozen = panel.loc[panel["method"] == "frozen", "configuration"]
         for _, entry in panel.iterrows():
-            base = {"model": model, "data": data, "test_set": test_set, "configuration": entry["configuration"],
-                    "wer_mean": entry["wer_mean"]}
+            base = {
+                "model": model,
+                "data": data,
+                "test_set": test_set,
+                "configuration": entry["configuration"],
+                "wer_mean": entry["wer_mean"],
+            }
             rows.append(_compare(runs, entry["configuration"], lowest, test_set, base, LOWEST))
             if not frozen.empty and entry["method"] != "frozen":
                 rows.append(_compare(runs, entry["configuration"], frozen.iloc[0], test_set, base, BEFORE))

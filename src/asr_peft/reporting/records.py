@@ -54,7 +54,7 @@ def _is_number(value: Any) -> bool:
 def _parameters_problem(parameters: Any) -> str | None:
     if not isinstance(parameters, dict):
         return f"parameters must be a mapping, not {_kind(parameters)}"
-    counts = {key: parameters.get(key) for key in ("trainable", "total")}
+    counts: dict[str, Any] = {key: parameters.get(key) for key in ("trainable", "total")}
     for key, value in counts.items():
         if not _is_number(value) or value < 0 or value != int(value):
             return f"parameters.{key} must be a whole number >= 0, not {_kind(value)}"
@@ -85,8 +85,7 @@ def _decodes_problem(metrics: dict[str, Any], decode_dir: Path) -> str | None:
             continue  # decodes not kept: nothing to compare
         references, hypotheses = _trn_texts(refs), _trn_texts(hyps)
         if values.get("num_utterances") is not None and len(references) != values["num_utterances"]:
-            return (f"metrics.{test_set}.num_utterances={values['num_utterances']} but its decodes ({refs}) hold "
-                    f"{len(references)}")
+            return f"metrics.{test_set}.num_utterances={values['num_utterances']} but its decodes ({refs}) hold {len(references)}"
         if len(references) != len(hypotheses):
             return f"its decodes of {test_set} hold {len(references)} references but {len(hypotheses)} hypotheses"
         recomputed = error_rates(references, hypotheses, lambda text: text)["wer"] if references else None

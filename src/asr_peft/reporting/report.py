@@ -18,16 +18,34 @@ from typing import Any, cast
 import pandas as pd
 
 from asr_peft.errors import ConfigError
-from asr_peft.reporting.aggregate import (collect, convergence_frame, ordered_test_sets, subspace_frame, subspace_summary,
-                                          summarise, to_frame)
+from asr_peft.reporting.aggregate import (
+    collect,
+    convergence_frame,
+    ordered_test_sets,
+    subspace_frame,
+    subspace_summary,
+    summarise,
+    to_frame,
+)
 from asr_peft.reporting.claims import check_claims
 from asr_peft.reporting.dashboard import write_dashboard
 from asr_peft.reporting.digest import write_digest
 from asr_peft.reporting.figures import convergence_figure, forgetting_figure, method_colours, pareto_figure, subspace_figure
 from asr_peft.reporting.ranking import rank_configurations
 
-OUTPUTS = ("results.csv", "summary.csv", "significance.csv", "claims.csv", "subspace.csv", "pareto.png", "forgetting.png",
-           "convergence.png", "subspace.png", "report.html", "report.md")
+OUTPUTS = (
+    "results.csv",
+    "summary.csv",
+    "significance.csv",
+    "claims.csv",
+    "subspace.csv",
+    "pareto.png",
+    "forgetting.png",
+    "convergence.png",
+    "subspace.png",
+    "report.html",
+    "report.md",
+)
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -36,14 +54,23 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out_dir} is a file, not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ConfigError(f"--out {out_dir} is not empty; pass --overwrite to replace its report, or choose another directory")
+            raise ConfigError(
+                f"--out {out_dir} is not empty; pass --overwrite to replace its report, or choose another directory"
+            )
         for name in OUTPUTS:  # a stale figure from an earlier report must not pass for this one
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: bool = False, wandb: bool = False,
-                 test_sets: list[str] | None = None, wandb_group: str | None = None) -> dict[str, Any]:
+def build_report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    wandb: bool = False,
+    test_sets: list[str] | None = None,
+    wandb_group: str | None = None,
+) -> dict[str, Any]:
     """Aggregate every results.json below `paths` into `out_dir`; `test_sets` limits the Pareto panels.
 
     With `wandb`, the report's W&B run joins `wandb_group`, or else the runs' own group when they share one.
@@ -60,16 +87,20 @@ def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: boo
     if test_sets:
         unknown = sorted(set(test_sets) - set(ordered_test_sets(frame)))
         if unknown:
-            raise ConfigError(f"--test-set {unknown[0]} is not among the runs' test sets: {', '.join(ordered_test_sets(frame)) or 'none'}")
+            raise ConfigError(
+                f"--test-set {unknown[0]} is not among the runs' test sets: {', '.join(ordered_test_sets(frame)) or 'none'}"
+            )
         pareto_summary = summary[summary["test_set"].isin(test_sets)]
     prepare_out_dir(out_dir, overwrite)
 
     colours = method_colours(frame["method"].dropna()) if not frame.empty else {}
     subspace = subspace_frame(collection.runs, frame)
     subspace_means = subspace_summary(subspace)
-    figures = {"pareto": pareto_figure(summary, frame, out_dir / "pareto.png", colours, test_sets),
-               "forgetting": forgetting_figure(summary, frame, out_dir / "forgetting.png", colours),
-               "convergence": convergence_figure(convergence_frame(collection.runs, frame), out_dir / "convergence.png", colours)}
+    figures = {
+        "pareto": pareto_figure(summary, frame, out_dir / "pareto.png", colours, test_sets),
+        "forgetting": forgetting_figure(summary, frame, out_dir / "forgetting.png", colours),
+        "convergence": convergence_figure(convergence_frame(collection.runs, frame), out_dir / "convergence.png", colours),
+    }
     ranking, claims = rank_configurations(frame, summary), check_claims(frame)
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
@@ -79,16 +110,34 @@ def build_report(paths: list[str | Path], out_dir: str | Path, *, overwrite: boo
     if not subspace.empty:
         subspace.to_csv(out_dir / "subspace.csv", index=False)
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
-    write_dashboard(out_dir / "report.html", frame=frame, summary=summary, pareto_summary=pareto_summary,
-                    subspace=subspace_means, colours=colours, figures=figures, unreadable=collection.unreadable,
-                    ranking=ranking, claims=claims)
+    write_dashboard(
+        out_dir / "report.html",
+        frame=frame,
+        summary=summary,
+        pareto_summary=pareto_summary,
+        subspace=subspace_means,
+        colours=colours,
+        figures=figures,
+        unreadable=collection.unreadable,
+        ranking=ranking,
+        claims=claims,
+    )
     groups = sweep_groups(collection.runs)
     group = wandb_group or (groups[0] if len(groups) == 1 else None)
-    wandb_dir = log_to_wandb({"results": frame, "summary": summary, "significance": ranking, "claims": claims},
-                             figures, out_dir, group) if wandb else None
+    wandb_dir = (
+        log_to_wandb({"results": frame, "summary": summary, "significance": ranking, "claims": claims}, figures, out_dir, group)
+        if wandb
+        else None
+    )
     statuses = frame.drop_duplicates("run_dir")["status"].value_counts().to_dict() if not frame.empty else {}
-    return {"runs": statuses, "unreadable": collection.unreadable, "out_dir": str(out_dir), "wandb_dir": wandb_dir,
-            "wandb_group": group if wandb else None, "sweep_groups": groups}
+    return {
+        "runs": statuses,
+        "unreadable": collection.unreadable,
+        "out_dir": str(out_dir),
+        "wandb_dir": wandb_dir,
+        "wandb_group": group if wandb else None,
+        "sweep_groups": groups,
+    }
 
 
 def sweep_groups(runs: list) -> list[str]:
@@ -106,11 +155,20 @@ def log_to_wandb(tables: dict[str, pd.DataFrame], figures: dict[str, Path], out_
     in `out_dir/wandb`, in the runs' group (offline unless WANDB_MODE is set)."""
     import wandb
 
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "asr-peft"), job_type="report", dir=str(out_dir),
-                     group=group, name=f"report-{out_dir.resolve().name}",
-                     mode=cast(Any, os.environ.get("WANDB_MODE", "offline")))  # wandb checks its own variable's value
-    run.log({**{name: wandb.Table(dataframe=_loggable(table)) for name, table in tables.items()},
-             **{name: wandb.Image(str(path)) for name, path in figures.items()}})
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "asr-peft"),
+        job_type="report",
+        dir=str(out_dir),
+        group=group,
+        name=f"report-{out_dir.resolve().name}",
+        mode=cast(Any, os.environ.get("WANDB_MODE", "offline")),
+    )  # wandb checks its own variable's value
+    run.log(
+        {
+            **{name: wandb.Table(dataframe=_loggable(table)) for name, table in tables.items()},
+            **{name: wandb.Image(str(path)) for name, path in figures.items()},
+        }
+    )
     run.finish()
     return str(Path(run.dir).parent)
 

@@ -50,10 +50,11 @@ PROCEDURE = (
     f"{100 * CONFIDENCE:g}% confidence interval: the {100 * (1 - CONFIDENCE) / 2:g}th to "
     f"{100 * (1 + CONFIDENCE) / 2:g}th percentile of the replicates; p-value: two-sided, twice the smaller share of "
     "replicates on either side of zero. One system is called better or worse than another only when the interval "
-    f"excludes zero; otherwise the pair is reported as \"{NO_DIFFERENCE}\". Where a claim is decided by whichever "
+    f'excludes zero; otherwise the pair is reported as "{NO_DIFFERENCE}". Where a claim is decided by whichever '
     "of several comparisons is significant (SSVD on the front: any SSVD configuration against its best cheaper rival), "
     "that comparison's p-value is also Holm-adjusted over all of them (Holm, 1979) and must stay below "
-    f"{1 - CONFIDENCE:.2g}.")
+    f"{1 - CONFIDENCE:.2g}."
+)
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:
@@ -73,14 +74,14 @@ class UtteranceErrors:
     """Word errors of one run on one test set, per utterance (ids in trn order)."""
 
     ids: tuple[str, ...]
-    errors: np.ndarray      # (U,) substitutions + deletions + insertions
-    ref_words: np.ndarray   # (U,) reference length in words
+    errors: np.ndarray  # (U,) substitutions + deletions + insertions
+    ref_words: np.ndarray  # (U,) reference length in words
 
 
 @dataclass(frozen=True)
 class Comparison:
-    delta_wer: float        # WER_A − WER_B (fractions; negative: A is better)
-    low: float              # the confidence interval of delta_wer
+    delta_wer: float  # WER_A − WER_B (fractions; negative: A is better)
+    low: float  # the confidence interval of delta_wer
     high: float
     p_value: float
     utterances: int
@@ -99,8 +100,10 @@ class Comparison:
 
     def describe(self) -> str:
         """ΔWER in points with its interval and p-value, e.g. `-2.10 points [-3.05, -1.20], p=0.0001`."""
-        return (f"{100 * self.delta_wer:+.2f} points [{100 * self.low:+.2f}, {100 * self.high:+.2f}] "
-                f"({100 * CONFIDENCE:g}% CI), p={self.p_value:.4f}")
+        return (
+            f"{100 * self.delta_wer:+.2f} points [{100 * self.low:+.2f}, {100 * self.high:+.2f}] "
+            f"({100 * CONFIDENCE:g}% CI), p={self.p_value:.4f}"
+        )
 
 
 def read_trn(path: Path) -> dict[str, str]:
@@ -164,8 +167,12 @@ def compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, test_set: str, **op
     paired when both systems ran the same seeds. `options` go to `paired_bootstrap`."""
     runs_a, runs_b = (runs.drop_duplicates("run_dir").sort_values("seed") for runs in (runs_a, runs_b))
     paired = runs_a["seed"].tolist() == runs_b["seed"].tolist()
-    return paired_bootstrap([run_errors(str(d), test_set) for d in runs_a["run_dir"]],
-                            [run_errors(str(d), test_set) for d in runs_b["run_dir"]], paired_seeds=paired, **options)
+    return paired_bootstrap(
+        [run_errors(str(d), test_set) for d in runs_a["run_dir"]],
+        [run_errors(str(d), test_set) for d in runs_b["run_dir"]],
+        paired_seeds=paired,
+        **options,
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -192,9 +199,15 @@ def _stack(runs: Sequence[UtteranceErrors], ids: tuple[str, ...], name: str) -> 
     return np.stack(rows).astype(np.float64)
 
 
-def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[UtteranceErrors], *,
-                     paired_seeds: bool = False, replicates: int = REPLICATES, confidence: float = CONFIDENCE,
-                     seed: int = 0) -> Comparison:
+def paired_bootstrap(
+    system_a: Sequence[UtteranceErrors],
+    system_b: Sequence[UtteranceErrors],
+    *,
+    paired_seeds: bool = False,
+    replicates: int = REPLICATES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Comparison:
     """ΔWER of A against B with its bootstrap interval and p-value (see the module docstring).
 
     `paired_seeds`: the i-th run of A and of B share a training seed (both lists in seed order).
@@ -213,8 +226,8 @@ def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[Utt
     rng = np.random.default_rng([seed, 1])
     count = len(ids)
     draws = _utterance_draws(count, replicates, seed)
-    words = draws @ lengths                              # (R,)
-    per_seed_a, per_seed_b = draws @ errors_a.T, draws @ errors_b.T   # (R, seeds)
+    words = draws @ lengths  # (R,)
+    per_seed_a, per_seed_b = draws @ errors_a.T, draws @ errors_b.T  # (R, seeds)
     seeds_a = rng.integers(0, errors_a.shape[0], (replicates, errors_a.shape[0]))
     seeds_b = seeds_a if paired_seeds else rng.integers(0, errors_b.shape[0], (replicates, errors_b.shape[0]))
     rows = np.arange(replicates)[:, None]
@@ -222,5 +235,6 @@ def paired_bootstrap(system_a: Sequence[UtteranceErrors], system_b: Sequence[Utt
     tail = (1 - confidence) / 2
     low, high = np.quantile(replicated, [tail, 1 - tail])
     p_value = min(1.0, 2 * min((replicated <= 0).mean(), (replicated >= 0).mean()))
-    return Comparison(float(delta), float(low), float(high), float(p_value), count,
-                      (errors_a.shape[0], errors_b.shape[0]), paired_seeds)
+    return Comparison(
+        float(delta), float(low), float(high), float(p_value), count, (errors_a.shape[0], errors_b.shape[0]), paired_seeds
+    )

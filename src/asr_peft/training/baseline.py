@@ -29,8 +29,16 @@ def _file_digest(path: str) -> str | None:
     return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
 
 
-def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], run_dir: Path,
-                     test_sets: Mapping[str, list[Utterance]], *, device: torch.device, precision: str) -> dict | None:
+def baseline_metrics(
+    cfg: DictConfig,
+    bundle,
+    normalizer: Callable[[str], str],
+    run_dir: Path,
+    test_sets: Mapping[str, list[Utterance]],
+    *,
+    device: torch.device,
+    precision: str,
+) -> dict | None:
     """The frozen model's test scores (`evaluation.baseline`), from the cache when the same model and
     test data were scored before in the same precision on the same kind of device. Scoring moves the
     model to `device` (and casts it for `*-true`, as Lightning would next)."""
@@ -40,15 +48,35 @@ def baseline_metrics(cfg: DictConfig, bundle, normalizer: Callable[[str], str], 
     weights = [weight_key(tensor) for tensor in bundle.model.state_dict().values()]
     # So are the test manifests' contents: a corpus regenerated in place is new test data.
     manifests = {name: _file_digest(path) for name, path in (cfg.data.test or {}).items()}
-    key_source = json.dumps([_plain(cfg.model), _plain(cfg.data.test), _plain(cfg.evaluation), bundle.source, weights,
-                             manifests, device.type, precision], sort_keys=True, default=str)
+    key_source = json.dumps(
+        [
+            _plain(cfg.model),
+            _plain(cfg.data.test),
+            _plain(cfg.evaluation),
+            bundle.source,
+            weights,
+            manifests,
+            device.type,
+            precision,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     cache = Path(cfg.paths.cache_dir) / "baselines" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:20]}.json"
     if bundle.source not in ("random", "meta"):
         cached = _cached_metrics(cache)
         if cached is not None:
             return cached
-    metrics = score_test_sets(bundle, _plain(cfg.data), _plain(cfg.evaluation), normalizer,
-                              run_dir / "decode_baseline", test_sets=test_sets, device=device, precision=precision)
+    metrics = score_test_sets(
+        bundle,
+        _plain(cfg.data),
+        _plain(cfg.evaluation),
+        normalizer,
+        run_dir / "decode_baseline",
+        test_sets=test_sets,
+        device=device,
+        precision=precision,
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(cache, metrics)
     return metrics

@@ -20,8 +20,16 @@ from asr_peft.data.sampler import DurationBucketSampler
 
 
 class SpeechDataModule(pl.LightningDataModule):
-    def __init__(self, data_cfg: Mapping[str, Any], loader_cfg: Mapping[str, Any], bundle, *, train: list[Utterance],
-                 valid: list[Utterance], seed: int = 0):
+    def __init__(
+        self,
+        data_cfg: Mapping[str, Any],
+        loader_cfg: Mapping[str, Any],
+        bundle,
+        *,
+        train: list[Utterance],
+        valid: list[Utterance],
+        seed: int = 0,
+    ):
         super().__init__()
         self.cfg = data_cfg
         self.loader_cfg = loader_cfg
@@ -30,8 +38,14 @@ class SpeechDataModule(pl.LightningDataModule):
         language = data_cfg.get("language", "eng")
         resample = data_cfg.get("resample", True)
         # Train mode: the family's training variant (OWSM: ESPnet's random placement in the padded window).
-        self.train_set = model_dataset(bundle, train, default_language=language, train=True, resample=resample,
-                                       speed_factors=[float(f) for f in data_cfg.get("speed_perturb") or []])
+        self.train_set = model_dataset(
+            bundle,
+            train,
+            default_language=language,
+            train=True,
+            resample=resample,
+            speed_factors=[float(f) for f in data_cfg.get("speed_perturb") or []],
+        )
         self.valid_set = model_dataset(bundle, valid, default_language=language, resample=resample)
         self.collate = Collate(bundle.collate)
         self._train_sampler: DurationBucketSampler | None = None
@@ -40,17 +54,28 @@ class SpeechDataModule(pl.LightningDataModule):
     def sampler(self, dataset: SpeechDataset, *, shuffle: bool) -> DurationBucketSampler:
         trainer = self.trainer
         return DurationBucketSampler(
-            dataset.durations, max_batch_seconds=self.loader_cfg.get("max_batch_seconds"),
-            max_batch_size=self.loader_cfg.get("max_batch_size"), batch_size=self.loader_cfg.get("batch_size"),
-            shuffle=shuffle, seed=self.seed,
-            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+            dataset.durations,
+            max_batch_seconds=self.loader_cfg.get("max_batch_seconds"),
+            max_batch_size=self.loader_cfg.get("max_batch_size"),
+            batch_size=self.loader_cfg.get("batch_size"),
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
 
     def loader(self, dataset: SpeechDataset, sampler: DurationBucketSampler) -> DataLoader:
         workers = int(self.loader_cfg.get("num_workers", 0))
         # A generator of its own: creating a loader iterator then draws no number from the global one,
         # whose state a checkpoint restores (training/resume.py).
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=workers,
-                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         self._train_sampler = self.sampler(self.train_set, shuffle=True)

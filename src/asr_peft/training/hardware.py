@@ -48,16 +48,21 @@ def validate_hardware(cfg: Mapping[str, Any]) -> None:
     strategy = strategy_name(trainer.get("strategy", "auto"))
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator not in ACCELERATORS:
-        raise ConfigError(f"trainer.accelerator={accelerator} is not one this project runs on; choose from "
-                          f"{', '.join(ACCELERATORS)}")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} is not one this project runs on; choose from {', '.join(ACCELERATORS)}"
+        )
     device_type = accelerator_device_type(accelerator)
     if strategy.startswith("fsdp") and (device_type != "cuda" or not torch.cuda.is_available()):
         reason = NO_GPU if device_type == "cuda" else f"trainer.accelerator={accelerator}"
-        raise ConfigError(f"trainer.strategy={strategy}: Lightning's FSDP runs on CUDA GPUs only, and {reason}; "
-                          "for several CPU processes use trainer=ddp trainer.accelerator=cpu")
+        raise ConfigError(
+            f"trainer.strategy={strategy}: Lightning's FSDP runs on CUDA GPUs only, and {reason}; "
+            "for several CPU processes use trainer=ddp trainer.accelerator=cpu"
+        )
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={accelerator}: {NO_GPU}; use trainer=cpu "
-                          "(or trainer.accelerator=cpu, e.g. with trainer=ddp for several CPU processes)")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: {NO_GPU}; use trainer=cpu "
+            "(or trainer.accelerator=cpu, e.g. with trainer=ddp for several CPU processes)"
+        )
     if strategy.startswith("deepspeed"):
         raise ConfigError(f"trainer.strategy={strategy}: DeepSpeed is not installed in this environment; use ddp or fsdp")
     if strategy not in KNOWN_STRATEGIES and strategy not in _registered_strategies():
@@ -65,20 +70,28 @@ def validate_hardware(cfg: Mapping[str, Any]) -> None:
     _devices(trainer.get("devices", "auto"), device_type)
     precision = _precision(trainer.get("precision", "32-true"), "trainer.precision", device_type)
     if precision in HALF_PRECISIONS and strategy.startswith("fsdp"):
-        raise ConfigError(f"trainer.precision={precision} with FSDP: FSDP flattens each wrapped block's parameters "
-                          "into one tensor of one dtype, so fp32 adapters cannot sit beside half-precision weights; "
-                          "use bf16-mixed")
+        raise ConfigError(
+            f"trainer.precision={precision} with FSDP: FSDP flattens each wrapped block's parameters "
+            "into one tensor of one dtype, so fp32 adapters cannot sit beside half-precision weights; "
+            "use bf16-mixed"
+        )
     if strategy.startswith("fsdp") and not ((cfg.get("callbacks") or {}).get("model_checkpoint")):
-        raise ConfigError("trainer=fsdp without callbacks.model_checkpoint: each process holds a shard of the trained "
-                          "model, so the test scores a copy rebuilt from the checkpoint; keep the checkpoint callback")
+        raise ConfigError(
+            "trainer=fsdp without callbacks.model_checkpoint: each process holds a shard of the trained "
+            "model, so the test scores a copy rebuilt from the checkpoint; keep the checkpoint callback"
+        )
     if precision in HALF_PRECISIONS and (cfg.get("method") or {}).get("name") == "full":
-        raise ConfigError(f"trainer.precision={precision} with method=full would train half-precision weights whose "
-                          "updates fall below their rounding step; use bf16-mixed (fp32 master weights)")
+        raise ConfigError(
+            f"trainer.precision={precision} with method=full would train half-precision weights whose "
+            "updates fall below their rounding step; use bf16-mixed (fp32 master weights)"
+        )
     scored_in = scoring_target(trainer, evaluation)[1]
     if scored_in in HALF_PRECISIONS and scored_in != precision:
-        raise ConfigError(f"evaluation.precision={scored_in} with trainer.precision={precision}: scoring the baseline "
-                          f"in {scored_in} casts the model before it trains; use it with trainer.precision={scored_in}, "
-                          "or rescore the trained run with evaluate.py")
+        raise ConfigError(
+            f"evaluation.precision={scored_in} with trainer.precision={precision}: scoring the baseline "
+            f"in {scored_in} casts the model before it trains; use it with trainer.precision={scored_in}, "
+            "or rescore the trained run with evaluate.py"
+        )
 
 
 def _registered_strategies() -> list[str]:
@@ -92,8 +105,12 @@ def strategy_name(strategy: Any) -> str:
     """`ddp`, `fsdp`, ... for a strategy string or a `_target_` config of a Lightning strategy class."""
     if isinstance(strategy, Mapping):
         target = str(strategy.get("_target_", "")).rsplit(".", 1)[-1]
-        return {"DDPStrategy": "ddp", "FSDPStrategy": "fsdp", "DeepSpeedStrategy": "deepspeed",
-                "SingleDeviceStrategy": "single_device"}.get(target, target)
+        return {
+            "DDPStrategy": "ddp",
+            "FSDPStrategy": "fsdp",
+            "DeepSpeedStrategy": "deepspeed",
+            "SingleDeviceStrategy": "single_device",
+        }.get(target, target)
     return str(strategy)
 
 
@@ -152,11 +169,11 @@ def _precision(value: Any, key: str, device_type: str | None = None) -> str:
     if precision is None:
         raise ConfigError(f"{key}={value} is not a precision this project runs; choose from {', '.join(PRECISIONS)}")
     if device_type == "cpu" and precision == "16-mixed":
-        raise ConfigError(f"{key}=16-mixed: Lightning has no fp16 autocast on the CPU (it would quietly run "
-                          "bf16-mixed); use bf16-mixed")
+        raise ConfigError(
+            f"{key}=16-mixed: Lightning has no fp16 autocast on the CPU (it would quietly run bf16-mixed); use bf16-mixed"
+        )
     if device_type == "cuda" and precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
-        raise ConfigError(f"{key}={precision}: this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic; "
-                          "use 16-mixed")
+        raise ConfigError(f"{key}={precision}: this GPU ({torch.cuda.get_device_name()}) has no bf16 arithmetic; use 16-mixed")
     return precision
 
 
@@ -168,14 +185,18 @@ def scoring_target(trainer: Mapping[str, Any], evaluation: Mapping[str, Any]) ->
         accelerator = str(trainer.get("accelerator", "auto"))
         device_type = accelerator_device_type(accelerator)
         if device_type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"evaluation.device: the run trained with trainer.accelerator={accelerator} and {NO_GPU}; "
-                              "set evaluation.device=cpu to score on the CPU")
+            raise ConfigError(
+                f"evaluation.device: the run trained with trainer.accelerator={accelerator} and {NO_GPU}; "
+                "set evaluation.device=cpu to score on the CPU"
+            )
         indices = _device_indices(trainer.get("devices", "auto"))
         device = torch.device(f"cuda:{indices[0] if indices else 0}" if device_type == "cuda" else "cpu")
     key = "evaluation.precision" if evaluation.get("precision") else "trainer.precision"
     precision = _precision(evaluation.get("precision") or trainer.get("precision", "32-true"), key, device.type)
     if evaluation.get("decode") == "beam" and precision in ("16-mixed", "16-true"):
         # ESPnet's CTC prefix scorer fills its tables with -1e10 in the encoder's dtype; fp16 cannot hold it.
-        raise ConfigError(f"{key}={precision} with evaluation.decode=beam: ESPnet's CTC prefix scorer overflows in "
-                          "fp16; set evaluation.precision=32-true (or bf16-mixed)")
+        raise ConfigError(
+            f"{key}={precision} with evaluation.decode=beam: ESPnet's CTC prefix scorer overflows in "
+            "fp16; set evaluation.precision=32-true (or bf16-mixed)"
+        )
     return device, precision

@@ -38,12 +38,14 @@ def state_dict_name(name: str) -> str:
 
 def warmup_lambda(warmup_steps: int, schedule: str, total_steps: int | None) -> Callable[[int], float]:
     """LR multiplier per update: linear warm-up, then constant or linear decay to zero at `total_steps`."""
+
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "linear" and total_steps:
             return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
         return 1.0
+
     return factor
 
 
@@ -59,8 +61,10 @@ def espnet_scheduler_class(name: str):
 
     choices = {key: cls for key, cls in scheduler_classes.items() if issubclass(cls, AbsBatchStepScheduler)}
     if str(name).lower() not in choices:
-        raise ConfigError(f"optimizer.scheduler={name!r} is not one of ESPnet's per-update schedulers "
-                          f"(choose from: {', '.join(sorted(choices))})")
+        raise ConfigError(
+            f"optimizer.scheduler={name!r} is not one of ESPnet's per-update schedulers "
+            f"(choose from: {', '.join(sorted(choices))})"
+        )
     return choices[str(name).lower()]
 
 
@@ -71,12 +75,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
         schedule = cfg.get("schedule", "constant")
         if schedule not in ("constant", "linear"):
             raise ConfigError(f"optimizer.schedule must be 'constant' or 'linear', got {schedule!r}")
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), schedule, total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(int(cfg.get("warmup_steps", 0)), schedule, total_steps))
     for key in ("warmup_steps", "schedule"):
         if cfg.get(key):  # warmup_steps: 0 asks for nothing
-            raise ConfigError(f"optimizer.{key} applies only without optimizer.scheduler; "
-                              f"set the schedule in optimizer.scheduler_conf")
+            raise ConfigError(
+                f"optimizer.{key} applies only without optimizer.scheduler; set the schedule in optimizer.scheduler_conf"
+            )
     scheduler_class = espnet_scheduler_class(cfg["scheduler"])
     from typeguard import TypeCheckError  # ESPnet checks its constructors' argument types with typeguard
 
@@ -87,8 +91,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], to
 
 
 class SpeechLitModule(pl.LightningModule):
-    def __init__(self, bundle, *, optimizer: Mapping[str, Any], normalizer: Callable[[str], str], total_steps: int | None = None,
-                 on_nonfinite_loss: str = "stop"):
+    def __init__(
+        self,
+        bundle,
+        *,
+        optimizer: Mapping[str, Any],
+        normalizer: Callable[[str], str],
+        total_steps: int | None = None,
+        on_nonfinite_loss: str = "stop",
+    ):
         super().__init__()
         self.on_nonfinite_loss = on_nonfinite_loss  # training/nonfinite.py
         self.bundle = bundle
@@ -116,8 +127,9 @@ class SpeechLitModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, _ = self.bundle.loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utt_id"]), sync_dist=True)
-        self._val_hyps += self.bundle.transcribe(batch, method=self.bundle.validation_decode,
-                                                 languages=batch["language"], options={})
+        self._val_hyps += self.bundle.transcribe(
+            batch, method=self.bundle.validation_decode, languages=batch["language"], options={}
+        )
         self._val_refs += batch["transcript"]
 
     def on_validation_epoch_end(self) -> None:
@@ -130,10 +142,15 @@ class SpeechLitModule(pl.LightningModule):
         self.log("val_cer", rates["cer"], sync_dist=False)
         if not self.trainer.sanity_checking:
             loss = self.trainer.callback_metrics.get("val_loss")
-            self.validation_history.append({
-                "step": int(self.global_step), "epoch": int(self.current_epoch), "val_wer": float(rates["wer"]),
-                "val_cer": float(rates["cer"]), "val_loss": float(loss) if loss is not None else None,
-            })
+            self.validation_history.append(
+                {
+                    "step": int(self.global_step),
+                    "epoch": int(self.current_epoch),
+                    "val_wer": float(rates["wer"]),
+                    "val_cer": float(rates["cer"]),
+                    "val_loss": float(loss) if loss is not None else None,
+                }
+            )
 
     def _gather(self, values: list[str]) -> list[str]:
         """All ranks' transcripts, so that every rank logs the same corpus-level WER."""
@@ -148,8 +165,13 @@ class SpeechLitModule(pl.LightningModule):
         cfg = self.optimizer_cfg
         # ESPnet's `optim: adamw` is torch's AdamW; ESPnet hands it every parameter, of which only the
         # trainable ones ever get a gradient, so the update is the same.
-        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.98))),
-                                      weight_decay=cfg.get("weight_decay", 0.0), eps=cfg.get("eps", 1e-8))
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg["lr"],
+            betas=tuple(cfg.get("betas", (0.9, 0.98))),
+            weight_decay=cfg.get("weight_decay", 0.0),
+            eps=cfg.get("eps", 1e-8),
+        )
         # Stepped once per update (after gradient accumulation), as ESPnet's trainer steps its schedulers.
         scheduler = build_scheduler(optimizer, cfg, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -175,6 +197,10 @@ class SpeechLitModule(pl.LightningModule):
         if missing:
             raise ModelLoadError(
                 f"checkpoint lacks {len(missing)} trainable tensor(s) of this method (e.g. {sorted(missing)[0]}); "
-                "it was written by another method or model config")
-        check_fingerprint(self.adapter_layers(), checkpoint.get(FINGERPRINT_KEY),
-                          f"checkpoint {self._trainer.ckpt_path if self._trainer else ''}")
+                "it was written by another method or model config"
+            )
+        check_fingerprint(
+            self.adapter_layers(),
+            checkpoint.get(FINGERPRINT_KEY),
+            f"checkpoint {self._trainer.ckpt_path if self._trainer else ''}",
+        )

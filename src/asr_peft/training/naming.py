@@ -20,11 +20,31 @@ from omegaconf import DictConfig, OmegaConf
 
 # Keys (and whole subtrees) that change neither what is trained nor how it is scored: where outputs go,
 # logging and display, how many devices share the same global run, extra diagnostics.
-NO_EFFECT = ("task_name", "dry_run", "sweep_group", "logger", "hydra", "paths.root_dir", "paths.log_dir",
-             "paths.output_dir", "paths.cache_dir", "paths.model_cache_dir", "trainer.devices", "trainer.num_nodes",
-             "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-             "callbacks.progress_bar", "callbacks.lr_monitor", "loader.num_workers", "evaluation.progress",
-             "evaluation.max_batch_seconds", "evaluation.baseline", "evaluation.subspace", "evaluation.sclite")
+NO_EFFECT = (
+    "task_name",
+    "dry_run",
+    "sweep_group",
+    "logger",
+    "hydra",
+    "paths.root_dir",
+    "paths.log_dir",
+    "paths.output_dir",
+    "paths.cache_dir",
+    "paths.model_cache_dir",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "callbacks.progress_bar",
+    "callbacks.lr_monitor",
+    "loader.num_workers",
+    "evaluation.progress",
+    "evaluation.max_batch_seconds",
+    "evaluation.baseline",
+    "evaluation.subspace",
+    "evaluation.sclite",
+)
 # SSVD's budget is `adapt.p` (and `adapt.p_groups`); no other method reads them.
 METHODS_USING_P = {"ssvd"}
 P_KEYS = ("adapt.p", "adapt.p_groups")
@@ -85,8 +105,18 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
 
 
 # The keys `budget` names (their other method keys, e.g. a PEFT tuner's block size, are named as settings).
-BUDGET_KEYS = {"adapt.p", "adapt.p_groups", "method.side", "method.p_out", "method.p_out_groups", "method.r",
-               "method.pattern", "method.off_diag", "method.peft_config.peft_type", "method.peft_config.r"}
+BUDGET_KEYS = {
+    "adapt.p",
+    "adapt.p_groups",
+    "method.side",
+    "method.p_out",
+    "method.p_out_groups",
+    "method.r",
+    "method.pattern",
+    "method.off_diag",
+    "method.peft_config.peft_type",
+    "method.peft_config.r",
+}
 
 
 def format_value(value: Any) -> str:
@@ -104,8 +134,9 @@ def _token(key: str | None, value: Any) -> str:
     return format_value(value) if key is None else f"{key}={format_value(value)}"
 
 
-def configuration_tokens(method: Mapping[str, Any], adapt: Mapping[str, Any],
-                         extra: Mapping[str, Any] | None = None) -> list[str]:
+def configuration_tokens(
+    method: Mapping[str, Any], adapt: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> list[str]:
     """The method's name, its budget, then `extra` settings (method keys without their `method.` prefix)."""
     tokens = [str(method.get("name", "?"))] + [_token(k, v) for k, v in budget(method, adapt)]
     for key in sorted(extra or {}, key=lambda k: (not k.startswith("method."), k)):
@@ -113,8 +144,7 @@ def configuration_tokens(method: Mapping[str, Any], adapt: Mapping[str, Any],
     return tokens
 
 
-def configuration_label(method: Mapping[str, Any], adapt: Mapping[str, Any],
-                        extra: Mapping[str, Any] | None = None) -> str:
+def configuration_label(method: Mapping[str, Any], adapt: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
     """e.g. `ssvd p=0.4`, `lora r=16 alpha=32`, `svft banded d=2`, `full`, `ssvd p=0.4 optimizer.lr=0.01`."""
     return " ".join(configuration_tokens(method, adapt, extra))
 
@@ -194,12 +224,13 @@ def sanitise(name: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._,=+~-]", "_", name)
     if len(name) > MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = f"{name[:MAX_NAME - 13]}-{digest}"
+        name = f"{name[: MAX_NAME - 13]}-{digest}"
     return name
 
 
-def run_name(job: DictConfig, reference: DictConfig, choices: Mapping[str, str | None],
-             default_choices: Mapping[str, str | None]) -> str:
+def run_name(
+    job: DictConfig, reference: DictConfig, choices: Mapping[str, str | None], default_choices: Mapping[str, str | None]
+) -> str:
     """`<method>_<budget>[_<method settings>],<data>,<model>,seed=<n>[,<group>=<choice>...][,<key>=<value>...]`.
 
     `reference` is the config the same group choices give without any value override (no sweep point
@@ -214,12 +245,19 @@ def run_name(job: DictConfig, reference: DictConfig, choices: Mapping[str, str |
     written = flatten(raw)
     values = {k: _resolved(config, k, written[k]) for k in changed}
     method_extra = {k: values[k] for k in changed if k.startswith("method.") and not _within(k, shown)}
-    groups = [f"{group}={choice}" for group, choice in sorted(choices.items())
-              if not group.startswith("hydra/") and group not in GROUPS_SHOWN_BY_NAME | GROUPS_WITHOUT_EFFECT
-              and choice != default_choices.get(group)
-              and (group == "experiment" or any(counted(k, method_name) for k in written if k.startswith(group + ".")))]
-    others = [f"{k}={format_value(values[k])}" for k in sorted(changed)
-              if not k.startswith("method.") and not _within(k, shown) and counted(k, method_name)]
+    groups = [
+        f"{group}={choice}"
+        for group, choice in sorted(choices.items())
+        if not group.startswith("hydra/")
+        and group not in GROUPS_SHOWN_BY_NAME | GROUPS_WITHOUT_EFFECT
+        and choice != default_choices.get(group)
+        and (group == "experiment" or any(counted(k, method_name) for k in written if k.startswith(group + ".")))
+    ]
+    others = [
+        f"{k}={format_value(values[k])}"
+        for k in sorted(changed)
+        if not k.startswith("method.") and not _within(k, shown) and counted(k, method_name)
+    ]
     others += [f"~{k}" for k in sorted(removed) if counted(k, method_name)]
     head = "_".join(configuration_tokens(method, adapt, method_extra))
     data, model, seed = (_resolved(config, key, written.get(key)) for key in ("data.name", "model.name", "seed"))
@@ -234,4 +272,3 @@ def reference_overrides(choices: Mapping[str, str | None], default_choices: Mapp
             continue
         overrides.append(f"{group}={choice}" if group in default_choices else f"+{group}={choice}")
     return overrides
-

@@ -33,6 +33,8 @@ def nonfinite_loss(loss: torch.Tensor, utterances: Sequence[str], step: int, act
     if action == "skip":
         log.warning("%s: batch skipped (on_nonfinite_loss=skip)", where)
         return None
-    raise NonFiniteLoss(f"{where}: the run stops before the update (the checkpoints hold the last validated state); "
-                        "check those utterances' audio and transcripts, or set on_nonfinite_loss=skip to leave such "
-                        "batches out")
+    raise NonFiniteLoss(
+        f"{where}: the run stops before the update (the checkpoints hold the last validated state); "
+        "check those utterances' audio and transcripts, or set on_nonfinite_loss=skip to leave such "
+        "batches out"
+    )

@@ -18,20 +18,30 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.errors import ConfigError
-from asr_peft.files import (UnwritableError, check_writable_directory, open_own_file, write_json_atomically,
-                            write_text_atomically)
+from asr_peft.files import UnwritableError, check_writable_directory, open_own_file, write_json_atomically, write_text_atomically
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".run.lock"
-RECORDED_PACKAGES = ("torch", "torchaudio", "espnet", "lightning", "hydra-core", "omegaconf", "peft", "jiwer",
-                     "wandb", "numpy", "asr-peft")
+RECORDED_PACKAGES = (
+    "torch",
+    "torchaudio",
+    "espnet",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "peft",
+    "jiwer",
+    "wandb",
+    "numpy",
+    "asr-peft",
+)
 
 
 def now_iso() -> str:
@@ -51,10 +61,12 @@ def package_versions() -> dict[str, str]:
 def git_commit(directory: Path) -> str | None:
     """HEAD of the repository holding the code, with `-dirty` when there are uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
@@ -86,8 +98,10 @@ def _read_record(run_dir: Path, name: str = RESULTS_FILE) -> dict[str, Any] | No
     return record if isinstance(record, dict) else {"status": "unreadable"}
 
 
-KILLED = ("the process ended without writing its record (killed: SIGKILL, out of memory, or the machine went "
-          "down); re-running the command resumes from checkpoints/last.ckpt")
+KILLED = (
+    "the process ended without writing its record (killed: SIGKILL, out of memory, or the machine went "
+    "down); re-running the command resumes from checkpoints/last.ckpt"
+)
 
 
 class RunDirInUse(ConfigError):
@@ -200,9 +214,11 @@ def _check_same_configuration(run_dir: Path, config: DictConfig) -> None:
     method = now.get("method.name")
     for key in sorted(before.keys() & now.keys()):
         if before[key] != now[key] and not has_no_effect(key) and method_reads(method, key):
-            raise ConfigError(f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
-                              f"{now[key]} here{'' if source is None else f', as its {source} records'}); pick another "
-                              "hydra.run.dir or delete that directory")
+            raise ConfigError(
+                f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
+                f"{now[key]} here{'' if source is None else f', as its {source} records'}); pick another "
+                "hydra.run.dir or delete that directory"
+            )
 
 
 def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, bool] | None:
@@ -213,8 +229,9 @@ def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, 
         try:
             return _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)), None, False
         except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
-            raise ConfigError(f"{saved} is unreadable; this run directory's configuration is unknown, pick another "
-                              "hydra.run.dir") from None
+            raise ConfigError(
+                f"{saved} is unreadable; this run directory's configuration is unknown, pick another hydra.run.dir"
+            ) from None
     records = sorted(run_dir.glob("results.*.json"), key=lambda path: path.stat().st_mtime)
     for path in [run_dir / RESULTS_FILE, *reversed(records)]:
         record = _read_record(run_dir, path.name) if path.is_file() else None
@@ -227,9 +244,9 @@ def resolved_or_raw(config: DictConfig) -> dict[str, Any]:
     """The config resolved where it resolves; an invalid one as it is (validate_config names the problem,
     and the record must still be written)."""
     try:
-        return OmegaConf.to_container(config, resolve=True)
+        return cast(dict[str, Any], OmegaConf.to_container(config, resolve=True))
     except Exception:  # noqa: BLE001
-        return OmegaConf.to_container(config, resolve=False)
+        return cast(dict[str, Any], OmegaConf.to_container(config, resolve=False))
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -277,14 +294,32 @@ def new_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     method, adapt = cfg.get("method"), cfg.get("adapt")
     root = (cfg.get("paths") or {}).get("root_dir")
     return {
-        "status": "running", "error": None, "run_dir": str(run_dir), "started_at": now_iso(), "finished_at": None,
+        "status": "running",
+        "error": None,
+        "run_dir": str(run_dir),
+        "started_at": now_iso(),
+        "finished_at": None,
         "configuration": configuration_label(method, adapt) if isinstance(method, dict) and isinstance(adapt, dict) else None,
         "overrides": command_line_overrides(),
-        "method": method, "adapt": adapt, "model": {"name": name("model")},
-        "data": {"name": name("data")}, "seed": cfg.get("seed"), "metrics": {}, "baseline_metrics": None,
-        "parameters": None, "train_time_s": None, "fit_time_s": None, "peak_memory_mb": None, "global_step": None,
-        "tested_checkpoint": None, "tested_step": None,
-        "validation_history": [], "skipped": {}, "packages": package_versions(),
+        "method": method,
+        "adapt": adapt,
+        "model": {"name": name("model")},
+        "data": {"name": name("data")},
+        "seed": cfg.get("seed"),
+        "metrics": {},
+        "baseline_metrics": None,
+        "parameters": None,
+        "train_time_s": None,
+        "fit_time_s": None,
+        "peak_memory_mb": None,
+        "global_step": None,
+        "tested_checkpoint": None,
+        "tested_step": None,
+        "validation_history": [],
+        "skipped": {},
+        "packages": package_versions(),
         "git_commit": git_commit(Path(root)) if isinstance(root, str) and Path(root).is_dir() else None,
-        "pid": os.getpid(), "host": socket.gethostname(), "config": cfg,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "config": cfg,
     }

@@ -64,8 +64,13 @@ class LatestModelCheckpoint(ModelCheckpoint):
             self._save_latest(trainer)
 
     def _save_latest(self, trainer: pl.Trainer) -> None:
-        if (not self.save_last or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
-                or trainer.fast_dev_run or self._latest_step == trainer.global_step):
+        if (
+            not self.save_last
+            or trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.fast_dev_run
+            or self._latest_step == trainer.global_step
+        ):
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -87,8 +92,13 @@ class RandomState(Callback):
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "position": int(position),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
             "python": {"version": version, "state": list(python_state), "gauss": gauss},
         }
 
@@ -105,8 +115,15 @@ class RandomState(Callback):
         if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         numpy = state["numpy"]
-        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
-                             numpy["has_gauss"], numpy["cached_gaussian"]))
+        np.random.set_state(
+            (
+                numpy["kind"],
+                numpy["keys"].numpy().astype(np.uint32),
+                numpy["position"],
+                numpy["has_gauss"],
+                numpy["cached_gaussian"],
+            )
+        )
         python = state["python"]
         random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
 

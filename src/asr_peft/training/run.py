@@ -41,8 +41,7 @@ from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.evaluation.checkpoint import rebuild_trained_model
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.evaluation.trn import read_decodes
-from asr_peft.adapters.subspace import (compute_subspace_diagnostics, pretrained_target_weights,
-                                       write_subspace_diagnostics)
+from asr_peft.adapters.subspace import compute_subspace_diagnostics, pretrained_target_weights, write_subspace_diagnostics
 from asr_peft.files import check_writable_directory
 from asr_peft.models import load_model
 from asr_peft.training.baseline import baseline_metrics
@@ -50,8 +49,7 @@ from asr_peft.training.datamodule import SpeechDataModule
 from asr_peft.training.hardware import scoring_target, strategy_name
 from asr_peft.training.module import SpeechLitModule
 from asr_peft.training.resume import random_state_kept, resumable_checkpoint
-from asr_peft.training.results import (RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, resolved_or_raw,
-                                       write_results)
+from asr_peft.training.results import RunClaim, claim_run_dir, new_record, now_iso, peak_memory_mb, resolved_or_raw, write_results
 from asr_peft.training.trainer import build_trainer, load_tested_checkpoint, tested_checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -119,31 +117,38 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     language = data_cfg.get("language", "eng")
     data.keep_languages(bundle.has_language, language, data_cfg.get("on_error", "raise"))
     with random_state_kept():
-        data.keep_within_token_limits(bundle.token_limit(language), data_cfg.get("on_error", "raise"),
-                                      fastest_speed=max(data_cfg.get("speed_perturb") or [1.0]))
+        data.keep_within_token_limits(
+            bundle.token_limit(language),
+            data_cfg.get("on_error", "raise"),
+            fastest_speed=max(data_cfg.get("speed_perturb") or [1.0]),
+        )
     record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
         bundle.enable_activation_checkpointing()
     datamodule = SpeechDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
     if rank_zero_only.rank == 0:
         with random_state_kept():
-            record["baseline_metrics"] = baseline_metrics(cfg, bundle, normalizer, run_dir, data.test, device=device,
-                                                          precision=precision)
+            record["baseline_metrics"] = baseline_metrics(
+                cfg, bundle, normalizer, run_dir, data.test, device=device, precision=precision
+            )
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
     apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
-    record["parameters"] = {"trainable": trainable_parameter_count(bundle.model),
-                            "total": total_parameter_count(bundle.model)}
-    log.info("trainable parameters: %s of %s", f"{record['parameters']['trainable']:,}",
-             f"{record['parameters']['total']:,}")
+    record["parameters"] = {"trainable": trainable_parameter_count(bundle.model), "total": total_parameter_count(bundle.model)}
+    log.info("trainable parameters: %s of %s", f"{record['parameters']['trainable']:,}", f"{record['parameters']['total']:,}")
 
     trainer = build_trainer(cfg, run_dir)
-    module = SpeechLitModule(bundle, optimizer=_plain(cfg.optimizer), normalizer=normalizer,
-                             total_steps=cfg.trainer.get("max_steps"),
-                             on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"))
+    module = SpeechLitModule(
+        bundle,
+        optimizer=_plain(cfg.optimizer),
+        normalizer=normalizer,
+        total_steps=cfg.trainer.get("max_steps"),
+        on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"),
+    )
     for lightning_logger in trainer.loggers:
-        lightning_logger.log_hyperparams({**_plain(cfg), "parameters": record["parameters"],
-                                          "configuration": record["configuration"]})  # W&B groups runs by it
+        lightning_logger.log_hyperparams(
+            {**_plain(cfg), "parameters": record["parameters"], "configuration": record["configuration"]}
+        )  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
         resume_from = resumable_checkpoint(last) if last is not None else None
@@ -161,28 +166,48 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
         if strategy_name(cfg.trainer.get("strategy", "auto")).startswith("fsdp"):
             record["tested_checkpoint"] = tested_checkpoint_path(trainer, which)
             if record["tested_checkpoint"] is None:
-                raise ModelLoadError(f"trainer=fsdp: no {which} checkpoint was written, and the sharded model can only "
-                                     "be scored from one")
+                raise ModelLoadError(
+                    f"trainer=fsdp: no {which} checkpoint was written, and the sharded model can only be scored from one"
+                )
             bundle = rebuild_trained_model(cfg, Path(record["tested_checkpoint"]), device=device)
             record["tested_step"] = int(trainer.global_step) if which == "last" else None
         else:
             record["tested_checkpoint"], record["tested_step"] = load_tested_checkpoint(module, trainer, which)
     record["train_time_s"] = time.perf_counter() - started
     record["global_step"] = int(trainer.global_step)
-    record["metrics"] = score_test_sets(bundle, data_cfg, _plain(cfg.evaluation), normalizer, run_dir / "decode",
-                                        test_sets=data.test, device=device, precision=precision)
+    record["metrics"] = score_test_sets(
+        bundle,
+        data_cfg,
+        _plain(cfg.evaluation),
+        normalizer,
+        run_dir / "decode",
+        test_sets=data.test,
+        device=device,
+        precision=precision,
+    )
     if pretrained:
         pretrained = {name: weight.to(device) for name, weight in pretrained.items()}  # beside the scored model
-        diagnostics = compute_subspace_diagnostics(pretrained, bundle.model, [k.removesuffix(".weight") for k in pretrained],
-                                                   svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
+        diagnostics = compute_subspace_diagnostics(
+            pretrained,
+            bundle.model,
+            [k.removesuffix(".weight") for k in pretrained],
+            svd_cache_dir=Path(cfg.paths.cache_dir) / "svd",
+        )
         write_subspace_diagnostics(run_dir, diagnostics)
     record["peak_memory_mb"] = peak_memory_mb()
     for lightning_logger in trainer.loggers:
-        lightning_logger.log_metrics({f"test/{name}/{key}": value for name, values in record["metrics"].items()
-                                      for key, value in values.items() if isinstance(value, (int, float))})
+        lightning_logger.log_metrics(
+            {
+                f"test/{name}/{key}": value
+                for name, values in record["metrics"].items()
+                for key, value in values.items()
+                if isinstance(value, (int, float))
+            }
+        )
         if hasattr(lightning_logger, "log_table"):  # W&B: a per-run table of test transcripts
-            lightning_logger.log_table(key="test_decodes", columns=["test set", "reference", "hypothesis"],
-                                       data=read_decodes(run_dir / "decode"))
+            lightning_logger.log_table(
+                key="test_decodes", columns=["test set", "reference", "hypothesis"], data=read_decodes(run_dir / "decode")
+            )
     return record
 
 
@@ -198,8 +223,10 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
         claim = claim_run_dir(run_dir, cfg)
         if claim.completed is not None:
             claim.release()
-            raise ConfigError(f"{run_dir / 'results.json'} already records a completed run; pick another "
-                              "hydra.run.dir (or delete it) to train again")
+            raise ConfigError(
+                f"{run_dir / 'results.json'} already records a completed run; pick another "
+                "hydra.run.dir (or delete it) to train again"
+            )
     record = new_record(resolved_or_raw(cfg), run_dir)
     sigterm = _SigtermGuard()
     try:
@@ -230,8 +257,7 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
 
 def _interrupted(err: BaseException) -> bool:
     """Ctrl-C: a KeyboardInterrupt, or the `exit(1)` Lightning turns one into after shutting down."""
-    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
-                                                  and isinstance(err.__context__, KeyboardInterrupt))
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt))
 
 
 def _finish(record: dict[str, Any], run_dir: Path, claim: RunClaim | None, is_rank_zero: bool) -> None:

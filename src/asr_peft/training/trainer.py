@@ -52,11 +52,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         overrides = {"precision": None, "plugins": [*overrides["plugins"], HalfPrecisionWithFP32Adapters(precision)]}
     last_batch = final_validation_batch(cfg.trainer)
     if last_batch is not None:
-        log.info("trainer.val_check_interval=%s is past the last training batch (%d): validating there instead, so "
-                 "that the run has a checkpoint to test", cfg.trainer.val_check_interval, last_batch)
+        log.info(
+            "trainer.val_check_interval=%s is past the last training batch (%d): validating there instead, so "
+            "that the run has a checkpoint to test",
+            cfg.trainer.val_check_interval,
+            last_batch,
+        )
         overrides["val_check_interval"] = last_batch
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                       **overrides)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir), **overrides)
 
 
 def keep_earlier_csv_metrics(loggers: list) -> None:

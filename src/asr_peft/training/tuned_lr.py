@@ -51,8 +51,12 @@ def choose_learning_rates(records: Iterable[dict[str, Any]]) -> dict[str, dict[s
         runs.sort()
         lr, val_wer, configuration = min(runs, key=lambda run: (run[1], run[0]))
         chosen.setdefault(data, {})[method] = {
-            "lr": lr, "val_wer": round(val_wer, 4), "configuration": configuration, "edge": _edge(lr, runs),
-            "trials": [[rate, round(wer, 4)] for rate, wer, _ in runs]}
+            "lr": lr,
+            "val_wer": round(val_wer, 4),
+            "configuration": configuration,
+            "edge": _edge(lr, runs),
+            "trials": [[rate, round(wer, 4)] for rate, wer, _ in runs],
+        }
     return chosen
 
 
@@ -80,8 +84,10 @@ def write_tuned_lr(chosen: dict[str, dict[str, dict[str, Any]]], path: Path) -> 
     current = read_tuned_lr(path) if path.is_file() else {}
     for data, methods in chosen.items():
         current.setdefault(data, {}).update(methods)
-    header = ("# Learning rates chosen on dev data (python -m asr_peft.training.tuned_lr <lr-search dirs>): per data set\n"
-              "# and method, the trial with the lowest validation WER of its tested checkpoint; `trials` lists [lr, val WER].\n")
+    header = (
+        "# Learning rates chosen on dev data (python -m asr_peft.training.tuned_lr <lr-search dirs>): per data set\n"
+        "# and method, the trial with the lowest validation WER of its tested checkpoint; `trials` lists [lr, val WER].\n"
+    )
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(header + yaml.safe_dump(current, sort_keys=True, default_flow_style=None), encoding="utf-8")
     tmp.replace(path)
@@ -102,8 +108,10 @@ def tuned_lr(method: str, data: str) -> float:
     path = tuned_lr_path()
     entry = (read_tuned_lr(path).get(data) or {}).get(method) if path.is_file() else None
     if not isinstance(entry, dict) or not isinstance(entry.get("lr"), (int, float)):
-        raise ConfigError(f"optimizer.lr: no learning rate tuned for method={method} on data={data} in {path}; run the "
-                          f"LR search first (python train.py -m +sweep=lr_search +point=<{method} point> data={data})")
+        raise ConfigError(
+            f"optimizer.lr: no learning rate tuned for method={method} on data={data} in {path}; run the "
+            f"LR search first (python train.py -m +sweep=lr_search +point=<{method} point> data={data})"
+        )
     return float(entry["lr"])
 
 
@@ -118,10 +126,11 @@ def main() -> None:
     write_tuned_lr(chosen, args.out)
     for data, methods in chosen.items():
         for method, entry in methods.items():
-            edge = (f"; the {entry['edge']} rate tried: the best may lie beyond, extend the search"
-                    if entry["edge"] else "")
-            print(f"{data:<14} {method:<6} lr {entry['lr']:.3g}  (val WER {100 * entry['val_wer']:.1f}%, "
-                  f"{len(entry['trials'])} trials{edge})")
+            edge = f"; the {entry['edge']} rate tried: the best may lie beyond, extend the search" if entry["edge"] else ""
+            print(
+                f"{data:<14} {method:<6} lr {entry['lr']:.3g}  (val WER {100 * entry['val_wer']:.1f}%, "
+                f"{len(entry['trials'])} trials{edge})"
+            )
     print(f"written: {args.out}")
 
 

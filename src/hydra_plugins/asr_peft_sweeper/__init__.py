@@ -43,7 +43,7 @@ def sweep_group(task_overrides: list[str]) -> str:
     fixed = [o.input_line for o in parsed if not o.is_sweep_override() and o.get_key_element().lstrip("+~") != "sweep"]
     group = " ".join([*map(str, files), *swept, *fixed]) or "multirun"
     if len(group) > MAX_GROUP:
-        group = f"{group[:MAX_GROUP - 13]}-{hashlib.sha1(group.encode()).hexdigest()[:12]}"
+        group = f"{group[: MAX_GROUP - 13]}-{hashlib.sha1(group.encode()).hexdigest()[:12]}"
     return group
 
 
@@ -57,7 +57,9 @@ class GridSweeper(BasicSweeper):
         for job in jobs:
             try:
                 sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-                run_dir = f"{OmegaConf.select(sweep_config, 'hydra.sweep.dir')}/{OmegaConf.select(sweep_config, 'hydra.sweep.subdir')}"
+                run_dir = (
+                    f"{OmegaConf.select(sweep_config, 'hydra.sweep.dir')}/{OmegaConf.select(sweep_config, 'hydra.sweep.subdir')}"
+                )
             except (HydraException, OmegaConfBaseException, AsrPeftError) as err:
                 self._record_failure(list(job), err)
                 continue
@@ -80,10 +82,24 @@ class GridSweeper(BasicSweeper):
         run_dir.mkdir(parents=True, exist_ok=True)
         now = now_iso()
         # What the report can tell about the job: the options it asked for by group.
-        choices = {group: {"name": value} for group, _, value in (o.partition("=") for o in overrides)
-                   if group in ("method", "model", "data") and value}
-        write_results(run_dir, {"status": "failed", "error": f"ConfigCompositionError: {error}", "run_dir": str(run_dir),
-                                "overrides": overrides, "started_at": now, "finished_at": now, "metrics": {}, **choices})
+        choices = {
+            group: {"name": value}
+            for group, _, value in (o.partition("=") for o in overrides)
+            if group in ("method", "model", "data") and value
+        }
+        write_results(
+            run_dir,
+            {
+                "status": "failed",
+                "error": f"ConfigCompositionError: {error}",
+                "run_dir": str(run_dir),
+                "overrides": overrides,
+                "started_at": now,
+                "finished_at": now,
+                "metrics": {},
+                **choices,
+            },
+        )
         log.error("job %s failed: %s; the sweep goes on", " ".join(overrides), error)
         FAILED_JOBS.append(str(run_dir))
 

@@ -46,7 +46,12 @@ from asr_peft.data.audio import audio_info
 from asr_peft.data.manifest import Utterance
 from asr_peft.data.normalizers import cgn
 from asr_peft.data.prepare.common import (
-    SPLITS, Skips, check_outputs_free, check_positive, read_id_list, write_outputs,
+    SPLITS,
+    Skips,
+    check_outputs_free,
+    check_positive,
+    read_id_list,
+    write_outputs,
 )
 from asr_peft.errors import ConfigError, DataError
 
@@ -66,6 +71,7 @@ OVERLAP_TOLERANCE = 0.05
 
 
 # --- Praat TextGrid ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -145,9 +151,13 @@ def parse_textgrid(text: str, path: Path) -> list[Tier]:
         size = stream.count(f"number of intervals of tier {name!r}")
         if tier_class == "IntervalTier":
             intervals = tuple(
-                Interval(stream.take("number", "interval start"), stream.take("number", "interval end"),
-                         stream.take("string", "interval text"))
-                for _ in range(size))
+                Interval(
+                    stream.take("number", "interval start"),
+                    stream.take("number", "interval end"),
+                    stream.take("string", "interval text"),
+                )
+                for _ in range(size)
+            )
             tiers.append(Tier(name, intervals))
         elif tier_class == "TextTier":
             for _ in range(size):
@@ -168,6 +178,7 @@ def read_textgrid(path: Path) -> list[Tier]:
 
 # --- the corpus tree -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Recording:
     id: str
@@ -186,8 +197,12 @@ def _parse_choices(value: str | Sequence[str], choices: Sequence[str], option: s
     return sorted(set(items))
 
 
-def find_recordings(corpus_dir: Path, components: list[str], regions: list[str], annotation: str,
-                    ) -> tuple[list[Recording], list[str]]:
+def find_recordings(
+    corpus_dir: Path,
+    components: list[str],
+    regions: list[str],
+    annotation: str,
+) -> tuple[list[Recording], list[str]]:
     """The selected recordings (audio and/or annotation found) and the selected directories that are absent."""
     audio_root = corpus_dir / "data" / "audio" / "wav"
     annotation_root = corpus_dir / "data" / "annot" / "text" / annotation
@@ -203,21 +218,30 @@ def find_recordings(corpus_dir: Path, components: list[str], regions: list[str],
             absent += [str(d) for d in (audio_dir, annotation_dir) if not d.is_dir()]  # e.g. comp-e has no vl
             audio = {path.stem: path for path in audio_dir.glob("*.wav")}
             annotations = {path.name.split(".")[0]: path for path in sorted(annotation_dir.glob(f"*.{annotation}"))}
-            annotations.update({path.name.split(".")[0]: path  # gzip-compressed, as released, wins
-                                for path in sorted(annotation_dir.glob(f"*.{annotation}.gz"))})
+            annotations.update(
+                {
+                    path.name.split(".")[0]: path  # gzip-compressed, as released, wins
+                    for path in sorted(annotation_dir.glob(f"*.{annotation}.gz"))
+                }
+            )
             for rec_id in sorted(audio.keys() | annotations.keys()):
                 if rec_id in recordings:
                     other = recordings[rec_id]
-                    raise DataError(f"CGN recording {rec_id} occurs twice: in comp-{other.component}/{other.region} "
-                                    f"and comp-{component}/{region}")
+                    raise DataError(
+                        f"CGN recording {rec_id} occurs twice: in comp-{other.component}/{other.region} "
+                        f"and comp-{component}/{region}"
+                    )
                 recordings[rec_id] = Recording(rec_id, component, region, audio.get(rec_id), annotations.get(rec_id))
     if not recordings:
-        raise DataError(f"no CGN recordings under {audio_root} or {annotation_root} for components "
-                        f"{','.join(components)} and regions {','.join(regions)}")
+        raise DataError(
+            f"no CGN recordings under {audio_root} or {annotation_root} for components "
+            f"{','.join(components)} and regions {','.join(regions)}"
+        )
     return list(recordings.values()), absent
 
 
 # --- utterances of one recording -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -242,8 +266,12 @@ def _has_word(text: str) -> bool:
     return any(character.isalnum() for character in text)  # not a pause mark or bare punctuation
 
 
-def word_groups(intervals: Sequence[Interval], *, split_pause: float, max_duration: float,
-                ) -> list[tuple[int, list[Interval]]]:
+def word_groups(
+    intervals: Sequence[Interval],
+    *,
+    split_pause: float,
+    max_duration: float,
+) -> list[tuple[int, list[Interval]]]:
     """awd words grouped into utterances: (1-based index of the first word, the words)."""
     groups: list[tuple[int, list[Interval]]] = []
     for index, word in enumerate(intervals, start=1):
@@ -258,16 +286,20 @@ def word_groups(intervals: Sequence[Interval], *, split_pause: float, max_durati
     return groups
 
 
-def speaker_segments(tiers: Iterable[Tier], recording_id: str, annotation: str, *, split_pause: float,
-                     max_duration: float) -> list[Segment]:
+def speaker_segments(
+    tiers: Iterable[Tier], recording_id: str, annotation: str, *, split_pause: float, max_duration: float
+) -> list[Segment]:
     segments = []
     for tier in tiers:
         if not is_speaker_tier(tier):
             continue
         speaker = speaker_name(tier, recording_id)
         if annotation == "ort":
-            segments += [Segment(speaker, index, interval.start, interval.end, cgn(interval.text))
-                         for index, interval in enumerate(tier.intervals, start=1) if interval.text.strip()]
+            segments += [
+                Segment(speaker, index, interval.start, interval.end, cgn(interval.text))
+                for index, interval in enumerate(tier.intervals, start=1)
+                if interval.text.strip()
+            ]
         else:
             for index, words in word_groups(tier.intervals, split_pause=split_pause, max_duration=max_duration):
                 text = cgn(" ".join(word.text for word in words))
@@ -296,8 +328,9 @@ def overlapped(segments: list[Segment]) -> set[Segment]:
     return result
 
 
-def recording_utterances(recording: Recording, segments: list[Segment], audio_duration: float, *,
-                         max_duration: float, keep_overlap: bool) -> tuple[list[Utterance], Counter]:
+def recording_utterances(
+    recording: Recording, segments: list[Segment], audio_duration: float, *, max_duration: float, keep_overlap: bool
+) -> tuple[list[Utterance], Counter]:
     utterances, dropped = [], Counter()
     overlapping = set() if keep_overlap else overlapped(segments)
     for segment in segments:
@@ -313,15 +346,25 @@ def recording_utterances(recording: Recording, segments: list[Segment], audio_du
         elif segment in overlapping:
             reason = "overlapping_speech"
         else:
-            utterances.append(Utterance(
-                f"{recording.id}-{segment.speaker}-{segment.index:05d}", recording.audio.absolute(), segment.text,
-                round(end - start, 3), segment.speaker, LANGUAGE, start, end))
+            utterances.append(
+                Utterance(
+                    f"{recording.id}-{segment.speaker}-{segment.index:05d}",
+                    recording.audio.absolute(),
+                    segment.text,
+                    round(end - start, 3),
+                    segment.speaker,
+                    LANGUAGE,
+                    start,
+                    end,
+                )
+            )
             continue
         dropped[reason] += 1
     return utterances, dropped
 
 
 # --- the split -----------------------------------------------------------------------------------
+
 
 def speaker_groups(speakers_of: dict[str, set[str]]) -> list[list[str]]:
     """Recordings connected by shared speakers (union-find), each group sorted, groups sorted."""
@@ -346,8 +389,9 @@ def speaker_groups(speakers_of: dict[str, set[str]]) -> list[list[str]]:
     return sorted(groups.values())
 
 
-def random_split(seconds_of: dict[str, float], speakers_of: dict[str, set[str]], *, dev_fraction: float,
-                 test_fraction: float, seed: int) -> dict[str, str]:
+def random_split(
+    seconds_of: dict[str, float], speakers_of: dict[str, set[str]], *, dev_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
     groups = speaker_groups(speakers_of)
     random.Random(seed).shuffle(groups)
     total = sum(seconds_of.values())
@@ -367,9 +411,11 @@ def random_split(seconds_of: dict[str, float], speakers_of: dict[str, set[str]],
         split_of.update({rec: split for rec in group})
     for held_out in ("test", "dev"):
         if target[held_out] > 0 and filled[held_out] == 0:
-            raise DataError(f"no speaker-disjoint group of recordings fits the {held_out} split "
-                            f"(--{held_out}-fraction {test_fraction if held_out == 'test' else dev_fraction}); "
-                            f"name its recordings with --{held_out}-list")
+            raise DataError(
+                f"no speaker-disjoint group of recordings fits the {held_out} split "
+                f"(--{held_out}-fraction {test_fraction if held_out == 'test' else dev_fraction}); "
+                f"name its recordings with --{held_out}-list"
+            )
     return split_of
 
 
@@ -389,11 +435,24 @@ def listed_split(recording_ids: Iterable[str], lists: dict[str, list[str]]) -> t
 
 # --- the command ---------------------------------------------------------------------------------
 
-def prepare_cgn(corpus_dir: str | Path, out_dir: str | Path, *, components: str | Sequence[str] = "o,k,m",
-                regions: str | Sequence[str] = "vl", annotation: str = "ort", dev_fraction: float = 0.1,
-                test_fraction: float = 0.1, seed: int = 0, max_duration: float = 30.0, split_pause: float = 0.5,
-                keep_overlap: bool = False, split_lists: dict[str, str | Path] | None = None,
-                strict: bool = False, overwrite: bool = False) -> dict:
+
+def prepare_cgn(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    components: str | Sequence[str] = "o,k,m",
+    regions: str | Sequence[str] = "vl",
+    annotation: str = "ort",
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    max_duration: float = 30.0,
+    split_pause: float = 0.5,
+    keep_overlap: bool = False,
+    split_lists: dict[str, str | Path] | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Write train/dev/test.jsonl and summary.json into `out_dir`; return the summary."""
     corpus_dir, out_dir = Path(corpus_dir).expanduser(), Path(out_dir).expanduser()
     components = _parse_choices(components, COMPONENTS, "--components", prefix="comp-")
@@ -407,8 +466,7 @@ def prepare_cgn(corpus_dir: str | Path, out_dir: str | Path, *, components: str 
         raise ConfigError(f"--dev-fraction + --test-fraction must be below 1, got {dev_fraction + test_fraction}")
     check_positive(max_duration, "--max-duration")
     check_positive(split_pause, "--split-pause")
-    lists = {split: read_id_list(path, f"--{split}-list") for split, path in (split_lists or {}).items()
-             if path is not None}
+    lists = {split: read_id_list(path, f"--{split}-list") for split, path in (split_lists or {}).items() if path is not None}
     check_outputs_free(out_dir, overwrite)
     recordings, absent_dirs = find_recordings(corpus_dir, components, regions, annotation)
     for directory in absent_dirs:
@@ -434,7 +492,8 @@ def prepare_cgn(corpus_dir: str | Path, out_dir: str | Path, *, components: str 
             continue
         segments = speaker_segments(tiers, recording.id, annotation, split_pause=split_pause, max_duration=max_duration)
         utterances_of[recording.id], dropped_of[recording.id] = recording_utterances(
-            recording, segments, audio_duration, max_duration=max_duration, keep_overlap=keep_overlap)
+            recording, segments, audio_duration, max_duration=max_duration, keep_overlap=keep_overlap
+        )
 
     split_report = None
     if lists:
@@ -442,8 +501,7 @@ def prepare_cgn(corpus_dir: str | Path, out_dir: str | Path, *, components: str 
     else:
         seconds_of = {rec: sum(utt.duration for utt in utts) for rec, utts in utterances_of.items()}
         speakers_of = {rec: {utt.speaker for utt in utts} for rec, utts in utterances_of.items()}
-        split_of = random_split(seconds_of, speakers_of, dev_fraction=dev_fraction, test_fraction=test_fraction,
-                                seed=seed)
+        split_of = random_split(seconds_of, speakers_of, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
 
     manifests = {split: [] for split in SPLITS}
     dropped = {split: Counter() for split in SPLITS}
@@ -459,12 +517,21 @@ def prepare_cgn(corpus_dir: str | Path, out_dir: str | Path, *, components: str 
     splits_per_speaker = Counter(speaker for split in SPLITS for speaker in {utt.speaker for utt in manifests[split]})
 
     summary = {
-        "corpus": "cgn", "corpus_dir": str(corpus_dir.absolute()),
-        "options": {"components": components, "regions": regions, "annotation": annotation,
-                    "dev_fraction": dev_fraction, "test_fraction": test_fraction, "seed": seed,
-                    "max_duration": max_duration, "split_pause": split_pause if annotation == "awd" else None,
-                    "keep_overlap": keep_overlap, "strict": strict,
-                    "split_lists": {split: str(path) for split, path in (split_lists or {}).items() if path}},
+        "corpus": "cgn",
+        "corpus_dir": str(corpus_dir.absolute()),
+        "options": {
+            "components": components,
+            "regions": regions,
+            "annotation": annotation,
+            "dev_fraction": dev_fraction,
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "max_duration": max_duration,
+            "split_pause": split_pause if annotation == "awd" else None,
+            "keep_overlap": keep_overlap,
+            "strict": strict,
+            "split_lists": {split: str(path) for split, path in (split_lists or {}).items() if path},
+        },
         "recordings": {split: recordings_of[split] for split in SPLITS},
         "speakers_in_several_splits": sum(1 for n in splits_per_speaker.values() if n > 1),
         "skipped_recordings": dict(sorted(skipped_recordings.items())),

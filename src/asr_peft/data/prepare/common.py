@@ -69,8 +69,16 @@ def hours(utterances: Iterable[Utterance]) -> float:
 
 def manifest_line(utt: Utterance) -> str:
     """One JSONL object in the format `asr_peft.data.manifest.read_jsonl_manifest` reads back."""
-    entry = {"id": utt.id, "audio": str(utt.audio), "text": utt.text, "duration": utt.duration,
-             "speaker": utt.speaker, "language": utt.language, "start": utt.start, "end": utt.end}
+    entry = {
+        "id": utt.id,
+        "audio": str(utt.audio),
+        "text": utt.text,
+        "duration": utt.duration,
+        "speaker": utt.speaker,
+        "language": utt.language,
+        "start": utt.start,
+        "end": utt.end,
+    }
     return json.dumps({key: value for key, value in entry.items() if value is not None}, ensure_ascii=False)
 
 
@@ -82,12 +90,15 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def split_summary(utterances: list[Utterance], dropped: Counter) -> dict:
-    return {"utterances": len(utterances), "hours": round(hours(utterances), 4),
-            "speakers": len({utt.speaker for utt in utterances}), "dropped": dict(sorted(dropped.items()))}
+    return {
+        "utterances": len(utterances),
+        "hours": round(hours(utterances), 4),
+        "speakers": len({utt.speaker for utt in utterances}),
+        "dropped": dict(sorted(dropped.items())),
+    }
 
 
-def write_outputs(out_dir: Path, manifests: Mapping[str, list[Utterance]], dropped: Mapping[str, Counter],
-                  summary: dict) -> dict:
+def write_outputs(out_dir: Path, manifests: Mapping[str, list[Utterance]], dropped: Mapping[str, Counter], summary: dict) -> dict:
     """Write the three manifests (sorted by id) and summary.json; return the summary written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {}
@@ -99,6 +110,12 @@ def write_outputs(out_dir: Path, manifests: Mapping[str, list[Utterance]], dropp
     summary = {**head, "splits": splits, **{key: value for key, value in summary.items() if key not in head}}
     _write_atomically(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     for split, stats in splits.items():
-        log.info("%s: %d utterances, %.2f h, %d speakers, dropped %s", split, stats["utterances"], stats["hours"],
-                 stats["speakers"], stats["dropped"] or "none")
+        log.info(
+            "%s: %d utterances, %.2f h, %d speakers, dropped %s",
+            split,
+            stats["utterances"],
+            stats["hours"],
+            stats["speakers"],
+            stats["dropped"] or "none",
+        )
     return summary

@@ -47,8 +47,10 @@ def find_data_dir(corpus_dir: Path) -> Path:
         if candidate.is_dir():
             break
     else:
-        raise DataError(f"MyST corpus directory {corpus_dir / 'data'} does not exist "
-                        f"(expected data/{{train,development,test}}/<student>/<session>/*.flac)")
+        raise DataError(
+            f"MyST corpus directory {corpus_dir / 'data'} does not exist "
+            f"(expected data/{{train,development,test}}/<student>/<session>/*.flac)"
+        )
     for split_dir in SPLIT_DIRS.values():
         if not (candidate / split_dir).is_dir():
             raise DataError(f"MyST split directory {candidate / split_dir} does not exist")
@@ -72,8 +74,16 @@ def files_by_stem(split_dir: Path, suffix: str) -> dict[str, Path]:
     return found
 
 
-def prepare_split(split_dir: Path, audio: dict[str, Path], transcripts: dict[str, Path], *, keep: set[str] | None,
-                  max_duration: float, min_words: int, skips: Skips) -> tuple[list[Utterance], Counter]:
+def prepare_split(
+    split_dir: Path,
+    audio: dict[str, Path],
+    transcripts: dict[str, Path],
+    *,
+    keep: set[str] | None,
+    max_duration: float,
+    min_words: int,
+    skips: Skips,
+) -> tuple[list[Utterance], Counter]:
     utterances: list[Utterance] = []
     dropped: Counter = Counter()
     for utt_id in sorted(audio.keys() | transcripts.keys()):
@@ -107,9 +117,16 @@ def prepare_split(split_dir: Path, audio: dict[str, Path], transcripts: dict[str
     return utterances, dropped
 
 
-def prepare_myst(corpus_dir: str | Path, out_dir: str | Path, *, keep_list: str | Path | None = None,
-                 max_duration: float = 30.0, min_words: int = 3, strict: bool = False,
-                 overwrite: bool = False) -> dict:
+def prepare_myst(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    keep_list: str | Path | None = None,
+    max_duration: float = 30.0,
+    min_words: int = 3,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Write train/dev/test.jsonl and summary.json into `out_dir`; return the summary."""
     corpus_dir, out_dir = Path(corpus_dir).expanduser(), Path(out_dir).expanduser()
     check_positive(max_duration, "--max-duration")
@@ -125,14 +142,25 @@ def prepare_myst(corpus_dir: str | Path, out_dir: str | Path, *, keep_list: str 
         log.info("reading %s", data_dir / split_dir)
         audio, transcripts = files_by_stem(data_dir / split_dir, ".flac"), files_by_stem(data_dir / split_dir, ".trn")
         manifests[split], dropped[split] = prepare_split(
-            data_dir / split_dir, audio, transcripts, keep=keep if split == "test" else None,
-            max_duration=max_duration, min_words=min_words, skips=skips)
+            data_dir / split_dir,
+            audio,
+            transcripts,
+            keep=keep if split == "test" else None,
+            max_duration=max_duration,
+            min_words=min_words,
+            skips=skips,
+        )
         paired_ids[split] = audio.keys() & transcripts.keys()
 
     summary = {
-        "corpus": "myst", "corpus_dir": str(corpus_dir.absolute()),
-        "options": {"keep_list": str(keep_list) if keep_list is not None else None, "max_duration": max_duration,
-                    "min_words": min_words, "strict": strict},
+        "corpus": "myst",
+        "corpus_dir": str(corpus_dir.absolute()),
+        "options": {
+            "keep_list": str(keep_list) if keep_list is not None else None,
+            "max_duration": max_duration,
+            "min_words": min_words,
+            "strict": strict,
+        },
         "skipped": skips.entries,
     }
     if keep is not None:

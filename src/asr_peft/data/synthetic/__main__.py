@@ -16,11 +16,17 @@ from asr_peft.errors import AsrPeftError
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m asr_peft.data.synthetic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m asr_peft.data.synthetic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="corpus directory (created)")
-    parser.add_argument("--splits", nargs="+", metavar="NAME", choices=[*SPLITS, "all"],
-                        help=f"splits to generate, or all (default: all but {', '.join(PRETRAINING_SPLITS)})")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        metavar="NAME",
+        choices=[*SPLITS, "all"],
+        help=f"splits to generate, or all (default: all but {', '.join(PRETRAINING_SPLITS)})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink or grow every split")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")

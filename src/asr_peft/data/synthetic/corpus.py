@@ -40,15 +40,19 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 2  # 2: child formant scaling of 8-11-year-olds (domains.py)
 SENTENCES = Path(__file__).with_name("sentences.txt")
 SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
-    "source_train": ("source", 16500, "train"), "source_dev": ("source", 300, "dev"),
-    "child_adapt": ("child", 3000, "train"), "child_dev": ("child", 300, "dev"),
-    "dialect_adapt": ("dialect", 1900, "train"), "dialect_dev": ("dialect", 300, "dev"),
-    "source_test": ("source", 600, "test"), "child_test": ("child", 600, "test"),
+    "source_train": ("source", 16500, "train"),
+    "source_dev": ("source", 300, "dev"),
+    "child_adapt": ("child", 3000, "train"),
+    "child_dev": ("child", 300, "dev"),
+    "dialect_adapt": ("dialect", 1900, "train"),
+    "dialect_dev": ("dialect", 300, "dev"),
+    "source_test": ("source", 600, "test"),
+    "child_test": ("child", 600, "test"),
     "dialect_test": ("dialect", 600, "test"),
 }
 # A pretraining-sized split that only `make pretrained-checkpoint` reads: generated on demand.
 PRETRAINING_SPLITS = ("source_train",)
-SETTINGS = "SETTINGS"   # the seed/scale/generator hash of the corpus in a directory, written before rendering
+SETTINGS = "SETTINGS"  # the seed/scale/generator hash of the corpus in a directory, written before rendering
 LEGACY_COMPLETE = "COMPLETE"  # written by earlier generators after a full corpus: the same hash
 
 
@@ -60,7 +64,7 @@ def partition(sentences: list[str], rng: np.random.Generator, scale: float) -> d
     order = rng.permutation(len(sentences))
     n_test, n_dev = math.ceil(600 * scale), math.ceil(300 * scale)
     shuffled = [sentences[i] for i in order]
-    return {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev], "train": shuffled[n_test + n_dev:]}
+    return {"test": shuffled[:n_test], "dev": shuffled[n_test : n_test + n_dev], "train": shuffled[n_test + n_dev :]}
 
 
 def draw(domain_name: str, text: str, rng: np.random.Generator) -> Rendering:
@@ -71,10 +75,15 @@ def draw(domain_name: str, text: str, rng: np.random.Generator) -> Rendering:
     # Quantised so that the resampling ratio stays a small fraction (fast, exact to reproduce).
     target_rate = round(SAMPLE_RATE / rng.uniform(low, high) / 50) * 50
     return Rendering(
-        text=text, voice=f"{rng.choice(domain.accents)}+{variant}", pitch=int(rng.integers(*domain.pitch, endpoint=True)),
-        rate=int(rng.integers(*domain.rate, endpoint=True)), vtlp=SAMPLE_RATE / target_rate,
-        level_dbfs=float(rng.uniform(*LEVEL_DBFS)), snr_db=float(rng.uniform(*SNR_DB)),
-        noise_seed=int(rng.integers(2**31)))
+        text=text,
+        voice=f"{rng.choice(domain.accents)}+{variant}",
+        pitch=int(rng.integers(*domain.pitch, endpoint=True)),
+        rate=int(rng.integers(*domain.rate, endpoint=True)),
+        vtlp=SAMPLE_RATE / target_rate,
+        level_dbfs=float(rng.uniform(*LEVEL_DBFS)),
+        snr_db=float(rng.uniform(*SNR_DB)),
+        noise_seed=int(rng.integers(2**31)),
+    )
 
 
 def plan(seed: int, scale: float) -> dict[str, list[Rendering]]:
@@ -92,8 +101,15 @@ def plan(seed: int, scale: float) -> dict[str, list[Rendering]]:
 
 
 def settings_hash(seed: int, scale: float) -> str:
-    payload = json.dumps({"seed": seed, "scale": scale, "version": GENERATOR_VERSION,
-                          "sentences": hashlib.sha256(SENTENCES.read_bytes()).hexdigest()}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "seed": seed,
+            "scale": scale,
+            "version": GENERATOR_VERSION,
+            "sentences": hashlib.sha256(SENTENCES.read_bytes()).hexdigest(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -115,8 +131,7 @@ def split_names(splits: Iterable[Any] | None, out_dir: Path) -> list[str]:
             path = Path(str(item))
             name = path.stem if path.suffix == ".jsonl" else str(item)
             if name not in SPLITS or (path.suffix == ".jsonl" and path.parent.resolve() != out_dir.resolve()):
-                raise DataError(f"{item} is not a split of the synthetic corpus in {out_dir} "
-                                f"(splits: {', '.join(SPLITS)})")
+                raise DataError(f"{item} is not a split of the synthetic corpus in {out_dir} (splits: {', '.join(SPLITS)})")
             wanted.add(name)
 
     visit(splits)
@@ -129,8 +144,11 @@ def complete_splits(out_dir: Path) -> list[str]:
 
 def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, splits: list[str]) -> None:
     planned = plan(seed, scale)  # always the whole plan: the draws of one split depend on those before it
-    jobs = [(spec, str(out_dir / "audio" / split / f"{split}_{i:05d}.flac"))
-            for split in splits for i, spec in enumerate(planned[split])]
+    jobs = [
+        (spec, str(out_dir / "audio" / split / f"{split}_{i:05d}.flac"))
+        for split in splits
+        for i, spec in enumerate(planned[split])
+    ]
     todo = [job for job in jobs if not (os.path.exists(job[1]) and os.path.getsize(job[1]) > 0)]
     if todo:
         with Pool(min(workers or os.cpu_count() or 1, len(todo))) as pool:
@@ -143,8 +161,18 @@ def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, spl
         for i, spec in enumerate(planned[split]):
             name = f"{split}_{i:05d}"
             duration = soundfile.info(str(out_dir / "audio" / split / f"{name}.flac")).duration
-            lines.append(json.dumps({"id": name, "audio": f"audio/{split}/{name}.flac", "text": spec.text,
-                                     "duration": round(duration, 3), "speaker": spec.voice, "language": "eng"}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": name,
+                        "audio": f"audio/{split}/{name}.flac",
+                        "text": spec.text,
+                        "duration": round(duration, 3),
+                        "speaker": spec.voice,
+                        "language": "eng",
+                    }
+                )
+            )
         manifest = out_dir / f"{split}.jsonl"
         partial = manifest.with_suffix(".jsonl.tmp")
         partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -155,22 +183,37 @@ def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, spl
 def card_entry(out_dir: Path, split: str) -> dict[str, Any]:
     """A split's line in the data card, from its manifest."""
     rows = [json.loads(line) for line in (out_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    return {"domain": SPLITS[split][0], "utterances": len(rows),
-            "hours": round(sum(row["duration"] for row in rows) / 3600, 3),
-            "distinct_sentences": len({row["text"] for row in rows}),
-            "voices": sorted({row["speaker"] for row in rows})}
+    return {
+        "domain": SPLITS[split][0],
+        "utterances": len(rows),
+        "hours": round(sum(row["duration"] for row in rows) / 3600, 3),
+        "distinct_sentences": len({row["text"] for row in rows}),
+        "voices": sorted({row["speaker"] for row in rows}),
+    }
 
 
 def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
-    card = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale, "sample_rate": SAMPLE_RATE,
-            "synthesiser": "espeak-ng", "text": "Princeton WordNet 3.0 example sentences (see SENTENCES_LICENSE.txt)",
-            "domains": {name: asdict(domain) for name, domain in DOMAINS.items()},
-            "level_dbfs": LEVEL_DBFS, "snr_db": SNR_DB, "splits": splits}
+    card = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "scale": scale,
+        "sample_rate": SAMPLE_RATE,
+        "synthesiser": "espeak-ng",
+        "text": "Princeton WordNet 3.0 example sentences (see SENTENCES_LICENSE.txt)",
+        "domains": {name: asdict(domain) for name, domain in DOMAINS.items()},
+        "level_dbfs": LEVEL_DBFS,
+        "snr_db": SNR_DB,
+        "splits": splits,
+    }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    rows = "\n".join(f"| {s} | {v['domain']} | {v['utterances']} | {v['hours']:.2f} | {v['distinct_sentences']} |"
-                     for s, v in splits.items())
-    domains = "\n".join(f"- **{d.name}**: accents {', '.join(d.accents)}; espeak pitch {d.pitch}, rate {d.rate} wpm; "
-                        f"VTLP factor {d.vtlp_male} (male variants), {d.vtlp_female} (female)" for d in DOMAINS.values())
+    rows = "\n".join(
+        f"| {s} | {v['domain']} | {v['utterances']} | {v['hours']:.2f} | {v['distinct_sentences']} |" for s, v in splits.items()
+    )
+    domains = "\n".join(
+        f"- **{d.name}**: accents {', '.join(d.accents)}; espeak pitch {d.pitch}, rate {d.rate} wpm; "
+        f"VTLP factor {d.vtlp_male} (male variants), {d.vtlp_female} (female)"
+        for d in DOMAINS.values()
+    )
     (out_dir / "CARD.md").write_text(
         f"# Synthetic domain-shift corpus (seed {seed}, scale {scale})\n\nSynthesised offline with espeak-ng from "
         f"WordNet 3.0 example sentences; 16 kHz mono FLAC. Physical ranges and their rationale: "
@@ -178,11 +221,13 @@ def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
         f"| split | domain | utterances | hours | distinct sentences |\n|---|---|---|---|---|\n{rows}\n"
         f"\nTest sets are paired: the same sentences in every domain. Test and dev sentences never occur in training splits.\n"
         f"Only pitch, formants, tempo and rule-based accent differ between domains: no disfluencies or child language.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
 
 
-def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None,
-                  splits: Iterable[Any] | None = None) -> Path:
+def ensure_corpus(
+    out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, workers: int | None = None, splits: Iterable[Any] | None = None
+) -> Path:
     """Generate the `splits` (names or manifest paths; None: all) into `out_dir` unless they are there.
 
     Splits present already are left alone; a directory holding a corpus of another seed, scale or
@@ -191,11 +236,14 @@ def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, wor
     out_dir = Path(out_dir).expanduser()
     wanted_splits = split_names(splits, out_dir)
     wanted = settings_hash(seed, scale)
-    recorded = next((path.read_text().strip() for path in (out_dir / SETTINGS, out_dir / LEGACY_COMPLETE) if path.is_file()),
-                    None)
+    recorded = next(
+        (path.read_text().strip() for path in (out_dir / SETTINGS, out_dir / LEGACY_COMPLETE) if path.is_file()), None
+    )
     if recorded is not None and recorded != wanted:
-        raise DataError(f"{out_dir} holds a different synthetic corpus (other seed, scale or generator); "
-                        f"choose another data.corpus_dir or delete it")
+        raise DataError(
+            f"{out_dir} holds a different synthetic corpus (other seed, scale or generator); "
+            f"choose another data.corpus_dir or delete it"
+        )
     missing = [split for split in wanted_splits if split not in complete_splits(out_dir)]
     if not missing:
         return out_dir
@@ -205,7 +253,13 @@ def ensure_corpus(out_dir: str | Path, *, seed: int = 0, scale: float = 1.0, wor
     if recorded is None:
         (out_dir / SETTINGS).write_text(wanted + "\n")
     count = sum(math.ceil(SPLITS[split][1] * scale) for split in missing)
-    log.info("generating %d utterances of the synthetic corpus in %s (%s; seed %d, scale %s)",
-             count, out_dir, ", ".join(missing), seed, scale)
+    log.info(
+        "generating %d utterances of the synthetic corpus in %s (%s; seed %d, scale %s)",
+        count,
+        out_dir,
+        ", ".join(missing),
+        seed,
+        scale,
+    )
     generate(out_dir, seed=seed, scale=scale, workers=workers, splits=missing)
     return out_dir

@@ -37,9 +37,9 @@ DIALECT_ACCENTS = ["en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd
 class Domain:
     name: str
     accents: tuple[str, ...]
-    pitch: tuple[int, int]            # espeak-ng -p (0-99)
-    rate: tuple[int, int]             # espeak-ng -s (words per minute)
-    vtlp_male: tuple[float, float]    # frequency scaling by resampling; (1, 1) = none
+    pitch: tuple[int, int]  # espeak-ng -p (0-99)
+    rate: tuple[int, int]  # espeak-ng -s (words per minute)
+    vtlp_male: tuple[float, float]  # frequency scaling by resampling; (1, 1) = none
     vtlp_female: tuple[float, float]
 
 

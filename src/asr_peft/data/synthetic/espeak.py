@@ -41,8 +41,12 @@ def synthesise(text: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray
 def synthesise_with_command(text: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
     with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
         try:
-            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", handle.name, text],
-                           check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", handle.name, text],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         except FileNotFoundError as err:
             raise DataError(f"espeak-ng is not installed ({INSTALL_HINT})") from err
         except subprocess.CalledProcessError as err:

@@ -19,10 +19,10 @@ class Rendering:
     """Everything that determines an utterance's audio (drawn in advance from the corpus seed)."""
 
     text: str
-    voice: str         # espeak-ng voice, e.g. "en-us+m3"
+    voice: str  # espeak-ng voice, e.g. "en-us+m3"
     pitch: int
     rate: int
-    vtlp: float        # frequency scaling factor (1.0: none)
+    vtlp: float  # frequency scaling factor (1.0: none)
     level_dbfs: float
     snr_db: float
     noise_seed: int
@@ -32,7 +32,7 @@ def trim_silence(samples: np.ndarray, threshold: float = 1e-3, margin: int = 160
     loud = np.flatnonzero(np.abs(samples) > threshold)
     if loud.size == 0:
         return samples
-    return samples[max(0, loud[0] - margin): loud[-1] + margin]
+    return samples[max(0, loud[0] - margin) : loud[-1] + margin]
 
 
 def render(spec: Rendering) -> np.ndarray:
