@@ -323,13 +323,13 @@ def test_scoring_decodes_in_the_precision_it_is_given(tiny_bundle_factory, tiny_
     bundle = tiny_bundle_factory(0)
     apply_method(bundle.model, {"name": "ssvd"}, {"p": 0.4, "targets": ["encoder.encoders.0.feed_forward.w_1"]})
     seen = []
-    real_decode = scoring.decode
+    real_transcribe = bundle.transcribe
 
-    def spy(bundle, speech, lengths, **kwargs):
-        seen.append((torch.is_autocast_enabled("cpu"), speech.dtype))
-        return real_decode(bundle, speech, lengths, **kwargs)
+    def spy(batch, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), batch["speech"].dtype))
+        return real_transcribe(batch, **kwargs)
 
-    monkeypatch.setattr(scoring, "decode", spy)
+    monkeypatch.setattr(bundle, "transcribe", spy)
     data = {"test": {"test": str(tiny_corpus / "test.jsonl")}}
     metrics = scoring.score_test_sets(bundle, data, {"progress": False}, str.lower, None, device="cpu", precision=precision)
     assert metrics["test"]["num_utterances"] == 2 and seen

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import yaml
 
@@ -148,12 +149,36 @@ def full_espnet_config(s2t_config: Mapping[str, Any]) -> dict[str, Any]:
 def build_model(s2t_config: Mapping[str, Any], *, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build an `ESPnetS2TModel` with random weights from an ESPnet S2T config (meta device allowed)."""
     args = _build_args(s2t_config)
+    check_stats_file(s2t_config)
     try:
         with torch.device(device):
             model = s2t_task().build_model(args)
     except (TypeError, KeyError, ValueError) as err:
         raise ConfigError(f"model.s2t_config does not build an ESPnet S2T model: {err}") from err
     return model
+
+
+STATS_KEYS = ("count", "sum", "sum_square")  # what ESPnet's GlobalMVN reads from feats_stats.npz
+
+
+def check_stats_file(s2t_config: Mapping[str, Any]) -> None:
+    """`global_mvn`'s statistics file, read as ESPnet will (no pickles): one line naming the file if it is not
+    a readable npz of finite count / sum / sum_square (ESPnet's own error would blame the whole config)."""
+    if s2t_config.get("normalize") != "global_mvn":
+        return
+    stats_file = (s2t_config.get("normalize_conf") or {}).get("stats_file")
+    if not stats_file:
+        return
+    try:
+        with np.load(stats_file, allow_pickle=False) as stats:
+            arrays = {key: stats[key] for key in STATS_KEYS}
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        # numpy's own text would advise loading with pickles allowed: never relayed
+        why = err.strerror if isinstance(err, OSError) and err.strerror else "not an npz of plain arrays"
+        raise ModelLoadError(f"feature statistics {stats_file} are unreadable ({why}); ESPnet's npz of "
+                             f"{', '.join(STATS_KEYS)} is expected") from err
+    if not all(np.isfinite(array).all() for array in arrays.values()) or float(arrays["count"]) <= 0:
+        raise ModelLoadError(f"feature statistics {stats_file} hold a non-positive count or non-finite sums")
 
 
 def _tokenizer_for(s2t_config: Mapping[str, Any]):
