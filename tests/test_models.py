@@ -98,12 +98,15 @@ def test_text_targets_follow_owsm_format(tiny_bundle):
     assert tiny_bundle.ids_to_text(encoded["text"].tolist()) == "hi you"
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "are unreadable (not an npz of plain arrays)"),
-    (b"\x93NUMPY garbage", "are unreadable (not an npz of plain arrays)"),
-    ("nan", "hold a non-positive count or non-finite sums"),
-    ("zero-count", "hold a non-positive count or non-finite sums"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "are unreadable (not an npz of plain arrays)"),
+        (b"\x93NUMPY garbage", "are unreadable (not an npz of plain arrays)"),
+        ("nan", "hold a non-positive count or non-finite sums"),
+        ("zero-count", "hold a non-positive count or non-finite sums"),
+    ],
+)
 def test_a_bad_feature_statistics_file_is_named_not_the_config(tmp_path, content, expected):
     """global_mvn's feats_stats.npz is read as ESPnet reads it: a bad one is one line naming the file (ESPnet's
     own failure blamed model.s2t_config), and numpy's advice to allow pickles is never relayed."""
@@ -115,10 +118,15 @@ def test_a_bad_feature_statistics_file_is_named_not_the_config(tmp_path, content
     if isinstance(content, bytes):
         stats.write_bytes(content)
     else:
-        np.savez(stats, count=np.array(0 if content == "zero-count" else 5), sum=np.array([np.nan if content == "nan" else 1.0]),
-                 sum_square=np.array([1.0]))
+        np.savez(
+            stats,
+            count=np.array(0 if content == "zero-count" else 5),
+            sum=np.array([np.nan if content == "nan" else 1.0]),
+            sum_square=np.array([1.0]),
+        )
     with pytest.raises(ModelLoadError) as refused:
         check_stats_file({"normalize": "global_mvn", "normalize_conf": {"stats_file": str(stats)}})
     assert str(refused.value) == f"feature statistics {stats} {expected}" + (
-        "; ESPnet's npz of count, sum, sum_square is expected" if "unreadable" in expected else "")
+        "; ESPnet's npz of count, sum, sum_square is expected" if "unreadable" in expected else ""
+    )
     assert "pickle" not in str(refused.value)

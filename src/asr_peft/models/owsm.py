@@ -175,8 +175,9 @@ def check_stats_file(s2t_config: Mapping[str, Any]) -> None:
     except (OSError, ValueError, KeyError, EOFError) as err:
         # numpy's own text would advise loading with pickles allowed: never relayed
         why = err.strerror if isinstance(err, OSError) and err.strerror else "not an npz of plain arrays"
-        raise ModelLoadError(f"feature statistics {stats_file} are unreadable ({why}); ESPnet's npz of "
-                             f"{', '.join(STATS_KEYS)} is expected") from err
+        raise ModelLoadError(
+            f"feature statistics {stats_file} are unreadable ({why}); ESPnet's npz of {', '.join(STATS_KEYS)} is expected"
+        ) from err
     if not all(np.isfinite(array).all() for array in arrays.values()) or float(arrays["count"]) <= 0:
         raise ModelLoadError(f"feature statistics {stats_file} hold a non-positive count or non-finite sums")
 
