@@ -191,3 +191,30 @@ def test_the_command_line_generates_the_tasks_splits_unless_told(argv, expected,
     monkeypatch.setattr("sys.argv", ["synthetic", "--out", str(tmp_path), *argv])
     command.main()
     assert asked["splits"] == expected
+
+
+@pytest.mark.parametrize("domain", ["child", "dialect"])
+def test_adaptation_dev_and_test_voices_of_a_target_domain_are_disjoint(corpus, domain):
+    """Voice = everything that identifies a speaker: no speaker id, espeak variant, or (voice, pitch,
+    vocal-tract factor) draw is shared between the domain's adaptation, dev and test splits, in the
+    manifests or in the data card; a speaker keeps one voice, pitch and factor in every utterance."""
+    from asr_peft.data.synthetic.corpus import plan
+
+    card = json.loads((corpus / "card.json").read_text())["splits"]
+    renderings = plan(3, SCALE)
+    roles = [f"{domain}_adapt", f"{domain}_dev", f"{domain}_test"]
+    manifest_speakers = {split: {u.speaker for u in load_utterances(corpus / f"{split}.jsonl")} for split in roles}
+    for split in roles:
+        assert manifest_speakers[split] <= set(card[split]["speakers"]), split
+        by_speaker = {}
+        for spec in renderings[split]:
+            by_speaker.setdefault(spec.speaker, set()).add((spec.voice, spec.pitch, spec.vtlp))
+        assert all(len(identities) == 1 for identities in by_speaker.values()), split
+    for i, first in enumerate(roles):
+        for second in roles[i + 1 :]:
+            assert not set(card[first]["speakers"]) & set(card[second]["speakers"])
+            assert not set(card[first]["voice_variants"]) & set(card[second]["voice_variants"]), (first, second)
+            identities = [{(s.voice, s.pitch, s.vtlp) for s in renderings[split]} for split in (first, second)]
+            assert not identities[0] & identities[1]
+    # The source test set speaks with the pretraining population's voices (forgetting, not new voices).
+    assert set(card["source_test"]["voice_variants"]) <= set(card["source_train"]["voice_variants"])

@@ -6,7 +6,10 @@ Splits (utterance counts at scale 1.0):
     child_adapt  3,000 (~1 h; child utterances are faster)   child_dev   300
     dialect_adapt 1,900 (~1 h)  dialect_dev 300
     source_test / child_test / dialect_test 600 each: the same sentences in every domain (paired)
-Sentences are partitioned first: test and dev sentences never occur in a training split.
+Sentences are partitioned first: test and dev sentences never occur in a training split. In the
+target domains (child, dialect) the adaptation, dev and test splits are spoken by disjoint speakers
+(domains.py: a speaker is an accent, a voice variant and fixed pitch and vocal-tract draws, and each
+role has its own variants); the data card lists every split's speakers.
 Every random choice is drawn up front from one seeded generator, so a seed fixes the corpus exactly.
 
 Only the splits asked for are rendered (a data config asks for those it reads; the pretraining split
@@ -23,7 +26,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -31,13 +34,21 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from asr_peft.data.synthetic.domains import DOMAINS, FEMALE_VARIANTS, LEVEL_DBFS, MALE_VARIANTS, SNR_DB
+from asr_peft.data.synthetic.domains import (
+    DOMAINS,
+    FEMALE_VARIANTS,
+    LEVEL_DBFS,
+    MALE_VARIANTS,
+    SNR_DB,
+    VARIANTS_BY_ROLE,
+    Domain,
+)
 from asr_peft.data.synthetic.render import SAMPLE_RATE, Rendering, render_to_file
 from asr_peft.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # 2: child formant scaling of 8-11-year-olds (domains.py)
+GENERATOR_VERSION = 3  # 2: child formant scaling of 8-11-year-olds; 3: speaker-disjoint target splits (domains.py)
 SENTENCES = Path(__file__).with_name("sentences.txt")
 SPLITS = {  # split -> (domain, utterances at scale 1, sentence pool)
     "source_train": ("source", 16500, "train"),
@@ -67,22 +78,70 @@ def partition(sentences: list[str], rng: np.random.Generator, scale: float) -> d
     return {"test": shuffled[:n_test], "dev": shuffled[n_test : n_test + n_dev], "train": shuffled[n_test + n_dev :]}
 
 
+@dataclass(frozen=True)
+class Speaker:
+    """A target-domain speaker: the same voice, pitch and vocal-tract scaling in every utterance."""
+
+    id: str
+    voice: str  # espeak-ng voice, accent+variant
+    pitch: int
+    vtlp: float
+
+
+def draw_vtlp(domain: Domain, female: bool, rng: np.random.Generator) -> float:
+    low, high = domain.vtlp_female if female else domain.vtlp_male
+    # Quantised so that the resampling ratio stays a small fraction (fast, exact to reproduce).
+    return SAMPLE_RATE / (round(SAMPLE_RATE / rng.uniform(low, high) / 50) * 50)
+
+
 def draw(domain_name: str, text: str, rng: np.random.Generator) -> Rendering:
+    """A source-domain utterance: voice, pitch and scaling drawn afresh from the pretraining population
+    (the draws, in this order, are generator version 2's: the pretraining split is unchanged)."""
     domain = DOMAINS[domain_name]
     female = rng.random() < len(FEMALE_VARIANTS) / (len(FEMALE_VARIANTS) + len(MALE_VARIANTS))
     variant = rng.choice(FEMALE_VARIANTS if female else MALE_VARIANTS)
-    low, high = domain.vtlp_female if female else domain.vtlp_male
-    # Quantised so that the resampling ratio stays a small fraction (fast, exact to reproduce).
-    target_rate = round(SAMPLE_RATE / rng.uniform(low, high) / 50) * 50
+    vtlp = draw_vtlp(domain, female, rng)
+    voice = f"{rng.choice(domain.accents)}+{variant}"
     return Rendering(
         text=text,
-        voice=f"{rng.choice(domain.accents)}+{variant}",
+        voice=voice,
         pitch=int(rng.integers(*domain.pitch, endpoint=True)),
         rate=int(rng.integers(*domain.rate, endpoint=True)),
-        vtlp=SAMPLE_RATE / target_rate,
+        vtlp=vtlp,
         level_dbfs=float(rng.uniform(*LEVEL_DBFS)),
         snr_db=float(rng.uniform(*SNR_DB)),
         noise_seed=int(rng.integers(2**31)),
+        speaker=voice,
+    )
+
+
+def draw_speakers(split: str, domain_name: str, pool: str, rng: np.random.Generator) -> list[Speaker]:
+    """The speakers of a target-domain split: each accent x each of its role's variants x
+    `speakers_per_voice` draws of pitch and vocal-tract scaling."""
+    domain = DOMAINS[domain_name]
+    speakers: list[Speaker] = []
+    for accent in domain.accents:
+        for variant in VARIANTS_BY_ROLE[pool]:
+            for _ in range(domain.speakers_per_voice):
+                pitch = int(rng.integers(*domain.pitch, endpoint=True))
+                vtlp = draw_vtlp(domain, variant in FEMALE_VARIANTS, rng)
+                speakers.append(Speaker(f"{split}_s{len(speakers):02d}", f"{accent}+{variant}", pitch, vtlp))
+    return speakers
+
+
+def speak(speaker: Speaker, domain_name: str, text: str, rng: np.random.Generator) -> Rendering:
+    """A target-domain utterance of `speaker`: only rate, level and noise are drawn per utterance."""
+    domain = DOMAINS[domain_name]
+    return Rendering(
+        text=text,
+        voice=speaker.voice,
+        pitch=speaker.pitch,
+        rate=int(rng.integers(*domain.rate, endpoint=True)),
+        vtlp=speaker.vtlp,
+        level_dbfs=float(rng.uniform(*LEVEL_DBFS)),
+        snr_db=float(rng.uniform(*SNR_DB)),
+        noise_seed=int(rng.integers(2**31)),
+        speaker=speaker.id,
     )
 
 
@@ -96,7 +155,11 @@ def plan(seed: int, scale: float) -> dict[str, list[Rendering]]:
             texts = [sentences[i] for i in rng.integers(len(sentences), size=math.ceil(count * scale))]
         else:
             texts = sentences[: math.ceil(count * scale)]
-        planned[split] = [draw(domain, text, rng) for text in texts]
+        if domain == "source":
+            planned[split] = [draw(domain, text, rng) for text in texts]
+        else:
+            speakers = draw_speakers(split, domain, pool, rng)
+            planned[split] = [speak(speakers[int(rng.integers(len(speakers)))], domain, text, rng) for text in texts]
     return planned
 
 
@@ -168,7 +231,7 @@ def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, spl
                         "audio": f"audio/{split}/{name}.flac",
                         "text": spec.text,
                         "duration": round(duration, 3),
-                        "speaker": spec.voice,
+                        "speaker": spec.speaker,
                         "language": "eng",
                     }
                 )
@@ -177,18 +240,21 @@ def generate(out_dir: Path, *, seed: int, scale: float, workers: int | None, spl
         partial = manifest.with_suffix(".jsonl.tmp")
         partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
         partial.replace(manifest)  # the manifest marks the split complete: never a half-written one
-    write_card(out_dir, seed, scale, {split: card_entry(out_dir, split) for split in complete_splits(out_dir)})
+    write_card(out_dir, seed, scale, {split: card_entry(out_dir, split, planned[split]) for split in complete_splits(out_dir)})
 
 
-def card_entry(out_dir: Path, split: str) -> dict[str, Any]:
-    """A split's line in the data card, from its manifest."""
+def card_entry(out_dir: Path, split: str, renderings: list[Rendering]) -> dict[str, Any]:
+    """A split's entry in the data card: counts from its manifest, its speakers from the plan (a
+    target-domain speaker with its voice, pitch and vocal-tract factor; a source voice by name)."""
     rows = [json.loads(line) for line in (out_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    speakers = {spec.speaker: {"voice": spec.voice, "pitch": spec.pitch, "vtlp": round(spec.vtlp, 4)} for spec in renderings}
     return {
         "domain": SPLITS[split][0],
         "utterances": len(rows),
         "hours": round(sum(row["duration"] for row in rows) / 3600, 3),
         "distinct_sentences": len({row["text"] for row in rows}),
-        "voices": sorted({row["speaker"] for row in rows}),
+        "voice_variants": sorted({spec.voice.split("+")[1] for spec in renderings}),
+        "speakers": dict(sorted(speakers.items())) if SPLITS[split][0] != "source" else sorted(speakers),
     }
 
 
@@ -207,7 +273,9 @@ def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     rows = "\n".join(
-        f"| {s} | {v['domain']} | {v['utterances']} | {v['hours']:.2f} | {v['distinct_sentences']} |" for s, v in splits.items()
+        f"| {s} | {v['domain']} | {v['utterances']} | {v['hours']:.2f} | {v['distinct_sentences']} | "
+        f"{len(v['speakers'])} | {' '.join(v['voice_variants'])} |"
+        for s, v in splits.items()
     )
     domains = "\n".join(
         f"- **{d.name}**: accents {', '.join(d.accents)}; espeak pitch {d.pitch}, rate {d.rate} wpm; "
@@ -218,8 +286,13 @@ def write_card(out_dir: Path, seed: int, scale: float, splits: dict) -> None:
         f"# Synthetic domain-shift corpus (seed {seed}, scale {scale})\n\nSynthesised offline with espeak-ng from "
         f"WordNet 3.0 example sentences; 16 kHz mono FLAC. Physical ranges and their rationale: "
         f"`asr_peft/data/synthetic/domains.py`.\n\n{domains}\n\nLevel {LEVEL_DBFS} dBFS, white noise at SNR {SNR_DB} dB.\n\n"
-        f"| split | domain | utterances | hours | distinct sentences |\n|---|---|---|---|---|\n{rows}\n"
+        f"| split | domain | utterances | hours | distinct sentences | speakers | voice variants |\n"
+        f"|---|---|---|---|---|---|---|\n{rows}\n"
         f"\nTest sets are paired: the same sentences in every domain. Test and dev sentences never occur in training splits.\n"
+        f"In the child and dialect domains a speaker keeps one voice, pitch and vocal-tract factor (card.json lists them); "
+        f"their adaptation, dev and test splits are spoken by disjoint voice variants, hence disjoint speakers. The source "
+        f"splits draw voice, pitch and factor per utterance from the pretraining population (all variants), so the source "
+        f"test set measures forgetting on the voices the model was pretrained on.\n"
         f"Only pitch, formants, tempo and rule-based accent differ between domains: no disfluencies or child language.\n",
         encoding="utf-8",
     )

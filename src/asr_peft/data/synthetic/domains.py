@@ -21,6 +21,15 @@ source 111 Hz / 1.88 kHz, child 212 Hz / 2.28 kHz, dialect 112 Hz / 1.95 kHz. Th
 just below the 220-300 Hz of real 8-11 year olds because male-based variants start low; the formant
 shift (x1.21 centroid) is in the intended range.
 Every utterance gets a random level (-26 to -16 dBFS RMS) and light white noise (SNR 30-45 dB).
+
+Speakers (generator version 3). In the target domains (`child`, `dialect`) a speaker is a fixed
+identity: an accent, an espeak-ng voice variant, and one pitch and one vocal-tract draw; every
+utterance of the speaker uses them, only the speaking rate, level and noise vary per utterance. The
+voice variants are dealt out to the splits' roles (`VARIANTS_BY_ROLE`), so the adaptation, dev and test
+sets of a target domain share no variant and hence no speaker: a method is rewarded for adapting to
+the domain, not to the test voices. The source domain keeps version 2's per-utterance draws over all
+variants: its pretraining split (`source_train`) is what the shipped checkpoint learned from, and its
+test set measures forgetting on voices of that same population (same variants and accents, fresh draws).
 """
 
 from __future__ import annotations
@@ -41,12 +50,21 @@ class Domain:
     rate: tuple[int, int]  # espeak-ng -s (words per minute)
     vtlp_male: tuple[float, float]  # frequency scaling by resampling; (1, 1) = none
     vtlp_female: tuple[float, float]
+    speakers_per_voice: int = 1  # target domains: speakers drawn per (accent, variant) of a role
 
 
 DOMAINS = {
     "source": Domain("source", tuple(SOURCE_ACCENTS), (30, 65), (140, 190), (1.0, 1.0), (1.0, 1.0)),
-    "child": Domain("child", tuple(SOURCE_ACCENTS), (75, 99), (150, 230), (1.20, 1.35), (1.05, 1.20)),
+    "child": Domain("child", tuple(SOURCE_ACCENTS), (75, 99), (150, 230), (1.20, 1.35), (1.05, 1.20), speakers_per_voice=2),
     "dialect": Domain("dialect", tuple(DIALECT_ACCENTS), (30, 65), (140, 190), (1.0, 1.0), (1.0, 1.0)),
+}
+# Which voice variants speak each role's splits (adaptation, dev, test) in a target domain: disjoint, both sexes in each, and
+# 6/2/4 variants, so 24 adaptation, 8 dev and 16 test speakers in either target domain (child: 2
+# accents x 2 draws per variant; dialect: 4 accents x 1).
+VARIANTS_BY_ROLE = {  # keyed by the sentence pool a split draws from (corpus.SPLITS)
+    "train": ("m1", "m2", "m3", "m4", "f1", "f2"),
+    "dev": ("m5", "f3"),
+    "test": ("m6", "m7", "f4", "f5"),
 }
 LEVEL_DBFS = (-26.0, -16.0)
 SNR_DB = (30.0, 45.0)

@@ -26,6 +26,7 @@ class Rendering:
     level_dbfs: float
     snr_db: float
     noise_seed: int
+    speaker: str = ""  # who speaks, for the manifest (target domains: a fixed identity); not part of the audio
 
 
 def trim_silence(samples: np.ndarray, threshold: float = 1e-3, margin: int = 1600) -> np.ndarray:
