@@ -9,7 +9,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -88,11 +88,23 @@ def run_name(*, _root_: DictConfig) -> str:
     return name_of(_root_, reference, choices, default_choices)
 
 
-def tuned_lr(method: str, data: str) -> float:
-    """The `tuned_lr` resolver: the learning rate the LR search chose for a method on a data set."""
+def tuned_lr(*, _root_: DictConfig) -> float:
+    """The `tuned_lr` resolver (`optimizer.lr: ${tuned_lr:}`): the learning rate the LR search chose for
+    this run's model, data set and configuration (`training/tuned_lr.py`)."""
     from asr_peft.training.tuned_lr import tuned_lr as chosen
 
-    return chosen(method, data)
+    def part(key: str) -> Any:
+        node = OmegaConf.select(_root_, key)
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    return chosen(
+        {
+            "model": {"name": part("model.name")},
+            "data": {"name": part("data.name")},
+            "method": part("method"),
+            "adapt": part("adapt"),
+        }
+    )
 
 
 def group_options(group: str) -> str:

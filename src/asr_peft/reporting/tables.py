@@ -21,6 +21,7 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,34 @@ def _decode_rows(run_name: str, run_dir: Path) -> list[dict]:
     return rows
 
 
+def _run_rows(run: Run, name: str) -> tuple[dict[str, Any], list[dict]]:
+    subspace = run.directory / "subspace.json"
+    row = {
+        "run": name,
+        "status": run.record.get("status"),
+        "method": _name(run.record, "method"),
+        "data": _name(run.record, "data"),
+        "model": _name(run.record, "model"),
+        "seed": run.record.get("seed"),
+        "record": (run.directory / "results.json").read_text(encoding="utf-8"),
+        "subspace": subspace.read_text(encoding="utf-8") if run.subspace is not None else None,
+    }
+    return row, _decode_rows(name, run.directory)
+
+
+def _write(out_dir: Path, runs: list[dict], decodes: list[dict]) -> None:
+    """Both tables, each written to a temporary file and renamed over the old one: never a torn table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {
+        RUNS_TABLE: pd.DataFrame(runs, columns=RUN_COLUMNS).astype({"seed": "Int64"}),
+        DECODES_TABLE: pd.DataFrame(decodes, columns=DECODE_COLUMNS).astype({"errors": "int64", "reference_words": "int64"}),
+    }
+    for name, frame in frames.items():
+        partial = out_dir / f".{name}.tmp"
+        frame.to_parquet(partial, index=False, compression="zstd")
+        partial.replace(out_dir / name)
+
+
 def write_tables(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, int]:
     """The tables of every run below `sweep_dir`, written into `out_dir` (default: `sweep_dir`); never over
     existing tables. Returns {"runs": n, "decodes": n}."""
@@ -79,29 +108,35 @@ def write_tables(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
         raise ConfigError(f"no results.json below {sweep_dir}")
     runs, decodes = [], []
     for run in collection.runs:
-        name = run.directory.relative_to(sweep_dir).as_posix()
-        subspace = run.directory / "subspace.json"
-        runs.append(
-            {
-                "run": name,
-                "status": run.record.get("status"),
-                "method": _name(run.record, "method"),
-                "data": _name(run.record, "data"),
-                "model": _name(run.record, "model"),
-                "seed": run.record.get("seed"),
-                "record": (run.directory / "results.json").read_text(encoding="utf-8"),
-                "subspace": subspace.read_text(encoding="utf-8") if run.subspace is not None else None,
-            }
-        )
-        decodes += _decode_rows(name, run.directory)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(runs, columns=RUN_COLUMNS).astype({"seed": "Int64"}).to_parquet(
-        out_dir / RUNS_TABLE, index=False, compression="zstd"
-    )
-    pd.DataFrame(decodes, columns=DECODE_COLUMNS).astype({"errors": "int64", "reference_words": "int64"}).to_parquet(
-        out_dir / DECODES_TABLE, index=False, compression="zstd"
-    )
+        row, rows = _run_rows(run, run.directory.relative_to(sweep_dir).as_posix())
+        runs.append(row)
+        decodes += rows
+    _write(out_dir, runs, decodes)
     return {"runs": len(runs), "decodes": len(decodes)}
+
+
+def table_runs(directory: str | Path) -> set[str]:
+    """The names of the runs a directory's tables hold (none without tables)."""
+    directory = Path(directory)
+    return set(pd.read_parquet(directory / RUNS_TABLE, columns=["run"])["run"]) if holds_tables(directory) else set()
+
+
+def append_run(directory: str | Path, run_dir: str | Path, name: str) -> None:
+    """Add one finished run (its directory read as `collect` reads it) to a directory's tables as `name`, which
+    the tables must not hold yet: a sweep that spans machines accumulates its runs there."""
+    directory = Path(directory)
+    if name in table_runs(directory):
+        raise ConfigError(f"{directory / RUNS_TABLE} holds a run named {name} already")
+    collection = collect([run_dir])
+    if len(collection.runs) != 1:
+        raise ConfigError(f"{run_dir}: not one readable run record")
+    row, rows = _run_rows(collection.runs[0], name)
+    runs, decodes = [row], rows
+    if holds_tables(directory):
+        runs = pd.read_parquet(directory / RUNS_TABLE).to_dict("records") + runs
+        decodes = pd.read_parquet(directory / DECODES_TABLE).to_dict("records") + decodes
+    _write(directory, runs, decodes)
+    _decodes.cache_clear()
 
 
 def holds_tables(directory: Path) -> bool:

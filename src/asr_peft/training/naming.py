@@ -237,13 +237,21 @@ def run_name(
     either): every counted setting that differs from it is named, method settings next to the method.
     """
     raw, config = _job_tree(job)
-    reference_raw, _ = _job_tree(reference)
+    reference_raw, reference_config = _job_tree(reference)
     method, adapt = _resolved(config, "method", {}) or {}, _resolved(config, "adapt", {}) or {}
     method_name = method.get("name")
     changed, removed = differences(raw, reference_raw)
     shown = {"method.name", "data.name", "model.name", "seed"} | BUDGET_KEYS
-    written = flatten(raw)
+    written, reference_written = flatten(raw), flatten(reference_raw)
     values = {k: _resolved(config, k, written[k]) for k in changed}
+    # A value written differently that resolves to the reference's (a sweep's `${tuned_lr:}` giving the
+    # default rate) trains the same thing: the same run.
+    changed = [
+        k
+        for k in changed
+        if k not in reference_written
+        or _comparable(values[k]) != _comparable(_resolved(reference_config, k, reference_written[k]))
+    ]
     method_extra = {k: values[k] for k in changed if k.startswith("method.") and not _within(k, shown)}
     groups = [
         f"{group}={choice}"

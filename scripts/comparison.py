@@ -1,0 +1,229 @@
+"""The comparison protocol, stage by stage, one run at a time, resumable across sessions and machines.
+
+    python scripts/comparison.py plan                      # every stage: runs, runs done, estimated hours
+    python scripts/comparison.py lr_search [--hours 3]     # rates per configuration -> sweeps/tuned_lr.yaml
+    python scripts/comparison.py comparison [--hours 3]    # the comparison at the tuned rates, 5 seeds
+    python scripts/comparison.py scale [--hours 3]         # the reduced grid on Whisper tiny.en, base and OWSM
+    python scripts/comparison.py comparison -- trainer=gpu # extra overrides for every run (a GPU machine)
+
+A stage is a sweep file, `sweeps/sweep/<stage>.yaml`, whose `hydra.sweeper.params` is its grid (also a
+plain Hydra multirun: `python train.py -m +sweep=<stage>`). Here every run of the grid is trained as a
+single `python train.py +sweep=<stage> <its choices>` into `outputs/<stage>/<run>`, and once it has
+completed it is appended to `results/<stage>/{runs,decodes}.parquet`, the committed record that
+`report.py results/<stage>` reads. A run those tables hold is never trained again, so a stage stopped
+anywhere (the end of a session, `--hours`) resumes where its tables end, on any machine; a run stopped
+part-way resumes from its `last.ckpt` when the same machine still has it. Extra overrides after `--`
+must not change what is trained (a device, a batch size that keeps the same updates): the run names
+do not show them.
+
+The LR search trains each configuration's grid (seeds x rates), then, while the rate with the lowest mean
+dev WER is the lowest or highest one tried, the next half-decade rate beyond it (both seeds), at most
+`--extend` times; then it writes `sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
+
+from asr_peft.errors import AsrPeftError, ConfigError  # noqa: E402
+from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
+from asr_peft.training.tuned_lr import choose_learning_rates, tuned_lr_path, tuning_key, write_tuned_lr  # noqa: E402
+
+STAGES = ("lr_search", "comparison", "scale")
+LR = "optimizer.lr"
+
+
+def grid(stage: str) -> list[dict[str, str]]:
+    """The runs of a stage's sweep file, as override dicts in the sweeper's order (outermost first)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from asr_peft.cli import setup_environment
+
+    setup_environment()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        config = compose("train", overrides=[f"+sweep={stage}"], return_hydra_config=True)
+    params = dict(config.hydra.sweeper.params or {})
+    if not params:
+        raise ConfigError(f"sweeps/sweep/{stage}.yaml: hydra.sweeper.params holds no grid")
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(value)]
+        axes.append([(key, v) for v in values])
+    return [dict(combination) for combination in itertools.product(*axes)]
+
+
+def run_name(overrides: dict[str, str]) -> str:
+    return ",".join(f"{key.lstrip('+')}={value}" for key, value in overrides.items()).replace("/", "_")
+
+
+def read_records(stage: str) -> dict[str, dict[str, Any]]:
+    """The records a stage's committed tables hold, by run name."""
+    import pandas as pd
+
+    table = ROOT / "results" / stage / RUNS_TABLE
+    if not table.is_file():
+        return {}
+    rows = pd.read_parquet(table, columns=["run", "record"])
+    return {name: json.loads(record) for name, record in zip(rows["run"], rows["record"])}
+
+
+def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str, float]:
+    """Train one run unless the stage's tables hold it; returns its status and minutes taken."""
+    name = run_name(overrides)
+    results = ROOT / "results" / stage
+    if name in table_runs(results):
+        return "done", 0.0
+    run_dir = ROOT / "outputs" / stage / name
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "train.py", f"+sweep={stage}", *(f"{k}={v}" for k, v in overrides.items()), *extra]
+    command.append(f"hydra.run.dir={run_dir}")
+    start = time.monotonic()
+    with open(run_dir.parent / f"{name}.log", "a", encoding="utf-8") as log:
+        exit_code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    minutes = (time.monotonic() - start) / 60
+    record_path = run_dir / "results.json"
+    status = json.loads(record_path.read_text(encoding="utf-8")).get("status") if record_path.is_file() else None
+    if exit_code == 0 and status == "completed":
+        append_run(results, run_dir, name)
+        return "completed", minutes
+    return f"failed (exit {exit_code}, log {run_dir.parent / f'{name}.log'})", minutes
+
+
+def half_decade(lr: float, direction: int) -> float:
+    """The next rate of the 1, 3, 10, 30... ladder above (+1) or below (-1) `lr`."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    ladder = [m * 10.0**e for e in range(exponent - 2, exponent + 3) for m in (1, 3)]
+    neighbours = [rate for rate in ladder if (rate > lr * 1.01 if direction > 0 else rate < lr / 1.01)]
+    return float(f"{(min(neighbours) if direction > 0 else max(neighbours)):.1g}")
+
+
+class Budget:
+    """Stop launching runs after `hours` (a session's share); None: no limit."""
+
+    def __init__(self, hours: float | None):
+        self.deadline = None if hours is None else time.monotonic() + hours * 3600
+
+    def spent(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def run_stage(stage: str, extra: list[str], budget: Budget, extend: int) -> int:
+    runs = grid(stage)
+    failures = 0
+    for i, overrides in enumerate(runs, 1):
+        if budget.spent():
+            print(f"{stage}: --hours spent; {len(runs) - i + 1} runs left for the next session", flush=True)
+            return failures
+        status, minutes = train(stage, overrides, extra)
+        failures += status.startswith("failed")
+        if status != "done":
+            print(f"[{i}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
+    if stage == "lr_search":
+        failures += extend_edges(runs, extra, budget, extend)
+        if not budget.spent():
+            write_tuned_lr(choose_learning_rates(read_records(stage).values()), tuned_lr_path())
+            print(f"written: {tuned_lr_path()}")
+    return failures
+
+
+def extend_edges(runs: list[dict[str, str]], extra: list[str], budget: Budget, extend: int) -> int:
+    """Rates beyond the edge a configuration's best rate sits at, with the seeds of its grid."""
+    failures = 0
+    for _ in range(extend):
+        records = read_records("lr_search")
+        chosen = choose_learning_rates(records.values())
+        added = []
+        for overrides in runs:
+            if LR not in overrides:
+                raise ConfigError(f"sweeps/sweep/lr_search.yaml: its grid has no {LR}")
+            record = records.get(run_name(overrides))
+            entry = chosen_entry(chosen, record) if record else None
+            if entry is None or entry["edge"] is None:
+                continue
+            rate = half_decade(entry["lr"], -1 if entry["edge"] == "lowest" else +1)
+            candidate = {**overrides, LR: f"{rate:g}"}
+            if candidate not in added and candidate not in runs:
+                added.append(candidate)
+        if not added:
+            return failures
+        for overrides in added:
+            if budget.spent():
+                return failures
+            status, minutes = train("lr_search", overrides, extra)
+            failures += status.startswith("failed")
+            print(f"[edge] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
+        runs = runs + added
+    return failures
+
+
+def chosen_entry(chosen: dict, record: dict[str, Any]) -> dict | None:
+    """The tuned entry of the configuration a trial record belongs to."""
+    config = record.get("config") or {}
+    key = tuning_key(config.get("method") or {}, config.get("adapt") or {})
+    return ((chosen.get((config.get("model") or {}).get("name")) or {}).get((config.get("data") or {}).get("name")) or {}).get(
+        key
+    )
+
+
+def plan(minutes_per_run: dict[str, float]) -> None:
+    """Runs per stage, how many the committed tables hold, and the hours the rest take at the given minutes
+    per run (the LR search without its edge extensions)."""
+    total = 0.0
+    for stage in STAGES:
+        runs = grid(stage)
+        done = len(table_runs(ROOT / "results" / stage) & {run_name(o) for o in runs})
+        hours = (len(runs) - done) * minutes_per_run[stage] / 60
+        total += hours
+        print(
+            f"{stage:<11} {len(runs):>4} runs, {done:>4} done, {len(runs) - done:>4} left x {minutes_per_run[stage]:g} min = {hours:.1f} h"
+        )
+    print(f"{'total':<11} {total:.1f} h on this machine")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["plan", *STAGES])
+    parser.add_argument("--hours", type=float, default=None, help="launch no new run after this many hours")
+    parser.add_argument("--extend", type=int, default=3, help="LR search: half decades beyond an edge, at most")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs=3,
+        default=[12.0, 12.0, 30.0],
+        metavar=("LR_SEARCH", "COMPARISON", "SCALE"),
+        help="plan: minutes per run of each stage (measured: docs/results.md)",
+    )
+    parser.add_argument("extra", nargs="*", help="after --: overrides for every run (e.g. trainer=gpu)")
+    args = parser.parse_args()
+    try:
+        if args.stage == "plan":
+            plan(dict(zip(STAGES, args.minutes)))
+            return
+        failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend)
+    except AsrPeftError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{args.stage}: {failures} failed run(s)" if failures else f"{args.stage}: every run launched completed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""scripts/comparison.py: the protocol's stages as single runs, skipped once the committed tables hold
+them, and an LR search that extends a configuration's rates past the edge its best rate sits at."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import ROOT
+from test_tuned_lr import trial
+
+
+@pytest.fixture(scope="module")
+def driver():
+    spec = importlib.util.spec_from_file_location("comparison_driver", ROOT / "scripts" / "comparison.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comparison_driver"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_is_its_sweep_files_grid(driver):
+    runs = driver.grid("lr_search")
+    assert len(runs) == 2 * 23 * 2 * 4  # domains x configurations x seeds x rates
+    assert runs[0] == {"data": "synth_child", "+point": "ssvd_p0.4", "seed": "0", "optimizer.lr": "0.0003"}
+    assert driver.run_name(runs[0]) == "data=synth_child,point=ssvd_p0.4,seed=0,optimizer.lr=0.0003"
+    assert len(driver.grid("comparison")) == 5 * 2 * 23 and len(driver.grid("scale")) == 5 * 3 * 9
+
+
+@pytest.mark.parametrize("lr, direction, expected", [(1e-2, 1, 3e-2), (3e-2, 1, 0.1), (3e-4, -1, 1e-4), (1e-4, -1, 3e-5)])
+def test_the_next_half_decade(driver, lr, direction, expected):
+    assert driver.half_decade(lr, direction) == pytest.approx(expected)
+
+
+def test_a_run_the_tables_hold_is_not_trained_again(driver, monkeypatch, tmp_path):
+    monkeypatch.setattr(driver, "ROOT", tmp_path)
+    monkeypatch.setattr(
+        driver, "table_runs", lambda directory: {"data=x,seed=0"} if directory == tmp_path / "results" / "s" else set()
+    )
+    monkeypatch.setattr(driver.subprocess, "call", lambda *a, **k: pytest.fail("trained again"))
+    assert driver.train("s", {"data": "x", "seed": "0"}, []) == ("done", 0.0)
+
+
+def test_the_lr_search_extends_past_an_edge_until_the_best_rate_is_inside(driver, monkeypatch):
+    """Dev WER falls with the rate up to 3e-2: the grid's best is its highest rate (1e-2), so 3e-2 is tried,
+    then 0.1; 0.1 is worse, the best (3e-2) sits inside, and the search stops."""
+    wer = {3e-4: 0.6, 1e-3: 0.5, 3e-3: 0.4, 1e-2: 0.3, 3e-2: 0.2, 0.1: 0.35, 0.3: 0.5}
+    point = {"data": "synth_child", "+point": "lora_r4"}
+    runs = [{**point, "seed": s, "optimizer.lr": f"{lr:g}"} for s in ("0", "1") for lr in (3e-4, 1e-3, 3e-3, 1e-2)]
+    records = {
+        driver.run_name(r): trial(float(r["optimizer.lr"]), [wer[float(r["optimizer.lr"])]], 0.5, seed=int(r["seed"]))
+        for r in runs
+    }
+    trained = []
+
+    def fake_train(stage, overrides, extra):
+        trained.append(overrides["optimizer.lr"])
+        records[driver.run_name(overrides)] = trial(
+            float(overrides["optimizer.lr"]), [wer[float(overrides["optimizer.lr"])]], 0.5, seed=int(overrides["seed"])
+        )
+        return "completed", 0.0
+
+    monkeypatch.setattr(driver, "read_records", lambda stage: dict(records))
+    monkeypatch.setattr(driver, "train", fake_train)
+    assert driver.extend_edges(runs, [], driver.Budget(None), extend=3) == 0
+    assert trained == ["0.03", "0.03", "0.1", "0.1"]
+
+
+def test_runs_appended_one_by_one_make_the_tables_written_at_once(tmp_path):
+    """A stage's tables grow a run at a time (across sessions); they equal the tables of the same runs
+    written together, and a run they hold already is refused."""
+    import pandas as pd
+
+    from asr_peft.errors import ConfigError
+    from asr_peft.reporting.tables import DECODES_TABLE, RUNS_TABLE, append_run, table_runs, write_tables
+    from test_reporting_tables import _sweep
+
+    sweep = _sweep(tmp_path / "sweep") / "decoded"
+    write_tables(sweep, tmp_path / "at_once")
+    names = sorted(path.parent.relative_to(sweep).as_posix() for path in sweep.glob("*/results.json"))
+    for name in names:
+        append_run(tmp_path / "grown", sweep / name, name)
+    assert table_runs(tmp_path / "grown") == set(names)
+    for table, key in ((RUNS_TABLE, ["run"]), (DECODES_TABLE, ["run", "test_set", "utterance"])):
+        at_once = pd.read_parquet(tmp_path / "at_once" / table).sort_values(key, ignore_index=True)
+        grown = pd.read_parquet(tmp_path / "grown" / table).sort_values(key, ignore_index=True)
+        pd.testing.assert_frame_equal(grown, at_once)
+    with pytest.raises(ConfigError, match=f"holds a run named {names[0]} already"):
+        append_run(tmp_path / "grown", sweep / names[0], names[0])
