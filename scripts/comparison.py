@@ -2,6 +2,7 @@
 
     python scripts/comparison.py plan                      # every stage: runs, runs done, estimated hours
     python scripts/comparison.py lr_search [--hours 3]     # rates per configuration -> sweeps/tuned_lr.yaml
+    python scripts/comparison.py lr_search_scale           # the same for the scale rows' Whisper models
     python scripts/comparison.py comparison [--hours 3]    # the comparison at the tuned rates, 5 seeds
     python scripts/comparison.py scale [--hours 3]         # the reduced grid on Whisper tiny.en, base and OWSM
     python scripts/comparison.py comparison -- trainer=gpu # extra overrides for every run (a GPU machine)
@@ -42,7 +43,7 @@ from asr_peft.errors import AsrPeftError, ConfigError  # noqa: E402
 from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
 from asr_peft.training.tuned_lr import choose_learning_rates, tuned_lr_path, tuning_key, write_tuned_lr  # noqa: E402
 
-STAGES = ("lr_search", "comparison", "scale")
+STAGES = ("lr_search", "lr_search_scale", "comparison", "scale")
 LR = "optimizer.lr"
 
 
@@ -94,7 +95,7 @@ def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str,
     run_dir = ROOT / "outputs" / stage / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "train.py", f"+sweep={stage}", *(f"{k}={v}" for k, v in overrides.items()), *extra]
-    command.append(f"hydra.run.dir={run_dir}")
+    command.append(f"hydra.run.dir='{run_dir}'")  # quoted: the name holds '=' and ','
     start = time.monotonic()
     with open(run_dir.parent / f"{name}.log", "a", encoding="utf-8") as log:
         exit_code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -136,24 +137,24 @@ def run_stage(stage: str, extra: list[str], budget: Budget, extend: int) -> int:
         failures += status.startswith("failed")
         if status != "done":
             print(f"[{i}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
-    if stage == "lr_search":
-        failures += extend_edges(runs, extra, budget, extend)
+    if stage.startswith("lr_search"):
+        failures += extend_edges(stage, runs, extra, budget, extend)
         if not budget.spent():
             write_tuned_lr(choose_learning_rates(read_records(stage).values()), tuned_lr_path())
             print(f"written: {tuned_lr_path()}")
     return failures
 
 
-def extend_edges(runs: list[dict[str, str]], extra: list[str], budget: Budget, extend: int) -> int:
+def extend_edges(stage: str, runs: list[dict[str, str]], extra: list[str], budget: Budget, extend: int) -> int:
     """Rates beyond the edge a configuration's best rate sits at, with the seeds of its grid."""
     failures = 0
     for _ in range(extend):
-        records = read_records("lr_search")
+        records = read_records(stage)
         chosen = choose_learning_rates(records.values())
         added = []
         for overrides in runs:
             if LR not in overrides:
-                raise ConfigError(f"sweeps/sweep/lr_search.yaml: its grid has no {LR}")
+                raise ConfigError(f"sweeps/sweep/{stage}.yaml: its grid has no {LR}")
             record = records.get(run_name(overrides))
             entry = chosen_entry(chosen, record) if record else None
             if entry is None or entry["edge"] is None:
@@ -167,7 +168,7 @@ def extend_edges(runs: list[dict[str, str]], extra: list[str], budget: Budget, e
         for overrides in added:
             if budget.spent():
                 return failures
-            status, minutes = train("lr_search", overrides, extra)
+            status, minutes = train(stage, overrides, extra)
             failures += status.startswith("failed")
             print(f"[edge] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
         runs = runs + added
@@ -206,9 +207,9 @@ def main() -> None:
     parser.add_argument(
         "--minutes",
         type=float,
-        nargs=3,
-        default=[12.0, 12.0, 30.0],
-        metavar=("LR_SEARCH", "COMPARISON", "SCALE"),
+        nargs=4,
+        default=[12.0, 30.0, 12.0, 30.0],
+        metavar=("LR_SEARCH", "LR_SEARCH_SCALE", "COMPARISON", "SCALE"),
         help="plan: minutes per run of each stage (measured: docs/results.md)",
     )
     parser.add_argument("extra", nargs="*", help="after --: overrides for every run (e.g. trainer=gpu)")

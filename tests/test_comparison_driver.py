@@ -27,6 +27,7 @@ def test_a_stage_is_its_sweep_files_grid(driver):
     assert runs[0] == {"data": "synth_child", "+point": "ssvd_p0.4", "seed": "0", "optimizer.lr": "0.0003"}
     assert driver.run_name(runs[0]) == "data=synth_child,point=ssvd_p0.4,seed=0,optimizer.lr=0.0003"
     assert len(driver.grid("comparison")) == 5 * 2 * 23 and len(driver.grid("scale")) == 5 * 3 * 9
+    assert len(driver.grid("lr_search_scale")) == 2 * 9 * 2 * 4
 
 
 @pytest.mark.parametrize("lr, direction, expected", [(1e-2, 1, 3e-2), (3e-2, 1, 0.1), (3e-4, -1, 1e-4), (1e-4, -1, 3e-5)])
@@ -64,7 +65,7 @@ def test_the_lr_search_extends_past_an_edge_until_the_best_rate_is_inside(driver
 
     monkeypatch.setattr(driver, "read_records", lambda stage: dict(records))
     monkeypatch.setattr(driver, "train", fake_train)
-    assert driver.extend_edges(runs, [], driver.Budget(None), extend=3) == 0
+    assert driver.extend_edges("lr_search", runs, [], driver.Budget(None), extend=3) == 0
     assert trained == ["0.03", "0.03", "0.1", "0.1"]
 
 
