@@ -90,3 +90,20 @@ def test_runs_appended_one_by_one_make_the_tables_written_at_once(tmp_path):
         pd.testing.assert_frame_equal(grown, at_once)
     with pytest.raises(ConfigError, match=f"holds a run named {names[0]} already"):
         append_run(tmp_path / "grown", sweep / names[0], names[0])
+
+
+def test_a_run_is_one_train_py_command_with_the_extra_overrides(driver, monkeypatch, tmp_path):
+    """`scripts/comparison.py comparison -- trainer=gpu`: the same run on a GPU machine; the run directory
+    is quoted for Hydra (its name holds '=' and ','); a run that fails is reported, not recorded."""
+    monkeypatch.setattr(driver, "ROOT", tmp_path)
+    commands = []
+    monkeypatch.setattr(driver.subprocess, "call", lambda command, **kwargs: commands.append(command) or 1)
+    status, _ = driver.train("comparison", {"seed": "0", "+point": "lora_r4"}, ["trainer=gpu"])
+    run_dir = tmp_path / "outputs" / "comparison" / "seed=0,point=lora_r4"
+    assert commands == [
+        [sys.executable, "train.py", "+sweep=comparison", "seed=0", "+point=lora_r4", "trainer=gpu", f"hydra.run.dir='{run_dir}'"]
+    ]
+    assert status.startswith("failed (exit 1") and not (tmp_path / "results" / "comparison").exists()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert OverridesParser.create().parse_override(commands[0][-1]).value() == str(run_dir)  # as Hydra reads it
