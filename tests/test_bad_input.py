@@ -72,16 +72,16 @@ CONFIG_CASES = [
     (["evaluation.decode=viterbi"], ["evaluation.decode=viterbi must be one of: att_greedy, beam, ctc_greedy, greedy"]),
     (
         ["evaluation.decode=greedy"],
-        ["evaluation.decode=greedy must be one of: ctc_greedy, att_greedy, beam for model family owsm"],
+        ["evaluation.decode=greedy must be one of: att_greedy, ctc_greedy, beam for model family owsm"],
     ),
     (
         ["evaluation.validation_decode=greedy"],
-        ["evaluation.validation_decode=greedy must be one of: ctc_greedy, att_greedy, beam for model family owsm"],
+        ["evaluation.validation_decode=greedy must be one of: att_greedy, ctc_greedy, beam for model family owsm"],
     ),
     (
         ["evaluation.secondary_decodes=[ctc_greedy,greedy]"],
         [
-            "evaluation.secondary_decodes=[ctc_greedy,greedy] may hold only: ctc_greedy, att_greedy, beam for model family owsm (not greedy)"
+            "evaluation.secondary_decodes=[ctc_greedy,greedy] may hold only: att_greedy, ctc_greedy, beam for model family owsm (not greedy)"
         ],
     ),
     (["method.rotation=givens"], ["method.rotation=givens must be one of: approx, cayley, free"]),

@@ -222,9 +222,11 @@ def test_att_greedy_of_a_fixed_window_model_equals_espnets_search_per_utterance(
 
 
 def test_att_greedy_under_bf16_autocast_on_the_cpu(shipped, spoken_batch):
-    """bf16 autocast (validation and scoring under `bf16-mixed`): the decoder runs in bf16 and gives the
-    fp32 transcripts. bf16 keeps 8 bits of mantissa, so a near-tie between two tokens may flip: one
-    utterance in five may differ, by at most a few characters."""
+    """bf16 autocast (validation and scoring under `bf16-mixed`): the decoder runs in bf16 and gives the fp32
+    transcripts, near enough. bf16 keeps 8 bits of mantissa, so a near-tie between two tokens may flip: on
+    the first 100 child test utterances 17 transcripts differed from fp32 and the WER moved 0.2 points. So
+    at most 2 of these 5 may differ (3.8% likely at that rate, on another CPU's kernels), and the CER by
+    less than 3 points."""
     speech, lengths, languages, references = spoken_batch
     fp32 = decode(shipped, speech, lengths, method="att_greedy", languages=languages)
     dtypes = set()
@@ -235,8 +237,8 @@ def test_att_greedy_under_bf16_autocast_on_the_cpu(shipped, spoken_batch):
     finally:
         hook.remove()
     assert dtypes == {torch.bfloat16}
-    assert sum(a != b for a, b in zip(fp32, bf16)) <= 1, (fp32, bf16)
-    assert abs(error_rates(references, bf16, str)["cer"] - error_rates(references, fp32, str)["cer"]) < 0.02
+    assert sum(a != b for a, b in zip(fp32, bf16)) <= 2, (fp32, bf16)
+    assert abs(error_rates(references, bf16, str)["cer"] - error_rates(references, fp32, str)["cer"]) < 0.03
 
 
 # --- which decodes scoring and validation run ------------------------------------------------------------

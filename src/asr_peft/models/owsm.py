@@ -55,8 +55,10 @@ class OWSMBundle(ModelBundle):
     beam search (`owsm_decoding.py`).
     """
 
-    decode_methods = ("ctc_greedy", "att_greedy", "beam")
-    validation_decode = "ctc_greedy"
+    # Greedy attention decoding sees the decoder (a quarter of an adapter's parameters) at about the cost of
+    # greedy CTC (docs/models.md): the default for scoring and validation both.
+    decode_methods = ("att_greedy", "ctc_greedy", "beam")
+    validation_decode = "att_greedy"
 
     model: torch.nn.Module  # espnet2.s2t.espnet_model.ESPnetS2TModel
     s2t_config: dict[str, Any]  # ESPnet config.yaml content, paths absolute
