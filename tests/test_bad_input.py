@@ -69,8 +69,21 @@ CONFIG_CASES = [
     (["data.on_error=ignore"], ["data.on_error=ignore must be one of: raise, skip"]),
     (["on_nonfinite_loss=ignore"], ["on_nonfinite_loss=ignore must be one of: stop, skip"]),
     (["data.normalizer=english"], ["data.normalizer=english must be one of: none, whisper_basic, whisper_english, myst, cgn"]),
-    (["evaluation.decode=viterbi"], ["evaluation.decode=viterbi must be one of: beam, ctc_greedy, greedy"]),
-    (["evaluation.decode=greedy"], ["evaluation.decode=greedy must be one of: ctc_greedy, beam for model family owsm"]),
+    (["evaluation.decode=viterbi"], ["evaluation.decode=viterbi must be one of: att_greedy, beam, ctc_greedy, greedy"]),
+    (
+        ["evaluation.decode=greedy"],
+        ["evaluation.decode=greedy must be one of: att_greedy, ctc_greedy, beam for model family owsm"],
+    ),
+    (
+        ["evaluation.validation_decode=greedy"],
+        ["evaluation.validation_decode=greedy must be one of: att_greedy, ctc_greedy, beam for model family owsm"],
+    ),
+    (
+        ["evaluation.secondary_decodes=[ctc_greedy,greedy]"],
+        [
+            "evaluation.secondary_decodes=[ctc_greedy,greedy] may hold only: att_greedy, ctc_greedy, beam for model family owsm (not greedy)"
+        ],
+    ),
     (["method.rotation=givens"], ["method.rotation=givens must be one of: approx, cayley, free"]),
     (["method=svft", "method.pattern=diag"], ["method.pattern=diag must be one of: plain, banded, random, top_k"]),
     (["adapt.p=0"], ["adapt.p=0 must be > 0"]),

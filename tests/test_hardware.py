@@ -45,6 +45,11 @@ def config(*overrides: str):
         (["trainer.devices=0"], "trainer.devices=0", "at least 1"),
         (["method=full", "trainer.precision=bf16-true"], "trainer.precision=bf16-true", "method=full"),
         (["trainer.precision=16-true", "evaluation.decode=beam"], "trainer.precision=16-true", "overflows in fp16"),
+        (
+            ["trainer.precision=16-true", "evaluation.secondary_decodes=[ctc_greedy,beam]"],
+            "trainer.precision=16-true with beam in evaluation.secondary_decodes",
+            "overflows in fp16",
+        ),
         (["evaluation.device=cuda"], "evaluation.device=cuda", "no CUDA GPU"),
         (["evaluation.device=tpu"], "evaluation.device=tpu", "cpu, cuda"),
         (["evaluation.precision=16-mixed"], "evaluation.precision=16-mixed", "bf16-mixed"),

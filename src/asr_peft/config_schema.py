@@ -374,8 +374,13 @@ class Beam(Group):
     maxlenratio: Annotated[float, Field(allow_inf_nan=False)] = 0.0
 
 
+ANY_DECODE_METHOD = choice(*sorted({m for methods in DECODE_METHODS.values() for m in methods}))
+
+
 class Evaluation(Group):
-    decode: choice(*sorted({m for methods in DECODE_METHODS.values() for m in methods})) | None = None
+    decode: ANY_DECODE_METHOD | None = None
+    validation_decode: ANY_DECODE_METHOD | None = None
+    secondary_decodes: list[ANY_DECODE_METHOD] = []
     beam: Beam = Beam()
     checkpoint: choice(*TESTED_CHECKPOINTS) = "best"
     baseline: bool = True
@@ -410,9 +415,15 @@ class TrainConfig(Group):
 
     @model_validator(mode="after")
     def _decode_is_the_familys(self):
-        methods = DECODE_METHODS[self.model.family]
-        if self.evaluation.decode is not None and self.evaluation.decode not in methods:
-            raise _problem(f"must be one of: {_one_of(methods)} for model family {self.model.family}", key="evaluation.decode")
+        methods, family = DECODE_METHODS[self.model.family], self.model.family
+        for key in ("decode", "validation_decode"):
+            method = getattr(self.evaluation, key)
+            if method is not None and method not in methods:
+                raise _problem(f"must be one of: {_one_of(methods)} for model family {family}", key=f"evaluation.{key}")
+        for method in self.evaluation.secondary_decodes:
+            if method not in methods:
+                message = f"may hold only: {_one_of(methods)} for model family {family} (not {method})"
+                raise _problem(message, key="evaluation.secondary_decodes")
         return self
 
 

@@ -1,5 +1,9 @@
 """Scoring a model on test sets: decode every utterance, compute WER/CER, write sclite trn files.
 
+Each test set is decoded with `evaluation.decode` (its scores are the test set's metrics, its hypotheses
+`hyp.trn`) and again with every method of `evaluation.secondary_decodes` (scores under the test set's
+`secondary.<method>`, hypotheses `hyp.<method>.trn`): e.g. OWSM's greedy CTC beside its attention decoder.
+
 Scoring runs on a given device and in one of Lightning's precisions, through Lightning's own precision
 plugin (autocast for `*-mixed`; the model cast to half precision, adapters kept fp32, for `*-true`),
 so a test set is decoded as validation ran (`training/hardware.py` chooses both).
@@ -31,10 +35,17 @@ log = logging.getLogger(__name__)
 
 
 def transcribe(
-    bundle, dataset: SpeechDataset, eval_cfg: Mapping[str, Any], *, desc: str = "decoding", precision: Precision | None = None
+    bundle,
+    dataset: SpeechDataset,
+    eval_cfg: Mapping[str, Any],
+    *,
+    method: str,
+    desc: str = "decoding",
+    precision: Precision | None = None,
 ) -> dict[str, str]:
-    """Hypotheses by utterance id, decoded on the model's device in `precision` (a Lightning precision plugin
-    whose `convert_module` the model has been through), in batches of at most `evaluation.batch_size`
+    """Hypotheses by utterance id, decoded with `method` (one of the model's `decode_methods`) on the model's
+    device in `precision` (a Lightning precision plugin whose `convert_module` the model has been through), in
+    batches of at most `evaluation.batch_size`
     utterances (in corpus order), else in duration-sorted batches of at most `evaluation.max_batch_seconds`
     of padded audio (a model that pads to 30 s costs 30 s per utterance)."""
     precision = precision or Precision()
@@ -47,7 +58,6 @@ def transcribe(
         config_key="evaluation",
     )
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(bundle.collate))
-    method = bundle.check_decode_method(eval_cfg.get("decode"))
     options = dict(eval_cfg.get("beam", {}) or {}) if method == "beam" else {}
     hypotheses: dict[str, str] = {}
     device = next(bundle.model.parameters()).device
@@ -93,15 +103,23 @@ def score_test_sets(
     use_sclite = bool(eval_cfg.get("sclite", False))
     if use_sclite:
         sclite_command()  # before any decoding: a missing sclite is a config error, not a late crash
+    primary = bundle.check_decode_method(eval_cfg.get("decode"))
+    secondary = [
+        bundle.check_decode_method(m, key="evaluation.secondary_decodes") for m in eval_cfg.get("secondary_decodes") or []
+    ]
     for name, utterances in test_sets.items():
         utterances = utterances[:limit] if limit else utterances
         dataset = model_dataset(bundle, utterances, default_language=language, resample=data_cfg.get("resample", True))
-        with torch.inference_mode():
-            hypotheses = transcribe(bundle, dataset, eval_cfg, desc=f"test {name}", precision=plugin)
         ids = [utt.id for utt in utterances]
         references = [utt.text for utt in utterances]
-        hyps = [hypotheses[i] for i in ids]
-        metrics[name] = error_rates(references, hyps, normalizer)
+        hypotheses = {}
+        for method in (primary, *secondary):
+            with torch.inference_mode():
+                decoded = transcribe(bundle, dataset, eval_cfg, method=method, desc=f"test {name} ({method})", precision=plugin)
+            hypotheses[method] = [decoded[i] for i in ids]
+        metrics[name] = error_rates(references, hypotheses[primary], normalizer)
+        if secondary:
+            metrics[name]["secondary"] = {method: error_rates(references, hypotheses[method], normalizer) for method in secondary}
         log.info(
             "test %s: WER %.2f%% CER %.2f%% (%d utterances)",
             name,
@@ -112,11 +130,12 @@ def score_test_sets(
         if out_dir is not None:
             # The scored utterances only (a reference empty after normalisation has no WER), so that
             # sclite scores exactly what jiwer did.
-            scored = [(i, normalizer(r), normalizer(h)) for i, r, h in zip(ids, references, hyps) if normalizer(r)]
+            scored = [k for k, reference in enumerate(references) if normalizer(reference)]
             set_dir = Path(out_dir) / name
             set_dir.mkdir(parents=True, exist_ok=True)
-            write_trn(set_dir / "ref.trn", [i for i, _, _ in scored], [r for _, r, _ in scored])
-            write_trn(set_dir / "hyp.trn", [i for i, _, _ in scored], [h for _, _, h in scored])
+            write_trn(set_dir / "ref.trn", [ids[k] for k in scored], [normalizer(references[k]) for k in scored])
+            for method, file in ((primary, "hyp.trn"), *((m, f"hyp.{m}.trn") for m in secondary)):
+                write_trn(set_dir / file, [ids[k] for k in scored], [normalizer(hypotheses[method][k]) for k in scored])
             if use_sclite and scored:
                 metrics[name]["sclite"] = sclite_word_errors(set_dir / "ref.trn", set_dir / "hyp.trn")
     return metrics

@@ -34,7 +34,7 @@ class ModelBundle(ABC):
     source: str  # where the weights came from, for results.json
 
     # The decoding methods `evaluation.decode` may name for this family (the first is the default), and the
-    # one validation uses every time it runs.
+    # one validation uses every time it runs unless `evaluation.validation_decode` names another.
     decode_methods: tuple[str, ...]
     validation_decode: str
 
@@ -80,18 +80,22 @@ class ModelBundle(ABC):
     def export(self, out_dir: Path, *, model: torch.nn.Module, dtype: torch.dtype) -> None:
         """Write `model` (this bundle's model with adapters merged) in the family's published layout."""
 
-    def check_decode_method(self, method: str | None) -> str:
-        """`evaluation.decode` for this family: its default when unset, a one-line error when unknown."""
+    def check_decode_method(self, method: str | None, key: str = "evaluation.decode") -> str:
+        """A decoding method the config names at `key`: this family's default when unset, a one-line error
+        naming the key when unknown."""
         from asr_peft.errors import ConfigError
 
         if method is None:
             return self.decode_methods[0]
         if method not in self.decode_methods:
             raise ConfigError(
-                f"evaluation.decode={method!r} is not a decoding method of this model "
-                f"(choose from: {', '.join(self.decode_methods)})"
+                f"{key}={method!r} is not a decoding method of this model (choose from: {', '.join(self.decode_methods)})"
             )
         return method
+
+    def check_validation_decode(self, method: str | None) -> str:
+        """`evaluation.validation_decode`: this family's `validation_decode` when unset."""
+        return self.check_decode_method(method or self.validation_decode, key="evaluation.validation_decode")
 
 
 @contextlib.contextmanager

@@ -193,10 +193,15 @@ def scoring_target(trainer: Mapping[str, Any], evaluation: Mapping[str, Any]) ->
         device = torch.device(f"cuda:{indices[0] if indices else 0}" if device_type == "cuda" else "cpu")
     key = "evaluation.precision" if evaluation.get("precision") else "trainer.precision"
     precision = _precision(evaluation.get("precision") or trainer.get("precision", "32-true"), key, device.type)
-    if evaluation.get("decode") == "beam" and precision in ("16-mixed", "16-true"):
+    decodes = {
+        "evaluation.decode": [evaluation.get("decode")],
+        "evaluation.secondary_decodes": evaluation.get("secondary_decodes") or [],
+    }
+    beam_keys = [name for name, methods in decodes.items() if "beam" in methods]
+    if beam_keys and precision in ("16-mixed", "16-true"):
         # ESPnet's CTC prefix scorer fills its tables with -1e10 in the encoder's dtype; fp16 cannot hold it.
         raise ConfigError(
-            f"{key}={precision} with evaluation.decode=beam: ESPnet's CTC prefix scorer overflows in "
+            f"{key}={precision} with beam in {beam_keys[0]}: ESPnet's CTC prefix scorer overflows in "
             "fp16; set evaluation.precision=32-true (or bf16-mixed)"
         )
     return device, precision

@@ -1,10 +1,10 @@
 """The LightningModule: the model family's training loss, AdamW with ESPnet's or a warm-up schedule, validation WER.
 
 The loss and the validation transcripts come from the model bundle (`models/base.py`): for OWSM,
-ESPnet's joint CTC/attention loss and greedy CTC; for Whisper, transformers' cross-entropy on the
-labels and greedy `generate`. Only parameters that require gradients reach the optimizer, and only they
-(plus the optimizer state) are written to checkpoints: frozen weights come from the pretrained model,
-rebuilt the same way on resume.
+ESPnet's joint CTC/attention loss; for Whisper, transformers' cross-entropy on the labels. Validation
+decodes with `evaluation.validation_decode`, by default the family's `validation_decode`. Only
+parameters that require gradients reach the optimizer, and only they (plus the optimizer state) are
+written to checkpoints: frozen weights come from the pretrained model, rebuilt the same way on resume.
 
 Under FSDP (auto-wrap) or activation-checkpoint wrapping, `named_parameters()` names carry the
 wrappers' segments (`_fsdp_wrapped_module.`) while the state dict Lightning checkpoints does not;
@@ -99,8 +99,10 @@ class SpeechLitModule(pl.LightningModule):
         normalizer: Callable[[str], str],
         total_steps: int | None = None,
         on_nonfinite_loss: str = "stop",
+        validation_decode: str | None = None,
     ):
         super().__init__()
+        self.validation_decode = bundle.check_validation_decode(validation_decode)
         self.on_nonfinite_loss = on_nonfinite_loss  # training/nonfinite.py
         self.bundle = bundle
         self.model = bundle.model
@@ -127,9 +129,7 @@ class SpeechLitModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, _ = self.bundle.loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utt_id"]), sync_dist=True)
-        self._val_hyps += self.bundle.transcribe(
-            batch, method=self.bundle.validation_decode, languages=batch["language"], options={}
-        )
+        self._val_hyps += self.bundle.transcribe(batch, method=self.validation_decode, languages=batch["language"], options={})
         self._val_refs += batch["transcript"]
 
     def on_validation_epoch_end(self) -> None:

@@ -114,6 +114,9 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     bundle = load_model(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
     bundle.check_decode_method(cfg.evaluation.get("decode"))  # before anything is scored or trained
+    bundle.check_validation_decode(cfg.evaluation.get("validation_decode"))
+    for method in cfg.evaluation.get("secondary_decodes") or []:
+        bundle.check_decode_method(method, key="evaluation.secondary_decodes")
     language = data_cfg.get("language", "eng")
     data.keep_languages(bundle.has_language, language, data_cfg.get("on_error", "raise"))
     with random_state_kept():
@@ -144,6 +147,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
         normalizer=normalizer,
         total_steps=cfg.trainer.get("max_steps"),
         on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"),
+        validation_decode=cfg.evaluation.get("validation_decode"),
     )
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams(
