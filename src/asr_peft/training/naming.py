@@ -44,6 +44,7 @@ NO_EFFECT = (
     "evaluation.baseline",
     "evaluation.subspace",
     "evaluation.sclite",
+    "evaluation.secondary_decodes",  # more columns scored, the same training and primary scores
 )
 # SSVD's budget is `adapt.p` (and `adapt.p_groups`); no other method reads them.
 METHODS_USING_P = {"ssvd"}
