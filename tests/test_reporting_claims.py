@@ -333,3 +333,28 @@ def test_rows_on_fewer_than_five_seeds_say_so(tmp_path):
                   errors={"child": _errors(0.4, seed)})  # fmt: skip
     (row,) = [r for r in _claims(tmp_path, bootstrap=Bootstrap(20_000)).itertuples() if r.claim == "strict_vs_approx"]
     assert "3 seeds of a configuration, fewer than the 5 the protocol asks for" in row.reason
+
+
+def test_a_test_near_alpha_after_the_correction_is_refined_with_more_replicates():
+    """Two tests: one at p=0.0499 (Holm: the larger of two p-values keeps its value; within 3 Monte-Carlo errors,
+    3 · 0.0022, of α at 10,000 replicates) is run again with 10 times the replicates; one far from α is not."""
+    from asr_peft.reporting import verdicts
+
+    runs = pd.DataFrame(columns=["run_dir", "test_set", "status"])
+    calls = []
+
+    def near(bootstrap):
+        calls.append(bootstrap.replicates)
+        replicates = np.zeros(bootstrap.replicates)
+        return verdicts.Test(
+            claims_module.Estimate(0.01, replicates), 0.0499 if bootstrap.replicates < 100_000 else 0.02, runs, near
+        )
+
+    far = verdicts.Test(claims_module.Estimate(0.2, np.zeros(10_000)), 1e-4, runs, lambda b: pytest.fail("refined"))
+    tests = [near(Bootstrap(10_000)), far]
+    pending = [verdicts.directional({"seeds": None}, test, "effect", Bootstrap(10_000)) for test in tests]
+    rows = verdicts.decide_family(pending, Bootstrap(10_000))
+    assert calls == [10_000, 100_000]
+    assert rows[0]["replicates"] == 100_000 and rows[0]["p_adjusted"] == pytest.approx(0.02)
+    assert rows[0]["verdict"] == "refuted" and "(p from 100,000 replicates: refined near α)" in rows[0]["reason"]
+    assert rows[1]["replicates"] == 10_000
