@@ -50,19 +50,28 @@ def test_claims_csv_and_table_with_verdicts_computed_by_hand(tmp_path):
     front = claims.loc["front"]
     assert front["verdict"] == "reproduced" and front["system"] == "ssvd p=0.4 rotation=approx"
     assert front["reference"] == "frozen" and front["seeds"] == "0,1 vs 0,1" and bool(front["paired_seeds"])
-    assert (front["delta_wer_points"], front["ci_low_points"], front["ci_high_points"]) == (-50.0, -50.0, -50.0)
-    assert front["p_value"] == 0 and front["difference"] == "better" and front["utterances"] == 5
+    assert (front["effect"], front["ci_low"], front["ci_high"], front["unit"]) == (-50.0, -50.0, -50.0, "WER points")
+    # Every replicate below zero: p = 2 (1 + 0) / (B + 1), never 0. The family: the 3 SSVD configurations the front
+    # row compares, unconstrained and strict (one-sided, (1 + 0) / (B + 1): the smallest, Holm's factor 5); the
+    # front's three tie at the next ranks, factor 4.
+    assert front["p_value"] == pytest.approx(2 / 100_001, rel=1e-3) and front["p_adjusted"] == pytest.approx(4 * 2e-5)
+    assert front["difference"] == "better" and front["utterances"] == 5 and front["tests"] == 3
     assert front["system_trainable"] == 50_000 and front["reference_trainable"] == 0
-    # Free against approx at a matched budget (52k vs 50k, within 10%): +2 errors per utterance, worse: reproduced.
-    free_row = claims.loc["unconstrained_worse"]
-    assert free_row["verdict"] == "reproduced" and free_row["delta_wer_points"] == 20.0 and free_row["difference"] == "worse"
-    # Cayley against approx at the same p: +3 errors per utterance, 30 points, wholly outside ±1 point: refuted.
+    # Free against approx at a matched budget (52k vs 50k, within 10%): +2 errors per utterance, worse: reproduced;
+    # at a matched rank there is no approx run at free's p=0.28: not tested.
+    free_rows = claims.loc["unconstrained_worse"].set_index("matched_by")
+    free_row = free_rows.loc["trainable count"]
+    assert free_row["verdict"] == "reproduced" and free_row["effect"] == 20.0 and free_row["difference"] == "worse"
+    assert free_rows.loc["rank (same p)", "verdict"] == "not tested"
+    # Cayley against approx at the same p: +3 errors per utterance, 30 points, wholly beyond ±1.18 points: refuted.
     strict = claims.loc["strict_vs_approx"]
-    assert strict["verdict"] == "refuted" and (strict["ci_low_points"], strict["ci_high_points"]) == (30.0, 30.0)
-    # One model size, and no side=both runs: not testable here, with the reason.
-    assert claims.loc["model_size", "verdict"] == "not testable here"
-    assert "all runs use one model (owsm_tiny)" in claims.loc["model_size", "reason"]
-    assert claims.loc["both_sides", "verdict"] == "not testable here" and "side=both" in claims.loc["both_sides", "reason"]
+    assert strict["verdict"] == "refuted" and (strict["ci_low"], strict["ci_high"]) == (30.0, 30.0)
+    # The scale row needs a rival of another method: frozen runs train nothing.
+    # One model size, no side=both runs, no validation history: not tested, with the reason.
+    assert claims.loc["model_size", "verdict"] == "not tested"
+    assert "no model with SSVD runs and runs of another method" in claims.loc["scale", "reason"]
+    assert claims.loc["both_sides", "verdict"] == "not tested" and "side=both" in claims.loc["both_sides", "reason"]
+    assert claims.loc["converges_faster", "verdict"] == "not tested"
     assert "owsm_tiny-synth_child-approx-seed0; owsm_tiny-synth_child-approx-seed1 vs " in front["runs"]
     # Every SSVD configuration the front verdict weighed, each against its best rival with no more parameters.
     weighed = front["comparisons"].split("; ")
@@ -70,14 +79,27 @@ def test_claims_csv_and_table_with_verdicts_computed_by_hand(tmp_path):
 
     page = (tmp_path / "report" / "report.html").read_text()
     rows = {re.search(r"<b>(\w+)</b>", row).group(1): row for row in _rows(page, "claims")}
-    assert set(rows) == {"front", "strict_vs_approx", "unconstrained_worse", "both_sides", "model_size"}
-    assert '<span class="pill completed">reproduced</span>' in rows["front"] and "-50.00 [-50.00, -50.00]" in rows["front"]
+    assert set(rows) == {
+        "front",
+        "strict_vs_approx",
+        "unconstrained_worse",
+        "both_sides",
+        "both_sides_forgetting",
+        "converges_faster",
+        "scale",
+        "model_size",
+    }
+    assert (
+        '<span class="pill completed">reproduced</span>' in rows["front"]
+        and "-50.00 [-50.00, -50.00] WER points" in rows["front"]
+    )
     # the comparisons and the 4 runs (2 seeds of each system) are folded lists, one item each
     assert "<summary>every comparison weighed (3)</summary>" in rows["front"] and "<summary>runs (4)</summary>" in rows["front"]
     assert rows["front"].count("<li>") == 3 + 4
     assert '<span class="pill failed">refuted</span>' in rows["strict_vs_approx"]
-    assert "not testable here" in rows["model_size"] and "several model sizes" in rows["model_size"]
-    assert "Statistical procedure" in page and "10,000 replicates" in page and "two-sided" in page
+    assert '<span class="pill untested">not tested</span>' in rows["model_size"]
+    assert "Statistical procedure" in page and "100,000 replicates" in page and "two-sided" in page
+    assert "all 5 tests behind this table" in page  # the family, stated
 
 
 def test_no_pair_whose_interval_holds_zero_is_called_better(tmp_path):

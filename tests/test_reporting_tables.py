@@ -15,7 +15,7 @@ import pytest
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.aggregate import collect
 from asr_peft.reporting.report import OUTPUTS, build_report
-from asr_peft.reporting.significance import run_errors
+from asr_peft.reporting.utterance_errors import run_errors
 from asr_peft.reporting.tables import DECODES_TABLE, RUNS_TABLE, write_tables
 from test_reporting_claims import _errors, write_run
 from test_reporting_dashboard import fake_sweep

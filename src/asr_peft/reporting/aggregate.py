@@ -205,6 +205,25 @@ def configuration_labels(records: list[dict]) -> list[str]:
     ]
 
 
+SECONDARY = "secondary"  # metrics[<set>]["secondary"][<decode>] = {"wer", "cer"}: a second decode of the same model
+
+
+def secondary_scores(values: dict) -> dict[str, float | None]:
+    """`secondary.<decode>.wer` / `.cer` columns of a test set's metrics (e.g. OWSM's greedy CTC beside its
+    attention decode); none when the run scored one decode."""
+    return {
+        f"{SECONDARY}.{decode}.{rate}": _number(_mapping(scores).get(rate))
+        for decode, scores in _mapping(values.get(SECONDARY)).items()
+        for rate in ("wer", "cer")
+    }
+
+
+def secondary_decodes(frame: pd.DataFrame) -> list[str]:
+    """The second decodes some run scored (`secondary.<decode>.wer` columns), in column order."""
+    prefix = f"{SECONDARY}."
+    return [c[len(prefix) : -len(".wer")] for c in frame.columns if c.startswith(prefix) and c.endswith(".wer")]
+
+
 def to_frame(runs: list[Run]) -> pd.DataFrame:
     """A row per run and test set (a run without metrics keeps one row with an empty test set)."""
     records = [run.record for run in runs]
@@ -248,6 +267,7 @@ def to_frame(runs: list[Run]) -> pd.DataFrame:
                     "cer": _number(values.get("cer")),
                     "baseline_wer": _number(before.get("wer")),
                     "baseline_cer": _number(before.get("cer")),
+                    **secondary_scores(values),
                 }
             )
     frame = pd.DataFrame(rows)
@@ -301,9 +321,12 @@ def target_test_set(data: str, test_sets: Iterable[str]) -> str | None:
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, 0 for one seed) over seeds per (model, data, test set, method, configuration).
 
-    Completed runs with a WER only; `seeds` counts the distinct seeds behind each mean.
+    Completed runs with a WER only; `seeds` counts the distinct seeds behind each mean. A second decode
+    (`secondary.<decode>.wer` of the runs) gets its own mean and std columns.
     """
-    columns = GROUP_KEYS + ["trainable", "total", "wer_mean", "wer_std", "cer_mean", "cer_std", "baseline_wer", "seeds"]
+    second = secondary_decodes(frame)
+    spread = [f"{SECONDARY}.{decode}.wer_{kind}" for decode in second for kind in ("mean", "std")]
+    columns = GROUP_KEYS + ["trainable", "total", "wer_mean", "wer_std", "cer_mean", "cer_std", "baseline_wer", "seeds", *spread]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()]
@@ -320,6 +343,11 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             cer_std=("cer", "std"),
             baseline_wer=("baseline_wer", "mean"),
             seeds=("seed", "nunique"),
+            **{
+                f"{SECONDARY}.{decode}.wer_{kind}": (f"{SECONDARY}.{decode}.wer", kind)
+                for decode in second
+                for kind in ("mean", "std")
+            },
         )
         .reset_index()
     )

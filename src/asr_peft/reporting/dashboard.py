@@ -1,11 +1,12 @@
 """report.html: a self-contained comparison dashboard (no network at view time).
 
 plotly's JavaScript and the PNG figures are inlined, the table sorting and filtering is a few lines
-of vanilla JavaScript. Sections: the papers' claims (verdict, reason, effect with its interval), the
-cross-domain summary (mean ± std WER over seeds, a column per test set, change against the model
-before adaptation), the tested ranking per test set, interactive WER-vs-trainable-parameters plots
-with the Pareto frontier and the forgetting view, convergence, subspace diagnostics, the statistical
-procedure, and every run (failed ones with their error).
+of vanilla JavaScript. Sections: the papers' claims (verdict, reason, effect with its interval, p and
+Holm-adjusted p), the cross-domain summary (mean ± std WER over seeds, a column per test set and per second
+decode, change against the model before adaptation), the tested ranking per test set, interactive
+WER-vs-trainable-parameters plots with the Pareto frontier, the forgetting view and the forgetting
+trade-off curves, convergence (dev WER against updates, where the runs stopped, how many hit the update
+cap), subspace diagnostics, the statistical procedure, and every run (failed ones with their error).
 
 Whatever the page calls better, worse or tied comes from the paired bootstrap (`reporting.ranking`,
 `reporting.claims`), never from comparing two means.
@@ -22,11 +23,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
-from asr_peft.reporting.aggregate import method_order, ordered_test_sets
-from asr_peft.reporting.claims import NOT_TESTABLE, REFUTED, REPRODUCED, SEPARATOR as CLAIM_SEPARATOR, SIDES as CLAIM_SIDES
+from asr_peft.reporting.aggregate import SECONDARY, method_order, ordered_test_sets
+from asr_peft.reporting.claims import SEPARATOR as CLAIM_SEPARATOR
+from asr_peft.reporting.verdicts import INCONCLUSIVE, REFUTED, REPRODUCED, SIDES as CLAIM_SIDES
+from asr_peft.reporting.convergence import GAIN_FRACTION, cap_line, convergence_summary
+from asr_peft.reporting.digest import statistics_lines
 from asr_peft.reporting.figures import ERROR_BARS, panel_title, pareto_points, reference_wer, seed_points
 from asr_peft.reporting.ranking import BEFORE, LOWEST, NOT_TESTED
-from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE
+from asr_peft.reporting.significance import NO_DIFFERENCE, PROCEDURE, format_p
 
 SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(table => {
@@ -167,6 +171,7 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
         return '<p class="note">No completed runs with a WER yet.</p>'
     keys = ["model", "data", "method", "configuration"]
     tested = _tested(ranking)
+    second = _second_columns(summary, test_sets)
     rows = []
     for (model, data, method, configuration), group in summary.groupby(keys, dropna=False, sort=False):
         by_test = group.set_index("test_set")
@@ -193,6 +198,11 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
                 cells.append(wer_cell(row["wer_mean"], std, row["baseline_wer"], best=best, tone=tone, title=title))
             else:
                 cells.append(cell(value=""))
+            for decode in second.get(test_set, []):
+                row = by_test.loc[test_set] if test_set in by_test.index else None
+                mean = None if row is None else row[f"{SECONDARY}.{decode}.wer_mean"]
+                spread = None if row is None or row["seeds"] <= 1 else row[f"{SECONDARY}.{decode}.wer_std"]
+                cells.append(wer_cell(mean, spread, title=f"{test_set}, second decode: {decode}"))
         rows.append(f"<tr>{''.join(cells)}</tr>")
     header = [
         ("configuration", "text"),
@@ -202,8 +212,21 @@ def summary_table(summary: pd.DataFrame, test_sets: list[str], colours: dict[str
         ("trainable", ""),
         ("% of model", ""),
         ("seeds", ""),
-    ] + [(f"WER {t}", "") for t in test_sets]
+    ] + [(label, "") for t in test_sets for label in [f"WER {t}", *(f"WER {t} ({d})" for d in second.get(t, []))]]
     return table(header, rows, table_id="summary")
+
+
+def _second_columns(summary: pd.DataFrame, test_sets: list[str]) -> dict[str, list[str]]:
+    """test set -> the second decodes (`secondary.<decode>.wer_mean` of the summary) with a WER on it."""
+    decodes = [
+        c[len(SECONDARY) + 1 : -len(".wer_mean")]
+        for c in summary.columns
+        if c.startswith(f"{SECONDARY}.") and c.endswith(".wer_mean")
+    ]
+    return {
+        t: [d for d in decodes if summary.loc[summary["test_set"] == t, f"{SECONDARY}.{d}.wer_mean"].notna().any()]
+        for t in test_sets
+    }
 
 
 def runs_table(frame: pd.DataFrame, test_sets: list[str], colours: dict[str, str]) -> str:
@@ -409,12 +432,28 @@ def listed(value, *, sides: bool = False) -> list[str]:
     return [item for side in (str(value).split(CLAIM_SIDES) if sides else [str(value)]) for item in side.split(CLAIM_SEPARATOR)]
 
 
+def _effect_cells(row: pd.Series) -> tuple[str, str, str]:
+    """The effect with its interval (in the row's unit), the p-value and the Holm-adjusted p-value."""
+    if row["effect"] is None or pd.isna(row["effect"]):
+        return cell(value=""), cell(value=""), cell(value="")
+    effect = cell(
+        f"{row['effect']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] {html.escape(str(row['unit']))}", value=row["effect"]
+    )
+    p_values = [
+        cell(format_p(row[key]), value=row[key], title=f"Monte-Carlo standard error of p: {row['p_mc_error']}")
+        if pd.notna(row[key])
+        else cell(value="")
+        for key in ("p_value", "p_adjusted")
+    ]
+    return effect, p_values[0], p_values[1]
+
+
 def claims_table(claims: pd.DataFrame) -> str:
     """A row per claim (and domain and compared pair): verdict, reason, evidence, effect with its interval."""
     rows = []
     for _, row in claims.iterrows():
-        kind = {REPRODUCED: "completed", REFUTED: "failed", NOT_TESTABLE: "untested"}[row["verdict"]]
-        delta, p_value = _interval(row)
+        kind = {REPRODUCED: "completed", REFUTED: "failed", INCONCLUSIVE: "other"}.get(row["verdict"], "untested")
+        effect, p_value, p_adjusted = _effect_cells(row)
         budgets = " vs ".join(human_count(row[k]) for k in ("system_trainable", "reference_trainable") if pd.notna(row[k]))
         text = lambda key: html.escape("" if row[key] is None or pd.isna(row[key]) else str(row[key]))  # noqa: E731
         rows.append(
@@ -423,13 +462,15 @@ def claims_table(claims: pd.DataFrame) -> str:
                 [
                     cell(f"<b>{text('claim')}</b><br>{text('statement')}", css="text wrap claim"),
                     cell(f'<span class="pill {kind}">{text("verdict")}</span>', css="text", value=row["verdict"]),
-                    delta,
-                    p_value,  # the effect next to the verdict; the evidence behind it follows
+                    effect,
+                    p_value,
+                    p_adjusted,  # the effect next to the verdict; the evidence behind it follows
                     cell(text("reason") + folded(listed(row["comparisons"]), "every comparison weighed"), css="text wrap reason"),
                     cell(
                         f"{text('system')}<br>vs {text('reference')}" if pd.notna(row["reference"]) else text("system"),
                         css="text wrap name",
                     ),
+                    cell(text("matched_by"), css="text wrap"),
                     cell(html.escape(budgets)),
                     cell(" · ".join(filter(None, [text("model"), text("data"), text("test_set")])), css="text wrap"),
                     cell(text("seeds") + (" (paired)" if row["paired_seeds"] is True else "")),
@@ -441,16 +482,53 @@ def claims_table(claims: pd.DataFrame) -> str:
     header = [
         ("claim", "text"),
         ("verdict", "text"),
-        ("ΔWER (points) [95% CI]", ""),
+        ("effect [95% CI]", ""),
         ("p", ""),
+        ("Holm p", ""),
         ("reason", "text"),
         ("system vs reference", "text"),
+        ("matched by", "text"),
         ("trainable", ""),
         ("model · data · test set", "text"),
         ("seeds", ""),
         ("runs", "text"),
     ]
     return table(header, rows, table_id="claims")
+
+
+def convergence_section(convergence: pd.DataFrame) -> str:
+    """How many runs hit the update cap, then per configuration the update its runs stopped at and their
+    updates to 90% of the dev gain (convergence.csv)."""
+    stops = convergence_summary(convergence)
+    if stops.empty:
+        return '<p class="note">No trained runs.</p>'
+    number = lambda value: number_cell(value, "" if pd.isna(value) else f"{value:,.0f}")  # noqa: E731
+    rows = [
+        "<tr>"
+        + "".join(
+            [
+                cell(html.escape(str(row.configuration)), css="text wrap name"),
+                cell(html.escape(f"{row.model} · {row.data}"), css="text"),
+                cell(str(row.seeds)),
+                number(row.stopped_median),
+                number(row.max_steps),
+                cell(f"{row.at_cap} of {row.seeds}", value=row.at_cap),
+                number(row.to_gain_median),
+            ]
+        )
+        + "</tr>"
+        for row in stops.itertuples()
+    ]
+    header = [
+        ("configuration", "text"),
+        ("model · data", "text"),
+        ("seeds", ""),
+        ("stopped at (median update)", ""),
+        ("cap", ""),
+        ("runs at the cap", ""),
+        (f"updates to {100 * GAIN_FRACTION:g}% of the dev gain (median)", ""),
+    ]
+    return f'<p class="note"><b>{html.escape(cap_line(convergence))}.</b></p>' + table(header, rows, table_id="convergence")
 
 
 def subspace_table(subspace: pd.DataFrame, colours: dict[str, str]) -> str:
@@ -512,10 +590,12 @@ def write_dashboard(
     unreadable: list[str],
     ranking: pd.DataFrame,
     claims: pd.DataFrame,
+    convergence: pd.DataFrame,
 ) -> Path:
     """Write report.html: `summary` for the table, `pareto_summary` (its chosen test sets) for the
     plots, `subspace` from `figures.subspace_summary`, `figures` the PNGs to inline by name, `ranking`
-    from `ranking.rank_configurations`, `claims` from `claims.check_claims`."""
+    from `ranking.rank_configurations`, `claims` from `claims.check_claims`, `convergence` from
+    `convergence.run_convergence`."""
     methods = dict(zip(summary["configuration"], summary["method"])) if not summary.empty else {}
     test_sets = ordered_test_sets(frame)
     runs = frame["run_dir"].nunique() if not frame.empty else 0
@@ -537,9 +617,12 @@ the adapted layers; mean ± std over seeds. Per layer type: subspace.csv.</p>
 <body><header><h1>asr-peft · parameter-efficient adaptation under domain shift</h1>
 <p>{runs} run record(s) {status_pills(frame)} · generated {generated}</p></header><main>{warning}
 <section><h2>The papers' claims</h2>
-<p class="note">Each claim of the SSVD papers checked on these runs (claims.csv): reproduced, refuted, or not testable
-here with the reason. ΔWER is the first system's WER minus the reference's, in WER points, with its 95% confidence
-interval from the paired bootstrap (see "Statistical procedure"); the runs and seeds behind each comparison are listed.</p>
+<p class="note">Each claim of the SSVD papers checked on these runs (claims.csv): reproduced or refuted (its test ran
+and found the claim's effect or the opposite), inconclusive (it ran and found neither), or not tested (its fair test
+could not run), with the reason. The effect is the first system's minus the reference's, in the unit shown, with its
+95% confidence interval from the hierarchical paired bootstrap (see "Statistical procedure"); the runs and seeds behind
+each comparison are listed. Hover a p-value for its Monte-Carlo error.</p>
+<p class="note">{html.escape(" ".join(statistics_lines(claims)).replace("`", ""))}</p>
 {claims_table(claims) if not claims.empty else '<p class="note">No claims to check.</p>'}</section>
 <section><h2>Cross-domain summary</h2>
 <p class="note">WER (%) per test set, mean ± std over seeds (completed runs); the small number is the change against
@@ -564,9 +647,15 @@ plot's); dotted: before adaptation. Hover a point for its configuration; click l
 <p class="note">Per target domain (pareto.png) and source-domain forgetting: the change of the source WER against the
 model before adaptation, against the same axis (forgetting.png).</p>
 {image(figures["pareto"], "WER against trainable parameters per target domain")}
-{image(figures["forgetting"], "source-domain WER change against trainable parameters")}</section>
-<section><h2>Convergence</h2><p class="note">Validation WER against training step, mean over seeds.</p>
-{image(figures["convergence"], "validation WER against step")}</section>
+{image(figures["forgetting"], "source-domain WER change against trainable parameters")}
+<p class="note">Forgetting against adaptation: source WER change against target WER for first-order SSVD rotating
+both sides (p = p_out) and the input side alone, across budgets (tradeoff.png); the both_sides_forgetting claim compares
+the two curves at the target WERs both cover.</p>
+{image(figures["tradeoff"], "source WER change against target WER, both sides and input side")}</section>
+<section><h2>Convergence</h2><p class="note">Dev WER against updates, mean over the seeds still training, a line per
+configuration in its method's colour; dots: the median update the seeds stopped at.</p>
+{image(figures["convergence"], "dev WER against updates")}
+{convergence_section(convergence)}</section>
 {subspace_section}
 <section><h2>Statistical procedure</h2><p class="note">{html.escape(PROCEDURE)}</p></section>
 <section><h2>Runs</h2><p class="note">Every record found, failed runs with their error. Click a header to sort.</p>

@@ -1,6 +1,7 @@
 """Static figures (PNG): WER against trainable parameters (% of the model) with the Pareto frontier per
-target domain, source-domain forgetting against the same axis, validation convergence, and the subspace
-diagnostics (mean principal angle, input vs output side).
+target domain, source-domain forgetting against the same axis, the forgetting trade-off curves of both-sided
+against input-side SSVD, dev WER against updates, and the subspace diagnostics (mean principal angle, input
+vs output side).
 
 Colours are fixed per method (registry order), so a method looks the same in every figure and
 report; configurations of one method are lighter shades of its colour.
@@ -22,6 +23,7 @@ from matplotlib.patches import Patch
 
 from asr_peft.adapters.registry import METHODS
 from asr_peft.reporting.aggregate import SOURCE_TEST_SET, method_order, target_test_set
+from asr_peft.reporting.claims import systems, tradeoff_curves
 from asr_peft.reporting.pareto import pareto_frontier
 
 PALETTE = plt.get_cmap("tab10").colors
@@ -310,23 +312,88 @@ def forgetting_figure(summary: pd.DataFrame, frame: pd.DataFrame, path: Path, co
     return _legend(figure, legend, summary["method"], path)
 
 
-def convergence_figure(history: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:
-    """Validation WER against step, one line per configuration (mean over seeds), a panel per (model, data)."""
+def convergence_figure(history: pd.DataFrame, stops: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:
+    """Dev WER against updates, a panel per (model, data), a line per configuration in its method's colour
+    (lighter for each further configuration of the method; the legend names the methods): the mean over the
+    seeds that validated at that update, drawn while at least half of them still ran (early stopping ends
+    seeds at different updates), a dot at the median update the seeds stopped at (`stops`:
+    `convergence.convergence_summary`)."""
     if history.empty:
         return _empty(path, "no validation history in the completed runs")
     panels = list(history.groupby(["model", "data"], dropna=False, sort=False))
     figure, axes = _grid(len(panels), 5.6, 3.8, columns=2)
     shades = configuration_colours(zip(history["method"], history["configuration"]), colours)
+    stopped = {(r.model, r.data, r.configuration): r.stopped_median for r in stops.itertuples()} if not stops.empty else {}
     legend: dict = {}
     for axis, ((model, data), panel) in zip(axes, panels):
-        for configuration, lines in panel.groupby("configuration", sort=False):  # table order: method, then budget
-            mean = lines.groupby("step")["val_wer"].mean()
-            (legend[configuration],) = axis.plot(mean.index, 100 * mean.values, marker=".", color=shades[configuration])
-        axis.set_title(panel_title(model, data), fontsize=10)
-        axis.set_xlabel("training step")
-        axis.set_ylabel("validation WER (%)")
+        for (method, configuration), lines in panel.groupby(["method", "configuration"], sort=False):  # method, then budget
+            seeds = lines["seed"].nunique()
+            by_step = lines.groupby("step")["val_wer"].agg(["mean", "count"])
+            shown = by_step[by_step["count"] >= seeds / 2]
+            (line,) = axis.plot(shown.index, 100 * shown["mean"], marker=".", ms=3, lw=1.2, color=shades[configuration])
+            legend.setdefault(method, line)
+            stop = stopped.get((model, data, configuration))
+            if stop is not None and not pd.isna(stop) and not shown.empty:
+                at = shown.index[np.abs(shown.index - stop).argmin()]
+                axis.plot([at], [100 * shown.loc[at, "mean"]], "o", ms=4, color=shades[configuration], zorder=3)
+        axis.set_title(panel_title(model, data) + "\ndots: median update the seeds stopped at", fontsize=9.5)
+        axis.set_xlabel("updates")
+        axis.set_ylabel("dev WER (%)")
         axis.grid(alpha=0.3)
-    return _save(figure, path, legend, where="right")
+    return _legend(figure, legend, history["method"], path)
+
+
+def tradeoff_figure(frame: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
+    """Forgetting against adaptation for the two SSVD trade-off curves of the `both_sides_forgetting` claim, a
+    panel per (model, data) with a source test set: each configuration's target WER (x) and source WER change
+    against the model before adaptation (y, points; + is forgetting), mean ± 1 std over seeds, joined in
+    order of target WER; both sides (p = p_out) against the input side alone."""
+    found = systems(frame)
+    panels = []
+    for (model, data), rows in summary.groupby(["model", "data"], dropna=False, sort=False):
+        target = target_test_set(str(data), list(dict.fromkeys(rows["test_set"])))
+        source = rows[rows["test_set"] == SOURCE_TEST_SET]
+        reference = reference_wer(source) if not source.empty else None
+        domain = [s for s in found if (s.model, s.data) == (model, data)]
+        both, single = tradeoff_curves(domain)
+        if target and target != SOURCE_TEST_SET and reference is not None and (both or single):
+            panels.append(((model, data, target), reference, both, single))
+    if not panels:
+        return _empty(path, "no SSVD side=both or side=input runs with a source test set")
+    figure, axes = _grid(len(panels), 5.6, 4.2, columns=2)
+    legend: dict = {}
+    for axis, ((model, data, target), reference, both, single) in zip(axes, panels):
+        for name, side, colour, marker in (
+            ("both sides (p = p_out)", both, "#c2410c", "s"),
+            ("input side", single, "#1d4ed8", "o"),
+        ):
+            if not side:
+                continue
+            x = [100 * s.wer(target) for s in side]
+            y = [100 * (s.wer(SOURCE_TEST_SET) - reference) for s in side]
+            x_err = [100 * s.runs(target)["wer"].std(ddof=1) if len(s.runs(target)) > 1 else 0 for s in side]
+            y_err = [100 * s.runs(SOURCE_TEST_SET)["wer"].std(ddof=1) if len(s.runs(SOURCE_TEST_SET)) > 1 else 0 for s in side]
+            order = np.argsort(x)
+            legend[name] = axis.errorbar(
+                np.array(x)[order],
+                np.array(y)[order],
+                xerr=np.array(x_err)[order],
+                yerr=np.array(y_err)[order],
+                fmt=f"{marker}-",
+                ms=5,
+                capsize=2,
+                lw=1.2,
+                color=colour,
+            )
+            for s, xi, yi in zip(side, x, y):
+                axis.annotate(
+                    f"p={s.setting['p']:g}", (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points", color="#333"
+                )
+        axis.set_title(panel_title(model, data, target) + f" · forgetting on {SOURCE_TEST_SET}\n{ERROR_BARS}", fontsize=9.5)
+        axis.set_xlabel(f"target WER on {target} (%)")
+        axis.set_ylabel("source WER change (points; + is forgetting)")
+        axis.grid(alpha=0.3)
+    return _save(figure, path, legend)
 
 
 def subspace_figure(summary: pd.DataFrame, path: Path, colours: dict[str, str]) -> Path:

@@ -4,7 +4,8 @@ configuration's runs), by the paired bootstrap of `reporting.significance`.
 
 A configuration is called better or worse than another only when the interval of their difference
 excludes zero; otherwise the pair is "no significant difference" (so several configurations can share
-the lowest WER). A comparison needs both systems' per-utterance decodes (`decode/<test set>/*.trn`);
+the lowest WER). The ranking is descriptive: its p-values are not corrected for the many pairs it tests
+(the claims table's are, `reporting.verdicts`). A comparison needs both systems' per-utterance decodes (`decode/<test set>/*.trn`);
 without them it is "not tested" and says why.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from asr_peft.errors import ConfigError
+from asr_peft.reporting.replicates import Bootstrap, prefetch
 from asr_peft.reporting.significance import compare_runs
 
 LOWEST, BEFORE = "lowest WER", "before adaptation"
@@ -67,6 +69,7 @@ def rank_configurations(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFr
     difference (this configuration against the reference) / lowest WER / not tested (`note` says why)."""
     rows = []
     done = frame[(frame["status"] == "completed") & frame["wer"].notna()] if not frame.empty else frame
+    prefetch(done, Bootstrap())  # every run resampled in one pass per test set
     for (model, data, test_set), panel in summary.groupby(["model", "data", "test_set"], sort=False):
         runs = done[(done["model"] == model) & (done["data"] == data) & (done["test_set"] == test_set)]
         panel = panel.sort_values("wer_mean", kind="stable")

@@ -2,9 +2,11 @@
 
 Outputs: results.csv (a row per run and test set), summary.csv (mean ± std over seeds), significance.csv
 (each configuration against the lowest-WER one and the model before adaptation, paired bootstrap),
-claims.csv (the papers' claims: evidence, effect with its interval, verdict), subspace.csv (a row per
-run and layer type, when runs left subspace.json), pareto.png, forgetting.png, convergence.png,
-subspace.png, report.html and report.md (the results and claims tables in Markdown); with `wandb=True` also a W&B run
+claims.csv (the papers' claims: evidence, effect with its interval, Holm-adjusted p, verdict),
+convergence.csv (per configuration: the update its runs stopped at, how many hit the cap, updates to 90%
+of the dev gain), subspace.csv (a row per run and layer type, when runs left subspace.json), pareto.png,
+forgetting.png, tradeoff.png, convergence.png, subspace.png, report.html and report.md (the results and claims tables in
+Markdown); with `wandb=True` also a W&B run
 under `wandb/`, in the group of the sweep its runs came from (offline unless WANDB_MODE says otherwise; upload later with
 `wandb sync <out>/wandb/offline-run-*`).
 """
@@ -28,9 +30,17 @@ from asr_peft.reporting.aggregate import (
     to_frame,
 )
 from asr_peft.reporting.claims import check_claims
+from asr_peft.reporting.convergence import convergence_summary, run_convergence
 from asr_peft.reporting.dashboard import write_dashboard
 from asr_peft.reporting.digest import write_digest
-from asr_peft.reporting.figures import convergence_figure, forgetting_figure, method_colours, pareto_figure, subspace_figure
+from asr_peft.reporting.figures import (
+    convergence_figure,
+    forgetting_figure,
+    method_colours,
+    pareto_figure,
+    subspace_figure,
+    tradeoff_figure,
+)
 from asr_peft.reporting.ranking import rank_configurations
 
 OUTPUTS = (
@@ -38,9 +48,11 @@ OUTPUTS = (
     "summary.csv",
     "significance.csv",
     "claims.csv",
+    "convergence.csv",
     "subspace.csv",
     "pareto.png",
     "forgetting.png",
+    "tradeoff.png",
     "convergence.png",
     "subspace.png",
     "report.html",
@@ -96,17 +108,21 @@ def build_report(
     colours = method_colours(frame["method"].dropna()) if not frame.empty else {}
     subspace = subspace_frame(collection.runs, frame)
     subspace_means = subspace_summary(subspace)
+    convergence = run_convergence(collection.runs, frame)
+    stops = convergence_summary(convergence)
     figures = {
         "pareto": pareto_figure(summary, frame, out_dir / "pareto.png", colours, test_sets),
         "forgetting": forgetting_figure(summary, frame, out_dir / "forgetting.png", colours),
-        "convergence": convergence_figure(convergence_frame(collection.runs, frame), out_dir / "convergence.png", colours),
+        "tradeoff": tradeoff_figure(frame, summary, out_dir / "tradeoff.png"),
+        "convergence": convergence_figure(convergence_frame(collection.runs, frame), stops, out_dir / "convergence.png", colours),
     }
-    ranking, claims = rank_configurations(frame, summary), check_claims(frame)
+    ranking, claims = rank_configurations(frame, summary), check_claims(frame, convergence)
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     ranking.to_csv(out_dir / "significance.csv", index=False)
     claims.to_csv(out_dir / "claims.csv", index=False)
-    write_digest(out_dir / "report.md", summary, claims, test_sets)
+    stops.to_csv(out_dir / "convergence.csv", index=False)
+    write_digest(out_dir / "report.md", summary, claims, test_sets, convergence=convergence)
     if not subspace.empty:
         subspace.to_csv(out_dir / "subspace.csv", index=False)
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
@@ -121,6 +137,7 @@ def build_report(
         unreadable=collection.unreadable,
         ranking=ranking,
         claims=claims,
+        convergence=convergence,
     )
     groups = sweep_groups(collection.runs)
     group = wandb_group or (groups[0] if len(groups) == 1 else None)

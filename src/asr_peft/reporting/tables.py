@@ -28,7 +28,7 @@ import pandas as pd
 
 from asr_peft.errors import AsrPeftError, ConfigError
 from asr_peft.reporting.aggregate import Run, collect
-from asr_peft.reporting.significance import UtteranceErrors, read_trn_pair, score_utterances
+from asr_peft.reporting.utterance_errors import UtteranceErrors, read_trn_pair, score_utterances
 
 RUNS_TABLE = "runs.parquet"
 DECODES_TABLE = "decodes.parquet"
