@@ -57,3 +57,29 @@ def test_early_stopping_stops_after_its_patience_and_the_best_dev_checkpoint_is_
         assert torch.equal(weight, best[key].to(weight.dtype)), name
     assert any(not torch.equal(best[k], last[k]) for k in best if k in last)  # the last weights differ: a real choice
     assert json.loads((run_dir / "results.json").read_text())["tested_step"] == 2
+
+
+def test_a_validation_before_training_adds_the_step_0_point_and_changes_nothing_trained(tiny_corpus, tmp_path):
+    """The convergence claim measures a run's dev gain from its WER before adaptation: that validation is the
+    history's step 0, and it draws from none of training's generators (the trained weights are bit-equal)."""
+    common = [
+        "method=ssvd",
+        "data=manifest",
+        f"data.corpus_dir={tiny_corpus}",
+        "loader.max_batch_size=1",
+        "data.speed_perturb=[0.9,1.0,1.1]",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "evaluation.baseline=false",
+        "evaluation.subspace=false",
+    ]
+    plain = run_in_process(common, tmp_path / "plain")
+    with_step_0 = run_in_process([*common, "evaluation.validate_before_training=true"], tmp_path / "step0")
+    assert [h["step"] for h in with_step_0["validation_history"]] == [0, *(h["step"] for h in plain["validation_history"])]
+    assert with_step_0["validation_history"][1:] == plain["validation_history"]
+    assert with_step_0["tested_step"] == plain["tested_step"] != 0
+    weights = [
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        for d in (tmp_path / "plain", tmp_path / "step0")
+    ]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -24,3 +24,11 @@ def test_objective_is_the_tested_checkpoints_validation_wer(checkpoint, expected
 
 def test_a_run_that_never_validated_has_no_objective():
     assert validation_objective({"validation_history": [], "metrics": {"child": {"wer": 0.2}}}) is None
+
+
+def test_the_validation_before_training_is_never_the_objective():
+    """Step 0 (evaluation.validate_before_training) is the model before adaptation, which no checkpoint holds:
+    a run whose training only made dev WER worse is judged by its best trained checkpoint, not by the frozen model."""
+    record = _record("best", 0.1)
+    record["validation_history"].insert(0, {"step": 0, "val_wer": 0.30})
+    assert validation_objective(record) == 0.37

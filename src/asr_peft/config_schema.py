@@ -381,6 +381,7 @@ class Evaluation(Group):
     decode: ANY_DECODE_METHOD | None = None
     validation_decode: ANY_DECODE_METHOD | None = None
     secondary_decodes: list[ANY_DECODE_METHOD] = []
+    validate_before_training: bool = False
     beam: Beam = Beam()
     checkpoint: choice(*TESTED_CHECKPOINTS) = "best"
     baseline: bool = True

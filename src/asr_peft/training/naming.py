@@ -45,6 +45,7 @@ NO_EFFECT = (
     "evaluation.subspace",
     "evaluation.sclite",
     "evaluation.secondary_decodes",  # more columns scored, the same training and primary scores
+    "evaluation.validate_before_training",  # one more point of the dev curve; training's generators untouched
 )
 # SSVD's budget is `adapt.p` (and `adapt.p_groups`); no other method reads them.
 METHODS_USING_P = {"ssvd"}

@@ -159,6 +159,9 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
         record["resumed_from"] = str(resume_from) if resume_from is not None else None
         if record["resumed_from"]:
             log.info("resuming from %s", record["resumed_from"])
+        elif cfg.evaluation.get("validate_before_training"):
+            with random_state_kept():  # the dev WER before adaptation: the step-0 point of the validation history
+                trainer.validate(module, datamodule=datamodule, verbose=False)
         fit_started = time.perf_counter()
         with sigterm.deferred_to_lightning():
             trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"], weights_only=True)
