@@ -20,7 +20,7 @@ import pytest
 import soundfile
 from omegaconf import OmegaConf
 
-from asr_peft.cli import preflight
+from asr_peft.config.preflight import preflight
 from asr_peft.data.dataset import SpeechDataset
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.normalizers import get_normalizer
@@ -173,7 +173,7 @@ def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
 
 
 def test_every_shipped_config_passes_the_schema():
-    from asr_peft.config_schema import validate_config
+    from asr_peft.config.validate import validate_config
     from conftest import compose_config
 
     for group in ("model", "method", "adapt", "data", "trainer", "logger", "optimizer", "experiment", "hparams_search"):

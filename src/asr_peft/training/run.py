@@ -1,6 +1,6 @@
 """One training run, from a composed Hydra config to `results.json`.
 
-Order matters: the config is validated (one pass, `config_schema`, the hardware settings included:
+Order matters: the config is validated (one pass, `asr_peft.config`, the hardware settings included:
 before anything loads), every manifest is read and every utterance checked (train, valid and the test
 sets: a bad test file stops the run before training, not after it), the pretrained model is loaded
 (weights first) and the utterances' languages checked against its tokens, the frozen model is scored if
@@ -34,7 +34,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import apply_method, total_parameter_count, trainable_parameter_count
-from asr_peft.config_schema import validate_config
+from asr_peft.config.validate import validate_config
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.data.validation import validate_data
 from asr_peft.errors import ConfigError, ModelLoadError
