@@ -51,7 +51,7 @@ class AdaptationReport:
     trainable: int
 
 
-def adapter_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def adapter_modules(model: nn.Module) -> Iterator[tuple[str, AdapterLayer | LoRAEmbedding]]:
     for name, module in model.named_modules():
         if isinstance(module, ADAPTER_TYPES):
             yield name, module

@@ -1,11 +1,12 @@
-"""The config as plain values, resolved key by key so that one bad key does not hide the others."""
+"""The config as plain values: resolved key by key so that one bad key does not hide the others (the
+schema's pass), or at once (`plain`, for the code a checked config is handed to)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError, MissingMandatoryValue
 
 
@@ -53,3 +54,8 @@ def resolve(
         else:
             out.append(value)
     return out
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain values (dicts, lists, scalars), interpolations resolved; anything else as it is."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
