@@ -72,5 +72,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     setup_environment()
     sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("run_dir",))
-    preflight("evaluate", sys.argv[1:])
+    sys.argv[1:] = preflight("evaluate", sys.argv[1:])
     main()

@@ -32,6 +32,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     setup_environment()
-    preflight("train", sys.argv[1:])
+    sys.argv[1:] = preflight("train", sys.argv[1:])
     main()
     exit_if_jobs_failed()

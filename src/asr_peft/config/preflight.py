@@ -7,6 +7,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from asr_peft.cli import ROOT, report_error
 from asr_peft.errors import AsrPeftError
@@ -14,9 +16,9 @@ from asr_peft.errors import AsrPeftError
 ENTRY_POINT_CONFIG_PATH = "configs"  # the `config_path` of train.py's and evaluate.py's `hydra.main`, beside them
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
+def preflight(config_name: str, argv: list[str]) -> list[str]:
     """Check the command line of an entry point whose config is `config_name`, exiting with status 2 and
-    one `error:` line per problem.
+    one `error:` line per problem; return the command line Hydra is to run.
 
     The flags are Hydra's own (its argument parser reads them): `--config-name`, `--config-path` and
     `--config-dir` give the config searched as Hydra will search it. Hydra's own messages for an unknown
@@ -24,33 +26,31 @@ def preflight(config_name: str, argv: list[str]) -> None:
     available options. Sweeps (`-m`) are checked job by job as they run (a bad job is recorded as failed
     and the others run); Hydra's informational flags (`--help`, `--cfg`, `--info`, ...) run nothing and are
     left to it, as is `--experimental-rerun`, whose config is a saved one.
+
+    The run directory Hydra will create (`hydra.run.dir`, or the one named after the run below
+    `paths.log_dir`) must be creatable and writable, except that of a completed run on a read-only archive:
+    its results are shown again, with Hydra's log on stdout instead of a file there.
     """
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(argv)  # what Hydra rejects, it rejects here, in its own words
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.multirun or args.experimental_rerun:
-        return
+        return argv
     overrides = [arg for arg in args.overrides if not arg.lstrip("+~").startswith("hydra.")]
     problem = _given_twice(overrides) or _empty_mapping(overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    from asr_peft.files import check_creatable_directory
-
-    try:  # Hydra creates the run directory before the job starts, with a traceback when it cannot
-        for key, _, value in (arg.partition("=") for arg in args.overrides):
-            if key in ("hydra.run.dir", "run_dir") and value:
-                check_creatable_directory(value.strip("'\""), key)
-    except AsrPeftError as err:
-        report_error(err)
     import yaml
     from hydra import compose
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         with _searched_as_the_app(args.config_path, args.config_dir):
-            cfg = compose(config_name=args.config_name or config_name, overrides=overrides)
+            cfg = compose(config_name=args.config_name or config_name, overrides=args.overrides, return_hydra_config=True)
+            run_dir = _run_directory(cfg)
     except yaml.MarkedYAMLError as err:  # a config file that is not YAML (a duplicate key, a bad indent)
         mark = err.problem_mark or err.context_mark
         where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
@@ -59,12 +59,50 @@ def preflight(config_name: str, argv: list[str]) -> None:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         print(f"error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    try:
+        argv = argv + _run_directory_check(run_dir, OmegaConf.select(cfg, "run_dir", throw_on_missing=False))
+    except AsrPeftError as err:
+        report_error(err)
+    with open_dict(cfg):
+        del cfg["hydra"]
     from asr_peft.config.validate import validate_config
 
     try:
         validate_config(cfg, config_name)
     except AsrPeftError as err:
         report_error(err)
+    return argv
+
+
+def _run_directory(cfg: Any) -> str | None:
+    """The directory Hydra will create for the job; None where it cannot be named yet (evaluate.py's is named
+    after the command line's overrides by Hydra's runtime)."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        return str(cfg.hydra.run.dir)
+    except InterpolationResolutionError:  # or a key it names is missing: the schema's check says which
+        return None
+
+
+def _run_directory_check(run_dir: str | None, trained_run: Any) -> list[str]:
+    """Refuse a run directory that cannot be created or written, in one line (Hydra's own attempt is a
+    traceback); the overrides a read-only directory holding a completed run needs to show it."""
+    from asr_peft.files import UnwritableError, check_creatable_directory
+    from asr_peft.training.results import read_results
+
+    if run_dir is None:  # evaluate.py writes below the trained run's directory
+        if isinstance(trained_run, str) and trained_run:
+            check_creatable_directory(trained_run, "run_dir")
+        return []
+    try:
+        check_creatable_directory(run_dir, "hydra.run.dir")
+    except UnwritableError:
+        record = read_results(Path(run_dir)) if Path(run_dir).is_dir() else None
+        if record is None or record.get("status") != "completed":
+            raise
+        return ["hydra/job_logging=stdout"]  # Hydra's default log is a file in the run directory
+    return []
 
 
 @contextlib.contextmanager
