@@ -17,13 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from asr_peft.cli import one_line_errors, preflight, quote_path_overrides, setup_environment
+from asr_peft.cli import one_line_errors, quote_path_overrides, setup_environment
+from asr_peft.config.preflight import preflight
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from asr_peft.config_schema import validate_config
+    from asr_peft.config.validate import validate_config
     from asr_peft.evaluation.checkpoint import checkpoint_path, read_run_config, rebuild_trained_model
     from asr_peft.data.normalizers import get_normalizer
     from asr_peft.evaluation.scoring import score_test_sets
@@ -71,5 +72,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     setup_environment()
     sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("run_dir",))
-    preflight("evaluate", sys.argv[1:])
+    sys.argv[1:] = preflight("evaluate", sys.argv[1:])
     main()

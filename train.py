@@ -18,7 +18,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from asr_peft.cli import exit_if_jobs_failed, one_line_errors, preflight, setup_environment
+from asr_peft.cli import exit_if_jobs_failed, one_line_errors, setup_environment
+from asr_peft.config.preflight import preflight
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
@@ -31,6 +32,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     setup_environment()
-    preflight("train", sys.argv[1:])
+    sys.argv[1:] = preflight("train", sys.argv[1:])
     main()
     exit_if_jobs_failed()

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 import soundfile
 from omegaconf import OmegaConf
 
-from asr_peft.cli import preflight
+from asr_peft.config.preflight import preflight
 from asr_peft.data.dataset import SpeechDataset
 from asr_peft.data.manifest import Utterance, load_utterances
 from asr_peft.data.normalizers import get_normalizer
@@ -186,7 +187,7 @@ def test_an_unknown_scheduler_is_named_before_anything_runs(capsys, tmp_path):
 
 
 def test_every_shipped_config_passes_the_schema():
-    from asr_peft.config_schema import validate_config
+    from asr_peft.config.validate import validate_config
     from conftest import compose_config
 
     for group in ("model", "method", "adapt", "data", "trainer", "logger", "optimizer", "experiment", "hparams_search"):
@@ -205,6 +206,44 @@ def test_the_config_name_flag_does_not_skip_the_check(capsys, tmp_path):
         assert preflight_lines(capsys, tmp_path, "train", [*flag, "optimizer.lr=-1"]) == ["error: optimizer.lr=-1 must be > 0"]
 
 
+@pytest.fixture(scope="module")
+def extra_config_dir(tmp_path_factory) -> Path:
+    """A `--config-dir` with one option of its own: a LoRA whose rank is out of range."""
+    directory = tmp_path_factory.mktemp("my_configs")
+    (directory / "method").mkdir()
+    lora = (ROOT / "configs" / "method" / "lora.yaml").read_text()
+    (directory / "method" / "my_lora.yaml").write_text(re.sub(r"(?m)^r: .*$", "r: 0", lora))
+    (directory / "method" / "twice.yaml").write_text(lora + "r: 0\n")  # r given twice: not YAML
+    return directory
+
+
+def test_the_config_dir_and_config_path_flags_do_not_skip_the_check(capsys, tmp_path, extra_config_dir):
+    """Issue 28, case 8: Hydra's flags skipped the check (--config-dir: its configs were not on the search path)."""
+    configs = str(ROOT / "configs")
+    for flags in (
+        ["--config-dir", str(extra_config_dir)],
+        ["-cd", str(extra_config_dir)],
+        [f"--config-dir={extra_config_dir}"],
+        ["--config-path", configs],
+        ["-cp", "configs"],  # relative to the entry point's directory, as Hydra reads it
+        ["--run"],
+    ):
+        assert preflight_lines(capsys, tmp_path, "train", [*flags, "optimizer.lr=-1"]) == ["error: optimizer.lr=-1 must be > 0"]
+    # the extra directory's options are found and checked like the shipped ones
+    lora_lines = len((ROOT / "configs" / "method" / "lora.yaml").read_text().splitlines())
+    assert preflight_lines(capsys, tmp_path, "train", ["--config-dir", str(extra_config_dir), "method=my_lora"]) == [
+        "error: method.r=0 must be >= 1"
+    ]
+    assert preflight_lines(capsys, tmp_path, "train", ["--config-dir", str(extra_config_dir), "method=twice"]) == [
+        f"error: {extra_config_dir / 'method' / 'twice.yaml'}, line {lora_lines + 1}: found duplicate key r"
+    ]
+    [line] = preflight_lines(capsys, tmp_path, "train", ["--config-dir", str(tmp_path / "nowhere"), "optimizer.lr=1e-3"])
+    assert line == f"error: Additional config directory '{tmp_path / 'nowhere'}' not found"
+    assert preflight_lines(capsys, tmp_path, "train", ["--config-path", str(tmp_path / "nowhere")]) == [
+        f"error: --config-path={tmp_path / 'nowhere'}: the config directory {tmp_path / 'nowhere'} does not exist"
+    ]
+
+
 def test_evaluate_config_errors_name_the_key(capsys, tmp_path):
     assert preflight_lines(capsys, tmp_path, "evaluate", []) == [
         "error: run_dir is required (??? in the config): set run_dir=<value>"
@@ -219,6 +258,12 @@ def test_the_command_line_prints_only_the_error_and_creates_nothing(tmp_path):
     result = train_cli(["optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"])
     assert (result.returncode, result.stdout, result.stderr) == (2, "", "error: optimizer.lr=-1 must be > 0\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_override_with_config_dir_creates_no_run_directory(tmp_path, extra_config_dir):
+    result = train_cli(["--config-dir", str(extra_config_dir), "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", "error: optimizer.lr=-1 must be > 0\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_config_inside_a_job_is_recorded_before_data_or_model_are_touched(tiny_corpus, tmp_path, monkeypatch):

@@ -154,7 +154,7 @@ def test_existing_outputs_are_not_overwritten_without_overwrite(corpus, tmp_path
     assert (out / "train.jsonl").read_text(encoding="utf-8") == '{"id": "mine"}\n'
     prepare_myst(corpus, out, overwrite=True)
     assert len(load_utterances(out / "train.jsonl")) == 2
-    assert not list(out.glob("*.partial"))
+    assert not list(out.glob(".*.tmp"))  # no temporary file left beside the outputs
 
 
 def test_wrong_layout_names_the_expected_path(tmp_path):

@@ -98,9 +98,10 @@ def test_a_resumed_run_equals_an_uninterrupted_one(uninterrupted, tmp_path, how,
         assert torch.equal(mine["state_dict"][key], value), key
 
 
-def test_a_cached_baseline_changes_nothing_that_training_draws(tiny_corpus, tmp_path):
+def test_a_cached_baseline_changes_nothing_that_training_draws(tiny_corpus, tmp_path, caplog):
     """The first run of a sweep scores the frozen model, the others read its scores from the cache (and
-    the audio checks and SVDs too): both train bitwise the same tensors (issue 28, case 2)."""
+    the audio checks and SVDs too): both train bitwise the same tensors (issue 28, case 2). A cache file
+    cut short is scored again and written whole (case 9: it crashed every later run)."""
     args = [
         *COMMON,
         "model=owsm_tiny_pretrained",
@@ -112,10 +113,17 @@ def test_a_cached_baseline_changes_nothing_that_training_draws(tiny_corpus, tmp_
     cold = run_in_process(args, tmp_path / "cold")
     assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 1
     warm = run_in_process(args, tmp_path / "warm")
+    [cache] = (tmp_path / "cache" / "baselines").glob("*.json")
+    scores = cache.read_text()
+    cache.write_text(scores[: len(scores) // 2])
     # Killed after its baseline was cached, before its first checkpoint (step 3): the rerun starts afresh.
     with pytest.raises(RuntimeError, match="crash"):
         run_in_process([*args, "+callbacks.interrupt={_target_:test_resume.InterruptAt,step:2,how:crash}"], tmp_path / "killed")
     assert not (tmp_path / "killed" / "checkpoints").exists()
+    assert json.loads(cache.read_text()) == json.loads(scores)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if "baseline cache" in r.getMessage()] == [
+        f"baseline cache {cache} is unreadable"
+    ]
     rerun = run_in_process(args, tmp_path / "killed")
     first = trained_state(tmp_path / "cold")
     assert first["global_step"] == 4
@@ -199,6 +207,33 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_r
     assert resumed["resumed_from"] == str(last) and resumed["global_step"] == STEPS
     assert resumed["validation_history"] == reference["validation_history"] and resumed["metrics"] == reference["metrics"]
     mine, theirs = trained_state(run_dir), trained_state(reference_dir)
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(mine["state_dict"][key], value), key
+
+
+@pytest.mark.slow
+def test_a_torn_last_checkpoint_resumes_from_the_newest_one_that_loads(uninterrupted, tmp_path, caplog):
+    """Issue 28, case 3: a `last.ckpt` torn on a full disk (by earlier versions, which wrote it in place) made
+    every rerun crash; the rerun now says so in one line and resumes from the best checkpoint, ending where
+    the uninterrupted run does."""
+    corpus, reference_dir, reference = uninterrupted
+    run_dir = tmp_path / "run"
+    args = [*COMMON, f"data.corpus_dir={corpus}"]
+    with pytest.raises(SystemExit):
+        run_in_process([*args, "+callbacks.interrupt={_target_:test_resume.InterruptAt,step:8,how:sigterm}"], run_dir)
+    last, best = run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "best.ckpt"
+    best_step = torch.load(best, map_location="cpu", weights_only=True)["global_step"]
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 2])
+    caplog.clear()
+    resumed = run_in_process(args, run_dir)
+    assert resumed["status"] == "completed" and resumed["resumed_from"] == str(best) and best_step in (3, 6)
+    [line] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("cannot read checkpoint")]
+    assert line.startswith(f"cannot read checkpoint {last}: ")
+    assert line.endswith(f"; resuming from {best} (step {best_step}) instead")
+    assert resumed["global_step"] == STEPS and resumed["metrics"] == reference["metrics"]
+    assert sorted(path.name for path in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]  # no last-v1.ckpt
+    mine, theirs = trained_state(run_dir), trained_state(reference_dir)  # last.ckpt rewritten whole
     for key, value in theirs["state_dict"].items():
         assert torch.equal(mine["state_dict"][key], value), key
 

@@ -144,7 +144,7 @@ def test_p_groups_reach_the_layers_through_apply_method():
 
 
 def test_config_schema_and_run_names_know_side_p_out_and_both_groups():
-    from asr_peft.config_schema import validate_config
+    from asr_peft.config.validate import validate_config
     from asr_peft.training.naming import configuration_label
 
     validate_config(

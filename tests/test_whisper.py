@@ -198,7 +198,7 @@ def test_every_method_trains_and_merges_on_whisper(small, method):
 
 
 def test_an_owsm_decoding_method_is_refused_for_whisper_before_anything_loads():
-    from asr_peft.config_schema import InvalidConfig, validate_config
+    from asr_peft.config.validate import InvalidConfig, validate_config
 
     cfg = compose_config("train", ["model=whisper_tiny_en", "evaluation.decode=ctc_greedy"])
     with pytest.raises(InvalidConfig, match="evaluation.decode.*greedy, beam"):

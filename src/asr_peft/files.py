@@ -42,11 +42,23 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        if isinstance(err, OSError):
-            raise UnwritableError(f"cannot write {path}: {err.strerror or err}") from err
+        failed = _failed_write(err)
+        if failed is not None:
+            raise UnwritableError(f"cannot write {path}: {failed.strerror or failed}") from err
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _failed_write(err: BaseException) -> OSError | None:
+    """The OSError behind an exception raised while writing: itself, or the one it was raised in handling
+    (torch's zip writer answers a full disk with a RuntimeError of its own, "unexpected pos ...")."""
+    cause: BaseException | None = err if isinstance(err, Exception) else None  # Ctrl-C stays Ctrl-C
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

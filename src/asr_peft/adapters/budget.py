@@ -27,14 +27,16 @@ def group_matches(name: str, group: str) -> bool:
     return any(parts[i : i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
 
 
-def fractions(names: Sequence[str], default: float, groups: Mapping[str, Any] | None, key: str = "adapt.p_groups") -> list[float]:
-    """The fraction for each module in `names`: its group's from `groups`, or `default`."""
+def fractions(
+    names: Sequence[str], default: float | None, groups: Mapping[str, Any] | None, key: str = "adapt.p_groups"
+) -> list[float | None]:
+    """The fraction for each module in `names`: its group's from `groups`, or `default` (None: a later default)."""
     groups = dict(groups or {})
     for group, value in groups.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
             raise ConfigError(f"{key}.{group}={value!r} must be a fraction in (0, 1]")
     used: set[str] = set()
-    result = []
+    result: list[float | None] = []
     for name in names:
         matching = [group for group in groups if group_matches(name, str(group))]
         if len(matching) > 1:

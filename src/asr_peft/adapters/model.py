@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 import torch
 from safetensors import safe_open
@@ -32,7 +32,7 @@ from asr_peft.adapters.fingerprint import check_fingerprint, fingerprint
 from asr_peft.adapters.injection import match_modules, module_type, replace_module
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.registry import get_method
-from asr_peft.adapters.svd import thin_svds
+from asr_peft.adapters.svd import ThinSVD, thin_svds
 from asr_peft.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class AdaptationReport:
     trainable: int
 
 
-def adapter_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def adapter_modules(model: nn.Module) -> Iterator[tuple[str, AdapterLayer | LoRAEmbedding]]:
     for name, module in model.named_modules():
         if isinstance(module, ADAPTER_TYPES):
             yield name, module
@@ -78,30 +78,33 @@ def apply_method(
         parameter.requires_grad_(False)
     if spec.trains == "none":
         return AdaptationReport(method["name"], [], 0)
-    targets = match_modules(model, adapt.get("targets"))
-    for name, _, module in targets:
+    assert spec.build is not None  # a method that trains neither all nor nothing builds adapter layers
+    targets: list[tuple[str, nn.Linear]] = []
+    for name, _, module in match_modules(model, adapt["targets"]):
         if not isinstance(module, nn.Linear):
             raise ConfigError(f"adapt.targets matched {name}, a {type(module).__name__}; adapters go on nn.Linear modules")
-    on_meta = any(module.weight.is_meta for _, _, module in targets)
-    settings = layer_settings([name for name, _, _ in targets], method, adapt)  # adapt.p_groups, per module
-    svds = [None] * len(targets)
+        targets.append((name, module))
+    on_meta = any(module.weight.is_meta for _, module in targets)
+    settings = layer_settings([name for name, _ in targets], method, adapt)  # adapt.p_groups, per module
+    svds: Sequence[ThinSVD | None] = [None] * len(targets)
     if spec.needs_svd and not on_meta:
         svds = thin_svds(
-            [module.weight for _, _, module in targets],
+            [module.weight for _, module in targets],
             svd_cache_dir,
-            [spec.svd_rank(module, *setting) for (_, _, module), setting in zip(targets, settings)],
+            [spec.svd_rank(module, *setting) for (_, module), setting in zip(targets, settings)],
         )
-    context: dict = {"layers": [module for _, _, module in targets]}  # e.g. VeRA's projections span them all
-    for (name, _, module), svd, setting in zip(targets, svds, settings):
+    context: dict = {"layers": [module for _, module in targets]}  # e.g. VeRA's projections span them all
+    for (name, module), svd, setting in zip(targets, svds, settings):
         replace_module(model, name, spec.build(module, svd, *setting, context))
-    adapted = [name for name, _, _ in targets]
+    adapted = [name for name, _ in targets]
     if spec.embedding_adapter and method.get("embedding_targets"):
         # Optional patterns (`?`) let one method config serve model families whose embedding is named otherwise
         # or not adapted (Whisper's is tied to its output projection).
         for name, _, module in match_modules(
             model, method["embedding_targets"], key="method.embedding_targets", optional_type=nn.Embedding, allow_none=True
         ):
-            replace_module(model, name, LoRAEmbedding(module, r=method["r"], alpha=method["alpha"]))
+            embedding = cast(nn.Embedding, module)  # or another type, which LoRAEmbedding refuses in one line
+            replace_module(model, name, LoRAEmbedding(embedding, r=method["r"], alpha=method["alpha"]))
             adapted.append(name)
     return AdaptationReport(method["name"], adapted, trainable_parameter_count(model))
 

@@ -16,11 +16,11 @@ with an error rather than merged wrongly.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import torch
 import torch.nn.functional as F
-from peft import inject_adapter_in_model
+from peft import PeftType, inject_adapter_in_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from torch import nn
 
@@ -41,20 +41,24 @@ def peft_config(fields: Mapping[str, Any]):
     if "target_modules" in fields:
         raise ConfigError("method.peft_config.target_modules is not used: the targets are adapt.targets")
     try:
-        return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](target_modules=["layer"], **fields)
+        config_class: Any = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(peft_type)]  # a PeftConfig subclass
+        return config_class(target_modules=["layer"], **fields)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"method.peft_config ({peft_type}): {' '.join(str(err).split())}") from err
 
 
 class PEFTLinear(AdapterLayer):
+    tuner: nn.Module  # PEFT's layer around `base_layer`
+
     def __init__(self, base_layer: nn.Linear, fields: Mapping[str, Any]):
         super().__init__(base_layer)
         holder = nn.Module()
         holder.add_module("layer", base_layer)
         inject_adapter_in_model(peft_config(fields), holder)
-        if holder.layer is base_layer:
+        tuner = holder.get_submodule("layer")
+        if tuner is base_layer:
             raise ConfigError(f"method.peft_config: PEFT's {fields.get('peft_type')} left the nn.Linear unadapted")
-        self.tuner = holder.layer  # PEFT's layer; its `base_layer` is this adapter's `base_layer`
+        self.tuner = tuner  # PEFT's layer; its `base_layer` is this adapter's `base_layer`
         for parameter in base_layer.parameters():
             parameter.requires_grad_(False)
 
@@ -71,7 +75,8 @@ class PEFTLinear(AdapterLayer):
             return self._measured_delta(copy.deepcopy(self.tuner).float())
 
     def _measured_delta(self, tuner: nn.Module) -> torch.Tensor:
-        weight, bias = tuner.base_layer.weight, tuner.base_layer.bias
+        base = cast(nn.Linear, tuner.base_layer)  # this adapter's base layer, or its fp32 copy
+        weight, bias = base.weight, base.bias
         was_training = tuner.training
         tuner.eval()  # no dropout in a measurement
         try:
@@ -85,7 +90,7 @@ class PEFTLinear(AdapterLayer):
         finally:
             tuner.train(was_training)
         tolerance = 1e-5 * float(expected.abs().max()) + 1e-6
-        if not torch.allclose(offset, tuner.base_layer(zero), rtol=1e-4, atol=tolerance):
+        if not torch.allclose(offset, base(zero), rtol=1e-4, atol=tolerance):
             raise ValueError(f"{type(tuner).__module__} changes the layer's bias: it cannot be merged into the weight")
         if not torch.allclose(merged, expected, rtol=1e-4, atol=tolerance):
             raise ValueError(f"{type(tuner).__module__} is not linear in its input: it cannot be merged into a plain nn.Linear")

@@ -80,7 +80,7 @@ def weight_key(weight: torch.Tensor) -> str:
     data = weight.detach().contiguous().cpu()
     digest = xxhash.xxh3_128()
     digest.update(f"{tuple(data.shape)}:{data.dtype}".encode())
-    digest.update(data.view(torch.uint8).numpy())
+    digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -187,12 +187,12 @@ def thin_svds(
     workers: int | None = None,
 ) -> list[ThinSVD]:
     """Top-`ranks` SVD of every weight (None: all min(d_out, d_in) triplets), from the cache when possible."""
-    ranks = list(ranks) if isinstance(ranks, Sequence) else [ranks] * len(weights)
-    ranks = [min(w.shape) if r is None else r for w, r in zip(weights, ranks)]
+    asked = list(ranks) if isinstance(ranks, Sequence) else [ranks] * len(weights)
+    sizes = [min(w.shape) if r is None else r for w, r in zip(weights, asked)]
     cache = Path(cache_dir) if cache_dir else None
 
     def obtain(index: int) -> ThinSVD:
-        weight, rank = weights[index], ranks[index]
+        weight, rank = weights[index], sizes[index]
         if cache is None:
             return truncated_svd(weight, rank)
         key = weight_key(weight)

@@ -18,6 +18,8 @@ Patterns (`method.pattern`, `method.off_diag` = d):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -58,13 +60,17 @@ def pattern_positions(pattern: str, r: int, d: int, svd: ThinSVD | None, seed: i
 
 
 class SVFTLinear(AdapterLayer):
+    U: torch.Tensor  # buffers: the top-r factors of W and the pattern's (row, column) positions
+    V: torch.Tensor
+    positions: torch.Tensor
+
     def __init__(self, base_layer: nn.Linear, svd: ThinSVD | None, *, pattern: str = "plain", off_diag: int = 0, seed: int = 0):
         super().__init__(base_layer)
         if pattern not in PATTERNS:
             raise ConfigError(f"method.pattern={pattern!r} is unknown; choose from {', '.join(PATTERNS)}")
         weight = base_layer.weight
         r = min(base_layer.in_features, base_layer.out_features)
-        factory = {"device": weight.device, "dtype": torch.float32}
+        factory: dict[str, Any] = {"device": weight.device, "dtype": torch.float32}
         positions = pattern_positions(pattern, r, off_diag, svd, seed)
         self.r = r
         self.diagonal = pattern == "plain"

@@ -124,8 +124,10 @@ def _jsonl_entry(line: str, path: Path) -> Utterance:
 
 
 def _optional_float(value, key: str) -> float | None:
-    if value is None:
-        return None
+    return None if value is None else _float(value, key)
+
+
+def _float(value, key: str) -> float:
     if isinstance(value, bool):
         raise _BadLine(f"field {key} is not a number ({value!r})")
     try:
@@ -190,7 +192,7 @@ def read_kaldi_dir(directory: str | Path, lines: _Lines | None = None) -> list[U
                 lines.reject(f"{directory / 'wav.scp'} has no recording {recording} (segments, utterance {utt_id})")
                 continue
             try:
-                start_s, end_s = _optional_float(start, "start"), _optional_float(end, "end")
+                start_s, end_s = _float(start, "start"), _float(end, "end")
             except _BadLine as err:
                 lines.reject(f"{directory / 'segments'}: utterance {utt_id}: {err}")
                 continue

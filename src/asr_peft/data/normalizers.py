@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Callable
+from typing import Callable, cast
 
 import inflect
 
@@ -115,7 +115,7 @@ def myst(text: str) -> str:
     runs, "ONEZERO"), "&" -> "AND", hyphens and underscores removed (joining the words), "/" -> "SLASH",
     split clitics rejoined where the transcript is upper-case ("THEY 'RE" -> "THEY'RE"), punctuation
     removed, upper-case. Fillers (UM, UH, MM) stay: they are words of the references."""
-    text = DIGIT_RUN.sub(lambda match: _INFLECT.number_to_words(match.group()), remove_markup(text))
+    text = DIGIT_RUN.sub(lambda match: cast(str, _INFLECT.number_to_words(match.group())), remove_markup(text))
     for old, new in MYST_REPLACEMENTS:
         text = text.replace(old, new)
     return _collapse(text.upper())

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import adapter_modules, apply_method
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
+from asr_peft.config.resolve import plain
 from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models import load_model
 
@@ -18,7 +19,10 @@ def read_run_config(run_dir: Path) -> DictConfig:
     config_file = Path(run_dir) / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"run_dir={run_dir} is not a training run directory (no {config_file})")
-    return OmegaConf.load(config_file)
+    config = OmegaConf.load(config_file)
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"{config_file} is not a mapping of settings (a training run's saved config)")
+    return config
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
@@ -48,7 +52,7 @@ def load_pretrained(run_cfg: DictConfig, *, device: torch.device | str = "cpu"):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(run_cfg.seed))
         return load_model(
-            OmegaConf.to_container(run_cfg.model, resolve=True),
+            plain(run_cfg.model),
             device=str(device),
             cache_dir=run_cfg.paths.get("model_cache_dir"),
         )
@@ -56,7 +60,6 @@ def load_pretrained(run_cfg: DictConfig, *, device: torch.device | str = "cpu"):
 
 def rebuild_trained_model(run_cfg: DictConfig, path: Path, *, device: torch.device | str = "cpu"):
     """The pretrained model with the run's method applied and the checkpoint's trainable tensors, on `device`."""
-    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     bundle = load_pretrained(run_cfg, device=device)
     apply_method(bundle.model, plain(run_cfg.method), plain(run_cfg.adapt), svd_cache_dir=Path(run_cfg.paths.cache_dir) / "svd")
     checkpoint_dict = read_checkpoint(path, map_location=device)

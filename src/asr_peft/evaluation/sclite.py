@@ -33,7 +33,7 @@ def sclite_command() -> list[str]:
     )
 
 
-def sclite_word_errors(ref_trn: str | Path, hyp_trn: str | Path) -> dict[str, float | int]:
+def sclite_word_errors(ref_trn: str | Path, hyp_trn: str | Path) -> dict[str, float | int | None]:
     """Word error counts and WER of `hyp_trn` against `ref_trn` (sclite trn files, UTF-8)."""
     command = [
         *sclite_command(),
@@ -55,12 +55,11 @@ def sclite_word_errors(ref_trn: str | Path, hyp_trn: str | Path) -> dict[str, fl
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
         raise RuntimeError(f"sclite failed on {hyp_trn}: {message[-1] if message else f'exit status {result.returncode}'}")
-    counts: dict[str, float | int] = {}
+    counts: dict[str, int] = {}
     for key, label in COUNT_LINES.items():
         match = re.search(rf"^{re.escape(label)}\s*=.*?\(\s*(\d+)\)", result.stdout, re.MULTILINE)
         if match is None:
             raise RuntimeError(f"sclite's report on {hyp_trn} has no '{label}' line")
         counts[key] = int(match.group(1))
     errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
-    counts["wer"] = errors / counts["num_words"] if counts["num_words"] else None
-    return counts
+    return {**counts, "wer": errors / counts["num_words"] if counts["num_words"] else None}

@@ -13,6 +13,8 @@ than silently left as it is.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from asr_peft.errors import ConfigError
@@ -22,7 +24,7 @@ def enable_activation_checkpointing(model: nn.Module) -> dict[str, list[int]]:
     """Checkpoint every encoder and decoder block of an ESPnet S2T model; returns the layer lists set."""
     layers = {}
     for part, blocks, first in (("encoder", "encoders", 0), ("decoder", "decoders", 1)):
-        module = getattr(model, part, None)
+        module: Any = getattr(model, part, None)
         if not hasattr(module, "gradient_checkpoint_layers") or not hasattr(module, blocks):
             raise ConfigError(
                 f"activation_checkpointing=true: ESPnet's {type(module).__name__} ({part}) has no "

@@ -14,6 +14,7 @@ import torch
 
 from asr_peft.data.audio import read_audio
 from asr_peft.data.manifest import Utterance
+from asr_peft.errors import DataError
 
 
 def compute_feats_stats(frontend: torch.nn.Module, utterances: Iterable[Utterance], out_file: Path) -> Path:
@@ -28,6 +29,8 @@ def compute_feats_stats(frontend: torch.nn.Module, utterances: Iterable[Utteranc
             count += frames.shape[0]
             total = frames.sum(0) if total is None else total + frames.sum(0)
             total_square = (frames**2).sum(0) if total_square is None else total_square + (frames**2).sum(0)
+    if total is None or total_square is None:
+        raise DataError(f"{out_file}: no utterances to compute feature statistics from")
     out_file.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out_file, count=np.array(count), sum=total.numpy(), sum_square=total_square.numpy())
     return out_file

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asr_peft.errors import ConfigError
+
+if TYPE_CHECKING:
+    from asr_peft.models.owsm import OWSMBundle
 
 NO_PREVIOUS_TEXT = "<na>"
 ASR_TASK = "<asr>"
@@ -54,10 +58,10 @@ def espnet_preprocessor(bundle, *, train: bool):
 class OWSMPreprocessor:
     """An utterance (waveform, transcript, language) -> the arrays `ESPnetS2TModel.forward` takes."""
 
-    bundle: object  # asr_peft.models.OWSMBundle
+    bundle: OWSMBundle
     default_language: str = "eng"
     train: bool = False
-    espnet: object = field(init=False, repr=False)
+    espnet: Any = field(init=False, repr=False)  # ESPnet's preprocessor
     leading_space: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -95,7 +99,7 @@ class OWSMPreprocessor:
         language = language or self.default_language
         if not self.has_language(language):
             raise ConfigError(f"language {language!r} has no token {self.language_token(language)} in the model's token list")
-        data = {
+        data: dict[str, Any] = {
             "text": f"{self.leading_space}{self.decoder_prefix(language)} {transcript}",
             "text_prev": NO_PREVIOUS_TEXT,
             "text_ctc": transcript,

@@ -14,9 +14,10 @@ decoded exactly as validation ran.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Literal, cast
 
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+import torch
 from torch import nn
 
 from asr_peft.adapters.model import adapter_modules
@@ -25,17 +26,20 @@ from asr_peft.adapters.model import adapter_modules
 def cast_keeping_adapters(model: nn.Module, cast: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """`cast(model)` (a dtype conversion) with every adapter's own parameters and buffers (not the wrapped
     frozen layer's) left exactly as they were."""
-    owned = []
+    owned: list[tuple[dict[str, Any], str, torch.Tensor, torch.Tensor]] = []
     for _, adapter in adapter_modules(model):
         frozen = {id(t) for t in (*adapter.base_layer.parameters(), *adapter.base_layer.buffers())}
         for owner in adapter.modules():
             for table in (owner._parameters, owner._buffers):
                 owned += [(table, key, t, t.data) for key, t in table.items() if t is not None and id(t) not in frozen]
     model = cast(model)
-    for table, key, tensor, data in owned:
+    for owner_table, key, tensor, data in owned:
         tensor.data = data  # a parameter keeps its identity through the cast: the optimizer's and DDP's
-        table[key] = tensor  # a buffer was replaced by its cast copy: the original goes back
+        owner_table[key] = tensor  # a buffer was replaced by its cast copy: the original goes back
     return model
+
+
+HalfPrecisionName = Literal["bf16-true", "16-true"]
 
 
 class HalfPrecisionWithFP32Adapters(HalfPrecision):
@@ -48,9 +52,9 @@ class HalfPrecisionWithFP32Adapters(HalfPrecision):
 def precision_plugin(precision: str, device_type: str) -> Precision:
     """The Lightning precision plugin for a (unified) precision name on a device type (`cpu`, `cuda`)."""
     if precision in ("bf16-true", "16-true"):
-        return HalfPrecisionWithFP32Adapters(precision)
+        return HalfPrecisionWithFP32Adapters(cast(HalfPrecisionName, precision))
     if precision in ("bf16-mixed", "16-mixed"):
-        return MixedPrecision(precision, device_type)
+        return MixedPrecision(cast(Literal["bf16-mixed", "16-mixed"], precision), device_type)
     if precision == "64-true":
         return DoublePrecision()
     return Precision()

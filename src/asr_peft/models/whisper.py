@@ -28,13 +28,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import numpy as np
 import torch
 
 from asr_peft.errors import ConfigError, ModelLoadError
 from asr_peft.models.base import ModelBundle, eval_mode
+
+if TYPE_CHECKING:
+    from transformers import WhisperForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class WhisperPreprocessor:
 class WhisperBundle(ModelBundle):
     """A `WhisperForConditionalGeneration` and its `WhisperProcessor` (None on the meta device)."""
 
-    model: torch.nn.Module
+    model: WhisperForConditionalGeneration
     processor: Any
     source: str
     chunk_seconds: float = 30.0
@@ -267,7 +270,7 @@ class WhisperBundle(ModelBundle):
     def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         beams = int(options.get("beam_size", 5)) if method == "beam" else 1
         codes = [self.whisper_language(language) for language in languages]
-        prompt = {"language": codes, "task": TASK} if self.multilingual else {}
+        prompt: dict[str, Any] = {"language": codes, "task": TASK} if self.multilingual else {}
         with eval_mode(self.model):
             ids = self.model.generate(
                 input_features=batch["input_features"],
@@ -288,7 +291,7 @@ class WhisperBundle(ModelBundle):
         out_dir = Path(out_dir)
         if out_dir.exists() and any(out_dir.iterdir()):
             raise ConfigError(f"--out {out_dir} exists and is not empty; choose a new directory")
-        model.to(dtype).save_pretrained(out_dir)
+        cast("WhisperForConditionalGeneration", model.to(dtype)).save_pretrained(out_dir)  # a merged copy of self.model
         self.processor.save_pretrained(out_dir)
 
 

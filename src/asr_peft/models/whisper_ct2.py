@@ -23,6 +23,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -403,7 +404,7 @@ def whisper_tokenizer(tokenizer_json: Path, vocabulary: list[str], max_length: i
     )
     timestamps = [f"<|{index * 0.02:.2f}|>" for index in range(TIMESTAMP_COUNT)]
     tokenizer.add_tokens([AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False) for token in timestamps])
-    ids = tokenizer.convert_tokens_to_ids(vocabulary)
+    ids = cast(list[int], tokenizer.convert_tokens_to_ids(vocabulary))  # a list for a list of tokens
     if len(tokenizer) != len(vocabulary) or ids != list(range(len(vocabulary))):
         wrong = next((index for index, found in enumerate(ids) if found != index), len(ids))
         raise ModelLoadError(

@@ -10,7 +10,7 @@ report; configurations of one method are lighter shades of its colour.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import matplotlib
 
@@ -26,7 +26,7 @@ from asr_peft.reporting.aggregate import SOURCE_TEST_SET, method_order, target_t
 from asr_peft.reporting.claims import systems, tradeoff_curves
 from asr_peft.reporting.pareto import pareto_frontier
 
-PALETTE = plt.get_cmap("tab10").colors
+PALETTE = [matplotlib.colors.to_hex(rgba) for rgba in plt.get_cmap("tab10")(range(10))]
 DPI = 130
 
 
@@ -34,7 +34,7 @@ def method_colours(methods: Iterable[str]) -> dict[str, str]:
     """A fixed colour per method: registry order first, then any other name alphabetically."""
     present = set(methods)
     slots = {m: i for i, m in enumerate(list(METHODS) + sorted(present - set(METHODS)))}
-    return {m: matplotlib.colors.to_hex(PALETTE[slots[m] % len(PALETTE)]) for m in present}
+    return {m: PALETTE[slots[m] % len(PALETTE)] for m in present}
 
 
 def configuration_colours(pairs: Iterable[tuple[str, str]], colours: dict[str, str]) -> dict[str, str]:
@@ -47,7 +47,7 @@ def configuration_colours(pairs: Iterable[tuple[str, str]], colours: dict[str, s
         base = np.array(matplotlib.colors.to_rgb(colours[method]))
         for i, configuration in enumerate(configurations):
             mix = 0.55 * i / max(1, len(configurations) - 1)
-            shades[configuration] = matplotlib.colors.to_hex(base + (1 - base) * mix)
+            shades[configuration] = matplotlib.colors.to_hex(tuple(base + (1 - base) * mix))
     return shades
 
 
@@ -204,7 +204,7 @@ def _label_points(axis, xs: Iterable[float], ys: Iterable[float], labels: Iterab
     axis.autoscale_view()  # the limits as drawn: an annotation outside them has no extent to compare
     renderer = axis.figure.canvas.get_renderer()
     frame = axis.get_window_extent(renderer)
-    placed = []
+    placed: list[Any] = []
     for x, y, label in zip(xs, ys, labels):
         for (dx, dy), side in ((offset, side) for offset in LABEL_OFFSETS for side in ("left", "right")):
             note = axis.annotate(

@@ -6,21 +6,18 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asr_peft.adapters.svd import weight_key
+from asr_peft.config.resolve import plain
 from asr_peft.data.manifest import Utterance
 from asr_peft.evaluation.scoring import score_test_sets
 from asr_peft.files import write_json_atomically
 
 log = logging.getLogger(__name__)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _file_digest(path: str) -> str | None:
@@ -50,9 +47,9 @@ def baseline_metrics(
     manifests = {name: _file_digest(path) for name, path in (cfg.data.test or {}).items()}
     key_source = json.dumps(
         [
-            _plain(cfg.model),
-            _plain(cfg.data.test),
-            _plain(cfg.evaluation),
+            plain(cfg.model),
+            plain(cfg.data.test),
+            plain(cfg.evaluation),
             bundle.source,
             weights,
             manifests,
@@ -69,8 +66,8 @@ def baseline_metrics(
             return cached
     metrics = score_test_sets(
         bundle,
-        _plain(cfg.data),
-        _plain(cfg.evaluation),
+        plain(cfg.data),
+        plain(cfg.evaluation),
         normalizer,
         run_dir / "decode_baseline",
         test_sets=test_sets,

@@ -93,7 +93,7 @@ class SpeechDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or self._train_sampler is None:
             return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current  # typed as its base class, without `processed`
         return {"train_sampler": {"epoch": int(trainer.current_epoch), "batches_done": int(progress.processed)}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -108,6 +108,6 @@ class SamplerEpochs(Callback):
     """
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        sampler: Any = getattr(trainer.train_dataloader, "batch_sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(trainer.current_epoch)

@@ -20,7 +20,7 @@ def train_job(cfg: DictConfig) -> float | None:
     """The job of a composed config; returns the validation objective a sweeper optimises."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from asr_peft.config_schema import validate_config
+    from asr_peft.config.validate import validate_config
     from asr_peft.logs import quiet_dependencies
     from asr_peft.reporting.plan_table import format_plan
     from asr_peft.training.objective import validation_objective

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,7 +73,7 @@ def method_reads(method_name: str | None, key: str) -> bool:
         return True
     from asr_peft.adapters.registry import METHODS
 
-    spec = METHODS.get(method_name)
+    spec = METHODS.get(method_name) if method_name is not None else None
     if spec is not None and spec.build is None:  # full and frozen: no targets, no budget
         return False
     return not _within(key, P_KEYS) or method_name in METHODS_USING_P
@@ -85,7 +85,7 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
     if name in METHODS_USING_P:
         # SSVD's defaults (input side only, one p for every layer) add nothing, so default names stay short.
         side = method.get("side", "input")
-        tokens = [("p", adapt.get("p"))]
+        tokens: list[tuple[str | None, Any]] = [("p", adapt.get("p"))]
         if side != "input":
             tokens.append(("side", side))
             if method.get("p_out") is not None:
@@ -188,7 +188,7 @@ def differences(run: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[l
 
 
 def _prefixes(flat: Mapping[str, Any]) -> set[str]:
-    prefixes = set()
+    prefixes: set[str] = set()
     for key in flat:
         parts = key.split(".")
         prefixes.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
@@ -201,7 +201,7 @@ def _job_tree(job: DictConfig) -> tuple[dict[str, Any], DictConfig]:
     The run directory is not known yet when the name is made, so `paths.output_dir` stands in as a
     placeholder; loggers may be named after the run, so they go (they never change a run).
     """
-    tree = OmegaConf.to_container(job, resolve=False)
+    tree = cast(dict[str, Any], OmegaConf.to_container(job, resolve=False))
     tree.pop("hydra", None)
     tree.pop("logger", None)
     tree.setdefault("paths", {})["output_dir"] = PLACEHOLDER_RUN_DIR

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asr_peft.adapters import apply_method, parameter_plan
+from asr_peft.config.resolve import plain
 from asr_peft.models import load_model
 
 
 def run_dry(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build the architecture on the meta device, inject the method, and write the parameter plan."""
-    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     bundle = load_model(plain(cfg.model), device="meta")
     apply_method(bundle.model, plain(cfg.method), plain(cfg.adapt))
     plan = parameter_plan(bundle.model)

@@ -68,7 +68,7 @@ class LatestModelCheckpoint(ModelCheckpoint):
             not self.save_last
             or trainer.sanity_checking
             or trainer.state.fn != TrainerFn.FITTING
-            or trainer.fast_dev_run
+            or getattr(trainer, "fast_dev_run", False)  # set by Lightning at run time, not declared
             or self._latest_step == trainer.global_step
         ):
             return
@@ -94,7 +94,7 @@ class RandomState(Callback):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": {
                 "kind": kind,
-                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
                 "position": int(position),
                 "has_gauss": int(has_gauss),
                 "cached_gaussian": float(cached),
@@ -155,12 +155,12 @@ def resumable_checkpoint(last: Path) -> Path | None:
     _, problem = _resumable_step(last)
     if problem is None:
         return last
-    steps = {}
+    steps: dict[Path, int] = {}
     for candidate in sorted(set(last.parent.glob("*.ckpt")) - {last}):
-        step, candidate_problem = _resumable_step(candidate)
-        if candidate_problem is None:
+        step, _ = _resumable_step(candidate)
+        if step is not None:
             steps[candidate] = step
-    chosen = max(steps, key=steps.get) if steps else None
+    chosen = max(steps, key=steps.__getitem__) if steps else None
     instead = f"resuming from {chosen} (step {steps[chosen]}) instead" if chosen else "starting afresh instead"
     log.warning("%s; %s", problem, instead)
     return chosen

@@ -1,6 +1,6 @@
 """One training run, from a composed Hydra config to `results.json`.
 
-Order matters: the config is validated (one pass, `config_schema`, the hardware settings included:
+Order matters: the config is validated (one pass, `asr_peft.config`, the hardware settings included:
 before anything loads), every manifest is read and every utterance checked (train, valid and the test
 sets: a bad test file stops the run before training, not after it), the pretrained model is loaded
 (weights first) and the utterances' languages checked against its tokens, the frozen model is scored if
@@ -31,10 +31,11 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asr_peft.adapters import apply_method, total_parameter_count, trainable_parameter_count
-from asr_peft.config_schema import validate_config
+from asr_peft.config.resolve import plain
+from asr_peft.config.validate import validate_config
 from asr_peft.data.normalizers import get_normalizer
 from asr_peft.data.validation import validate_data
 from asr_peft.errors import ConfigError, ModelLoadError
@@ -59,8 +60,8 @@ SIGINT_EXIT_STATUS = 128 + signal.SIGINT
 INTERRUPTED = "interrupted (Ctrl-C); the same command resumes the run from checkpoints/last.ckpt"
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def _is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0  # set by Lightning when it is imported
 
 
 class Terminated(BaseException):
@@ -105,13 +106,13 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     record["scored_on"] = {"device": str(device), "precision": precision}
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    data_cfg = _plain(cfg.data)
+    data_cfg = plain(cfg.data)
     normalizer = get_normalizer(data_cfg.get("normalizer", "whisper_basic"))
     with random_state_kept():  # a corpus generated or found, a baseline scored or cached: training draws the same
         if cfg.data.get("prepare"):
             instantiate(cfg.data.prepare)
         data = validate_data(data_cfg, normalizer=normalizer, cache_dir=cfg.paths.cache_dir)  # before the model loads
-    bundle = load_model(_plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
+    bundle = load_model(plain(cfg.model), cache_dir=cfg.paths.get("model_cache_dir"))
     record["model"]["source"] = bundle.source
     bundle.check_decode_method(cfg.evaluation.get("decode"))  # before anything is scored or trained
     bundle.check_validation_decode(cfg.evaluation.get("validation_decode"))
@@ -128,22 +129,22 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     record["skipped"] = dict(data.skipped)
     if cfg.get("activation_checkpointing"):
         bundle.enable_activation_checkpointing()
-    datamodule = SpeechDataModule(data_cfg, _plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
-    if rank_zero_only.rank == 0:
+    datamodule = SpeechDataModule(data_cfg, plain(cfg.loader), bundle, train=data.train, valid=data.valid, seed=cfg.seed)
+    if _is_rank_zero():
         with random_state_kept():
             record["baseline_metrics"] = baseline_metrics(
                 cfg, bundle, normalizer, run_dir, data.test, device=device, precision=precision
             )
 
     pretrained = pretrained_target_weights(cfg, bundle.model)
-    apply_method(bundle.model, _plain(cfg.method), _plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
+    apply_method(bundle.model, plain(cfg.method), plain(cfg.adapt), svd_cache_dir=Path(cfg.paths.cache_dir) / "svd")
     record["parameters"] = {"trainable": trainable_parameter_count(bundle.model), "total": total_parameter_count(bundle.model)}
     log.info("trainable parameters: %s of %s", f"{record['parameters']['trainable']:,}", f"{record['parameters']['total']:,}")
 
     trainer = build_trainer(cfg, run_dir)
     module = SpeechLitModule(
         bundle,
-        optimizer=_plain(cfg.optimizer),
+        optimizer=plain(cfg.optimizer),
         normalizer=normalizer,
         total_steps=cfg.trainer.get("max_steps"),
         on_nonfinite_loss=cfg.get("on_nonfinite_loss", "stop"),
@@ -151,7 +152,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     )
     for lightning_logger in trainer.loggers:
         lightning_logger.log_hyperparams(
-            {**_plain(cfg), "parameters": record["parameters"], "configuration": record["configuration"]}
+            {**plain(cfg), "parameters": record["parameters"], "configuration": record["configuration"]}
         )  # W&B groups runs by it
     if record["parameters"]["trainable"] > 0:  # method=frozen only scores the pretrained model
         last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt" if cfg.get("callbacks") else None
@@ -185,7 +186,7 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
     record["metrics"] = score_test_sets(
         bundle,
         data_cfg,
-        _plain(cfg.evaluation),
+        plain(cfg.evaluation),
         normalizer,
         run_dir / "decode",
         test_sets=data.test,
@@ -225,7 +226,7 @@ def run(cfg: DictConfig, run_dir: Path, *, claim: RunClaim | None = None) -> dic
     without one, the directory is claimed here and a completed run in it is an error.
     """
     # Under DDP every rank runs this; only rank zero owns the run directory and its record.
-    is_rank_zero = rank_zero_only.rank == 0
+    is_rank_zero = _is_rank_zero()
     if is_rank_zero and claim is None:
         claim = claim_run_dir(run_dir, cfg)
         if claim.completed is not None:

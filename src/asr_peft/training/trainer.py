@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from asr_peft.files import write_atomically
-from asr_peft.models.precision import HalfPrecisionWithFP32Adapters
+from asr_peft.models.precision import HalfPrecisionName, HalfPrecisionWithFP32Adapters
 from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
 from asr_peft.training.resume import RandomState
@@ -46,10 +47,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     callbacks += [SamplerEpochs(), RandomState()]  # a new batch order every epoch; resumed runs draw as uninterrupted ones
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     keep_earlier_csv_metrics(loggers)
-    overrides = {"plugins": [AtomicCheckpointIO()]}
+    overrides: dict[str, Any] = {"plugins": [AtomicCheckpointIO()]}
     precision = unified_precision(cfg.trainer.get("precision"))
     if precision in HALF_PRECISIONS:  # Lightning's own plugin, with the adapters left in fp32
-        overrides = {"precision": None, "plugins": [*overrides["plugins"], HalfPrecisionWithFP32Adapters(precision)]}
+        overrides = {
+            "precision": None,
+            "plugins": [*overrides["plugins"], HalfPrecisionWithFP32Adapters(cast(HalfPrecisionName, precision))],
+        }
     last_batch = final_validation_batch(cfg.trainer)
     if last_batch is not None:
         log.info(
@@ -87,7 +91,7 @@ def tested_checkpoint_path(trainer: pl.Trainer, which: str) -> str | None:
     """The best (or last) checkpoint the trainer wrote, if any."""
     callback = trainer.checkpoint_callback
     path = None
-    if callback is not None:
+    if isinstance(callback, ModelCheckpoint):
         path = callback.best_model_path if which == "best" else callback.last_model_path
     return path if path and Path(path).is_file() else None
 

@@ -74,7 +74,8 @@ class GridSweeper(BasicSweeper):
         return list(self.split_overrides_to_chunks(distinct, max_batch_size))
 
     def _record_failure(self, overrides: list[str], err: BaseException) -> None:
-        from asr_peft.cli import FAILED_JOBS, hydra_error_line
+        from asr_peft.cli import FAILED_JOBS
+        from asr_peft.config.preflight import hydra_error_line
         from asr_peft.training.results import now_iso, write_results
 
         error = hydra_error_line(err)

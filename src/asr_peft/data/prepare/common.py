@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from asr_peft.data.manifest import Utterance
 from asr_peft.errors import ConfigError, DataError
+from asr_peft.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,6 @@ def manifest_line(utt: Utterance) -> str:
     return json.dumps({key: value for key, value in entry.items() if value is not None}, ensure_ascii=False)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # An interrupted run must not leave a half-written file that the no-overwrite rule then protects.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def split_summary(utterances: list[Utterance], dropped: Counter) -> dict:
     return {
         "utterances": len(utterances),
@@ -104,11 +97,12 @@ def write_outputs(out_dir: Path, manifests: Mapping[str, list[Utterance]], dropp
     splits = {}
     for split in SPLITS:
         utterances = sorted(manifests.get(split, []), key=lambda utt: utt.id)
-        _write_atomically(out_dir / MANIFEST_NAMES[split], "".join(manifest_line(utt) + "\n" for utt in utterances))
+        # Whole or not at all: a half-written manifest would then be protected by the no-overwrite rule.
+        write_text_atomically(out_dir / MANIFEST_NAMES[split], "".join(manifest_line(utt) + "\n" for utt in utterances))
         splits[split] = {"manifest": MANIFEST_NAMES[split], **split_summary(utterances, dropped.get(split, Counter()))}
     head = {key: summary[key] for key in ("corpus", "corpus_dir", "options") if key in summary}
     summary = {**head, "splits": splits, **{key: value for key, value in summary.items() if key not in head}}
-    _write_atomically(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomically(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     for split, stats in splits.items():
         log.info(
             "%s: %d utterances, %.2f h, %d speakers, dropped %s",
