@@ -256,7 +256,9 @@ def test_lightning_steps_the_scheduler_once_per_update_as_espnets_trainer(tmp_pa
 
     class Probe(SpeechLitModule):
         def __init__(self):
-            super().__init__(argparse.Namespace(model=torch.nn.Linear(1, 1)), optimizer=cfg, normalizer=str)
+            super().__init__(
+                argparse.Namespace(model=torch.nn.Linear(1, 1), check_validation_decode=str), optimizer=cfg, normalizer=str
+            )
             self.lrs_per_batch, self.lrs_per_update = [], []
 
         def training_step(self, batch, batch_idx):
