@@ -81,10 +81,10 @@ def score_test_sets(
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     precision: str = "32-true",
-    scored: str = "test",
+    label: str = "test",
 ) -> dict[str, dict[str, Any]]:
     """WER/CER per test set of `data.test`; hypothesis and reference trn files under `out_dir/<set>/`.
-    `scored` names what is scored in the log lines (the frozen model's scores are told from the trained one's).
+    `label` names what is scored in the log lines (the frozen model's scores are told from the trained one's).
 
     `test_sets`: the test utterances validated already (a training run checks them before it trains);
     otherwise the manifests are read and validated here, their skips counted into `skipped`.
@@ -124,7 +124,7 @@ def score_test_sets(
             metrics[name]["secondary"] = {method: error_rates(references, hypotheses[method], normalizer) for method in secondary}
         log.info(
             "%s %s: WER %.2f%% CER %.2f%% (%d utterances)",
-            scored,
+            label,
             name,
             100 * metrics[name]["wer"],
             100 * metrics[name]["cer"],

@@ -73,7 +73,7 @@ def baseline_metrics(
         test_sets=test_sets,
         device=device,
         precision=precision,
-        scored="frozen model, test",
+        label="frozen model, test",
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(cache, metrics)
