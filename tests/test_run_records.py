@@ -179,3 +179,18 @@ def test_the_run_never_writes_through_a_planted_symbolic_link(tmp_path):
     assert sorted(p.name for p in outside.iterdir()) == sorted([t.name for t in targets] + ["lock-target"])
     assert not (run_dir / "results.json").is_symlink() and read_results(run_dir)["status"] == "completed"
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml") == CONFIG
+
+
+def test_a_value_written_differently_that_resolves_the_same_is_the_same_configuration(tmp_path):
+    """The demo's `optimizer.lr: ${tuned_lr:}` giving the default 0.001 names the default run's directory
+    (training/naming.py), so that directory must accept it; a value that resolves differently is refused."""
+    plain = OmegaConf.merge(CONFIG, {"optimizer": {"lr": 0.001}, "tuned": {"lr": 0.001, "other": 0.003}})
+    claim_run_dir(tmp_path, plain).release()
+    write_results(tmp_path, {"status": "completed"})
+    same = OmegaConf.merge(plain, {"optimizer": {"lr": "${tuned.lr}"}})
+    claim = claim_run_dir(tmp_path, same)
+    claim.release()
+    assert claim.completed is not None
+    other = OmegaConf.merge(plain, {"optimizer": {"lr": "${tuned.other}"}})
+    with pytest.raises(ConfigError, match=r"\(optimizer.lr=0.001 there, \$\{tuned.other\} here\)"):
+        claim_run_dir(tmp_path, other)

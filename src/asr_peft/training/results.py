@@ -214,11 +214,24 @@ def _check_same_configuration(run_dir: Path, config: DictConfig) -> None:
     method = now.get("method.name")
     for key in sorted(before.keys() & now.keys()):
         if before[key] != now[key] and not has_no_effect(key) and method_reads(method, key):
+            if not resolved and _resolve_alike(run_dir / ".hydra" / "config.yaml", config, key):
+                continue  # written differently, the same value (a sweep's `${tuned_lr:}` giving the default rate)
             raise ConfigError(
                 f"{run_dir} holds a run of another configuration ({key}={before[key]} there, "
                 f"{now[key]} here{'' if source is None else f', as its {source} records'}); pick another "
                 "hydra.run.dir or delete that directory"
             )
+
+
+def _resolve_alike(saved: Path, config: DictConfig, key: str) -> bool:
+    """Whether `key` resolves to the same value in the saved config as in `config` (False where either fails
+    to resolve): the rule that names runs (`training/naming.py`) counts such a key as no difference."""
+    try:
+        values = [OmegaConf.select(node, key, throw_on_missing=True) for node in (OmegaConf.load(saved), config)]
+        plain = [OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for v in values]
+    except Exception:  # noqa: BLE001 - a value that does not resolve cannot prove sameness
+        return False
+    return plain[0] == plain[1]
 
 
 def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, bool] | None:
