@@ -194,9 +194,9 @@ def plan(minutes_per_run: dict[str, float]) -> None:
         hours = (len(runs) - done) * minutes_per_run[stage] / 60
         total += hours
         print(
-            f"{stage:<11} {len(runs):>4} runs, {done:>4} done, {len(runs) - done:>4} left x {minutes_per_run[stage]:g} min = {hours:.1f} h"
+            f"{stage:<15} {len(runs):>4} runs, {done:>4} done, {len(runs) - done:>4} left x {minutes_per_run[stage]:g} min = {hours:.1f} h"
         )
-    print(f"{'total':<11} {total:.1f} h on this machine")
+    print(f"{'total':<15} {total:.1f} h on this machine")
 
 
 def main() -> None:
