@@ -8,7 +8,7 @@ writes results.csv (a row per run and test set), summary.csv (mean ± std over s
 seeds and utterances), claims.csv (the SSVD papers' claims: evidence, effect with its 95% interval,
 Holm-adjusted p over the whole table, verdict), convergence.csv (where runs stopped, how many hit the
 update cap), pareto.png (per target domain, % of the model on a log axis), forgetting.png (source-domain
-WER change), tradeoff.png (forgetting against target WER, SSVD both sides vs input side), convergence.png,
+WER change), tradeoff.png (forgetting against target WER, SSVD both sides vs the paper's side), convergence.png,
 subspace.png/subspace.csv (runs with subspace.json), report.md and report.html (a self-contained dashboard).
 --wandb also logs the tables and figures to an offline W&B run in <dir>/wandb,
 in the W&B group of the sweep the runs came from (--wandb-group to choose).

@@ -52,6 +52,8 @@ def test_skew_symmetric_and_rotations():
 
 
 SIDES = [
+    {"side": "smaller"},
+    {"side": "larger"},
     {"side": "input"},
     {"side": "output"},
     {"side": "both"},
@@ -68,22 +70,24 @@ def side_id(side: dict) -> str:
 @pytest.mark.parametrize("d_out, d_in", [(24, 40), (40, 24)])
 def test_ssvd_update_is_the_papers_formula(d_out, d_in, side):
     """W' from the layer equals U blockdiag(G_out, I) diag(σ + g·Δσ) blockdiag(G_in, I) Vᵀ of the
-    (reference-oriented) SVD, each G built from its own parameters, on its own side's top k."""
+    factorised matrix (Wᵀ for side=smaller|larger on a wide layer, as the authors' code), each G built from
+    its own parameters, on its own side's top k."""
     base = linear(d_out, d_in)
     layer = ssvd(base, p=0.5, **side)
     randomize(layer)
     W = base.weight.detach()
     # Singular vectors are defined up to a joint sign per pair, and G mixes them, so the formula is
-    # evaluated on the same factorisation the layer used: that of W, transposed when the reference
-    # orientation factorises Wᵀ (d_in > d_out), which is a valid SVD of Wᵀ.
+    # evaluated on the same factorisation the layer used: that of W, transposed where the side is named by
+    # dimension and the layer is wide (A = Wᵀ), which is a valid SVD of Wᵀ.
     svd = thin_svds([W])[0]
     U, S, Vh = svd.U, svd.S, svd.Vh
     assert torch.allclose(U @ torch.diag(S) @ Vh, W, atol=1e-5)
-    if d_in > d_out:
+    transposed = side["side"] in ("smaller", "larger") and d_in > d_out
+    if transposed:
         U, Vh = Vh.T, U.T
     r_max = S.numel()
-    k_in = math.floor(0.5 * r_max) if side["side"] != "output" else 0
-    k_out = math.floor(side.get("p_out", 0.5) * r_max) if side["side"] != "input" else 0
+    k_in = math.floor(0.5 * r_max) if side["side"] in ("smaller", "input", "both") else 0
+    k_out = math.floor(side.get("p_out", 0.5) * r_max) if side["side"] in ("larger", "output", "both") else 0
     k = max(k_in, k_out)
     assert (layer.k_in, layer.k_out, layer.k) == (k_in, k_out, k)
 
@@ -95,11 +99,11 @@ def test_ssvd_update_is_the_papers_formula(d_out, d_in, side):
 
     sigma = torch.cat([S[:k] + torch.sigmoid(layer.gate) * layer.delta_sigma, S[k:]])
     expected = U @ rotation("skew_out", k_out) @ torch.diag(sigma) @ rotation("skew", k_in) @ Vh
-    expected = expected.T if d_in > d_out else expected
+    expected = expected.T if transposed else expected
     assert torch.allclose(W + layer.delta_weight(), expected.detach(), atol=1e-5)
 
 
-@pytest.mark.parametrize("side", SIDES[:3] + SIDES[4:], ids=side_id)
+@pytest.mark.parametrize("side", SIDES[:5] + SIDES[6:], ids=side_id)
 @pytest.mark.parametrize("formulation", ["activation", "reference"])
 @pytest.mark.parametrize("shape, activation_path", [((3, 7), False), ((1, 2), True)])
 def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formulation, shape, activation_path, side):
@@ -124,7 +128,7 @@ def test_efficient_ssvd_matches_other_formulations_in_value_and_gradient(formula
     assert layers["efficient"].base_layer.weight.grad is None
 
 
-@pytest.mark.parametrize("side", ["input", "both"])
+@pytest.mark.parametrize("side", ["smaller", "both"])
 @pytest.mark.parametrize("rows", [4, 40])  # the activation path and the formed-W' path
 def test_ssvd_gradient_reaches_the_input(rows, side):
     layer = ssvd(linear(), p=0.5, side=side)
@@ -147,7 +151,8 @@ def test_ssvd_gradient_reaches_the_input(rows, side):
         ({"name": "ssvd", "side": "both", "rotation": "free"}, lambda k: k + 2 * k * k + 1),
         ({"name": "ssvd", "side": "both", "p_out": 0.2}, lambda k: k + k * (k - 1) // 2 + 4 * 3 // 2 + 1),  # k_out = 4
         ({"name": "ssvd", "side": "both", "p_out": 0.8}, lambda k: 19 + k * (k - 1) // 2 + 19 * 18 // 2 + 1),  # k_out = 19
-        ({"name": "ssvd", "side": "input", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),  # p_out: output side only
+        ({"name": "ssvd", "side": "input", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),  # p_out sizes U only
+        ({"name": "ssvd", "side": "smaller", "p_out": 0.8}, lambda k: k + k * (k - 1) // 2 + 1),
         ({"name": "lora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT)),
         ({"name": "dora", "r": 4, "alpha": 8}, lambda k: 4 * (D_IN + D_OUT) + D_OUT),
         ({"name": "pissa", "r": 4, "alpha": 4}, lambda k: 4 * (D_IN + D_OUT)),

@@ -23,7 +23,7 @@ from conftest import ROOT
 
 WORDS = 10
 UTTERANCES = 400
-SSVD = {"name": "ssvd", "rotation": "approx", "side": "input"}
+SSVD = {"name": "ssvd", "rotation": "approx", "side": "smaller"}
 
 
 def _errors(rate: float, seed: int) -> np.ndarray:
@@ -228,13 +228,13 @@ def test_the_equivalence_test_against_the_margin(tmp_path, monkeypatch, centre, 
 
 def test_the_margin_is_derived_from_the_seed_spread_of_the_earlier_comparison():
     """Independent truth: the pooled sample variance (equal seed counts: the mean of the variances) of the
-    first-order and Cayley input-side SSVD configurations' target WER in results/comparison, from its summary."""
+    first-order and Cayley side=smaller SSVD configurations' target WER in results/comparison, from its summary."""
     frame = to_frame(collect([ROOT / "results" / "comparison"]).runs)
     target = frame[frame["test_set"] == frame["data"].str.removeprefix("synth_")]
     chosen = target[
         (target["method"] == "ssvd")
         & target["method.rotation"].isin(["approx", "cayley"])
-        & target["method.side"].fillna("input").eq("input")
+        & target["method.side"].fillna("smaller").eq("smaller")
     ]
     pooled = math.sqrt(chosen.groupby(["data", "configuration"])["wer"].var(ddof=1).mean())
     assert round(1.959964 * math.sqrt(2) * pooled, 4) == EQUIVALENCE_MARGIN == round(margin_from_seed_spread(frame), 4)
@@ -242,12 +242,12 @@ def test_the_margin_is_derived_from_the_seed_spread_of_the_earlier_comparison():
 
 def test_forgetting_is_compared_on_the_trade_off_curves_at_matched_target_wer(tmp_path):
     """Every utterance makes the same errors, so each configuration's (target, source) WER is exact and so is the
-    statistic. Input side: (0.6, 0.1), (0.2, 0.5): source = 0.7 − target. Both sides: (0.5, 0.1), (0.3, 0.1). They
-    share target WER 0.3 to 0.5, where both sides forget 0.1 and the input side 0.7 − x: 0.3 on average. The
+    statistic. Smaller side: (0.6, 0.1), (0.2, 0.5): source = 0.7 − target. Both sides: (0.5, 0.1), (0.3, 0.1). They
+    share target WER 0.3 to 0.5, where both sides forget 0.1 and the smaller side 0.7 − x: 0.3 on average. The
     gap: −0.2, −20 source WER points, with no spread: reproduced. A budget comparison would have seen nothing:
-    p=0.4 of both sides and of the input side lie on different target WERs."""
+    p=0.4 of both sides and of the smaller side lie on different target WERs."""
     curves = {
-        "input": [(0.2, 6, 1), (0.4, 2, 5)],
+        "smaller": [(0.2, 6, 1), (0.4, 2, 5)],
         "both": [(0.14, 5, 1), (0.28, 3, 1)],
     }
     for side, points in curves.items():
@@ -262,7 +262,7 @@ def test_forgetting_is_compared_on_the_trade_off_curves_at_matched_target_wer(tm
 
 
 def test_forgetting_curves_that_share_no_target_wer_are_not_tested(tmp_path):
-    for side, targets in (("input", (6, 5)), ("both", (3, 2))):
+    for side, targets in (("smaller", (6, 5)), ("both", (3, 2))):
         for i, target in enumerate(targets):
             p = 0.1 * (i + 1)
             method = {**SSVD, "side": side, **({"p_out": p} if side == "both" else {})}

@@ -110,7 +110,7 @@ def test_a_second_decode_gets_its_own_column_and_none_without_one(tmp_path):
 
 
 def test_the_trade_off_figure_draws_both_curves_at_their_mean_points(tmp_path, monkeypatch):
-    for side, points in {"input": [(0.2, 6, 1), (0.4, 2, 5)], "both": [(0.14, 5, 1), (0.28, 3, 1)]}.items():
+    for side, points in {"smaller": [(0.2, 6, 1), (0.4, 2, 5)], "both": [(0.14, 5, 1), (0.28, 3, 1)]}.items():
         for p, target, source in points:
             method = {**SSVD, "side": side, **({"p_out": p} if side == "both" else {})}
             write_run(tmp_path, f"{side}_{p}", method=method, p=p, trainable=int(p * 1000), seed=0,

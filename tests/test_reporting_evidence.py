@@ -16,7 +16,7 @@ from asr_peft.reporting.report import build_report
 from test_reporting_claims import write_run
 
 TOTAL = 4_000_000  # write_run's model size
-SSVD = {"name": "ssvd", "rotation": "approx", "side": "input"}
+SSVD = {"name": "ssvd", "rotation": "approx", "side": "smaller"}
 
 
 def _rows(page: str, table_id: str) -> list[str]:

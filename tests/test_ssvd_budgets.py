@@ -27,12 +27,12 @@ def generator_count(k: int, rotation: str = "approx") -> int:
 
 
 def expected_count(
-    d_out: int, d_in: int, p: float, side: str = "input", p_out: float | None = None, rotation: str = "approx"
+    d_out: int, d_in: int, p: float, side: str = "smaller", p_out: float | None = None, rotation: str = "approx"
 ) -> int:
     """The documented count: K Δσ's + 1 gate + each rotated side's generator, K = max(k_in, k_out)."""
     r_max = min(d_out, d_in)
-    k_in = math.floor(p * r_max) if side in ("input", "both") else 0
-    k_out = math.floor((p if p_out is None else p_out) * r_max) if side in ("output", "both") else 0
+    k_in = math.floor(p * r_max) if side in ("smaller", "input", "both") else 0
+    k_out = math.floor((p if p_out is None else p_out) * r_max) if side in ("larger", "output", "both") else 0
     return max(k_in, k_out) + 1 + generator_count(k_in, rotation) + generator_count(k_out, rotation)
 
 
@@ -133,8 +133,9 @@ def test_p_groups_reach_the_layers_through_apply_method():
         apply_method(model, {"name": "ssvd"}, {"p": 0.4, "targets": ["0", "1"], "p_groups": {"2": 0.5}})
     with pytest.raises(ConfigError, match="method.p_out_groups: group.s. 2 match no target module"):
         apply_method(model, {"name": "ssvd", "side": "both", "p_out_groups": {"2": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
-    with pytest.raises(ConfigError, match="method.p_out_groups sizes the output side, which method.side=input"):
-        apply_method(model, {"name": "ssvd", "p_out_groups": {"1": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
+    for side in ("smaller", "input"):  # the sides p_out does not size
+        with pytest.raises(ConfigError, match=f"method.p_out_groups sizes the rotation of U .*which method.side={side}"):
+            apply_method(model, {"name": "ssvd", "side": side, "p_out_groups": {"1": 0.5}}, {"p": 0.4, "targets": ["0", "1"]})
     apply_method(
         model,
         {"name": "ssvd", "side": "both", "p_out": 0.25, "p_out_groups": {"0": 0.5}},
@@ -222,8 +223,8 @@ def test_dry_run_command_prints_the_owsm_1b_plan_of_both_sides(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text())["trainable"] == expected and f"{expected:,}" in result.stdout
 
 
-def test_the_comparisons_allocation_points_match_an_input_side_budget_as_the_claims_require(tmp_path):
-    """Each output/both-sided SSVD point of +sweep=comparison has an input-side point whose exact count (the dry
+def test_the_comparisons_allocation_points_match_a_smaller_side_budget_as_the_claims_require(tmp_path):
+    """Each output/both-sided SSVD point of +sweep=comparison has a side=smaller point whose exact count (the dry
     run's plan) lies within the claims' budget tolerance: otherwise the both-sides claim has nothing to test."""
     from asr_peft.reporting.claims import BUDGET_TOLERANCE
 
@@ -232,8 +233,8 @@ def test_the_comparisons_allocation_points_match_an_input_side_budget_as_the_cla
     for point in (p for p in points if p.startswith("ssvd_") and "cayley" not in p and "free" not in p):
         plan = dry_plan([f"+point={point}"], tmp_path / point)
         counts[point] = (plan["method"]["side"], plan["trainable"])
-    allocations = {p: n for p, (side, n) in counts.items() if side != "input"}
-    inputs = [n for side, n in counts.values() if side == "input"]
+    allocations = {p: n for p, (side, n) in counts.items() if side != "smaller"}
+    inputs = [n for side, n in counts.values() if side == "smaller"]
     assert len(allocations) >= 3 and len(inputs) >= 3
     for point, count in allocations.items():
         assert any(abs(count - n) <= BUDGET_TOLERANCE * max(count, n) for n in inputs), (point, count, inputs)

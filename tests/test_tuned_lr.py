@@ -37,8 +37,11 @@ def trial(
 def test_a_rate_is_tuned_per_configuration_budget_tier_and_ablation_variant():
     """The key is the method, its budget and its settings that differ from configs/method/<name>.yaml."""
     assert tuning_key(LORA_R4, {"p": 0.4}) == "lora r=4 alpha=8"
-    ssvd = {"name": "ssvd", "rotation": "approx", "side": "input", "orientation": "reference", "formulation": "efficient"}
+    ssvd = {"name": "ssvd", "rotation": "approx", "side": "smaller", "formulation": "efficient"}
     assert tuning_key(ssvd, {"p": 0.1}) == "ssvd p=0.1"
+    # a record written with method.orientation keys as the side rotating the same vectors
+    assert tuning_key({**ssvd, "side": "input", "orientation": "reference"}, {"p": 0.1}) == "ssvd p=0.1"
+    assert tuning_key({**ssvd, "side": "output", "orientation": "reference"}, {"p": 0.1}) == "ssvd p=0.1 side=larger"
     assert tuning_key({**ssvd, "rotation": "free"}, {"p": 0.1}) == "ssvd p=0.1 rotation=free"
     assert tuning_key({**ssvd, "side": "both", "p_out": 0.14}, {"p": 0.14}) == "ssvd p=0.14 side=both p_out=0.14"
 

@@ -2,7 +2,7 @@
 
 `adapt.p_groups` maps a module-name group to a fraction that replaces `adapt.p` for the target modules
 in that group, e.g. `{encoder: 0.2, decoder: 0.4}` or `{self_attn: 0.3, feed_forward: 0.5}`. SSVD's
-output side has its own fraction, `method.p_out`, and so its own groups, `method.p_out_groups`, read by
+rotation of U has its own fraction, `method.p_out`, and so its own groups, `method.p_out_groups`, read by
 the same rule.
 
 The rule (one place, used by every method that reads `adapt.p`): a group key, itself one or more
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from asr_peft.adapters.ssvd import PAPER_SIDE, ROTATES_OUTPUT_SIDE
 from asr_peft.errors import ConfigError
 
 
@@ -62,10 +63,12 @@ def layer_settings(
     p_groups, p_out_groups = adapt.get("p_groups"), method.get("p_out_groups")
     if not p_groups and not p_out_groups:
         return [(method, adapt)] * len(names)
-    if p_out_groups and method.get("side", "input") == "input":
+    side = method.get("side", PAPER_SIDE)
+    if p_out_groups and side not in ROTATES_OUTPUT_SIDE:
         raise ConfigError(
-            "method.p_out_groups sizes the output side, which method.side=input leaves alone; "
-            "set method.side=output or both, or drop method.p_out_groups"
+            f"method.p_out_groups sizes the rotation of U (of the larger dimension's vectors under side=larger), "
+            f"which method.side={side} leaves alone; set method.side to one of {', '.join(ROTATES_OUTPUT_SIDE)}, "
+            "or drop method.p_out_groups"
         )
     ps = fractions(names, adapt.get("p"), p_groups)
     p_outs = fractions(names, method.get("p_out"), p_out_groups, key="method.p_out_groups")

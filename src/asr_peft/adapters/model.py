@@ -32,6 +32,7 @@ from asr_peft.adapters.fingerprint import check_fingerprint, fingerprint
 from asr_peft.adapters.injection import match_modules, module_type, replace_module
 from asr_peft.adapters.lora import LoRAEmbedding
 from asr_peft.adapters.registry import get_method
+from asr_peft.adapters.ssvd import current_method
 from asr_peft.adapters.svd import ThinSVD, thin_svds
 from asr_peft.errors import ConfigError, ModelLoadError
 
@@ -230,7 +231,8 @@ def load_adapter(base_model: nn.Module, directory: str | Path, *, svd_cache_dir:
             if difference:
                 raise ModelLoadError(f"{config_path}: {group}.{difference} (recorded in {weights_path})")
     try:
-        report = apply_method(base_model, config["method"], config["adapt"], svd_cache_dir=svd_cache_dir)
+        method = current_method(config["method"], trained_in=str(weights_path))  # a file written before today's keys
+        report = apply_method(base_model, method, config["adapt"], svd_cache_dir=svd_cache_dir)
     except ConfigError as err:
         raise ModelLoadError(f"{config_path}: {err}") from err
     load_adapter_state(base_model, state, source=str(weights_path))

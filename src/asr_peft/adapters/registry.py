@@ -15,7 +15,7 @@ from asr_peft.adapters.dora import DoRALinear
 from asr_peft.adapters.lora import LoRALinear
 from asr_peft.adapters.peft_tuner import PEFTLinear
 from asr_peft.adapters.pissa import PiSSALinear
-from asr_peft.adapters.ssvd import SSVDLinear, side_ranks
+from asr_peft.adapters.ssvd import PAPER_SIDE, SSVDLinear, current_method, side_ranks
 from asr_peft.adapters.svd import ThinSVD
 from asr_peft.adapters.svft import SVFTLinear
 from asr_peft.adapters.vera import SharedProjections, VeRALinear
@@ -50,21 +50,20 @@ METHODS: dict[str, MethodSpec] = {
             svd,
             p=a["p"],
             rotation=m.get("rotation", "approx"),
-            orientation=m.get("orientation", "reference"),
             formulation=m.get("formulation", "efficient"),
             recompute_weight=m.get("recompute_weight", False),
-            side=m.get("side", "input"),
+            side=m.get("side", PAPER_SIDE),
             p_out=m.get("p_out"),
         ),
         needs_svd=True,
-        hyperparameters=("rotation", "orientation", "formulation", "recompute_weight", "side", "p_out", "p_out_groups"),
+        hyperparameters=("rotation", "formulation", "recompute_weight", "side", "p_out", "p_out_groups"),
         # the reference formulation rebuilds W' from the whole spectrum; the others need both sides' top k
         svd_rank=lambda base, m, a: (
             None
             if m.get("formulation") == "reference"
-            else max(side_ranks(m.get("side", "input"), a["p"], m.get("p_out"), base.in_features, base.out_features))
+            else max(side_ranks(m.get("side", PAPER_SIDE), a["p"], m.get("p_out"), base.in_features, base.out_features))
         ),
-        summary="structured SVD-guided rotation of the top-k input (and/or output) subspace",
+        summary="structured SVD-guided rotation of top-k singular subspaces (method.side: which vectors)",
     ),
     "svft": MethodSpec(
         lambda base, svd, m, a, ctx: SVFTLinear(
@@ -116,6 +115,12 @@ def get_method(method: Mapping[str, Any]) -> MethodSpec:
         raise ConfigError(f"method.name={name!r} is unknown; choose from {', '.join(METHODS)}")
     spec = METHODS[name]
     unknown = sorted(set(method) - {"name", *spec.hyperparameters})
+    if "orientation" in unknown and name == "ssvd":
+        today = current_method(method).get("side")
+        raise ConfigError(
+            f"method.orientation is gone: method.side now names the singular vectors it rotates; this configuration "
+            f"is method.side={today} (configs/method/ssvd.yaml lists the sides)"
+        )
     if unknown:
         raise ConfigError(
             f"method.{unknown[0]} is not a hyperparameter of {name} (it takes: {', '.join(spec.hyperparameters) or 'none'})"

@@ -12,21 +12,32 @@ vectors by a rotation G and the top-k singular values by a gated shift:
 
 Trainable per layer: k + k(k−1)/2 + 1 (free: k + k² + 1); all start at zero, so A' = A at init.
 
-Sides (`method.side`, the project's extension; the authors' SSVD-O code is not public). `input` (default)
-is the above. `output` rotates the top-k_out left singular vectors (U) instead, `both` each side with its
-own generator of the same kind (`method.rotation`), k_in from `adapt.p` and k_out from `method.p_out`
-(null: `adapt.p`) by the same rule. With K = max(k_in, k_out) (a side that is off counts 0):
+Sides (`method.side`, named by the singular vectors of W = U diag(σ) Vᵀ it rotates on every layer shape):
+
+    smaller (default)  the smaller dimension's: V where d_in <= d_out, U where d_in > d_out (FFN `w_2`, cgmlp
+                       `channel_proj2`, `merge_proj`, `embed.out` in OWSM; `fc2` in Whisper). The authors' code
+                       factorises A = Wᵀ on those wide layers, so it always rotates the smaller side: the paper's SSVD.
+    larger             the other dimension's (U where d_in <= d_out, V where d_in > d_out)
+    input / output     V / U on every layer (A = W throughout)
+    both               V and U on every layer, each with its own generator of the same kind (`method.rotation`)
+
+The factorised matrix A is Wᵀ for smaller and larger on wide layers and W everywhere else; "the input side"
+below means A's (V of A). A's input side is rotated by `smaller`, `input` and `both`, with k_in from `adapt.p`;
+its output side by `larger`, `output` and `both`, with k_out from `method.p_out` (null: `adapt.p`), by the same
+rule. So `adapt.p` sizes V's rotation and `method.p_out` U's under input, output and both (the project's extension:
+the authors' SSVD-O code is not public). With K = max(k_in, k_out) (a side that is off counts 0):
 
     A' = A + U_K M V_Kᵀ,   M = G_out · diag(σ_K + sigmoid(g)·Δσ) · G_in − diag(σ_K)        (K×K)
 
 G_in as above (its rows mix the rows of V_Kᵀ), G_out mixing the columns of U_K (U_K G_out), each acting
 on its side's first k coordinates and the identity on the rest of K (the identity altogether for a side
 that is off); Δσ has length K. Trainable per layer: K + 1 + gen(k_in) + gen(k_out), gen(k) = k(k−1)/2
-(approx, cayley) or k² (free), gen(0) = 0; the input side's generator keeps its names (`skew`,
-`rotation_free`), the output side's are `skew_out`, `rotation_free_out`. Everything below (orientation,
-formulations, merging) holds for the K×K core unchanged: "input" and "output" are the sides of the
-factorised matrix A, which `orientation=reference` makes Wᵀ for d_in > d_out. `adapt.p_groups` may give
-module groups their own `adapt.p`, and `method.p_out_groups` their own `method.p_out` (`adapters/budget.py`).
+(approx, cayley) or k² (free), gen(0) = 0; A's input side's generator is `skew` (`rotation_free`), its
+output side's `skew_out` (`rotation_free_out`). Everything below (formulations, merging) holds for the K×K
+core unchanged. `adapt.p_groups` may give module groups their own `adapt.p`, and `method.p_out_groups` their
+own `method.p_out` (`adapters/budget.py`). `dry_run=true` lists the vectors each module type rotates.
+
+Configurations written before the side names (with `method.orientation`) are read by `current_method`.
 
 Basis. The trained numbers are coordinates in the basis of A's top-k singular vectors, which are
 defined only up to a sign per pair. They are not stored: they are rebuilt on load by `adapters/svd.py`
@@ -39,11 +50,6 @@ A = I − 2K where this project forms G = I + 2S, so S = −K (the `skew` vector
 triangle, row-major); Δσ and the gate carry over. Their checkpoints store the factors with the
 weights, in whatever signs their SVD returned: with d_j = ±1 the sign that maps their rotated vector j
 onto this project's canonical one (d_j = sign of the dot product of the two), S_ij = −d_i·d_j·K_ij.
-
-Orientation: `A` is the weight `W` (d_out×d_in), so the rotation acts on the input side — except that,
-like the authors' reference code, `orientation=reference` (default) factorises `Wᵀ` when d_in > d_out
-(FFN `w_2`, `merge_proj`, `encoder.embed.out`), always rotating the subspace of the smaller dimension.
-`orientation=input` always rotates the input side.
 
 Efficient computation. Only the top-k block changes: A' = A + U_k M V_kᵀ with
 M = diag(σ_k + sigmoid(g)Δσ)·G − diag(σ_k). In terms of W that is W' = W + L N Rᵀ (L, R the top-k
@@ -68,6 +74,7 @@ factors on the output and input side; N = M, or Mᵀ when Wᵀ was factorised). 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -80,9 +87,19 @@ from asr_peft.adapters.svd import ThinSVD
 from asr_peft.errors import ConfigError
 
 ROTATIONS = ("approx", "cayley", "free")
-ORIENTATIONS = ("reference", "input")
 FORMULATIONS = ("efficient", "activation", "reference")
-SIDES = ("input", "output", "both")
+SIDES = ("smaller", "larger", "input", "output", "both")
+PAPER_SIDE = SIDES[0]  # the default: the authors' code rotates the smaller dimension's vectors
+ROTATES_INPUT_SIDE = ("smaller", "input", "both")  # of the factorised matrix A: sized by adapt.p
+ROTATES_OUTPUT_SIDE = ("larger", "output", "both")  # sized by method.p_out (null: adapt.p)
+# Before the side names, `method.orientation` chose A (reference: Wᵀ on wide layers; input: W) and `side` A's sides.
+LEGACY_SIDES = {
+    ("reference", "input"): "smaller",
+    ("reference", "output"): "larger",
+    ("input", "input"): "input",
+    ("input", "output"): "output",
+    ("input", "both"): "both",
+}
 
 
 def rank_for(p: float, in_features: int, out_features: int) -> int:
@@ -99,9 +116,39 @@ def side_ranks(side: str, p: float, p_out: float | None, in_features: int, out_f
         raise ConfigError(f"method.side={side!r} is unknown; choose from {', '.join(SIDES)}")
     if p_out is not None and not (isinstance(p_out, (int, float)) and not isinstance(p_out, bool) and 0.0 < p_out <= 1.0):
         raise ConfigError(f"method.p_out={p_out!r} must be a fraction in (0, 1] or null (same as adapt.p)")
-    k_in = rank_for(p, in_features, out_features) if side in ("input", "both") else 0
-    k_out = rank_for(p if p_out is None else p_out, in_features, out_features) if side in ("output", "both") else 0
+    k_in = rank_for(p, in_features, out_features) if side in ROTATES_INPUT_SIDE else 0
+    k_out = rank_for(p if p_out is None else p_out, in_features, out_features) if side in ROTATES_OUTPUT_SIDE else 0
     return k_in, k_out
+
+
+def factorises_transpose(side: str, in_features: int, out_features: int) -> bool:
+    """Whether the factorised matrix A is Wᵀ: for the sides named by dimension, on wide layers (d_in > d_out)."""
+    return side in ("smaller", "larger") and in_features > out_features
+
+
+def current_method(method: Mapping[str, Any], *, trained_in: str | None = None) -> dict[str, Any]:
+    """`method` in today's keys. An SSVD configuration written with `method.orientation` (before `method.side`
+    named W's singular vectors) becomes the side that rotates the same vectors with the same tensors. The one
+    that has no such side, orientation=reference with side=both (A = Wᵀ on wide layers, so `skew` rotated U
+    there), reads as `both` for a record's description, but is refused when tensors trained with it are to be
+    loaded (`trained_in` names their file or run): today's `both` holds them the other way round on wide layers."""
+    method = dict(method)
+    if method.get("name") != "ssvd" or "orientation" not in method:
+        return method
+    orientation, side = method.pop("orientation"), method.get("side", "input")
+    if (orientation, side) == ("reference", "both"):
+        if trained_in is not None:
+            raise ConfigError(
+                f"{trained_in} was trained with method.orientation=reference side=both, whose wide layers (d_in > d_out) "
+                "this version parameterises the other way round (side=both rotates V with `skew` on every layer); "
+                "load it with the asr-peft version that trained it, or train it again"
+            )
+        method["side"] = "both"
+        return method
+    if (orientation, side) not in LEGACY_SIDES:
+        raise ConfigError(f"method.orientation={orientation!r} with method.side={side!r} is not a configuration any version read")
+    method["side"] = LEGACY_SIDES[orientation, side]
+    return method
 
 
 def skew_symmetric(upper: torch.Tensor, k: int) -> torch.Tensor:
@@ -196,16 +243,14 @@ class SSVDLinear(AdapterLayer):
         *,
         p: float,
         rotation: str = "approx",
-        orientation: str = "reference",
         formulation: str = "efficient",
         recompute_weight: bool = False,
-        side: str = "input",
+        side: str = PAPER_SIDE,
         p_out: float | None = None,
     ):
         super().__init__(base_layer)
         for key, value, choices in (
             ("rotation", rotation, ROTATIONS),
-            ("orientation", orientation, ORIENTATIONS),
             ("formulation", formulation, FORMULATIONS),
         ):
             if value not in choices:
@@ -216,7 +261,7 @@ class SSVDLinear(AdapterLayer):
         if not isinstance(recompute_weight, bool):
             raise ConfigError(f"method.recompute_weight={recompute_weight!r} must be true or false")
         self.rotation, self.formulation, self.recompute_weight = rotation, formulation, recompute_weight
-        self.transposed = orientation == "reference" and d_in > d_out
+        self.transposed = factorises_transpose(side, d_in, d_out)
         weight = base_layer.weight
         factory: dict[str, Any] = {"device": weight.device, "dtype": torch.float32}
         self.delta_sigma = nn.Parameter(torch.zeros(k, **factory))
@@ -251,8 +296,7 @@ class SSVDLinear(AdapterLayer):
 
     def rotated_vectors(self) -> str:
         """W's singular vectors this layer rotates, per rotated side: V (right, W's input side) or U (left, W's
-        output side). `method.side` names the sides of the factorised matrix, so on a layer factorised as Wᵀ
-        (`orientation=reference`, d_in > d_out) side=input rotates U and side=output rotates V."""
+        output side); A's input side is W's output side where A = Wᵀ (side=smaller or larger on a wide layer)."""
         input_side, output_side = ("U", "V") if self.transposed else ("V", "U")
         sides = [f"{input_side} (k={self.k_in})"] if self.k_in else []
         return " and ".join(sides + ([f"{output_side} (k={self.k_out})"] if self.k_out else []))

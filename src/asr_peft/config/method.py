@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from asr_peft.adapters.ssvd import FORMULATIONS, ORIENTATIONS, ROTATIONS, SIDES
+from asr_peft.adapters.ssvd import FORMULATIONS, PAPER_SIDE, ROTATIONS, SIDES
 from asr_peft.adapters.svft import PATTERNS
 from asr_peft.config.fields import Fraction, Group, NonNegativeInt, PositiveFloat, PositiveInt, choice
 
@@ -20,10 +20,9 @@ class Method(BaseModel):
 class SSVD(Method):
     name: Literal["ssvd"]
     rotation: Annotated[str, choice(*ROTATIONS)] = ROTATIONS[0]
-    orientation: Annotated[str, choice(*ORIENTATIONS)] = ORIENTATIONS[0]
     formulation: Annotated[str, choice(*FORMULATIONS)] = FORMULATIONS[0]
-    side: Annotated[str, choice(*SIDES)] = SIDES[0]
-    # the output side's adapt.p (side=output|both); null: adapt.p
+    side: Annotated[str, choice(*SIDES)] = PAPER_SIDE
+    # the fraction of the rotation of U (side=output|both; side=larger: of the larger dimension's vectors); null: adapt.p
     p_out: Fraction | None = None
     # module-name group -> its own p_out, replacing `p_out` for the targets in it (adapters/budget.py)
     p_out_groups: dict[str, Fraction] | None = None

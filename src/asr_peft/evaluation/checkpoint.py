@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from asr_peft.adapters import adapter_modules, apply_method
 from asr_peft.adapters.fingerprint import FINGERPRINT_KEY, check_fingerprint
+from asr_peft.adapters.ssvd import current_method
 from asr_peft.config.resolve import plain
 from asr_peft.errors import ConfigError, ModelLoadError, torch_load_problem
 from asr_peft.models import load_model
@@ -22,6 +24,9 @@ def read_run_config(run_dir: Path) -> DictConfig:
     config = OmegaConf.load(config_file)
     if not isinstance(config, DictConfig):
         raise ConfigError(f"{config_file} is not a mapping of settings (a training run's saved config)")
+    if isinstance(config.get("method"), DictConfig):  # written before today's keys: read in them
+        method = OmegaConf.to_container(config.method, resolve=False)
+        config.method = current_method(cast(dict[str, Any], method), trained_in=str(run_dir))
     return config
 
 

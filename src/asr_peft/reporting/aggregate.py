@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from asr_peft.adapters.registry import METHODS
+from asr_peft.adapters.ssvd import current_method
 from asr_peft.errors import ConfigError
 from asr_peft.adapters.subspace import SUBSPACE_FILE
 from asr_peft.reporting.records import record_problem
@@ -224,13 +225,23 @@ def secondary_decodes(frame: pd.DataFrame) -> list[str]:
     return [c[len(prefix) : -len(".wer")] for c in frame.columns if c.startswith(prefix) and c.endswith(".wer")]
 
 
+def current_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its method in today's keys (`current_method`: a record stays as written on disk)."""
+    config = _mapping(record.get("config"))
+    if "method" not in record and "method" not in config:
+        return record
+    current = {**record, "method": current_method(_mapping(record.get("method")))}
+    if "method" in config:
+        current["config"] = {**config, "method": current_method(_mapping(config["method"]))}
+    return current
+
+
 def to_frame(runs: list[Run]) -> pd.DataFrame:
     """A row per run and test set (a run without metrics keeps one row with an empty test set)."""
-    records = [run.record for run in runs]
+    records = [current_record(run.record) for run in runs]
     varying = varying_keys([run_settings(r) for r in records])
     rows = []
-    for run, label in zip(runs, configuration_labels(records)):
-        record = run.record
+    for run, record, label in zip(runs, records, configuration_labels(records)):
         method, adapt = _mapping(record.get("method")), _mapping(record.get("adapt"))
         parameters = _mapping(record.get("parameters"))
         settings = run_settings(record)

@@ -31,15 +31,15 @@ Claims (Wang, Watanabe, Van hamme: SSVD, ASRU 2025; SSVD-O, ICASSP 2026):
    (within `BUDGET_TOLERANCE`; `matched_by` = trainable count) and against the one of the same p (the same
    rank; matched_by = rank).
 4. `both_sides`: rotating both singular subspaces (`side=both`) narrows the gap to full fine-tuning: a
-   lower target WER than the input side alone at a matched budget (full fine-tuning's WER is the same for
+   lower target WER than the paper's side alone (`side=smaller`) at a matched budget (full fine-tuning's WER is the same for
    both), one row per side=both configuration.
 5. `both_sides_forgetting`: rotating both subspaces forgets less, judged on trade-off curves: for the
-   side=both configurations with p = p_out and the input-side ones (first-order rotation), the source WER
+   side=both configurations with p = p_out and the side=smaller ones (first-order rotation), the source WER
    against the target WER across budgets; the statistic is the mean gap of the both-sides curve below the
-   input-side one over the target WERs both curves cover (`reporting.curves`), so forgetting is compared
+   side=smaller one over the target WERs both curves cover (`reporting.curves`), so forgetting is compared
    at a matched target WER, not at one budget or learning rate. Reproduced when it is significantly
    negative (both-sided forgets less).
-6. `converges_faster`: SSVD (first-order, input side) reaches 90% of its run's final dev gain (dev WER
+6. `converges_faster`: SSVD (first-order, side=smaller) reaches 90% of its run's final dev gain (dev WER
    before adaptation minus the best dev WER; `reporting.convergence`) in fewer updates than PiSSA and than
    LoRA at a matched budget (`matched_rival`): a row per SSVD configuration and rival, the statistic the
    mean over seeds of the updates, SSVD minus the rival, bootstrapped over the seeds (jointly where both
@@ -62,6 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from asr_peft.adapters.ssvd import PAPER_SIDE
 from asr_peft.errors import ConfigError
 from asr_peft.reporting.aggregate import SOURCE_TEST_SET, target_test_set
 from asr_peft.reporting.convergence import GAIN_FRACTION
@@ -91,7 +92,7 @@ EQUIVALENCE_MARGIN = 0.0118
 MARGIN_SOURCE = "results/comparison"
 MARGIN_DERIVATION = (
     "1.96·√2 × the pooled seed standard deviation (0.43 WER points) of the first-order and Cayley SSVD "
-    "configurations (input side, p = 0.1 to 0.8, both target domains, 3 seeds each) of the earlier comparison "
+    "configurations (side=smaller, p = 0.1 to 0.8, both target domains, 3 seeds each) of the earlier comparison "
     f"({MARGIN_SOURCE}, 186 runs, 2026-12-03), fixed before the new sweeps: 95% of the differences between two "
     "seeds of one configuration lie within it, so a rotation swap inside it changes WER no more than a new seed does"
 )
@@ -117,8 +118,8 @@ NEEDS = {  # why a claim has no row at all: the runs it needs
     "strict_vs_approx": "no SSVD rotation=cayley run with a rotation=approx run of the same budget and side",
     "unconstrained_worse": "no SSVD rotation=free run",
     "both_sides": "no SSVD side=both run",
-    "both_sides_forgetting": "no first-order SSVD side=both or side=input runs",
-    "converges_faster": "no first-order input-side SSVD runs beside PiSSA or LoRA runs",
+    "both_sides_forgetting": "no first-order SSVD side=both or side=smaller runs",
+    "converges_faster": "no first-order side=smaller SSVD runs beside PiSSA or LoRA runs",
     "scale": "no model with SSVD runs and runs of another method on its target test set",
     "model_size": "no model with SSVD runs and runs of another method on its target test set",
 }
@@ -141,12 +142,12 @@ class System:
 
     @property
     def setting(self) -> dict:
-        """SSVD's rotation, side and budgets (None where the runs do not set them; side defaults to input)."""
+        """SSVD's rotation, side and budgets (None where the runs do not set them; side defaults to the paper's)."""
         first = self.rows.iloc[0]
         value = lambda key: None if key not in first or pd.isna(first[key]) else first[key]  # noqa: E731
         return {
             "rotation": value("method.rotation"),
-            "side": value("method.side") or "input",
+            "side": value("method.side") or PAPER_SIDE,
             "p": value("p"),
             "p_out": value("method.p_out"),
         }
@@ -225,9 +226,9 @@ def _ssvd(domain: list[System], **setting) -> list[System]:
 
 def tradeoff_curves(domain: list[System]) -> tuple[list[System], list[System]]:
     """The configurations of the two forgetting trade-off curves (claim 5), fewest parameters first: first-order
-    SSVD rotating both sides with p = p_out, and rotating the input side alone."""
+    SSVD rotating both sides with p = p_out, and rotating the paper's side (side=smaller) alone."""
     both = [s for s in _ssvd(domain, side="both", rotation="approx") if s.setting["p"] == s.setting["p_out"]]
-    return both, _ssvd(domain, side="input", rotation="approx")
+    return both, _ssvd(domain, side=PAPER_SIDE, rotation="approx")
 
 
 def _runs(systems_and_sets: list[tuple[System, str]]) -> pd.DataFrame:
@@ -412,10 +413,10 @@ class Claims:
         rows = []
         full = [s for s in domain if s.method == "full"]
         for both in _ssvd(domain, side="both", rotation="approx"):
-            twins = [s for s in _ssvd(domain, side="input", rotation="approx") if _matched(both, s)]
+            twins = [s for s in _ssvd(domain, side=PAPER_SIDE, rotation="approx") if _matched(both, s)]
             if not twins:
                 row = _evidence("both_sides", both, None, test_set, matched_by="trainable count")
-                missing = f"no rotation=approx input-side run within {100 * BUDGET_TOLERANCE:g}% of its trainable count"
+                missing = f"no rotation=approx side=smaller run within {100 * BUDGET_TOLERANCE:g}% of its trainable count"
                 rows.append(not_tested(row, missing))
                 continue
             twin = min(twins, key=lambda s: abs(s.trainable - both.trainable))
@@ -426,7 +427,7 @@ class Claims:
                 else ""
             )
             row = _evidence("both_sides", both, twin, test_set, matched_by="trainable count")
-            rows.append(self.tested(row, both, twin, test_set, f"{gap}target WER, both sides against the input side"))
+            rows.append(self.tested(row, both, twin, test_set, f"{gap}target WER, both sides against side=smaller"))
         return rows
 
     # -- 5. both sides: forgetting at a matched target WER (trade-off curves) --------------------------------
@@ -437,13 +438,13 @@ class Claims:
         row = _evidence("both_sides_forgetting", (both or single)[0], None, test_set, matched_by="target WER")
         row.update(
             system="side=both: " + ", ".join(s.configuration for s in both),
-            reference="side=input: " + ", ".join(s.configuration for s in single),
+            reference="side=smaller: " + ", ".join(s.configuration for s in single),
             test_set=f"{test_set} (target), {source} (forgetting)" if source else test_set,
         )
         if source is None:
             return [not_tested(row, "forgetting needs a source test set")]
         if len(both) < 2 or len(single) < 2:
-            count = f"side=both {len(both)}, side=input {len(single)}"
+            count = f"side=both {len(both)}, side=smaller {len(single)}"
             return [not_tested(row, f"a trade-off curve needs 2 or more budgets per side: {count}")]
         covered: list[tuple[float, float]] = []
 
@@ -483,7 +484,7 @@ class Claims:
         )
         low, high = covered[0]
         what = (
-            "source WER of the both-sides curve minus the input-side curve's, averaged over the target WERs both "
+            "source WER of the both-sides curve minus the side=smaller curve's, averaged over the target WERs both "
             f"cover ({100 * low:.1f} to {100 * high:.1f}%)"
         )
         return [directional(row, test, what, self.bootstrap)]
@@ -491,7 +492,7 @@ class Claims:
     # -- 6. convergence -----------------------------------------------------------------------------------
     def converges(self, domain: list[System], test_set: str) -> list[Pending]:
         rows: list[Pending] = []
-        points = _ssvd(domain, rotation="approx", side="input")
+        points = _ssvd(domain, rotation="approx", side=PAPER_SIDE)
         if points and all(self._updates(s, test_set) is None for s in domain if s.trainable > 0):
             row = {**_evidence("converges_faster", points[0], None, test_set), "system": None}
             reason = (
@@ -658,7 +659,7 @@ def family_size(claims: pd.DataFrame) -> int:
 
 def pooled_seed_sd(frame: pd.DataFrame) -> float:
     """The pooled sample standard deviation over seeds of the target-domain WER of the first-order and Cayley
-    input-side SSVD configurations in `frame`: what `EQUIVALENCE_MARGIN` was derived from (`MARGIN_DERIVATION`)."""
+    side=smaller SSVD configurations in `frame`: what `EQUIVALENCE_MARGIN` was derived from (`MARGIN_DERIVATION`)."""
     variances, weights = [], []
     for system in systems(frame):
         setting = system.setting
@@ -666,7 +667,7 @@ def pooled_seed_sd(frame: pd.DataFrame) -> float:
         if (
             system.method != "ssvd"
             or setting["rotation"] not in ("approx", "cayley")
-            or setting["side"] != "input"
+            or setting["side"] != PAPER_SIDE
             or target is None
         ):
             continue
@@ -675,7 +676,7 @@ def pooled_seed_sd(frame: pd.DataFrame) -> float:
             variances.append(float(wers.var(ddof=1)))
             weights.append(len(wers) - 1)
     if not weights:
-        raise ConfigError("no first-order or Cayley input-side SSVD configuration with two or more seeds")
+        raise ConfigError("no first-order or Cayley side=smaller SSVD configuration with two or more seeds")
     return math.sqrt(float(np.dot(variances, weights)) / sum(weights))
 
 

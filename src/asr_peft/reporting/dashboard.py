@@ -649,9 +649,9 @@ model before adaptation, against the same axis (forgetting.png).</p>
 {image(figures["pareto"], "WER against trainable parameters per target domain")}
 {image(figures["forgetting"], "source-domain WER change against trainable parameters")}
 <p class="note">Forgetting against adaptation: source WER change against target WER for first-order SSVD rotating
-both sides (p = p_out) and the input side alone, across budgets (tradeoff.png); the both_sides_forgetting claim compares
+both sides (p = p_out) and the paper's side (side=smaller) alone, across budgets (tradeoff.png); the both_sides_forgetting claim compares
 the two curves at the target WERs both cover.</p>
-{image(figures["tradeoff"], "source WER change against target WER, both sides and input side")}</section>
+{image(figures["tradeoff"], "source WER change against target WER, both sides and the paper's side")}</section>
 <section><h2>Convergence</h2><p class="note">Dev WER against updates, mean over the seeds still training, a line per
 configuration in its method's colour; dots: the median update the seeds stopped at.</p>
 {image(figures["convergence"], "dev WER against updates")}

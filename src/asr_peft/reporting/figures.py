@@ -1,6 +1,6 @@
 """Static figures (PNG): WER against trainable parameters (% of the model) with the Pareto frontier per
 target domain, source-domain forgetting against the same axis, the forgetting trade-off curves of both-sided
-against input-side SSVD, dev WER against updates, and the subspace diagnostics (mean principal angle, input
+against the paper's (side=smaller) SSVD, dev WER against updates, and the subspace diagnostics (mean principal angle, input
 vs output side).
 
 Colours are fixed per method (registry order), so a method looks the same in every figure and
@@ -347,7 +347,7 @@ def tradeoff_figure(frame: pd.DataFrame, summary: pd.DataFrame, path: Path) -> P
     """Forgetting against adaptation for the two SSVD trade-off curves of the `both_sides_forgetting` claim, a
     panel per (model, data) with a source test set: each configuration's target WER (x) and source WER change
     against the model before adaptation (y, points; + is forgetting), mean ± 1 std over seeds, joined in
-    order of target WER; both sides (p = p_out) against the input side alone."""
+    order of target WER; both sides (p = p_out) against the paper's side (side=smaller) alone."""
     found = systems(frame)
     panels = []
     for (model, data), rows in summary.groupby(["model", "data"], dropna=False, sort=False):
@@ -359,13 +359,13 @@ def tradeoff_figure(frame: pd.DataFrame, summary: pd.DataFrame, path: Path) -> P
         if target and target != SOURCE_TEST_SET and reference is not None and (both or single):
             panels.append(((model, data, target), reference, both, single))
     if not panels:
-        return _empty(path, "no SSVD side=both or side=input runs with a source test set")
+        return _empty(path, "no SSVD side=both or side=smaller runs with a source test set")
     figure, axes = _grid(len(panels), 5.6, 4.2, columns=2)
     legend: dict = {}
     for axis, ((model, data, target), reference, both, single) in zip(axes, panels):
         for name, side, colour, marker in (
             ("both sides (p = p_out)", both, "#c2410c", "s"),
-            ("input side", single, "#1d4ed8", "o"),
+            ("smaller side (the paper's)", single, "#1d4ed8", "o"),
         ):
             if not side:
                 continue

@@ -83,10 +83,12 @@ def budget(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> list[tuple[st
     """What sizes a method, as (key, value) pairs (key None: the value alone): SSVD's p, a rank, SVFT's pattern."""
     name = method.get("name")
     if name in METHODS_USING_P:
-        # SSVD's defaults (input side only, one p for every layer) add nothing, so default names stay short.
-        side = method.get("side", "input")
+        from asr_peft.adapters.ssvd import PAPER_SIDE
+
+        # SSVD's defaults (the paper's side only, one p for every layer) add nothing, so default names stay short.
+        side = method.get("side", PAPER_SIDE)
         tokens: list[tuple[str | None, Any]] = [("p", adapt.get("p"))]
-        if side != "input":
+        if side != PAPER_SIDE:
             tokens.append(("side", side))
             if method.get("p_out") is not None:
                 tokens.append(("p_out", method["p_out"]))

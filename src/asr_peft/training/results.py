@@ -227,7 +227,10 @@ def _resolve_alike(saved: Path, config: DictConfig, key: str) -> bool:
     """Whether `key` resolves to the same value in the saved config as in `config` (False where either fails
     to resolve): the rule that names runs (`training/naming.py`) counts such a key as no difference."""
     try:
-        values = [OmegaConf.select(node, key, throw_on_missing=True) for node in (OmegaConf.load(saved), config)]
+        before = OmegaConf.create(
+            _in_current_keys(OmegaConf.to_container(OmegaConf.load(saved), resolve=False), saved.parents[1])
+        )
+        values = [OmegaConf.select(node, key, throw_on_missing=True) for node in (before, config)]
         plain = [OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for v in values]
     except Exception:  # noqa: BLE001 - a value that does not resolve cannot prove sameness
         return False
@@ -240,17 +243,27 @@ def _recorded_configuration(run_dir: Path) -> tuple[dict[str, Any], str | None, 
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
         try:
-            return _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)), None, False
+            config = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
         except Exception:  # noqa: BLE001 - an unreadable config cannot prove ownership either way
             raise ConfigError(
                 f"{saved} is unreadable; this run directory's configuration is unknown, pick another hydra.run.dir"
             ) from None
+        return _flat(_in_current_keys(config, run_dir)), None, False
     records = sorted(run_dir.glob("results.*.json"), key=lambda path: path.stat().st_mtime)
     for path in [run_dir / RESULTS_FILE, *reversed(records)]:
         record = _read_record(run_dir, path.name) if path.is_file() else None
         if record is not None and isinstance(record.get("config"), dict):
-            return _flat(record["config"]), path.name, True
+            return _flat(_in_current_keys(record["config"], run_dir)), path.name, True
     return None
+
+
+def _in_current_keys(config: Any, run_dir: Path) -> Any:
+    """A saved configuration with its method in today's keys (`current_method`; the run's checkpoints may be resumed)."""
+    from asr_peft.adapters.ssvd import current_method
+
+    if isinstance(config, dict) and isinstance(config.get("method"), dict):
+        return {**config, "method": current_method(config["method"], trained_in=str(run_dir))}
+    return config
 
 
 def resolved_or_raw(config: DictConfig) -> dict[str, Any]:

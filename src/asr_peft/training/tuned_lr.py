@@ -52,7 +52,11 @@ def method_file_defaults(name: str) -> dict[str, Any]:
 
 def tuning_key(method: Mapping[str, Any], adapt: Mapping[str, Any]) -> str:
     """What a rate is tuned for: the configuration label of the method, its budget and its settings that
-    differ from configs/method/<name>.yaml (targets, seeds and lists aside)."""
+    differ from configs/method/<name>.yaml (targets, seeds and lists aside); a record written before today's
+    keys is read in them (`current_method`)."""
+    from asr_peft.adapters.ssvd import current_method
+
+    method = current_method(method)
     defaults = method_file_defaults(str(method.get("name")))
     extra = {
         f"method.{key}": value
