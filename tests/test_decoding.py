@@ -3,9 +3,10 @@ attention decoding equal to ESPnet's beam search with beam 1 and no CTC."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +26,16 @@ def without_specials(text: str) -> str:
     return re.sub(r"<[^>]*>", "", text).strip()
 
 
+def stock_decode(model_dir: Path, speech: torch.Tensor, **options) -> tuple:
+    """Stock ESPnet Speech2Text, built from an exported model directory with `options`, on `speech`: the best
+    hypothesis (text, tokens, token ids, ...). ESPnet's exported paths are relative to that directory."""
+    from espnet2.bin.s2t_inference import Speech2Text
+
+    with contextlib.chdir(model_dir):
+        stock = Speech2Text(s2t_train_config="exp/s2t_train/config.yaml", s2t_model_file="exp/s2t_train/model.pth", **options)
+        return stock(speech.numpy())[0]
+
+
 def test_greedy_ctc_collapses_repeats_and_drops_blanks(tiny_bundle, monkeypatch):
     ids = tiny_bundle.converter.token2id
     h, i, blank = ids["h"], ids["i"], ids["<blank>"]
@@ -42,38 +53,24 @@ def test_unknown_decode_method_names_the_key(tiny_bundle):
 
 
 def test_beam_search_matches_stock_speech2text(tiny_bundle, tmp_path):
-    from espnet2.bin.s2t_inference import Speech2Text
-
     export_espnet_dir(tiny_bundle, tmp_path / "model")
     speech = torch.randn(12000) * 0.1
     # Stock Speech2Text pads every input to preprocessor_conf.speech_length; decode ours the same way.
     tiny_bundle.speech_length = tiny_bundle.s2t_config["preprocessor_conf"]["speech_length"] = 2
     export_espnet_dir(tiny_bundle, tmp_path / "padded")
-    ours = BeamSearchDecoder(tiny_bundle, beam_size=3, ctc_weight=0.3, maxlenratio=0.3)(speech)
-    cwd = os.getcwd()
-    os.chdir(tmp_path / "padded")  # ESPnet's exported paths are relative to the model directory
     try:
-        stock = Speech2Text(
-            s2t_train_config="exp/s2t_train/config.yaml",
-            s2t_model_file="exp/s2t_train/model.pth",
-            beam_size=3,
-            ctc_weight=0.3,
-            maxlenratio=0.3,
-            lang_sym="<eng>",
-            task_sym="<asr>",
-        )
-        text, tokens, *_ = stock(speech.numpy())[0]
+        ours = BeamSearchDecoder(tiny_bundle, beam_size=3, ctc_weight=0.3, maxlenratio=0.3)(speech)
     finally:
-        os.chdir(cwd)
         tiny_bundle.speech_length = None
+    text, tokens, *_ = stock_decode(
+        tmp_path / "padded", speech, beam_size=3, ctc_weight=0.3, maxlenratio=0.3, lang_sym="<eng>", task_sym="<asr>"
+    )
     assert len(tokens) > 3  # the primer's <eng><asr><notimestamps> plus what was decoded
     assert ours == without_specials(text)
 
 
 def test_merged_export_of_an_adapted_model_decodes_identically_in_stock_espnet(tiny_bundle_factory, tmp_path):
     """SSVD-adapted tiny model -> merged ESPnet export -> stock Speech2Text gives our beam-search transcript."""
-    from espnet2.bin.s2t_inference import Speech2Text
-
     from asr_peft.adapters import adapter_modules, apply_method, merged_copy
     from asr_peft.models import load_owsm
 
@@ -91,19 +88,7 @@ def test_merged_export_of_an_adapted_model_decodes_identically_in_stock_espnet(t
     ours = BeamSearchDecoder(bundle, beam_size=3, maxlenratio=0.3)(speech)
     reloaded = load_owsm({"path": str(tmp_path / "merged")})
     assert BeamSearchDecoder(reloaded, beam_size=3, maxlenratio=0.3)(speech) == ours
-    cwd = os.getcwd()
-    os.chdir(tmp_path / "merged")
-    try:
-        stock = Speech2Text(
-            s2t_train_config="exp/s2t_train/config.yaml",
-            s2t_model_file="exp/s2t_train/model.pth",
-            beam_size=3,
-            ctc_weight=0.3,
-            maxlenratio=0.3,
-        )
-        text = stock(speech.numpy())[0][0]
-    finally:
-        os.chdir(cwd)
+    text = stock_decode(tmp_path / "merged", speech, beam_size=3, ctc_weight=0.3, maxlenratio=0.3)[0]
     assert ours == without_specials(text)
 
 

@@ -23,7 +23,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypedDict, cast
 
 import torch
 
@@ -289,6 +289,13 @@ def _check_shapes(model: Ct2Model, state: dict[str, torch.Tensor], config) -> No
         )
 
 
+class RoleIds(TypedDict):
+    decoder_start_token_id: int
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+
+
 @dataclass(frozen=True)
 class SpecialTokens:
     """Whisper's special token ids, read from CTranslate2's vocabulary.txt (one token per line, line = id)."""
@@ -299,6 +306,16 @@ class SpecialTokens:
     notimestamps: int
     tasks: dict[str, int]
     languages: dict[str, int]  # "<|en|>" -> id, for the ids CTranslate2's config.json lists as languages
+
+    def role_ids(self) -> RoleIds:
+        """The ids transformers' WhisperConfig and GenerationConfig both name: decoding starts at
+        <|startoftranscript|>; <|endoftext|> is beginning, end and padding alike, as in OpenAI's release."""
+        return RoleIds(
+            decoder_start_token_id=self.startoftranscript,
+            bos_token_id=self.endoftext,
+            eos_token_id=self.endoftext,
+            pad_token_id=self.endoftext,
+        )
 
 
 def read_vocabulary(path: Path) -> list[str]:
@@ -347,10 +364,7 @@ def whisper_config(model: Ct2Model, ct2_config: dict, tokens: SpecialTokens):
         decoder_ffn_dim=model.get("decoder/layer_0/ffn/linear_0/weight").shape[0],
         max_source_positions=model.get("encoder/position_encodings/encodings").shape[0],
         max_target_positions=model.get("decoder/position_encodings/encodings").shape[0],
-        decoder_start_token_id=tokens.startoftranscript,
-        bos_token_id=tokens.endoftext,
-        eos_token_id=tokens.endoftext,
-        pad_token_id=tokens.endoftext,
+        **tokens.role_ids(),
         suppress_tokens=list(ct2_config.get("suppress_ids", [])),
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
         tie_word_embeddings=True,
@@ -365,10 +379,7 @@ def generation_config(config, ct2_config: dict, tokens: SpecialTokens):
 
     multilingual = config.vocab_size >= MULTILINGUAL_VOCAB
     settings = dict(
-        decoder_start_token_id=tokens.startoftranscript,
-        bos_token_id=tokens.endoftext,
-        eos_token_id=tokens.endoftext,
-        pad_token_id=tokens.endoftext,
+        **tokens.role_ids(),
         max_length=config.max_target_positions,
         suppress_tokens=config.suppress_tokens,
         begin_suppress_tokens=list(config.begin_suppress_tokens),
