@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from asr_peft.cli import setup_environment
-from asr_peft.errors import AsrPeftError
+from asr_peft.errors import AsrPeftError, report_error
 
 DTYPES = ("float32", "float16", "bfloat16")
 LOST_WARNING = 0.01  # a stored dtype that gets 1% of ΔW wrong or more is worth a warning
@@ -75,8 +75,7 @@ def main() -> None:
             rounding = delta_rounding(bundle.model, dtype)
             bundle.export(args.out, model=merged_copy(bundle.model), dtype=dtype)
     except AsrPeftError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        report_error(err)
     if args.adapter_only or args.peft:
         print(f"exported {checkpoint} -> {args.out} ({'PEFT adapter' if args.peft else 'adapter tensors'}, float32)")
         return

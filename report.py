@@ -17,9 +17,8 @@ in the W&B group of the sweep the runs came from (--wandb-group to choose).
 from __future__ import annotations
 
 import argparse
-import sys
 
-from asr_peft.errors import AsrPeftError
+from asr_peft.errors import AsrPeftError, report_error
 from asr_peft.reporting.report import build_report
 
 
@@ -52,8 +51,7 @@ def main() -> None:
             wandb_group=args.wandb_group,
         )
     except AsrPeftError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        report_error(err)
     runs = ", ".join(f"{count} {status}" for status, count in summary["runs"].items()) or "none"
     print(f"runs: {runs}")
     if summary["unreadable"]:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
 
-from asr_peft.errors import AsrPeftError, ConfigError  # noqa: E402
+from asr_peft.errors import AsrPeftError, ConfigError, report_error  # noqa: E402
 from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
 from asr_peft.training.tuned_lr import choose_learning_rates, tuned_lr_path, tuning_key, write_tuned_lr  # noqa: E402
 
@@ -220,8 +220,7 @@ def main() -> None:
             return
         failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend)
     except AsrPeftError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        report_error(err)
     print(f"{args.stage}: {failures} failed run(s)" if failures else f"{args.stage}: every run launched completed")
     sys.exit(1 if failures else 0)
 

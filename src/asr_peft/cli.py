@@ -13,7 +13,7 @@ from typing import Any, Callable, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from asr_peft.errors import AsrPeftError
+from asr_peft.errors import AsrPeftError, report_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,10 +165,3 @@ def one_line_errors(main: Callable) -> Callable:
             report_error(err)
 
     return wrapper
-
-
-def report_error(err: AsrPeftError) -> None:
-    """`error: <line>` on stderr for each problem (a config may have several), then exit status 2."""
-    for line in getattr(err, "lines", None) or [str(err)]:
-        print(f"error: {line}", file=sys.stderr)
-    sys.exit(2)

@@ -7,6 +7,8 @@ catch `AsrPeftError` and print `error: <message>` instead of a traceback.
 
 import pickle
 import re
+import sys
+from typing import NoReturn
 
 
 class AsrPeftError(Exception):
@@ -15,6 +17,13 @@ class AsrPeftError(Exception):
     def __init__(self, message: str):
         # One line, always: multi-line messages would break the CLI contract.
         super().__init__(" ".join(str(message).split()))
+
+
+def report_error(err: AsrPeftError) -> NoReturn:
+    """`error: <line>` on stderr for each problem (a config may have several), then exit status 2."""
+    for line in getattr(err, "lines", None) or [str(err)]:
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
 
 
 class ConfigError(AsrPeftError, ValueError):

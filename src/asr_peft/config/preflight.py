@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from asr_peft.cli import ROOT, report_error
-from asr_peft.errors import AsrPeftError
+from asr_peft.cli import ROOT
+from asr_peft.errors import AsrPeftError, report_error
 
 ENTRY_POINT_CONFIG_PATH = "configs"  # the `config_path` of train.py's and evaluate.py's `hydra.main`, beside them
 

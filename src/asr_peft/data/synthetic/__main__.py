@@ -8,11 +8,10 @@ Without --splits: every split of the child and dialect tasks (adaptation, dev an
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from asr_peft.data.synthetic.corpus import PRETRAINING_SPLITS, SPLITS, ensure_corpus
-from asr_peft.errors import AsrPeftError
+from asr_peft.errors import AsrPeftError, report_error
 
 
 def main() -> None:
@@ -39,8 +38,7 @@ def main() -> None:
     try:
         print(ensure_corpus(args.out, seed=args.seed, scale=args.scale, workers=args.workers, splits=splits))
     except AsrPeftError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        report_error(err)
 
 
 if __name__ == "__main__":
