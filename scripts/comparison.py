@@ -6,6 +6,8 @@
     python scripts/comparison.py comparison [--hours 3]    # the comparison at the tuned rates, 5 seeds
     python scripts/comparison.py scale [--hours 3]         # the reduced grid on Whisper tiny.en, base and OWSM
     python scripts/comparison.py comparison -- trainer=gpu # extra overrides for every run (a GPU machine)
+    OMP_NUM_THREADS=1 python scripts/comparison.py lr_search --worker 0/2 &   # two workers, a core each,
+    OMP_NUM_THREADS=1 python scripts/comparison.py lr_search --worker 1/2 &   # on the same tables
 
 A stage is a sweep file, `sweeps/sweep/<stage>.yaml`, whose `hydra.sweeper.params` is its grid (also a
 plain Hydra multirun: `python train.py -m +sweep=<stage>`). Here every run of the grid is trained as a
@@ -19,7 +21,9 @@ do not show them.
 
 The LR search trains each configuration's grid (seeds x rates), then, while the rate with the lowest mean
 dev WER is the lowest or highest one tried, the next half-decade rate beyond it (both seeds), at most
-`--extend` times; then it writes `sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`).
+`--extend` times; then, once the tables hold every run of the grid, it writes `sweeps/tuned_lr.yaml`
+(`asr_peft.training.tuned_lr`). Workers split a stage by configuration (all seeds and rates of one go to one
+worker) and append to its tables under a lock; the last to finish writes the rates.
 """
 
 from __future__ import annotations
@@ -126,8 +130,23 @@ class Budget:
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
-def run_stage(stage: str, extra: list[str], budget: Budget, extend: int) -> int:
-    runs = grid(stage)
+def configuration(overrides: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What a run trains apart from its seed and learning rate: the unit a worker takes whole."""
+    return tuple((key, value) for key, value in overrides.items() if key not in ("seed", LR))
+
+
+def share(runs: list[dict[str, str]], worker: tuple[int, int]) -> list[dict[str, str]]:
+    """Worker k of n (`--worker k/n`): every n-th configuration from the k-th, with all its seeds and rates,
+    so that each worker's LR search extends the edges of configurations it alone trains."""
+    index, count = worker
+    configurations = list(dict.fromkeys(configuration(overrides) for overrides in runs))
+    mine = set(configurations[index::count])
+    return [overrides for overrides in runs if configuration(overrides) in mine]
+
+
+def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker: tuple[int, int] = (0, 1)) -> int:
+    everything = grid(stage)
+    runs = share(everything, worker)
     failures = 0
     for i, overrides in enumerate(runs, 1):
         if budget.spent():
@@ -139,7 +158,10 @@ def run_stage(stage: str, extra: list[str], budget: Budget, extend: int) -> int:
             print(f"[{i}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
     if stage.startswith("lr_search"):
         failures += extend_edges(stage, runs, extra, budget, extend)
-        if not budget.spent():
+        missing = [o for o in everything if run_name(o) not in table_runs(ROOT / "results" / stage)]
+        if missing:  # another worker's, a failed run's, or left by --hours: the choice waits for the whole grid
+            print(f"{tuned_lr_path()} not written: {len(missing)} runs of the grid are not in results/{stage}")
+        elif not budget.spent():
             write_tuned_lr(choose_learning_rates(read_records(stage).values()), tuned_lr_path())
             print(f"written: {tuned_lr_path()}")
     return failures
@@ -199,6 +221,13 @@ def plan(minutes_per_run: dict[str, float]) -> None:
     print(f"{'total':<15} {total:.1f} h on this machine")
 
 
+def worker_spec(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"--worker {text}: expected K/N with 0 <= K < N, e.g. 0/2")
+    return int(index), int(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["plan", *STAGES])
@@ -212,13 +241,21 @@ def main() -> None:
         metavar=("LR_SEARCH", "LR_SEARCH_SCALE", "COMPARISON", "SCALE"),
         help="plan: minutes per run of each stage (measured: docs/results.md)",
     )
+    parser.add_argument(
+        "--worker",
+        type=worker_spec,
+        default=(0, 1),
+        metavar="K/N",
+        help="train only worker K's share (0 <= K < N) of the stage's configurations, "
+        "beside N-1 others on the same tables (one core each on a small model)",
+    )
     parser.add_argument("extra", nargs="*", help="after --: overrides for every run (e.g. trainer=gpu)")
     args = parser.parse_args()
     try:
         if args.stage == "plan":
             plan(dict(zip(STAGES, args.minutes)))
             return
-        failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend)
+        failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend, args.worker)
     except AsrPeftError as err:
         report_error(err)
     print(f"{args.stage}: {failures} failed run(s)" if failures else f"{args.stage}: every run launched completed")

@@ -107,3 +107,63 @@ def test_a_run_is_one_train_py_command_with_the_extra_overrides(driver, monkeypa
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     assert OverridesParser.create().parse_override(commands[0][-1]).value() == str(run_dir)  # as Hydra reads it
+
+
+def test_workers_share_the_grid_by_whole_configurations(driver):
+    """`--worker k/n`: the shares are disjoint, together the grid, and each holds every seed and rate of
+    its configurations (an LR search extends edges from a configuration's complete grid)."""
+    runs = driver.grid("lr_search")
+    shares = [driver.share(runs, (k, 3)) for k in range(3)]
+    names = [{driver.run_name(o) for o in share} for share in shares]
+    assert sum(map(len, names)) == len(runs) and set.union(*names) == {driver.run_name(o) for o in runs}
+    for share in shares:
+        for configuration in {driver.configuration(o) for o in share}:
+            assert sum(driver.configuration(o) == configuration for o in share) == 2 * 4  # seeds x rates
+    assert driver.share(runs, (0, 1)) == runs
+    assert shares[1][0] == {"data": "synth_child", "+point": "lora_r4", "seed": "0", "optimizer.lr": "0.0003"}
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/2", "-1/2"])
+def test_a_bad_worker_is_refused(driver, text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match=f"--worker {text}: expected K/N"):
+        driver.worker_spec(text)
+
+
+def test_the_rates_are_written_only_once_the_tables_hold_the_whole_grid(driver, monkeypatch, tmp_path):
+    """A worker that finishes its share first leaves sweeps/tuned_lr.yaml alone: the other's
+    configurations are not chosen yet. The worker that completes the grid writes it."""
+    runs = [{"+point": p, "seed": "0", "optimizer.lr": lr} for p in ("a", "b") for lr in ("0.001", "0.003")]
+    recorded: set[str] = set()
+    written = []
+    monkeypatch.setattr(driver, "grid", lambda stage: runs)
+    monkeypatch.setattr(driver, "table_runs", lambda directory: set(recorded))
+    monkeypatch.setattr(driver, "train", lambda stage, o, extra: recorded.add(driver.run_name(o)) or ("completed", 0.0))
+    monkeypatch.setattr(driver, "extend_edges", lambda *args: 0)
+    monkeypatch.setattr(driver, "read_records", lambda stage: {})
+    monkeypatch.setattr(driver, "write_tuned_lr", lambda chosen, path: written.append(path))
+    driver.run_stage("lr_search", [], driver.Budget(None), 3, (0, 2))
+    assert len(recorded) == 2 and written == []
+    driver.run_stage("lr_search", [], driver.Budget(None), 3, (1, 2))
+    assert len(recorded) == 4 and len(written) == 1
+
+
+def test_an_append_waits_for_another_workers_append(tmp_path):
+    """Two workers append to one stage's tables: a read-add-write waits while another holds the tables'
+    lock, then keeps the other's run (without the lock, the later write would drop it)."""
+    import threading
+
+    from asr_peft.reporting.tables import appending, append_run, table_runs
+    from test_reporting_tables import _sweep
+
+    sweep = _sweep(tmp_path / "sweep") / "decoded"
+    name = sorted(path.parent.relative_to(sweep).as_posix() for path in sweep.glob("*/results.json"))[0]
+    tables = tmp_path / "tables"
+    with appending(tables):
+        worker = threading.Thread(target=append_run, args=(tables, sweep / name, name))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and table_runs(tables) == set()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and table_runs(tables) == {name}

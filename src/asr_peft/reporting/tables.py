@@ -17,8 +17,11 @@ that the tables do not hold (or that is there again) is read from the directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,18 +128,32 @@ def append_run(directory: str | Path, run_dir: str | Path, name: str) -> None:
     """Add one finished run (its directory read as `collect` reads it) to a directory's tables as `name`, which
     the tables must not hold yet: a sweep that spans machines accumulates its runs there."""
     directory = Path(directory)
-    if name in table_runs(directory):
-        raise ConfigError(f"{directory / RUNS_TABLE} holds a run named {name} already")
     collection = collect([run_dir])
     if len(collection.runs) != 1:
         raise ConfigError(f"{run_dir}: not one readable run record")
     row, rows = _run_rows(collection.runs[0], name)
-    runs, decodes = [row], rows
-    if holds_tables(directory):
-        runs = pd.read_parquet(directory / RUNS_TABLE).to_dict("records") + runs
-        decodes = pd.read_parquet(directory / DECODES_TABLE).to_dict("records") + decodes
-    _write(directory, runs, decodes)
+    with appending(directory):
+        if name in table_runs(directory):
+            raise ConfigError(f"{directory / RUNS_TABLE} holds a run named {name} already")
+        runs, decodes = [row], rows
+        if holds_tables(directory):
+            runs = pd.read_parquet(directory / RUNS_TABLE).to_dict("records") + runs
+            decodes = pd.read_parquet(directory / DECODES_TABLE).to_dict("records") + decodes
+        _write(directory, runs, decodes)
     _decodes.cache_clear()
+
+
+@contextlib.contextmanager
+def appending(directory: Path):
+    """An exclusive lock (fcntl) on the tables' directory while one run is read, added and written back:
+    workers of one stage (`scripts/comparison.py --worker`) append to the same tables without losing a run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def holds_tables(directory: Path) -> bool:
