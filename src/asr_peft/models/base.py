@@ -8,7 +8,7 @@ Everything outside `models/` works through this interface and never asks which f
   how items become a batch (`collate`) and what a batch costs (`input_seconds`: the padding rule),
 - the training loss of a batch (`loss`),
 - transcripts of a batch (`transcribe`) with the family's decoding methods (`decode_methods`;
-  `validation_decode` is the one validation uses),
+  `validation_decode` is the one validation uses), and both at once for validation (`validate`),
 - whether a language has a token (`has_language`), and writing the (merged) model in the family's
   own published layout (`export`).
 """
@@ -61,6 +61,13 @@ class ModelBundle(ABC):
     def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         """Transcripts of a collated batch (on the model's device), decoded with `method` (one of
         `decode_methods`) and its `options` (`evaluation.beam`); `languages`: each utterance's ISO 639-3 code."""
+
+    def validate(self, batch: Mapping[str, Any], *, method: str, languages: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """A dev batch's loss and transcripts (decoded with `method`), the model in evaluation mode. A family
+        whose decoder reads one encoder output overrides it to run the encoder once for both."""
+        with eval_mode(self.model):
+            loss, _ = self.loss(batch)
+        return loss, self.transcribe(batch, method=method, languages=languages, options={})
 
     @abstractmethod
     def has_language(self, language: str) -> bool:

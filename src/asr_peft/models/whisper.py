@@ -268,17 +268,22 @@ class WhisperBundle(ModelBundle):
         return output.loss, {}
 
     def transcribe(self, batch: Mapping[str, Any], *, method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
+        with eval_mode(self.model):
+            return self._generate({"input_features": batch["input_features"]}, method, languages, options)
+
+    def validate(self, batch: Mapping[str, Any], *, method: str, languages: list[str]) -> tuple[torch.Tensor, list[str]]:
+        # The encoder (30 s of frames whatever the utterance) costs as much as the loss's decoder pass and a
+        # greedy decode together on a CPU: run once, it makes validation a third cheaper, same numbers.
+        with eval_mode(self.model):
+            encoded = self.model.get_encoder()(batch["input_features"])
+            loss = self.model(encoder_outputs=encoded, labels=batch["labels"]).loss
+            return loss, self._generate({"encoder_outputs": encoded}, method, languages, {})
+
+    def _generate(self, inputs: dict[str, Any], method: str, languages: list[str], options: Mapping[str, Any]) -> list[str]:
         beams = int(options.get("beam_size", 5)) if method == "beam" else 1
         codes = [self.whisper_language(language) for language in languages]
         prompt: dict[str, Any] = {"language": codes, "task": TASK} if self.multilingual else {}
-        with eval_mode(self.model):
-            ids = self.model.generate(
-                input_features=batch["input_features"],
-                num_beams=beams,
-                do_sample=False,
-                max_new_tokens=self.max_new_tokens,
-                **prompt,
-            )
+        ids = self.model.generate(**inputs, num_beams=beams, do_sample=False, max_new_tokens=self.max_new_tokens, **prompt)
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def enable_activation_checkpointing(self) -> None:

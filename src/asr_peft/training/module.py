@@ -127,9 +127,9 @@ class SpeechLitModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, _ = self.bundle.loss(batch)
+        loss, hyps = self.bundle.validate(batch, method=self.validation_decode, languages=batch["language"])
         self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["utt_id"]), sync_dist=True)
-        self._val_hyps += self.bundle.transcribe(batch, method=self.validation_decode, languages=batch["language"], options={})
+        self._val_hyps += hyps
         self._val_refs += batch["transcript"]
 
     def on_validation_epoch_end(self) -> None:
