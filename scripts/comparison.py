@@ -33,6 +33,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -102,7 +103,7 @@ def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str,
     command.append(f"hydra.run.dir='{run_dir}'")  # quoted: the name holds '=' and ','
     start = time.monotonic()
     with open(run_dir.parent / f"{name}.log", "a", encoding="utf-8") as log:
-        exit_code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        exit_code = run_child(command, log)
     minutes = (time.monotonic() - start) / 60
     record_path = run_dir / "results.json"
     status = json.loads(record_path.read_text(encoding="utf-8")).get("status") if record_path.is_file() else None
@@ -110,6 +111,27 @@ def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str,
         append_run(results, run_dir, name)
         return "completed", minutes
     return f"failed (exit {exit_code}, log {run_dir.parent / f'{name}.log'})", minutes
+
+
+def run_child(command: list[str], log) -> int:
+    """Run a training command to its end; a driver stopped by SIGTERM or Ctrl-C stops it first (the run
+    writes its `interrupted` record and resumes from its last checkpoint next time) instead of orphaning it."""
+    child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds the driver as Ctrl-C does, through `run_child`'s clean-up."""
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
 
 
 def half_decade(lr: float, direction: int) -> float:
@@ -251,6 +273,7 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="after --: overrides for every run (e.g. trainer=gpu)")
     args = parser.parse_args()
+    stop_on_sigterm()
     try:
         if args.stage == "plan":
             plan(dict(zip(STAGES, args.minutes)))

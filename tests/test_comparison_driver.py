@@ -40,7 +40,7 @@ def test_a_run_the_tables_hold_is_not_trained_again(driver, monkeypatch, tmp_pat
     monkeypatch.setattr(
         driver, "table_runs", lambda directory: {"data=x,seed=0"} if directory == tmp_path / "results" / "s" else set()
     )
-    monkeypatch.setattr(driver.subprocess, "call", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(driver, "run_child", lambda *a, **k: pytest.fail("trained again"))
     assert driver.train("s", {"data": "x", "seed": "0"}, []) == ("done", 0.0)
 
 
@@ -97,7 +97,7 @@ def test_a_run_is_one_train_py_command_with_the_extra_overrides(driver, monkeypa
     is quoted for Hydra (its name holds '=' and ','); a run that fails is reported, not recorded."""
     monkeypatch.setattr(driver, "ROOT", tmp_path)
     commands = []
-    monkeypatch.setattr(driver.subprocess, "call", lambda command, **kwargs: commands.append(command) or 1)
+    monkeypatch.setattr(driver, "run_child", lambda command, log: commands.append(command) or 1)
     status, _ = driver.train("comparison", {"seed": "0", "+point": "lora_r4"}, ["trainer=gpu"])
     run_dir = tmp_path / "outputs" / "comparison" / "seed=0,point=lora_r4"
     assert commands == [
@@ -167,3 +167,37 @@ def test_an_append_waits_for_another_workers_append(tmp_path):
         assert worker.is_alive() and table_runs(tables) == set()
     worker.join(timeout=30)
     assert not worker.is_alive() and table_runs(tables) == {name}
+
+
+def test_a_driver_stopped_by_sigterm_stops_its_run_first(tmp_path):
+    """`kill <driver>` (a session's end, a scheduler): the training process it launched is stopped with it
+    (and so writes its interrupted record), not left running orphaned on the tables' next run."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("d", {str(ROOT / "scripts" / "comparison.py")!r})
+        d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)
+        d.stop_on_sigterm()
+        d.run_child([sys.executable, "-c", {child!r}], None)
+    """)
+    driver_process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    driver_process.send_signal(signal.SIGTERM)
+    assert driver_process.wait(timeout=30) != 0
+    time.sleep(0.5)
+    try:
+        os.kill(child_pid, 0)
+    except ProcessLookupError:
+        return
+    os.kill(child_pid, signal.SIGKILL)
+    pytest.fail("the run outlived its driver")
