@@ -1,6 +1,7 @@
 """The comparison protocol, stage by stage, one run at a time, resumable across sessions and machines.
 
     python scripts/comparison.py plan                      # every stage: runs, runs done, estimated hours
+    python scripts/comparison.py rates                     # the LR searches so far: dev WER by rate, best rate
     python scripts/comparison.py lr_search [--hours 3]     # rates per configuration -> sweeps/tuned_lr.yaml
     python scripts/comparison.py lr_search_scale           # the same for the scale rows' Whisper models
     python scripts/comparison.py comparison [--hours 3]    # the comparison at the tuned rates, 5 seeds
@@ -46,7 +47,13 @@ os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
 
 from asr_peft.errors import AsrPeftError, ConfigError, report_error  # noqa: E402
 from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
-from asr_peft.training.tuned_lr import choose_learning_rates, tuned_lr_path, tuning_key, write_tuned_lr  # noqa: E402
+from asr_peft.training.tuned_lr import (  # noqa: E402
+    choose_learning_rates,
+    search_table,
+    tuned_lr_path,
+    tuning_key,
+    write_tuned_lr,
+)
 
 STAGES = ("lr_search", "lr_search_scale", "comparison", "scale")
 LR = "optimizer.lr"
@@ -252,7 +259,7 @@ def worker_spec(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["plan", *STAGES])
+    parser.add_argument("stage", choices=["plan", "rates", *STAGES])
     parser.add_argument("--hours", type=float, default=None, help="launch no new run after this many hours")
     parser.add_argument("--extend", type=int, default=3, help="LR search: half decades beyond an edge, at most")
     parser.add_argument(
@@ -277,6 +284,12 @@ def main() -> None:
     try:
         if args.stage == "plan":
             plan(dict(zip(STAGES, args.minutes)))
+            return
+        if args.stage == "rates":
+            for stage in ("lr_search", "lr_search_scale"):
+                chosen = choose_learning_rates(read_records(stage).values())
+                print(f"## {stage}: {len(read_records(stage))} runs in results/{stage}\n")
+                print(search_table(chosen) if chosen else "(none yet)\n")
             return
         failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend, args.worker)
     except AsrPeftError as err:

@@ -115,6 +115,24 @@ def _edge(lr: float, tried: list[float]) -> str | None:
     return "lowest" if lr == rates[0] else "highest" if lr == rates[-1] else None
 
 
+def search_table(chosen: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> str:
+    """A Markdown table of an LR search as it stands: per configuration, each rate's mean dev WER over
+    its seeds (per seed in brackets), the best rate and whether it sits at an edge of the rates tried."""
+    lines = [
+        "| model · data | configuration | dev WER by rate: mean [per seed] | best | at an edge |",
+        "|---|---|---|---:|---|",
+    ]
+    for model, datasets in chosen.items():
+        for data, configurations in datasets.items():
+            for configuration, entry in configurations.items():
+                trials = "; ".join(
+                    f"{rate:g}: {100 * mean:.1f}% [{', '.join(f'{100 * v:.1f}' for v in seeds)}]"
+                    for rate, mean, seeds in entry["trials"]
+                )
+                lines.append(f"| {model} · {data} | {configuration} | {trials} | {entry['lr']:g} | {entry['edge'] or 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def read_trial_records(sweep_dirs: Iterable[Path]) -> list[dict[str, Any]]:
     records = []
     for sweep_dir in sweep_dirs:
@@ -168,7 +186,7 @@ def tuned_lr(config: Mapping[str, Any]) -> float:
     if entry is None:
         raise ConfigError(
             f"optimizer.lr: no learning rate tuned for '{configuration}' with model={model} on data={data} in "
-            f"{tuned_lr_path()}; run its LR search first (python scripts/comparison.py lr-search, or "
+            f"{tuned_lr_path()}; run its LR search first (python scripts/comparison.py lr_search, or "
             f"python train.py -m +sweep=lr_search +point=<point> data={data} model={model})"
         )
     return float(entry["lr"])
