@@ -30,11 +30,14 @@ worker) and append to its tables under a lock; the last to finish writes the rat
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import itertools
 import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +64,17 @@ LR = "optimizer.lr"
 
 def grid(stage: str) -> list[dict[str, str]]:
     """The runs of a stage's sweep file, as override dicts in the sweeper's order (outermost first)."""
+    return stage_grid(stage)[0]
+
+
+def models_of(stage: str) -> list[str]:
+    """The model each run of `grid(stage)` trains: its `model` choice, else the sweep file's model."""
+    runs, default = stage_grid(stage)
+    return [overrides.get("model", default) for overrides in runs]
+
+
+@functools.lru_cache(maxsize=None)
+def stage_grid(stage: str) -> tuple[list[dict[str, str]], str]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -80,7 +94,7 @@ def grid(stage: str) -> list[dict[str, str]]:
         override = parser.parse_override(f"{key}={value}")
         values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(value)]
         axes.append([(key, v) for v in values])
-    return [dict(combination) for combination in itertools.product(*axes)]
+    return [dict(combination) for combination in itertools.product(*axes)], str(config.model.name)
 
 
 def run_name(overrides: dict[str, str]) -> str:
@@ -235,19 +249,66 @@ def chosen_entry(chosen: dict, record: dict[str, Any]) -> dict | None:
     )
 
 
-def plan(minutes_per_run: dict[str, float]) -> None:
-    """Runs per stage, how many the committed tables hold, and the hours the rest take at the given minutes
-    per run (the LR search without its edge extensions)."""
+# Minutes per run where the tables hold fewer than MEASURED_AT_LEAST fresh runs of a model: tiny.en's first
+# run took about 7.6 s per update with its validations (one thread beside a second worker) and Whisper runs
+# go on for several hundred updates; base costs about 2.5 times tiny.en (docs/protocol.md, Cost).
+GUESSED_MINUTES = {"owsm_tiny_pretrained": 13.0, "whisper_tiny_en": 80.0, "whisper_base": 200.0}
+MEASURED_AT_LEAST = 3
+
+
+def run_minutes(records) -> dict[str, list[float]]:
+    """Wall minutes of each completed run the records hold that ran in one go (a resumed run's clock
+    includes its pause), by model."""
+    minutes: dict[str, list[float]] = {}
+    for record in records:
+        if record.get("status") != "completed" or record.get("resumed_from") or not record.get("finished_at"):
+            continue
+        elapsed = dt.datetime.fromisoformat(record["finished_at"]) - dt.datetime.fromisoformat(record["started_at"])
+        model = str(((record.get("config") or {}).get("model") or {}).get("name"))
+        minutes.setdefault(model, []).append(elapsed.total_seconds() / 60)
+    return minutes
+
+
+def minutes_per_run(records, guessed: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """Per model: the median measured minutes when enough runs measure it, else the guess; and which."""
+    measured = run_minutes(records)
+    estimate = {model: (minutes, "guessed") for model, minutes in guessed.items()}
+    for model, values in measured.items():
+        if len(values) >= MEASURED_AT_LEAST:
+            estimate[model] = (statistics.median(values), f"median of {len(values)} runs")
+    return estimate
+
+
+def plan(guessed: dict[str, float]) -> None:
+    """Runs per stage and model, how many the committed tables hold, and the hours the rest take on this
+    machine, one run at a time (the LR searches without their edge extensions)."""
+    records = [record for stage in STAGES for record in read_records(stage).values()]
+    estimate = minutes_per_run(records, guessed)
     total = 0.0
     for stage in STAGES:
-        runs = grid(stage)
-        done = len(table_runs(ROOT / "results" / stage) & {run_name(o) for o in runs})
-        hours = (len(runs) - done) * minutes_per_run[stage] / 60
-        total += hours
-        print(
-            f"{stage:<15} {len(runs):>4} runs, {done:>4} done, {len(runs) - done:>4} left x {minutes_per_run[stage]:g} min = {hours:.1f} h"
-        )
-    print(f"{'total':<15} {total:.1f} h on this machine")
+        recorded = table_runs(ROOT / "results" / stage)
+        by_model: dict[str, list[int]] = {}
+        for overrides, model in zip(grid(stage), models_of(stage)):
+            counts = by_model.setdefault(model, [0, 0])
+            counts[0] += 1
+            counts[1] += run_name(overrides) in recorded
+        for model, (runs, done) in by_model.items():
+            minutes, source = estimate.get(model, (float("nan"), "no estimate"))
+            hours = (runs - done) * minutes / 60
+            total += hours
+            print(
+                f"{stage:<15} {model:<21} {runs:>4} runs, {done:>4} done, {runs - done:>4} left x {minutes:5.1f} min "
+                f"({source}) = {hours:6.1f} h"
+            )
+    print(f"{'total':<37} {total:.1f} h of one worker on this machine")
+
+
+def minutes_spec(text: str) -> tuple[str, float]:
+    model, _, minutes = text.partition("=")
+    try:
+        return model, float(minutes)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--minutes {text}: expected MODEL=MINUTES, e.g. whisper_base=200") from None
 
 
 def worker_spec(text: str) -> tuple[int, int]:
@@ -264,11 +325,12 @@ def main() -> None:
     parser.add_argument("--extend", type=int, default=3, help="LR search: half decades beyond an edge, at most")
     parser.add_argument(
         "--minutes",
-        type=float,
-        nargs=4,
-        default=[12.0, 30.0, 12.0, 30.0],
-        metavar=("LR_SEARCH", "LR_SEARCH_SCALE", "COMPARISON", "SCALE"),
-        help="plan: minutes per run of each stage (measured: docs/results.md)",
+        type=minutes_spec,
+        nargs="*",
+        default=[],
+        metavar="MODEL=MINUTES",
+        help="plan: minutes per run of a model where the tables measure fewer than 3 of its runs "
+        f"(default: {', '.join(f'{k}={v:g}' for k, v in GUESSED_MINUTES.items())})",
     )
     parser.add_argument(
         "--worker",
@@ -283,7 +345,7 @@ def main() -> None:
     stop_on_sigterm()
     try:
         if args.stage == "plan":
-            plan(dict(zip(STAGES, args.minutes)))
+            plan({**GUESSED_MINUTES, **dict(args.minutes)})
             return
         if args.stage == "rates":
             for stage in ("lr_search", "lr_search_scale"):

@@ -201,3 +201,24 @@ def test_a_driver_stopped_by_sigterm_stops_its_run_first(tmp_path):
         return
     os.kill(child_pid, signal.SIGKILL)
     pytest.fail("the run outlived its driver")
+
+
+def test_the_plan_prices_a_model_by_its_measured_runs_once_three_ran_in_one_go(driver):
+    """Minutes per run: the median wall time of a model's completed runs that ran in one go (a resumed
+    run's clock includes its pause); the guess until 3 such runs exist."""
+
+    def record(model, minutes, resumed=None, status="completed"):
+        started = "2026-12-07T10:00:00+00:00"
+        finished = f"2026-12-07T{10 + minutes // 60:02d}:{minutes % 60:02d}:00+00:00"
+        return {
+            "status": status,
+            "resumed_from": resumed,
+            "started_at": started,
+            "finished_at": finished,
+            "config": {"model": {"name": model}},
+        }
+
+    records = [record("toy", 10), record("toy", 14), record("toy", 30), record("toy", 500, resumed="last.ckpt")]
+    records += [record("toy", 1, status="failed"), record("whisper", 70), record("whisper", 90)]
+    estimate = driver.minutes_per_run(records, {"toy": 5.0, "whisper": 80.0, "base": 200.0})
+    assert estimate == {"toy": (14.0, "median of 3 runs"), "whisper": (80.0, "guessed"), "base": (200.0, "guessed")}

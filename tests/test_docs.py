@@ -61,8 +61,8 @@ def test_the_site_builds_in_strict_mode_with_every_page(site):
 
 
 def test_the_results_page_is_the_committed_report(site):
-    """Every cell of every table row of results/comparison/report.md is on the results page (included, not copied)."""
-    report = (ROOT / "results" / "comparison" / "report.md").read_text(encoding="utf-8")
+    """Every cell of every table row of results/comparison_v1/report.md is on the results page (included, not copied)."""
+    report = (ROOT / "results" / "comparison_v1" / "report.md").read_text(encoding="utf-8")
     page = html.unescape(re.sub(r"<[^>]+>", "", (site / "results.html").read_text(encoding="utf-8")))
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("|---")]
     assert len(rows) > 60
@@ -76,8 +76,8 @@ def test_a_broken_link_fails_the_build(tmp_path):
     shutil.copytree(ROOT / "docs", docs)
     config = tmp_path / "mkdocs.yml"
     config.write_text((ROOT / "mkdocs.yml").read_text(encoding="utf-8").replace("paths: [src]", f"paths: [{ROOT / 'src'}]"))
-    (tmp_path / "results" / "comparison").mkdir(parents=True)
-    shutil.copy(ROOT / "results" / "comparison" / "report.md", tmp_path / "results" / "comparison" / "report.md")
+    (tmp_path / "results" / "comparison_v1").mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "comparison_v1" / "report.md", tmp_path / "results" / "comparison_v1" / "report.md")
     assert build(tmp_path / "site", config).returncode == 0
     (docs / "usage.md").write_text((docs / "usage.md").read_text(encoding="utf-8") + "\nSee [the missing page](nowhere.md).\n")
     result = build(tmp_path / "site", config)

@@ -228,8 +228,8 @@ def test_the_equivalence_test_against_the_margin(tmp_path, monkeypatch, centre, 
 
 def test_the_margin_is_derived_from_the_seed_spread_of_the_earlier_comparison():
     """Independent truth: the pooled sample variance (equal seed counts: the mean of the variances) of the
-    first-order and Cayley side=smaller SSVD configurations' target WER in results/comparison, from its summary."""
-    frame = to_frame(collect([ROOT / "results" / "comparison"]).runs)
+    first-order and Cayley side=smaller SSVD configurations' target WER in results/comparison_v1, from its summary."""
+    frame = to_frame(collect([ROOT / "results" / "comparison_v1"]).runs)
     target = frame[frame["test_set"] == frame["data"].str.removeprefix("synth_")]
     chosen = target[
         (target["method"] == "ssvd")

@@ -165,12 +165,12 @@ def test_holm_adjusted_p_values_by_hand():
 
 @pytest.mark.slow
 def test_no_verdict_on_the_committed_comparison_depends_on_the_bootstraps_random_seed():
-    """The claims table of results/comparison under four bootstrap seeds: the same verdict in every row."""
+    """The claims table of results/comparison_v1 under four bootstrap seeds: the same verdict in every row."""
     from asr_peft.reporting.aggregate import collect, to_frame
     from asr_peft.reporting.claims import check_claims
     from asr_peft.reporting.convergence import run_convergence
 
-    runs = collect([ROOT / "results" / "comparison"]).runs
+    runs = collect([ROOT / "results" / "comparison_v1"]).runs
     frame = to_frame(runs)
     convergence = run_convergence(runs, frame)
     verdicts = [list(check_claims(frame, convergence, Bootstrap(seed=seed))["verdict"]) for seed in range(4)]

@@ -89,7 +89,7 @@ from asr_peft.reporting.verdicts import (
 
 # ±1.18 WER points: "the same WER" for the strict-vs-approximate claim; see MARGIN_DERIVATION.
 EQUIVALENCE_MARGIN = 0.0118
-MARGIN_SOURCE = "results/comparison"
+MARGIN_SOURCE = "results/comparison_v1"
 MARGIN_DERIVATION = (
     "1.96·√2 × the pooled seed standard deviation (0.43 WER points) of the first-order and Cayley SSVD "
     "configurations (side=smaller, p = 0.1 to 0.8, both target domains, 3 seeds each) of the earlier comparison "
