@@ -187,7 +187,24 @@ def share(runs: list[dict[str, str]], worker: tuple[int, int]) -> list[dict[str,
     return [overrides for overrides in runs if configuration(overrides) in mine]
 
 
+# The stages whose rates a stage reads (optimizer.lr: ${tuned_lr:}): it starts once their tables hold their whole
+# grids, so that no run reads a rate of an unfinished search (or one that sweeps/tuned_lr.yaml kept from v1).
+TUNED_BY = {"comparison": ("lr_search",), "scale": ("lr_search", "lr_search_scale")}
+
+
+def check_rates_tuned(stage: str) -> None:
+    for search in TUNED_BY.get(stage, ()):
+        runs = {run_name(overrides) for overrides in grid(search)}
+        held = len(runs & table_runs(ROOT / "results" / search))
+        if held < len(runs):
+            raise ConfigError(
+                f"{stage}: results/{search} holds {held} of the {len(runs)} runs of its grid; the rates {stage} "
+                f"trains at are chosen once it is complete (python scripts/comparison.py {search})"
+            )
+
+
 def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker: tuple[int, int] = (0, 1)) -> int:
+    check_rates_tuned(stage)
     everything = grid(stage)
     runs = share(everything, worker)
     failures = 0

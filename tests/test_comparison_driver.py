@@ -222,3 +222,20 @@ def test_the_plan_prices_a_model_by_its_measured_runs_once_three_ran_in_one_go(d
     records += [record("toy", 1, status="failed"), record("whisper", 70), record("whisper", 90)]
     estimate = driver.minutes_per_run(records, {"toy": 5.0, "whisper": 80.0, "base": 200.0})
     assert estimate == {"toy": (14.0, "median of 3 runs"), "whisper": (80.0, "guessed"), "base": (200.0, "guessed")}
+
+
+def test_a_stage_at_tuned_rates_waits_for_its_whole_search(driver, monkeypatch):
+    """`comparison` reads its rates from the LR search: it refuses to start (one line, naming the search)
+    until results/lr_search holds every run of that grid."""
+    from asr_peft.errors import ConfigError
+
+    search = [{"+point": "a", "optimizer.lr": lr} for lr in ("0.001", "0.003")]
+    held = {driver.run_name(search[0])}
+    monkeypatch.setattr(driver, "grid", lambda stage: search if stage == "lr_search" else [{"+point": "a", "seed": "0"}])
+    monkeypatch.setattr(driver, "table_runs", lambda directory: set(held))
+    monkeypatch.setattr(driver, "train", lambda *args: pytest.fail("trained before the rates were chosen"))
+    with pytest.raises(ConfigError, match=r"comparison: results/lr_search holds 1 of the 2 runs of its grid"):
+        driver.run_stage("comparison", [], driver.Budget(None), 3)
+    held.add(driver.run_name(search[1]))
+    monkeypatch.setattr(driver, "train", lambda *args: ("done", 0.0))
+    assert driver.run_stage("comparison", [], driver.Budget(None), 3) == 0
