@@ -14,11 +14,13 @@
 4. Memory at OWSM's real input (OWSM-base, a batch of 8 x 30 s, fp32, one step after a warm-up): the
    step's memory of SSVD (W' kept for the backward pass, the default; recomputed; with activation
    checkpointing) and LoRA, with the saved W' counted from the layer calls that form it.
-5. SVD set-up of SSVD p=0.4 for every adapted OWSM-1B layer (owsm_all targets), cold and from the
+5. Validation pass of the shipped toy OWSM model (a dev batch of 13 x 4 s, attention greedy decoding):
+   `validate`, whose decode takes the loss pass's encoding, relative to the loss and the decode run apart.
+6. SVD set-up of SSVD p=0.4 for every adapted OWSM-1B layer (owsm_all targets), cold and from the
    on-disk cache.
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
-The default sections are layer, train, inference and svd; memory is opt-in (minutes and ~9 GB per configuration).
+The default sections are layer, train, inference, validate and svd; memory is opt-in (minutes and ~9 GB per configuration).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ MEMORY_RUNS = {
     "lora r=32 + activation checkpointing": (METHODS["lora r=32"], True),
     "ssvd p=0.4 + activation checkpointing": (METHODS["ssvd p=0.4"], True),
 }
-SECTIONS = ("layer", "train", "inference", "memory", "svd")
-DEFAULT_SECTIONS = ("layer", "train", "inference", "svd")
+SECTIONS = ("layer", "train", "inference", "validate", "memory", "svd")
+DEFAULT_SECTIONS = ("layer", "train", "inference", "validate", "svd")
 
 
 def timed(step, repeats: int = 7) -> float:
@@ -238,6 +240,21 @@ def svd_setup_owsm_1b() -> dict[str, dict[str, float]]:
     return results
 
 
+def validation_owsm_tiny() -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from asr_peft.cli import setup_environment
+    from asr_peft.models import load_model
+    from step import batch, validation_side_by_side
+
+    setup_environment()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=owsm_tiny_pretrained"])
+    bundle = load_model(OmegaConf.to_container(cfg.model, resolve=True))
+    return validation_side_by_side(bundle, batch(bundle, 4.0, 13), ["eng"] * 13, "att_greedy", rounds=5)
+
+
 def main() -> None:
     import argparse
 
@@ -296,6 +313,11 @@ def main() -> None:
         report["inference"] = step_process({"name": "ssvd"}, "infer", repeats=9)
         for name, ratio in report["inference"].items():
             print(f"   ssvd {name:<11} {ratio:5.2f}x")
+    if "validate" in args.sections:
+        print("5. validation pass, shipped toy OWSM (13 x 4 s, att_greedy): validate / (loss + transcribe)")
+        report["validate_owsm_tiny"] = validation_owsm_tiny()
+        v = report["validate_owsm_tiny"]
+        print(f"   {v['ratio_median']:.2f}x [{v['ratio_min']:.2f}, {v['ratio_max']:.2f}]")
     if "memory" in args.sections:
         print("4. memory at OWSM's input (OWSM-base, 8 x 30 s, fp32): the step's own memory")
         report["memory_owsm_input"] = memory_at_owsm_input()
@@ -307,7 +329,7 @@ def main() -> None:
                 f"{values['saved_weight_mb']:10.0f} {values['seconds']:7.1f}"
             )
     if "svd" in args.sections:
-        print("5. SVD set-up, every adapted OWSM-1B layer (owsm_all)")
+        print("6. SVD set-up, every adapted OWSM-1B layer (owsm_all)")
         report["svd_owsm_1b"] = svd_setup_owsm_1b()
         for name, values in report["svd_owsm_1b"].items():
             print(f"   {name:<20} {values['layers']} layers: cold {values['cold_s']:.1f} s, cached {values['cached_s']:.1f} s")

@@ -39,6 +39,28 @@ def model_config(name: str):
         return compose(config_name=name)
 
 
+def validation_side_by_side(bundle, inputs: dict, languages: list[str], method: str, rounds: int = 3) -> dict:
+    """A dev batch through `bundle.validate` against `loss` then `transcribe` run apart, alternately, after
+    a warm-up round: seconds per round and the median ratio of a round (validate / apart)."""
+    from asr_peft.models.base import eval_mode
+
+    def apart():
+        with eval_mode(bundle.model):
+            bundle.loss(inputs)
+        bundle.transcribe(inputs, method=method, languages=languages, options={})
+
+    calls = {"validate": lambda: bundle.validate(inputs, method=method, languages=languages), "loss + transcribe": apart}
+    timings: dict[str, list[float]] = {label: [] for label in calls}
+    for repeat in range(rounds + 1):
+        for label, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if repeat:
+                timings[label].append(time.perf_counter() - started)
+    ratios = [v / a for v, a in zip(timings["validate"], timings["loss + transcribe"])]
+    return {"seconds": timings, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
 def base_model(name: str = "owsm_0.1b", device: str = "cpu"):
     cfg = model_config(name)
     cfg.init, cfg.path, cfg.speech_length = "random", None, None

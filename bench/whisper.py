@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from step import batch  # noqa: E402  (bench/ is not a package)
+from step import batch, validation_side_by_side  # noqa: E402  (bench/ is not a package)
 
 METHODS = {  # the same budgets as make bench's OWSM table, on Whisper's module names (adapt=whisper_all)
     "lora r=8": ["method=lora", "method.r=8", "method.alpha=16"],
@@ -148,36 +148,11 @@ def decoding(bundle, offline_weights: str, count: int) -> dict:
     }
 
 
-def validation(bundle, size: int, rounds: int = 3) -> dict:
+def validation(bundle, size: int) -> dict:
     rng = np.random.default_rng(1)
     texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
     inputs = batch_of_speech(bundle, [render_source(text, rng) for text in texts], texts)
-    languages = ["eng"] * size
-
-    def apart():
-        bundle.loss(inputs)
-        bundle.transcribe(inputs, method="greedy", languages=languages, options={})
-
-    timings: dict[str, list[float]] = {"validate": [], "loss + transcribe": []}
-    with torch.inference_mode():
-        bundle.model.eval()
-        for repeat in range(rounds + 1):  # the first round warms both up
-            for label, call in (
-                ("validate", lambda: bundle.validate(inputs, method="greedy", languages=languages)),
-                ("loss + transcribe", apart),
-            ):
-                started = time.perf_counter()
-                call()
-                if repeat:
-                    timings[label].append(time.perf_counter() - started)
-    ratios = [v / a for v, a in zip(timings["validate"], timings["loss + transcribe"])]
-    return {
-        "batch": size,
-        "seconds": timings,
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-    }
+    return {"batch": size, **validation_side_by_side(bundle, inputs, ["eng"] * size, "greedy")}
 
 
 def render_source(sentence: str, rng: np.random.Generator) -> np.ndarray:

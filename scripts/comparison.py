@@ -5,7 +5,7 @@
     python scripts/comparison.py lr_search [--hours 3]     # rates per configuration -> sweeps/tuned_lr.yaml
     python scripts/comparison.py lr_search_scale           # the same for the scale rows' Whisper models
     python scripts/comparison.py comparison [--hours 3]    # the comparison at the tuned rates, 5 seeds
-    python scripts/comparison.py scale [--hours 3]         # the reduced grid on Whisper tiny.en, base and OWSM
+    python scripts/comparison.py scale [--hours 3]         # the scale rows on Whisper tiny.en and base
     python scripts/comparison.py comparison -- trainer=gpu # extra overrides for every run (a GPU machine)
     OMP_NUM_THREADS=1 python scripts/comparison.py lr_search --worker 0/2 &   # two workers, a core each,
     OMP_NUM_THREADS=1 python scripts/comparison.py lr_search --worker 1/2 &   # on the same tables
@@ -189,7 +189,7 @@ def share(runs: list[dict[str, str]], worker: tuple[int, int]) -> list[dict[str,
 
 # The stages whose rates a stage reads (optimizer.lr: ${tuned_lr:}): it starts once their tables hold their whole
 # grids, so that no run reads a rate of an unfinished search (or one that sweeps/tuned_lr.yaml kept from v1).
-TUNED_BY = {"comparison": ("lr_search",), "scale": ("lr_search", "lr_search_scale")}
+TUNED_BY = {"comparison": ("lr_search",), "scale": ("lr_search_scale",)}
 
 
 def check_rates_tuned(stage: str) -> None:

@@ -26,8 +26,8 @@ def test_a_stage_is_its_sweep_files_grid(driver):
     assert len(runs) == 2 * 23 * 2 * 4  # domains x configurations x seeds x rates
     assert runs[0] == {"data": "synth_child", "+point": "ssvd_p0.4", "seed": "0", "optimizer.lr": "0.0003"}
     assert driver.run_name(runs[0]) == "data=synth_child,point=ssvd_p0.4,seed=0,optimizer.lr=0.0003"
-    assert len(driver.grid("comparison")) == 5 * 2 * 23 and len(driver.grid("scale")) == 5 * 3 * 9
-    assert len(driver.grid("lr_search_scale")) == 2 * 9 * 2 * 4
+    assert len(driver.grid("comparison")) == 5 * 2 * 23 and len(driver.grid("scale")) == 5 * 2 * 6
+    assert len(driver.grid("lr_search_scale")) == 2 * 6 * 2 * 3
 
 
 @pytest.mark.parametrize("lr, direction, expected", [(1e-2, 1, 3e-2), (3e-2, 1, 0.1), (3e-4, -1, 1e-4), (1e-4, -1, 3e-5)])

@@ -271,3 +271,32 @@ def test_validation_decodes_with_evaluation_validation_decode(tiny_bundle, monke
     validating = module("beam")
     validating.validation_step({"utt_id": ["u"], "language": ["eng"], "transcript": ["hi"]}, 0)
     assert methods == ["beam"]
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_validation_encodes_once_with_the_numbers_of_loss_and_transcribe(shipped, spoken_batch, autocast):
+    """OWSM's `validate`: the attention decode takes the loss pass's encoding; the dev loss and transcripts
+    equal `loss` and `transcribe` run apart, in fp32 and under CPU bf16 autocast, and `encode` is the
+    class's own again after."""
+    from asr_peft.data.dataset import ITEM_INFO, Collate
+
+    speech, lengths, languages, sentences = spoken_batch
+    preprocess = shipped.preprocessor(default_language="eng", train=False)
+    items = [
+        {"utt_id": str(i), "transcript": t, "language": lang, **preprocess(str(i), s[:n].numpy(), t, lang)}
+        for i, (s, n, t, lang) in enumerate(zip(speech, lengths, sentences, languages))
+    ]
+    batch = {k: v for k, v in Collate(shipped.collate)(items).items() if k not in ITEM_INFO}
+    calls = []
+    hook = shipped.model.encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss, hyps = shipped.validate(batch, method="att_greedy", languages=languages)
+            assert len(calls) == 1 and "encode" not in vars(shipped.model)
+            with torch.inference_mode():
+                shipped.model.eval()
+                apart = shipped.loss(batch)[0]
+            expected = shipped.transcribe(batch, method="att_greedy", languages=languages, options={})
+    finally:
+        hook.remove()
+    assert torch.equal(loss, apart) and hyps == expected
