@@ -367,7 +367,8 @@ def main() -> None:
         if args.stage == "rates":
             for stage in ("lr_search", "lr_search_scale"):
                 chosen = choose_learning_rates(read_records(stage).values())
-                print(f"## {stage}: {len(read_records(stage))} runs in results/{stage}\n")
+                held = len(read_records(stage))
+                print(f"## {stage}: {held} run{'' if held == 1 else 's'} in results/{stage}\n")
                 print(search_table(chosen) if chosen else "(none yet)\n")
             return
         failures = run_stage(args.stage, args.extra, Budget(args.hours), args.extend, args.worker)

@@ -124,4 +124,4 @@ def test_the_search_table_shows_each_rates_mean_and_seeds_and_the_edge():
     records = [trial(lr, [wer], 0.5, seed=seed) for lr, seed, wer in ((1e-3, 0, 0.30), (1e-3, 1, 0.34), (3e-3, 0, 0.40))]
     table = search_table(choose_learning_rates(records)).splitlines()
     assert len(table) == 3
-    assert table[2].endswith("| 0.001: 32.0% [30.0, 34.0]; 0.003: 40.0% [40.0] | 0.001 | lowest |")
+    assert table[2].endswith("| 3 | 0.001: 32.0% [30.0, 34.0]; 0.003: 40.0% [40.0] | 0.001 | lowest |")

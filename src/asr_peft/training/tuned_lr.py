@@ -117,10 +117,10 @@ def _edge(lr: float, tried: list[float]) -> str | None:
 
 def search_table(chosen: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> str:
     """A Markdown table of an LR search as it stands: per configuration, each rate's mean dev WER over
-    its seeds (per seed in brackets), the best rate and whether it sits at an edge of the rates tried."""
+    its seeds (per seed in brackets), its trials, the best rate and whether it sits at an edge of those tried."""
     lines = [
-        "| model · data | configuration | dev WER by rate: mean [per seed] | best | at an edge |",
-        "|---|---|---|---:|---|",
+        "| model · data | configuration | runs | dev WER by rate: mean [per seed] | best so far | at an edge |",
+        "|---|---|---:|---|---:|---|",
     ]
     for model, datasets in chosen.items():
         for data, configurations in datasets.items():
@@ -129,7 +129,10 @@ def search_table(chosen: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any
                     f"{rate:g}: {100 * mean:.1f}% [{', '.join(f'{100 * v:.1f}' for v in seeds)}]"
                     for rate, mean, seeds in entry["trials"]
                 )
-                lines.append(f"| {model} · {data} | {configuration} | {trials} | {entry['lr']:g} | {entry['edge'] or 'no'} |")
+                runs = sum(len(seeds) for _, _, seeds in entry["trials"])
+                lines.append(
+                    f"| {model} · {data} | {configuration} | {runs} | {trials} | {entry['lr']:g} | {entry['edge'] or 'no'} |"
+                )
     return "\n".join(lines) + "\n"
 
 
