@@ -64,7 +64,7 @@ LR = "optimizer.lr"
 
 def grid(stage: str) -> list[dict[str, str]]:
     """The runs of a stage's sweep file, as override dicts in the sweeper's order (outermost first)."""
-    return stage_grid(stage)[0]
+    return [dict(overrides) for overrides in stage_grid(stage)[0]]  # copies: the composed grid is cached
 
 
 def models_of(stage: str) -> list[str]:
