@@ -18,9 +18,12 @@
    `validate`, whose decode takes the loss pass's encoding, relative to the loss and the decode run apart.
 6. SVD set-up of SSVD p=0.4 for every adapted OWSM-1B layer (owsm_all targets), cold and from the
    on-disk cache.
+7. Memory layout of the 2-D convolutions: a LoRA r=4 training step of the shipped toy OWSM model (12 x 5 s)
+   with its Conv2d weights channels-last, as `models/owsm.py` builds every OWSM model, relative to the
+   same model in PyTorch's default layout, side by side (median of per-round ratios).
 
 Ratios are what count: absolute times on a shared machine are noise. Results: outputs/bench/<time>.json.
-The default sections are layer, train, inference, validate and svd; memory is opt-in (minutes and ~9 GB per configuration).
+The default sections are layer, train, inference, validate, layout and svd; memory is opt-in (minutes and ~9 GB per configuration).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_ROUNDS = 5  # each method timed once per round; ratios are taken within a round
 BF16_ROUNDS = 3
+LAYOUT_ROUNDS = 9
 METHODS = {
     "lora r=32": {"name": "lora", "r": 32, "alpha": 64, "embedding_targets": ["decoder.embed.0"]},
     "ssvd p=0.4": {"name": "ssvd"},
@@ -61,8 +65,8 @@ MEMORY_RUNS = {
     "lora r=32 + activation checkpointing": (METHODS["lora r=32"], True),
     "ssvd p=0.4 + activation checkpointing": (METHODS["ssvd p=0.4"], True),
 }
-SECTIONS = ("layer", "train", "inference", "validate", "memory", "svd")
-DEFAULT_SECTIONS = ("layer", "train", "inference", "validate", "svd")
+SECTIONS = ("layer", "train", "inference", "validate", "layout", "memory", "svd")
+DEFAULT_SECTIONS = ("layer", "train", "inference", "validate", "layout", "svd")
 
 
 def timed(step, repeats: int = 7) -> float:
@@ -156,6 +160,15 @@ def training_side_by_side(
         models[name] = model.train()
         optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
+    return steps_side_by_side(models, optimizers, inputs, rounds, autocast=autocast)
+
+
+def steps_side_by_side(
+    models: dict[str, nn.Module], optimizers: dict, inputs: dict, rounds: int, *, autocast: bool = False
+) -> dict[str, list[float]]:
+    """Seconds of one optimizer step of each model on the same batch, per round, after a warm-up step each;
+    each round takes the models in an order rotated by the round, so each meets the machine at another time."""
+
     def step(name: str) -> float:
         start = time.perf_counter()
         optimizers[name].zero_grad(set_to_none=True)
@@ -169,7 +182,7 @@ def training_side_by_side(
         step(name)
     names, seconds = list(models), {name: [] for name in models}
     for round_ in range(rounds):
-        shift = round_ * len(names) // rounds  # each method meets the machine at a different time
+        shift = round_ * len(names) // rounds
         for name in names[shift:] + names[:shift]:
             seconds[name].append(step(name))
     return seconds
@@ -240,19 +253,48 @@ def svd_setup_owsm_1b() -> dict[str, dict[str, float]]:
     return results
 
 
-def validation_owsm_tiny() -> dict:
+def owsm_tiny():
+    """The shipped toy OWSM model, composed and loaded as train.py does."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from asr_peft.cli import setup_environment
     from asr_peft.models import load_model
-    from step import batch, validation_side_by_side
 
     setup_environment()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["model=owsm_tiny_pretrained"])
-    bundle = load_model(OmegaConf.to_container(cfg.model, resolve=True))
+    return load_model(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def validation_owsm_tiny() -> dict:
+    from step import batch, validation_side_by_side
+
+    bundle = owsm_tiny()
     return validation_side_by_side(bundle, batch(bundle, 4.0, 13), ["eng"] * 13, "att_greedy", rounds=5)
+
+
+def layout_owsm_tiny(rounds: int = LAYOUT_ROUNDS) -> dict[str, dict]:
+    """Section 7: a LoRA r=4 training step of the toy OWSM model (12 x 5 s) with its Conv2d weights
+    channels-last, as models/owsm.py builds them, and in PyTorch's default layout, side by side."""
+    from omegaconf import OmegaConf
+    from step import batch
+
+    from asr_peft.adapters import apply_method
+
+    bundle = owsm_tiny()
+    inputs = batch(bundle, 5.0, 12)
+    targets = list(OmegaConf.load(ROOT / "configs" / "adapt" / "owsm_all.yaml").targets)
+    models, optimizers = {}, {}
+    for name, memory_format in (("channels-last", torch.channels_last), ("default layout", torch.contiguous_format)):
+        model = copy.deepcopy(bundle.model)
+        apply_method(model, {"name": "lora", "r": 4, "alpha": 8}, {"targets": targets})
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.to(memory_format=memory_format)
+        models[name] = model.train()
+        optimizers[name] = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    return ratios_to(steps_side_by_side(models, optimizers, inputs, rounds), "default layout")
 
 
 def main() -> None:
@@ -274,9 +316,10 @@ def main() -> None:
         default=None,
         help="time the training step under bf16 autocast too (default: when the CPU has native bf16)",
     )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the comparison's sweep workers use 1)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    report: dict = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__}
+    torch.set_num_threads(args.threads)
+    report: dict = {"when": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__, "threads": args.threads}
     if "layer" in args.sections:
         print("1. layer level (d=384, k=153, T=1000): training step relative to a frozen layer")
         report["layer_vs_frozen"] = layer_level()
@@ -318,6 +361,11 @@ def main() -> None:
         report["validate_owsm_tiny"] = validation_owsm_tiny()
         v = report["validate_owsm_tiny"]
         print(f"   {v['ratio_median']:.2f}x [{v['ratio_min']:.2f}, {v['ratio_max']:.2f}]")
+    if "layout" in args.sections:
+        print("7. training step, shipped toy OWSM (LoRA r=4, 12 x 5 s): Conv2d weights channels-last / default layout")
+        report["layout_owsm_tiny"] = layout_owsm_tiny()
+        v = report["layout_owsm_tiny"]["channels-last"]
+        print(f"   {v['ratio']:.2f}x [{v['low']:.2f}, {v['high']:.2f}] over {LAYOUT_ROUNDS} rounds")
     if "memory" in args.sections:
         print("4. memory at OWSM's input (OWSM-base, 8 x 30 s, fp32): the step's own memory")
         report["memory_owsm_input"] = memory_at_owsm_input()

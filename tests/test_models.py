@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 
 import pytest
 import torch
@@ -56,6 +57,38 @@ def test_exported_directory_round_trip_reproduces_outputs(tiny_bundle, tmp_path)
         expected, _ = tiny_bundle.model.encode(speech, lengths)
         actual, _ = loaded.model.encode(speech, lengths)
     assert torch.equal(expected, actual)
+
+
+def conv2d_layers(model):
+    return [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+
+
+def relative_error(actual, expected):
+    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def test_convolutions_are_channels_last_and_compute_what_the_default_layout_computes(tiny_bundle, tmp_path):
+    """Every OWSM model stores its Conv2d weights channels-last, for speed (bench/run.py --sections layout):
+    the encoder computes what ESPnet's default layout computes, to float rounding, in fp32 and under CPU bf16
+    autocast, and an export writes the default layout, as ESPnet writes it."""
+    from asr_peft.models.export import WEIGHTS, export_espnet_dir
+
+    convolutions = conv2d_layers(tiny_bundle.model)
+    assert convolutions and all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convolutions)
+    assert not all(conv.weight.is_contiguous() for conv in convolutions)  # (a 1-channel input's conv is both)
+    default = copy.deepcopy(tiny_bundle.model).eval()
+    for conv in conv2d_layers(default):
+        conv.to(memory_format=torch.contiguous_format)
+    speech, lengths = torch.randn(2, 24000), torch.tensor([24000, 16000])
+    tiny_bundle.model.eval()
+    for autocast, tolerance in ((False, 1e-5), (True, 2e-2)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            expected, _ = default.encode(speech, lengths)
+            actual, _ = tiny_bundle.model.encode(speech, lengths)
+        assert relative_error(actual, expected) < tolerance, f"bf16 autocast={autocast}"
+    export_espnet_dir(tiny_bundle, tmp_path / "model")
+    state = torch.load(tmp_path / "model" / WEIGHTS, weights_only=True)
+    assert all(tensor.is_contiguous() for tensor in state.values())
 
 
 def test_exported_directory_errors_name_the_problem(tiny_bundle, tmp_path):

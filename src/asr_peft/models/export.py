@@ -95,7 +95,11 @@ def export_espnet_dir(
         (out_dir / STATS).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(stats_file, out_dir / STATS)
         config["normalize_conf"]["stats_file"] = str(STATS)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().clone() for k, v in model.state_dict().items()}
+    # In PyTorch's default layout, as ESPnet writes it (the model's convolutions are channels-last: owsm.py).
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
     torch.save(state, out_dir / WEIGHTS)
     (out_dir / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     meta = {
