@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from asr_peft.cli import overrides_name
 from asr_peft.errors import ConfigError
-from asr_peft.training.results import claim_run_dir, read_results, write_results
+from asr_peft.training.results import claim_run_dir, git_commit, read_results, write_results
 
 CONFIG = OmegaConf.create(
     {
@@ -194,3 +194,26 @@ def test_a_value_written_differently_that_resolves_the_same_is_the_same_configur
     other = OmegaConf.merge(plain, {"optimizer": {"lr": "${tuned.other}"}})
     with pytest.raises(ConfigError, match=r"\(optimizer.lr=0.001 there, \$\{tuned.other\} here\)"):
         claim_run_dir(tmp_path, other)
+
+
+def test_a_commit_is_dirty_for_code_changes_not_for_records_or_prose(tmp_path):
+    """A sweep's driver appends finished runs to results/ while the next run trains: that run's code is the commit's."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("src/train.py", "results/lr_search/runs.parquet", "docs/protocol.md", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    head = git_commit(tmp_path)
+    assert head and not head.endswith("-dirty")
+    for path in ("results/lr_search/runs.parquet", "docs/protocol.md", "README.md"):
+        (tmp_path / path).write_text("2")
+    (tmp_path / "untracked.py").write_text("2")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "src/train.py").write_text("2")
+    assert git_commit(tmp_path) == f"{head}-dirty"

@@ -58,14 +58,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# What a run's outcome cannot depend on: the committed records (a sweep's driver appends each finished run to
+# results/ while the next trains) and the prose. Changes there leave a run's commit clean.
+NOT_CODE = ("results", "docs", "*.md")
+
+
 def git_commit(directory: Path) -> str | None:
-    """HEAD of the repository holding the code, with `-dirty` when there are uncommitted changes."""
+    """HEAD of the repository holding the code, with `-dirty` when tracked files other than NOT_CODE have
+    uncommitted changes."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){path}" for path in NOT_CODE)],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
