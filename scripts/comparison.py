@@ -22,9 +22,13 @@ do not show them.
 
 The LR search trains each configuration's grid (seeds x rates), then, while the rate with the lowest mean
 dev WER is the lowest or highest one tried, the next half-decade rate beyond it (both seeds), at most
-`--extend` times; then, once the tables hold every run of the grid, it writes `sweeps/tuned_lr.yaml`
-(`asr_peft.training.tuned_lr`). Workers split a stage by configuration (all seeds and rates of one go to one
-worker) and append to its tables under a lock; the last to finish writes the rates.
+`--extend` times; then it writes `sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`) for every model and
+data set whose search is final: the tables hold every run of its grid, and every configuration's best rate
+sits inside the rates tried or 3 half decades past the grid. Workers split a stage by configuration (all
+seeds and rates of one go to one worker) and append to its tables under a lock; each writes the rates that
+are final when it ends. A stage at tuned rates (`comparison`, `scale`) trains the runs of each model and data
+set whose rates are final and written, and leaves the others waiting, saying why: the toy comparison on the
+child domain can start before the dialect search ends, tiny.en's scale rows before base's search.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from asr_peft.errors import AsrPeftError, ConfigError, report_error  # noqa: E40
 from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
 from asr_peft.training.tuned_lr import (  # noqa: E402
     choose_learning_rates,
+    read_tuned_lr,
     search_table,
     tuned_lr_path,
     tuning_key,
@@ -60,6 +65,7 @@ from asr_peft.training.tuned_lr import (  # noqa: E402
 
 STAGES = ("lr_search", "lr_search_scale", "comparison", "scale")
 LR = "optimizer.lr"
+EXTEND = 3  # --extend's default: the half decades an LR search goes past its grid's edge, at most
 
 
 def grid(stage: str) -> list[dict[str, str]]:
@@ -67,14 +73,24 @@ def grid(stage: str) -> list[dict[str, str]]:
     return [dict(overrides) for overrides in stage_grid(stage)[0]]  # copies: the composed grid is cached
 
 
+def slices(stage: str) -> list[tuple[str, str]]:
+    """The model and data set each run of `grid(stage)` trains (its choices, else the sweep file's): the
+    scope of a tuned rate."""
+    model, data = stage_defaults(stage)
+    return [(overrides.get("model", model), overrides.get("data", data)) for overrides in grid(stage)]
+
+
 def models_of(stage: str) -> list[str]:
-    """The model each run of `grid(stage)` trains: its `model` choice, else the sweep file's model."""
-    runs, default = stage_grid(stage)
-    return [overrides.get("model", default) for overrides in runs]
+    return [model for model, _ in slices(stage)]
+
+
+def stage_defaults(stage: str) -> tuple[str, str]:
+    """The model and data set the sweep file composes to where its grid does not choose them."""
+    return stage_grid(stage)[1:]
 
 
 @functools.lru_cache(maxsize=None)
-def stage_grid(stage: str) -> tuple[list[dict[str, str]], str]:
+def stage_grid(stage: str) -> tuple[list[dict[str, str]], str, str]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -94,7 +110,7 @@ def stage_grid(stage: str) -> tuple[list[dict[str, str]], str]:
         override = parser.parse_override(f"{key}={value}")
         values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(value)]
         axes.append([(key, v) for v in values])
-    return [dict(combination) for combination in itertools.product(*axes)], str(config.model.name)
+    return [dict(combination) for combination in itertools.product(*axes)], str(config.model.name), str(config.data.name)
 
 
 def run_name(overrides: dict[str, str]) -> str:
@@ -187,26 +203,79 @@ def share(runs: list[dict[str, str]], worker: tuple[int, int]) -> list[dict[str,
     return [overrides for overrides in runs if configuration(overrides) in mine]
 
 
-# The stages whose rates a stage reads (optimizer.lr: ${tuned_lr:}): it starts once their tables hold their whole
-# grids, so that no run reads a rate of an unfinished search (or one that sweeps/tuned_lr.yaml kept from v1).
-TUNED_BY = {"comparison": ("lr_search",), "scale": ("lr_search_scale",)}
+# The search whose rates a stage reads (optimizer.lr: ${tuned_lr:}): a model and data set of the stage trains once
+# that search's rates for them are final and written, so that no run reads a rate of an unfinished search (or
+# one that sweeps/tuned_lr.yaml kept from v1).
+TUNED_BY = {"comparison": "lr_search", "scale": "lr_search_scale"}
 
 
-def check_rates_tuned(stage: str) -> None:
-    for search in TUNED_BY.get(stage, ()):
-        runs = {run_name(overrides) for overrides in grid(search)}
-        held = len(runs & table_runs(ROOT / "results" / search))
-        if held < len(runs):
-            raise ConfigError(
-                f"{stage}: results/{search} holds {held} of the {len(runs)} runs of its grid; the rates {stage} "
-                f"trains at are chosen once it is complete (python scripts/comparison.py {search})"
+def search_state(search: str, extend: int = EXTEND) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], str]]:
+    """An LR search's final rates and what the rest wait for, per (model, data set): final once its tables hold
+    every run of its grid for them and each configuration's best rate is inside the rates tried or `extend`
+    half decades past the grid."""
+    runs, held = grid(search), table_runs(ROOT / "results" / search)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for overrides, scope in zip(runs, slices(search)):
+        counts.setdefault(scope, [0, 0])
+        counts[scope][0] += 1
+        counts[scope][1] += run_name(overrides) in held
+    rates = [float(overrides[LR]) for overrides in runs if LR in overrides]
+    chosen = choose_learning_rates(read_records(search).values())
+    final, waiting = {}, {}
+    for (model, data), (total, done) in counts.items():
+        where = f"model={model} data={data}"
+        if done < total:
+            waiting[model, data] = f"results/{search} holds {done} of the {total} runs of its grid for {where}"
+            continue
+        entries = (chosen.get(model) or {}).get(data) or {}
+        open_edges = [
+            f"{configuration} (best at the {entry['edge']} rate)"
+            for configuration, entry in entries.items()
+            if entry["edge"] and not past_the_grid(entry, rates, extend)
+        ]
+        if open_edges:
+            waiting[model, data] = f"{search} goes on past an edge for {where}: {', '.join(open_edges)}"
+        else:
+            final[model, data] = entries
+    return final, waiting
+
+
+def past_the_grid(entry: dict, grid_rates: list[float], extend: int) -> bool:
+    """Whether a configuration's rates went `extend` half decades past the grid on the side its best sits."""
+    tried = [trial[0] for trial in entry["trials"]]
+    beyond = [r for r in tried if r < min(grid_rates)] if entry["edge"] == "lowest" else [r for r in tried if r > max(grid_rates)]
+    return len(beyond) >= extend
+
+
+def waiting_for_rates(stage: str) -> dict[tuple[str, str], str]:
+    """The (model, data set) pairs of a stage whose rates are not final and written yet, and why."""
+    search = TUNED_BY.get(stage)
+    if search is None:
+        return {}
+    final, waiting = search_state(search)
+    path = tuned_lr_path()
+    written = read_tuned_lr(path) if path.is_file() else {}
+    for (model, data), entries in final.items():
+        held = (written.get(model) or {}).get(data) or {}
+        if any((held.get(configuration) or {}).get("lr") != entry["lr"] for configuration, entry in entries.items()):
+            waiting[model, data] = (
+                f"{path.name} does not hold the rates results/{search} chose for model={model} data={data} "
+                f"(python scripts/comparison.py {search} writes them)"
             )
+    return {scope: why for scope, why in waiting.items() if scope in set(slices(stage))}
 
 
 def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker: tuple[int, int] = (0, 1)) -> int:
-    check_rates_tuned(stage)
     everything = grid(stage)
     runs = share(everything, worker)
+    waiting = waiting_for_rates(stage)
+    if waiting:
+        scope = dict(zip(map(run_name, everything), slices(stage)))
+        runs = [overrides for overrides in runs if scope[run_name(overrides)] not in waiting]
+        if not runs:
+            raise ConfigError(f"{stage}: every run waits for its rates: {'; '.join(waiting.values())}")
+        for why in waiting.values():
+            print(f"{stage}: waiting: {why}", flush=True)
     failures = 0
     for i, overrides in enumerate(runs, 1):
         if budget.spent():
@@ -218,12 +287,15 @@ def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker:
             print(f"[{i}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
     if stage.startswith("lr_search"):
         failures += extend_edges(stage, runs, extra, budget, extend)
-        missing = [o for o in everything if run_name(o) not in table_runs(ROOT / "results" / stage)]
-        if missing:  # another worker's, a failed run's, or left by --hours: the choice waits for the whole grid
-            print(f"{tuned_lr_path()} not written: {len(missing)} runs of the grid are not in results/{stage}")
-        elif not budget.spent():
-            write_tuned_lr(choose_learning_rates(read_records(stage).values()), tuned_lr_path())
-            print(f"written: {tuned_lr_path()}")
+        final, waiting = search_state(stage, extend)
+        if final:
+            chosen: dict[str, dict[str, dict]] = {}
+            for (model, data), entries in final.items():
+                chosen.setdefault(model, {})[data] = entries
+            write_tuned_lr(chosen, tuned_lr_path())
+            print(f"written: {tuned_lr_path()} for " + ", ".join(f"model={m} data={d}" for m, d in final), flush=True)
+        for why in waiting.values():  # another worker's runs, a failed run's, or left by --hours
+            print(f"not written: {why}", flush=True)
     return failures
 
 

@@ -131,24 +131,6 @@ def test_a_bad_worker_is_refused(driver, text):
         driver.worker_spec(text)
 
 
-def test_the_rates_are_written_only_once_the_tables_hold_the_whole_grid(driver, monkeypatch, tmp_path):
-    """A worker that finishes its share first leaves sweeps/tuned_lr.yaml alone: the other's
-    configurations are not chosen yet. The worker that completes the grid writes it."""
-    runs = [{"+point": p, "seed": "0", "optimizer.lr": lr} for p in ("a", "b") for lr in ("0.001", "0.003")]
-    recorded: set[str] = set()
-    written = []
-    monkeypatch.setattr(driver, "grid", lambda stage: runs)
-    monkeypatch.setattr(driver, "table_runs", lambda directory: set(recorded))
-    monkeypatch.setattr(driver, "train", lambda stage, o, extra: recorded.add(driver.run_name(o)) or ("completed", 0.0))
-    monkeypatch.setattr(driver, "extend_edges", lambda *args: 0)
-    monkeypatch.setattr(driver, "read_records", lambda stage: {})
-    monkeypatch.setattr(driver, "write_tuned_lr", lambda chosen, path: written.append(path))
-    driver.run_stage("lr_search", [], driver.Budget(None), 3, (0, 2))
-    assert len(recorded) == 2 and written == []
-    driver.run_stage("lr_search", [], driver.Budget(None), 3, (1, 2))
-    assert len(recorded) == 4 and len(written) == 1
-
-
 def test_an_append_waits_for_another_workers_append(tmp_path):
     """Two workers append to one stage's tables: a read-add-write waits while another holds the tables'
     lock, then keeps the other's run (without the lock, the later write would drop it)."""
@@ -224,18 +206,113 @@ def test_the_plan_prices_a_model_by_its_measured_runs_once_three_ran_in_one_go(d
     assert estimate == {"toy": (14.0, "median of 3 runs"), "whisper": (80.0, "guessed"), "base": (200.0, "guessed")}
 
 
-def test_a_stage_at_tuned_rates_waits_for_its_whole_search(driver, monkeypatch):
-    """`comparison` reads its rates from the LR search: it refuses to start (one line, naming the search)
-    until results/lr_search holds every run of that grid."""
+CHILD, DIALECT, TOY = "synth_child", "synth_dialect", "owsm_tiny_pretrained"
+
+
+class Tables:
+    """Fake committed tables for an LR search and the comparison at its rates: `train` skips what they hold,
+    fails the runs of data sets in `failing`, records a search trial whose dev WER is `wer[data][lr]`, and
+    lists the comparison runs it trains."""
+
+    def __init__(self, driver, monkeypatch, tmp_path, wer):
+        self.driver, self.wer, self.failing, self.trained = driver, wer, set(), []
+        self.held: dict[str, dict] = {"lr_search": {}, "comparison": {}}
+        grids = {
+            "lr_search": [
+                {"data": d, "+point": "lora_r4", "seed": "0", "optimizer.lr": lr}
+                for d in (CHILD, DIALECT)
+                for lr in ("0.001", "0.003", "0.01")
+            ],
+            "comparison": [{"seed": "0", "data": d, "+point": "lora_r4"} for d in (CHILD, DIALECT)],
+        }
+        monkeypatch.setattr(driver, "grid", lambda stage: [dict(o) for o in grids[stage]])
+        monkeypatch.setattr(driver, "stage_defaults", lambda stage: (TOY, CHILD))
+        monkeypatch.setattr(driver, "table_runs", lambda directory: set(self.held.get(directory.name, {})))
+        monkeypatch.setattr(driver, "read_records", lambda stage: dict(self.held[stage]))
+        monkeypatch.setattr(driver, "tuned_lr_path", lambda: tmp_path / "tuned_lr.yaml")
+        monkeypatch.setattr(driver, "train", self.train)
+
+    def train(self, stage, overrides, extra):
+        name = self.driver.run_name(overrides)
+        if name in self.held[stage]:
+            return "done", 0.0
+        if overrides["data"] in self.failing:
+            return "failed (exit 1)", 0.0
+        if stage == "comparison":
+            self.trained.append(name)
+            self.held[stage][name] = {}
+        else:
+            lr = float(overrides["optimizer.lr"])
+            self.held[stage][name] = trial(lr, [self.wer[overrides["data"]][lr]], 0.5, data=overrides["data"])
+        return "completed", 0.0
+
+    def written(self):
+        path = self.driver.tuned_lr_path()
+        chosen = self.driver.read_tuned_lr(path).get(TOY, {}) if path.is_file() else {}
+        return {data: entries["lora r=4 alpha=8"]["lr"] for data, entries in chosen.items()}
+
+
+def test_the_rates_of_each_data_set_are_written_once_its_search_is_final_and_its_runs_start_then(
+    driver, monkeypatch, tmp_path, capsys
+):
+    """The child search completes (its best rate at the grid's low edge, so 3e-4 is tried and loses) while the
+    dialect runs fail: the child rate is written and the comparison trains child runs, the dialect runs wait;
+    once the dialect search completes (best 3e-3, inside its grid) they run too."""
+    wer = {CHILD: {3e-4: 0.35, 1e-3: 0.3, 3e-3: 0.4, 1e-2: 0.5}, DIALECT: {1e-3: 0.5, 3e-3: 0.4, 1e-2: 0.45}}
+    tables = Tables(driver, monkeypatch, tmp_path, wer)
+    tables.failing = {DIALECT}
+    assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 3
+    assert tables.written() == {CHILD: 0.001}
+    assert (
+        "not written: results/lr_search holds 0 of the 3 runs of its grid for model=owsm_tiny_pretrained data=synth_dialect"
+        in (capsys.readouterr().out)
+    )
+    assert driver.run_stage("comparison", [], driver.Budget(None), 3) == 0
+    assert tables.trained == ["seed=0,data=synth_child,point=lora_r4"]
+    assert "comparison: waiting: results/lr_search holds 0 of the 3 runs" in capsys.readouterr().out
+    tables.failing = set()
+    assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 0
+    assert tables.written() == {CHILD: 0.001, DIALECT: 0.003}
+    assert driver.run_stage("comparison", [], driver.Budget(None), 3) == 0
+    assert tables.trained[1:] == ["seed=0,data=synth_dialect,point=lora_r4"]
+
+
+def test_a_search_whose_best_rate_sits_at_an_edge_it_has_not_gone_past_keeps_its_runs_waiting(driver, monkeypatch, tmp_path):
+    """A complete grid is not a final search: the best rate at its edge goes on past it, 3 half decades at most
+    (the comparison refuses in one line while every run waits)."""
     from asr_peft.errors import ConfigError
 
-    search = [{"+point": "a", "optimizer.lr": lr} for lr in ("0.001", "0.003")]
-    held = {driver.run_name(search[0])}
-    monkeypatch.setattr(driver, "grid", lambda stage: search if stage == "lr_search" else [{"+point": "a", "seed": "0"}])
-    monkeypatch.setattr(driver, "table_runs", lambda directory: set(held))
-    monkeypatch.setattr(driver, "train", lambda *args: pytest.fail("trained before the rates were chosen"))
-    with pytest.raises(ConfigError, match=r"comparison: results/lr_search holds 1 of the 2 runs of its grid"):
+    falling = {lr: lr for lr in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}  # the lower the rate, the lower the dev WER
+    tables = Tables(driver, monkeypatch, tmp_path, {CHILD: falling, DIALECT: falling})
+    for overrides in driver.grid("lr_search"):
+        tables.train("lr_search", overrides, [])
+    final, waiting = driver.search_state("lr_search")
+    assert final == {} and waiting[TOY, CHILD].endswith("lora r=4 alpha=8 (best at the lowest rate)")
+    with pytest.raises(ConfigError, match="comparison: every run waits for its rates: lr_search goes on past an edge"):
         driver.run_stage("comparison", [], driver.Budget(None), 3)
-    held.add(driver.run_name(search[1]))
-    monkeypatch.setattr(driver, "train", lambda *args: ("done", 0.0))
+    assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 0  # tries 3e-4, 1e-4, 3e-5: still falling
+    assert tables.written() == {CHILD: 3e-5, DIALECT: 3e-5}
+    assert driver.run_stage("comparison", [], driver.Budget(None), 3) == 0 and len(tables.trained) == 2
+
+
+def test_rates_the_tables_chose_but_the_rates_file_does_not_hold_keep_their_runs_waiting(driver, monkeypatch, tmp_path):
+    """sweeps/tuned_lr.yaml still holding another rate (v1's) for a final search: its runs wait, naming the file."""
+    wer = {CHILD: {1e-3: 0.4, 3e-3: 0.3, 1e-2: 0.5}, DIALECT: {1e-3: 0.4, 3e-3: 0.3, 1e-2: 0.5}}
+    tables = Tables(driver, monkeypatch, tmp_path, wer)
+    for overrides in driver.grid("lr_search"):
+        tables.train("lr_search", overrides, [])
+    driver.write_tuned_lr(
+        {TOY: {CHILD: {"lora r=4 alpha=8": {"lr": 0.01}}, DIALECT: {"lora r=4 alpha=8": {"lr": 0.003}}}}, driver.tuned_lr_path()
+    )
+    assert driver.waiting_for_rates("comparison") == {
+        (TOY, CHILD): "tuned_lr.yaml does not hold the rates results/lr_search chose for model=owsm_tiny_pretrained "
+        "data=synth_child (python scripts/comparison.py lr_search writes them)"
+    }
     assert driver.run_stage("comparison", [], driver.Budget(None), 3) == 0
+    assert tables.trained == ["seed=0,data=synth_dialect,point=lora_r4"]
+
+
+@pytest.mark.parametrize("tried, expected", [((1e-4, 3e-4, 1e-3, 3e-3), False), ((3e-5, 1e-4, 3e-4, 1e-3, 3e-3), True)])
+def test_a_search_goes_three_half_decades_past_its_grid_at_most(driver, tried, expected):
+    entry = {"edge": "lowest", "trials": [[lr, 0.3, [0.3]] for lr in tried]}
+    assert driver.past_the_grid(entry, [1e-3, 3e-3], driver.EXTEND) is expected
