@@ -262,7 +262,8 @@ def waiting_for_rates(stage: str) -> dict[tuple[str, str], str]:
                 f"{path.name} does not hold the rates results/{search} chose for model={model} data={data} "
                 f"(python scripts/comparison.py {search} writes them)"
             )
-    return {scope: why for scope, why in waiting.items() if scope in set(slices(stage))}
+    scopes = set(slices(stage))
+    return {scope: why for scope, why in waiting.items() if scope in scopes}
 
 
 def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker: tuple[int, int] = (0, 1)) -> int:
