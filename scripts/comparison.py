@@ -20,11 +20,12 @@ part-way resumes from its `last.ckpt` when the same machine still has it. Extra 
 must not change what is trained (a device, a batch size that keeps the same updates): the run names
 do not show them.
 
-The LR search trains each configuration's grid (seeds x rates), then, while the rate with the lowest mean
-dev WER is the lowest or highest one tried, the next half-decade rate beyond it (both seeds), at most
-`--extend` times; then it writes `sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`) for every model and
-data set whose search is final: the tables hold every run of its grid, and every configuration's best rate
-sits inside the rates tried or 3 half decades past the grid. Workers split a stage by configuration (all
+The LR search trains each configuration's grid (seeds x the sweep file's rates, or the point's own in
+`sweeps/point_rates.yaml`), then, while the rate with the lowest mean dev WER is the lowest or highest one
+tried, the next half-decade rate beyond it (both seeds), at most `--extend` times; then it writes
+`sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`) for every model and data set whose search is final:
+the tables hold every run of its grid, and every configuration's best rate sits inside the rates tried or
+3 half decades past its own grid. Workers split a stage by configuration (all
 seeds and rates of one go to one worker) and append to its tables under a lock; each writes the rates that
 are final when it ends. A stage at tuned rates (`comparison`, `scale`) trains the runs of each model and data
 set whose rates are final and written, and leaves the others waiting, saying why: the toy comparison on the
@@ -105,12 +106,52 @@ def stage_grid(stage: str) -> tuple[list[dict[str, str]], str, str]:
     if not params:
         raise ConfigError(f"sweeps/sweep/{stage}.yaml: hydra.sweeper.params holds no grid")
     parser = OverridesParser.create()
-    axes = []
-    for key, value in params.items():
+
+    def values(key: str, value: Any) -> list[str]:
         override = parser.parse_override(f"{key}={value}")
-        values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(value)]
-        axes.append([(key, v) for v in values])
-    return [dict(combination) for combination in itertools.product(*axes)], str(config.model.name), str(config.data.name)
+        return [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(value)]
+
+    # The rate axis is expanded per point: a point that sweeps/point_rates.yaml names gets its own rates.
+    axes = [[(key, v) for v in ([""] if key == LR else values(key, value))] for key, value in params.items()]
+    rates = {point: values(LR, value) for point, value in point_rates(stage).items()}
+    points = set(values("+point", params["+point"])) if "+point" in params else set()
+    for point, axis in rates.items():
+        if point not in points or LR not in params or not all(is_rate(rate) for rate in axis):
+            raise ConfigError(
+                f"sweeps/point_rates.yaml: {stage}.{point} must be a point of sweeps/sweep/{stage}.yaml's grid "
+                f"with positive rates, e.g. 0.01,0.03,0.1 (got {','.join(axis)})"
+            )
+    runs = []
+    for combination in itertools.product(*axes):
+        overrides = dict(combination)
+        if LR not in overrides:
+            runs.append(overrides)
+            continue
+        for rate in rates.get(overrides.get("+point", ""), values(LR, params[LR])):
+            runs.append({**overrides, LR: rate})
+    return runs, str(config.model.name), str(config.data.name)
+
+
+POINT_RATES = ROOT / "sweeps" / "point_rates.yaml"
+
+
+def point_rates(stage: str) -> dict[str, str]:
+    """The rates a stage's search starts from for the points `sweeps/point_rates.yaml` names, in place of
+    its sweep file's `optimizer.lr` axis."""
+    from omegaconf import OmegaConf
+
+    table = OmegaConf.to_container(OmegaConf.load(POINT_RATES)) if POINT_RATES.is_file() else {}
+    by_point = (table or {}).get(stage) or {}
+    if not isinstance(by_point, dict):
+        raise ConfigError(f"{POINT_RATES}: {stage} must map points to rates (vera_r256: 0.01,0.03,0.1)")
+    return {str(point): str(rates) for point, rates in by_point.items()}
+
+
+def is_rate(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
 
 
 def run_name(overrides: dict[str, str]) -> str:
@@ -212,15 +253,21 @@ TUNED_BY = {"comparison": "lr_search", "scale": "lr_search_scale"}
 def search_state(search: str, extend: int = EXTEND) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], str]]:
     """An LR search's final rates and what the rest wait for, per (model, data set): final once its tables hold
     every run of its grid for them and each configuration's best rate is inside the rates tried or `extend`
-    half decades past the grid."""
-    runs, held = grid(search), table_runs(ROOT / "results" / search)
+    half decades past its own grid."""
+    runs, held, records = grid(search), table_runs(ROOT / "results" / search), read_records(search)
     counts: dict[tuple[str, str], list[int]] = {}
+    grid_rates: dict[tuple, list[float]] = {}  # (scope, configuration) -> its own grid's rates (sweeps/point_rates.yaml)
+    trained_as: dict[tuple, str] = {}  # (scope, configuration) -> its tuning key, from a record of one of its runs
     for overrides, scope in zip(runs, slices(search)):
+        unit, record = (scope, configuration(overrides)), records.get(run_name(overrides))
         counts.setdefault(scope, [0, 0])
         counts[scope][0] += 1
         counts[scope][1] += run_name(overrides) in held
-    rates = [float(overrides[LR]) for overrides in runs if LR in overrides]
-    chosen = choose_learning_rates(read_records(search).values())
+        if LR in overrides:
+            grid_rates.setdefault(unit, []).append(float(overrides[LR]))
+        if record is not None:
+            trained_as[unit] = record_key(record)[2]
+    chosen = choose_learning_rates(records.values())
     final, waiting = {}, {}
     for (model, data), (total, done) in counts.items():
         where = f"model={model} data={data}"
@@ -229,9 +276,12 @@ def search_state(search: str, extend: int = EXTEND) -> tuple[dict[tuple[str, str
             continue
         entries = (chosen.get(model) or {}).get(data) or {}
         open_edges = [
-            f"{configuration} (best at the {entry['edge']} rate)"
-            for configuration, entry in entries.items()
-            if entry["edge"] and not past_the_grid(entry, rates, extend)
+            f"{key} (best at the {entries[key]['edge']} rate)"
+            for (scope, trained), key in trained_as.items()
+            if scope == (model, data)
+            and key in entries
+            and entries[key]["edge"]
+            and not past_the_grid(entries[key], grid_rates[scope, trained], extend)
         ]
         if open_edges:
             waiting[model, data] = f"{search} goes on past an edge for {where}: {', '.join(open_edges)}"
@@ -330,13 +380,17 @@ def extend_edges(stage: str, runs: list[dict[str, str]], extra: list[str], budge
     return failures
 
 
-def chosen_entry(chosen: dict, record: dict[str, Any]) -> dict | None:
-    """The tuned entry of the configuration a trial record belongs to."""
+def record_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    """The model, data set and tuning key of a trial record: where `choose_learning_rates` files it."""
     config = record.get("config") or {}
     key = tuning_key(config.get("method") or {}, config.get("adapt") or {})
-    return ((chosen.get((config.get("model") or {}).get("name")) or {}).get((config.get("data") or {}).get("name")) or {}).get(
-        key
-    )
+    return str((config.get("model") or {}).get("name")), str((config.get("data") or {}).get("name")), key
+
+
+def chosen_entry(chosen: dict, record: dict[str, Any]) -> dict | None:
+    """The tuned entry of the configuration a trial record belongs to."""
+    model, data, key = record_key(record)
+    return ((chosen.get(model) or {}).get(data) or {}).get(key)
 
 
 # Minutes per run where the tables hold fewer than MEASURED_AT_LEAST fresh runs of a model: tiny.en's first

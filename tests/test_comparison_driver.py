@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_tuned_lr import trial
+from test_tuned_lr import LORA_R4, trial
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,13 @@ def driver():
 
 def test_a_stage_is_its_sweep_files_grid(driver):
     runs = driver.grid("lr_search")
-    assert len(runs) == 2 * 23 * 2 * 4  # domains x configurations x seeds x rates
+    assert len(runs) == 2 * 23 * 2 * 3  # domains x configurations x seeds x rates
     assert runs[0] == {"data": "synth_child", "+point": "ssvd_p0.4", "seed": "0", "optimizer.lr": "0.0003"}
+    rates = {
+        point: [r["optimizer.lr"] for r in runs if r["+point"] == point and r["seed"] == "1"][:3]
+        for point in ("lora_r4", "vera_r256")
+    }
+    assert rates == {"lora_r4": ["0.0003", "0.001", "0.003"], "vera_r256": ["0.01", "0.03", "0.1"]}  # sweeps/point_rates.yaml
     assert driver.run_name(runs[0]) == "data=synth_child,point=ssvd_p0.4,seed=0,optimizer.lr=0.0003"
     assert len(driver.grid("comparison")) == 5 * 2 * 23 and len(driver.grid("scale")) == 5 * 2 * 6
     assert len(driver.grid("lr_search_scale")) == 2 * 6 * 2 * 3
@@ -118,7 +123,7 @@ def test_workers_share_the_grid_by_whole_configurations(driver):
     assert sum(map(len, names)) == len(runs) and set.union(*names) == {driver.run_name(o) for o in runs}
     for share in shares:
         for configuration in {driver.configuration(o) for o in share}:
-            assert sum(driver.configuration(o) == configuration for o in share) == 2 * 4  # seeds x rates
+            assert sum(driver.configuration(o) == configuration for o in share) == 2 * 3  # seeds x rates
     assert driver.share(runs, (0, 1)) == runs
     assert shares[1][0] == {"data": "synth_child", "+point": "lora_r4", "seed": "0", "optimizer.lr": "0.0003"}
 
@@ -207,6 +212,7 @@ def test_the_plan_prices_a_model_by_its_measured_runs_once_three_ran_in_one_go(d
 
 
 CHILD, DIALECT, TOY = "synth_child", "synth_dialect", "owsm_tiny_pretrained"
+METHODS = {"lora_r4": LORA_R4, "vera_r256": {"name": "vera", "r": 256}}
 
 
 class Tables:
@@ -214,16 +220,20 @@ class Tables:
     fails the runs of data sets in `failing`, records a search trial whose dev WER is `wer[data][lr]`, and
     lists the comparison runs it trains."""
 
-    def __init__(self, driver, monkeypatch, tmp_path, wer):
+    def __init__(self, driver, monkeypatch, tmp_path, wer, rates=None):
+        """`rates`: each point's search axis (LoRA r=4 on 1e-3, 3e-3, 1e-2 by default); `wer` the dev WER by data
+        set and rate (or by point, data set and rate for several points)."""
         self.driver, self.wer, self.failing, self.trained = driver, wer, set(), []
         self.held: dict[str, dict] = {"lr_search": {}, "comparison": {}}
+        rates = rates or {"lora_r4": ("0.001", "0.003", "0.01")}
         grids = {
             "lr_search": [
-                {"data": d, "+point": "lora_r4", "seed": "0", "optimizer.lr": lr}
+                {"data": d, "+point": point, "seed": "0", "optimizer.lr": lr}
                 for d in (CHILD, DIALECT)
-                for lr in ("0.001", "0.003", "0.01")
+                for point, axis in rates.items()
+                for lr in axis
             ],
-            "comparison": [{"seed": "0", "data": d, "+point": "lora_r4"} for d in (CHILD, DIALECT)],
+            "comparison": [{"seed": "0", "data": d, "+point": point} for d in (CHILD, DIALECT) for point in rates],
         }
         monkeypatch.setattr(driver, "grid", lambda stage: [dict(o) for o in grids[stage]])
         monkeypatch.setattr(driver, "stage_defaults", lambda stage: (TOY, CHILD))
@@ -242,8 +252,9 @@ class Tables:
             self.trained.append(name)
             self.held[stage][name] = {}
         else:
-            lr = float(overrides["optimizer.lr"])
-            self.held[stage][name] = trial(lr, [self.wer[overrides["data"]][lr]], 0.5, data=overrides["data"])
+            lr, point, data = float(overrides["optimizer.lr"]), overrides["+point"], overrides["data"]
+            wer = self.wer[point][data][lr] if point in self.wer else self.wer[data][lr]
+            self.held[stage][name] = trial(lr, [wer], 0.5, data=data, method=METHODS[point])
         return "completed", 0.0
 
     def written(self):
@@ -316,3 +327,30 @@ def test_rates_the_tables_chose_but_the_rates_file_does_not_hold_keep_their_runs
 def test_a_search_goes_three_half_decades_past_its_grid_at_most(driver, tried, expected):
     entry = {"edge": "lowest", "trials": [[lr, 0.3, [0.3]] for lr in tried]}
     assert driver.past_the_grid(entry, [1e-3, 3e-3], driver.EXTEND) is expected
+
+
+def test_a_point_on_its_own_rates_goes_past_its_own_edge_and_its_search_ends(driver, monkeypatch, tmp_path):
+    """VeRA searches 0.03-0.3 (sweeps/point_rates.yaml), above LoRA's 1e-3-1e-2. Its dev WER falls with the
+    rate, so its best sits at its own lowest rate and the search tries 1e-2, 3e-3 and 1e-3: 3 half decades past
+    its own axis, so the search is final, though none of those rates is below the lowest of the whole grid."""
+    falling = {lr: lr for lr in (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)}
+    lora = {CHILD: {1e-3: 0.4, 3e-3: 0.3, 1e-2: 0.5}, DIALECT: {1e-3: 0.4, 3e-3: 0.3, 1e-2: 0.5}}
+    rates = {"lora_r4": ("0.001", "0.003", "0.01"), "vera_r256": ("0.03", "0.1", "0.3")}
+    Tables(driver, monkeypatch, tmp_path, {"lora_r4": lora, "vera_r256": {CHILD: falling, DIALECT: falling}}, rates)
+    assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 0
+    final, waiting = driver.search_state("lr_search")
+    assert waiting == {}
+    assert {key: entry["lr"] for key, entry in final[TOY, CHILD].items()} == {"lora r=4 alpha=8": 0.003, "vera r=256": 0.001}
+
+
+def test_rates_for_a_point_the_grid_does_not_have_are_refused(driver, monkeypatch, tmp_path):
+    from asr_peft.errors import ConfigError
+
+    (tmp_path / "point_rates.yaml").write_text("lr_search:\n  vera_r512: 0.01,0.03\n")
+    monkeypatch.setattr(driver, "POINT_RATES", tmp_path / "point_rates.yaml")
+    driver.stage_grid.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="point_rates.yaml: lr_search.vera_r512 must be a point of"):
+            driver.stage_grid("lr_search")
+    finally:
+        driver.stage_grid.cache_clear()

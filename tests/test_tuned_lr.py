@@ -105,7 +105,7 @@ def test_the_sweep_files_compose_the_search_without_test_sets_and_the_comparison
     search = compose_config("train", ["+sweep=lr_search", "+point=lora_r4", "data=synth_child"])
     assert search.data.test is None and search.trainer.val_check_interval == 25
     seeds, rates = search.hydra.sweeper.params["seed"].split(","), search.hydra.sweeper.params["optimizer.lr"].split(",")
-    assert len(seeds) == 2 and max(map(float, rates)) / min(map(float, rates)) >= 30
+    assert len(seeds) == 2 and len(rates) >= 3 and max(map(float, rates)) / min(map(float, rates)) >= 10  # + edges
     chosen = choose_learning_rates([trial(0.0042, [0.3], 0.5, data="synth_dialect")])
     write_tuned_lr(chosen, tmp_path / "tuned_lr.yaml")
     monkeypatch.setattr("asr_peft.training.tuned_lr.tuned_lr_path", lambda: tmp_path / "tuned_lr.yaml")
