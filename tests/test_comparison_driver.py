@@ -343,14 +343,15 @@ def test_a_point_on_its_own_rates_goes_past_its_own_edge_and_its_search_ends(dri
     assert {key: entry["lr"] for key, entry in final[TOY, CHILD].items()} == {"lora r=4 alpha=8": 0.003, "vera r=256": 0.001}
 
 
-def test_rates_for_a_point_the_grid_does_not_have_are_refused(driver, monkeypatch, tmp_path):
+@pytest.mark.parametrize("point, rates", [("vera_r512", "0.01,0.03"), ("vera_r256", "0.01,fast"), ("vera_r256", "-0.01,0.03")])
+def test_rates_for_a_point_the_grid_does_not_have_or_that_are_no_rates_are_refused(driver, monkeypatch, tmp_path, point, rates):
     from asr_peft.errors import ConfigError
 
-    (tmp_path / "point_rates.yaml").write_text("lr_search:\n  vera_r512: 0.01,0.03\n")
+    (tmp_path / "point_rates.yaml").write_text(f"lr_search:\n  {point}: {rates}\n")
     monkeypatch.setattr(driver, "POINT_RATES", tmp_path / "point_rates.yaml")
     driver.stage_grid.cache_clear()
     try:
-        with pytest.raises(ConfigError, match="point_rates.yaml: lr_search.vera_r512 must be a point of"):
+        with pytest.raises(ConfigError, match=f"point_rates.yaml: lr_search.{point} must be a point of .* with positive rates"):
             driver.stage_grid("lr_search")
     finally:
         driver.stage_grid.cache_clear()
