@@ -20,15 +20,15 @@ part-way resumes from its `last.ckpt` when the same machine still has it. Extra 
 must not change what is trained (a device, a batch size that keeps the same updates): the run names
 do not show them.
 
-The LR search trains each configuration's grid (seeds x the sweep file's rates, or the point's own in
-`sweeps/point_rates.yaml`), then, while the rate with the lowest mean dev WER is the lowest or highest one
-tried, the next half-decade rate beyond it (both seeds), at most `--extend` times; then it writes
-`sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`) for every model and data set whose search is final:
-the tables hold every run of its grid, and every configuration's best rate sits inside the rates tried or
-3 half decades past its own grid. Workers split a stage by configuration (all
-seeds and rates of one go to one worker) and append to its tables under a lock; each writes the rates that
-are final when it ends. A stage at tuned rates (`comparison`, `scale`) trains the runs of each model and data
-set whose rates are final and written, and leaves the others waiting, saying why: the toy comparison on the
+The LR search goes one model and data set at a time. It trains each configuration's grid (seeds x the sweep
+file's rates, or the point's own in `sweeps/point_rates.yaml`), then, while the rate with the lowest mean dev
+WER is the lowest or highest one tried, the next half-decade rate beyond it (both seeds), at most `--extend`
+times; then it writes `sweeps/tuned_lr.yaml` (`asr_peft.training.tuned_lr`) for every model and data set
+whose search is final: the tables hold every run of its grid, and every configuration's best rate sits
+inside the rates tried or 3 half decades past its own grid. Workers split a stage by configuration (all
+seeds and rates of one go to one worker) and append to its tables, and write the rates file, under a lock.
+A stage at tuned rates (`comparison`, `scale`) trains the runs of each model and data set whose rates are
+final and written, and leaves the others waiting, saying why: the toy comparison on the
 child domain can start before the dialect search ends, tiny.en's scale rows before base's search.
 """
 
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
 
 from asr_peft.errors import AsrPeftError, ConfigError, report_error  # noqa: E402
-from asr_peft.reporting.tables import RUNS_TABLE, append_run, table_runs  # noqa: E402
+from asr_peft.reporting.tables import RUNS_TABLE, append_run, appending, table_runs  # noqa: E402
 from asr_peft.training.tuned_lr import (  # noqa: E402
     choose_learning_rates,
     read_tuned_lr,
@@ -318,36 +318,53 @@ def waiting_for_rates(stage: str) -> dict[tuple[str, str], str]:
 
 def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker: tuple[int, int] = (0, 1)) -> int:
     everything = grid(stage)
+    scope_of = dict(zip(map(run_name, everything), slices(stage)))
     runs = share(everything, worker)
     waiting = waiting_for_rates(stage)
     if waiting:
-        scope = dict(zip(map(run_name, everything), slices(stage)))
-        runs = [overrides for overrides in runs if scope[run_name(overrides)] not in waiting]
+        runs = [overrides for overrides in runs if scope_of[run_name(overrides)] not in waiting]
         if not runs:
             raise ConfigError(f"{stage}: every run waits for its rates: {'; '.join(waiting.values())}")
         for why in waiting.values():
             print(f"{stage}: waiting: {why}", flush=True)
-    failures = 0
-    for i, overrides in enumerate(runs, 1):
-        if budget.spent():
-            print(f"{stage}: --hours spent; {len(runs) - i + 1} runs left for the next session", flush=True)
-            return failures
-        status, minutes = train(stage, overrides, extra)
-        failures += status.startswith("failed")
-        if status != "done":
-            print(f"[{i}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
+    by_scope: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for overrides in runs:
+        by_scope.setdefault(scope_of[run_name(overrides)], []).append(overrides)
+    failures, count = 0, 0
+    # A search finishes one model and data set (edges included) before the next, so that the stage at its
+    # rates can start there while the search goes on elsewhere.
+    for scoped in by_scope.values():
+        for overrides in scoped:
+            count += 1
+            if budget.spent():
+                print(f"{stage}: --hours spent; {len(runs) - count + 1} runs left for the next session", flush=True)
+                return failures
+            status, minutes = train(stage, overrides, extra)
+            failures += status.startswith("failed")
+            if status != "done":
+                print(f"[{count}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
+        if stage.startswith("lr_search"):
+            failures += extend_edges(stage, scoped, extra, budget, extend)
+            waiting = write_final_rates(stage, extend)
     if stage.startswith("lr_search"):
-        failures += extend_edges(stage, runs, extra, budget, extend)
+        for why in waiting.values():  # another worker's runs, a failed run's, or left by --hours
+            print(f"not written: {why}", flush=True)
+    return failures
+
+
+def write_final_rates(stage: str, extend: int) -> dict[tuple[str, str], str]:
+    """Write the rates of every model and data set whose search is final into sweeps/tuned_lr.yaml, under the
+    tables' lock (another worker's append or write cannot interleave); returns what the others wait for."""
+    with appending(ROOT / "results" / stage):
         final, waiting = search_state(stage, extend)
         if final:
             chosen: dict[str, dict[str, dict]] = {}
             for (model, data), entries in final.items():
                 chosen.setdefault(model, {})[data] = entries
             write_tuned_lr(chosen, tuned_lr_path())
-            print(f"written: {tuned_lr_path()} for " + ", ".join(f"model={m} data={d}" for m, d in final), flush=True)
-        for why in waiting.values():  # another worker's runs, a failed run's, or left by --hours
-            print(f"not written: {why}", flush=True)
-    return failures
+    if final:
+        print(f"written: {tuned_lr_path()} for " + ", ".join(f"model={m} data={d}" for m, d in final), flush=True)
+    return waiting
 
 
 def extend_edges(stage: str, runs: list[dict[str, str]], extra: list[str], budget: Budget, extend: int) -> int:

@@ -355,3 +355,23 @@ def test_rates_for_a_point_the_grid_does_not_have_or_that_are_no_rates_are_refus
             driver.stage_grid("lr_search")
     finally:
         driver.stage_grid.cache_clear()
+
+
+def test_a_search_finishes_a_data_set_edges_included_and_writes_its_rates_before_the_next(driver, monkeypatch, tmp_path):
+    """The child grid's best rate sits at its low edge: 3e-4 is tried (and loses) before any dialect run, and the
+    child rate is in the rates file by the time the first dialect run trains, so the child comparison can start
+    while the dialect search goes on."""
+    wer = {CHILD: {3e-4: 0.35, 1e-3: 0.3, 3e-3: 0.4, 1e-2: 0.5}, DIALECT: {1e-3: 0.5, 3e-3: 0.4, 1e-2: 0.45}}
+    tables = Tables(driver, monkeypatch, tmp_path, wer)
+    order, written_then = [], []
+
+    def train(stage, overrides, extra):
+        order.append((overrides["data"], overrides["optimizer.lr"]))
+        if overrides["data"] == DIALECT and not written_then:
+            written_then.append(tables.written())
+        return Tables.train(tables, stage, overrides, extra)
+
+    monkeypatch.setattr(driver, "train", train)
+    assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 0
+    assert order[:4] == [(CHILD, "0.001"), (CHILD, "0.003"), (CHILD, "0.01"), (CHILD, "0.0003")]
+    assert written_then == [{CHILD: 0.001}] and tables.written() == {CHILD: 0.001, DIALECT: 0.003}
