@@ -1,6 +1,6 @@
 """The comparison protocol, stage by stage, one run at a time, resumable across sessions and machines.
 
-    python scripts/comparison.py plan                      # every stage: runs, runs done, estimated hours
+    python scripts/comparison.py plan                      # every stage, model and data set: runs, done, hours left
     python scripts/comparison.py rates                     # the LR searches so far: dev WER by rate, best rate
     python scripts/comparison.py lr_search [--hours 3]     # rates per configuration -> sweeps/tuned_lr.yaml
     python scripts/comparison.py lr_search_scale           # the same for the scale rows' Whisper models
@@ -79,10 +79,6 @@ def slices(stage: str) -> list[tuple[str, str]]:
     scope of a tuned rate."""
     model, data = stage_defaults(stage)
     return [(overrides.get("model", model), overrides.get("data", data)) for overrides in grid(stage)]
-
-
-def models_of(stage: str) -> list[str]:
-    return [model for model, _ in slices(stage)]
 
 
 def stage_defaults(stage: str) -> tuple[str, str]:
@@ -441,27 +437,27 @@ def minutes_per_run(records, guessed: dict[str, float]) -> dict[str, tuple[float
 
 
 def plan(guessed: dict[str, float]) -> None:
-    """Runs per stage and model, how many the committed tables hold, and the hours the rest take on this
-    machine, one run at a time (the LR searches without their edge extensions)."""
+    """Runs per stage, model and data set, how many the committed tables hold, and the hours the rest take on
+    this machine, one run at a time (the LR searches without their edge extensions)."""
     records = [record for stage in STAGES for record in read_records(stage).values()]
     estimate = minutes_per_run(records, guessed)
     total = 0.0
     for stage in STAGES:
         recorded = table_runs(ROOT / "results" / stage)
-        by_model: dict[str, list[int]] = {}
-        for overrides, model in zip(grid(stage), models_of(stage)):
-            counts = by_model.setdefault(model, [0, 0])
+        by_scope: dict[tuple[str, str], list[int]] = {}
+        for overrides, scope in zip(grid(stage), slices(stage)):
+            counts = by_scope.setdefault(scope, [0, 0])
             counts[0] += 1
             counts[1] += run_name(overrides) in recorded
-        for model, (runs, done) in by_model.items():
+        for (model, data), (runs, done) in by_scope.items():
             minutes, source = estimate.get(model, (float("nan"), "no estimate"))
             hours = (runs - done) * minutes / 60
             total += hours
             print(
-                f"{stage:<15} {model:<21} {runs:>4} runs, {done:>4} done, {runs - done:>4} left x {minutes:5.1f} min "
-                f"({source}) = {hours:6.1f} h"
+                f"{stage:<15} {model:<21} {data:<13} {runs:>4} runs, {done:>4} done, {runs - done:>4} left x "
+                f"{minutes:5.1f} min ({source}) = {hours:6.1f} h"
             )
-    print(f"{'total':<37} {total:.1f} h of one worker on this machine")
+    print(f"{'total':<51} {total:.1f} h of one worker on this machine")
 
 
 def minutes_spec(text: str) -> tuple[str, float]:
