@@ -326,7 +326,7 @@ def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker:
     by_scope: dict[tuple[str, str], list[dict[str, str]]] = {}
     for overrides in runs:
         by_scope.setdefault(scope_of[run_name(overrides)], []).append(overrides)
-    failures, count = 0, 0
+    failures, count, not_final = 0, 0, {}
     # A search finishes one model and data set (edges included) before the next, so that the stage at its
     # rates can start there while the search goes on elsewhere.
     for scoped in by_scope.values():
@@ -341,10 +341,9 @@ def run_stage(stage: str, extra: list[str], budget: Budget, extend: int, worker:
                 print(f"[{count}/{len(runs)}] {run_name(overrides)}: {status} in {minutes:.1f} min", flush=True)
         if stage.startswith("lr_search"):
             failures += extend_edges(stage, scoped, extra, budget, extend)
-            waiting = write_final_rates(stage, extend)
-    if stage.startswith("lr_search"):
-        for why in waiting.values():  # another worker's runs, a failed run's, or left by --hours
-            print(f"not written: {why}", flush=True)
+            not_final = write_final_rates(stage, extend)
+    for why in not_final.values():  # another worker's runs, a failed run's, or left by --hours
+        print(f"not written: {why}", flush=True)
     return failures
 
 
