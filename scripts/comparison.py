@@ -109,12 +109,13 @@ def stage_grid(stage: str) -> tuple[list[dict[str, str]], str, str]:
 
     # The rate axis is expanded per point: a point that sweeps/point_rates.yaml names gets its own rates.
     axes = [[(key, v) for v in ([""] if key == LR else values(key, value))] for key, value in params.items()]
+    shared = values(LR, params[LR]) if LR in params else []
     rates = {point: values(LR, value) for point, value in point_rates(stage).items()}
     points = set(values("+point", params["+point"])) if "+point" in params else set()
     for point, axis in rates.items():
-        if point not in points or LR not in params or not all(is_rate(rate) for rate in axis):
+        if point not in points or not shared or not all(is_rate(rate) for rate in axis):
             raise ConfigError(
-                f"sweeps/point_rates.yaml: {stage}.{point} must be a point of sweeps/sweep/{stage}.yaml's grid "
+                f"{POINT_RATES}: {stage}.{point} must be a point of sweeps/sweep/{stage}.yaml's grid "
                 f"with positive rates, e.g. 0.01,0.03,0.1 (got {','.join(axis)})"
             )
     runs = []
@@ -123,7 +124,7 @@ def stage_grid(stage: str) -> tuple[list[dict[str, str]], str, str]:
         if LR not in overrides:
             runs.append(overrides)
             continue
-        for rate in rates.get(overrides.get("+point", ""), values(LR, params[LR])):
+        for rate in rates.get(overrides.get("+point", ""), shared):
             runs.append({**overrides, LR: rate})
     return runs, str(config.model.name), str(config.data.name)
 
