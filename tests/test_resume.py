@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -236,6 +237,55 @@ def test_a_torn_last_checkpoint_resumes_from_the_newest_one_that_loads(uninterru
     mine, theirs = trained_state(run_dir), trained_state(reference_dir)  # last.ckpt rewritten whole
     for key, value in theirs["state_dict"].items():
         assert torch.equal(mine["state_dict"][key], value), key
+
+
+EARLY_STOPPED = ["callbacks.early_stopping.patience=1", "+callbacks.early_stopping.min_delta=10"]  # stops at step 6
+
+
+@pytest.fixture(scope="module")
+def early_stopped(tmp_path_factory, tiny_corpus_factory):
+    """A run that early stopping ends at its second validation (no WER improves by 10), 4 updates before its cap."""
+    corpus = tiny_corpus_factory(tmp_path_factory.mktemp("corpus"))
+    run_dir = tmp_path_factory.mktemp("early_stopped") / "run"
+    record = run_in_process([*COMMON, *EARLY_STOPPED, f"data.corpus_dir={corpus}"], run_dir)
+    assert record["global_step"] == 6 and [h["step"] for h in record["validation_history"]] == [3, 6]
+    return corpus, run_dir, record
+
+
+def test_an_early_stopped_run_killed_while_scoring_is_scored_again_not_trained_on(early_stopped, tmp_path, monkeypatch):
+    """Lightning does not keep `should_stop`: the rerun of a run killed after early stopping (while its test
+    sets were scored) trained on to step 9 and tested another checkpoint. It now only scores again."""
+    import asr_peft.training.run as run_module
+
+    corpus, _, reference = early_stopped
+    args = [*COMMON, *EARLY_STOPPED, f"data.corpus_dir={corpus}"]
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr(run_module, "score_test_sets", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+        with pytest.raises(RuntimeError, match="killed"):
+            run_in_process(args, run_dir)
+    resumed = run_in_process(args, run_dir)
+    assert resumed["status"] == "completed" and resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 6 and resumed["validation_history"] == reference["validation_history"]
+    assert resumed["metrics"] == reference["metrics"] and resumed["trained_in"] is None
+
+
+def test_checkpoints_copied_into_another_run_directory_are_scored_there_and_say_where_they_were_trained(
+    early_stopped, tmp_path
+):
+    """An LR search's run at the chosen rate trains what the comparison's run of the same seed trains; the
+    driver copies its checkpoints instead of training again. The copy is what is tested, not the original
+    that Lightning's restored state names, and the record says where the training ran."""
+    corpus, reference_dir, reference = early_stopped
+    run_dir = tmp_path / "scored"
+    shutil.copytree(reference_dir / "checkpoints", run_dir / "checkpoints")
+    scored = run_in_process([*COMMON, *EARLY_STOPPED, f"data.corpus_dir={corpus}", "evaluation.secondary_decodes=[ctc_greedy]"], run_dir)
+    assert scored["status"] == "completed" and scored["global_step"] == 6 and scored["tested_step"] == reference["tested_step"]
+    assert scored["tested_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")
+    assert scored["trained_in"] == str(reference_dir / "checkpoints")
+    assert scored["validation_history"] == reference["validation_history"]
+    assert scored["metrics"]["test"]["wer"] == reference["metrics"]["test"]["wer"]
+    assert "ctc_greedy" in scored["metrics"]["test"]["secondary"]
 
 
 class PoisonBatch(Callback):

@@ -13,6 +13,14 @@ callback states (best checkpoint, early stopping); the DataModule adds the sampl
   uninterrupted run draws. Under DDP the checkpoint holds rank zero's state, which every rank gets
   back: resumed multi-process runs are close, not identical.
 
+- `StoppedStaysStopped`: Lightning does not keep `trainer.should_stop`, so a run stopped by early stopping
+  and resumed (killed while its test sets were scored, say) would train on until the next validation
+  and past it; it stays where early stopping left it, and only its scoring runs again.
+
+A run directory's checkpoints may also come from another directory (a run copied or moved, or an LR
+search's run that a comparison scores instead of training the same again): `LatestModelCheckpoint` then
+tests the copy beside it, not the original it names, and says where it was trained (`trained_in`).
+
 Two more things make a resumed (or a repeated) run train what an uninterrupted first run trains:
 `random_state_kept` runs the work before training whose amount depends on caches (scoring the
 frozen model, generating the corpus) without drawing from the generators training uses, and
@@ -26,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +42,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -48,6 +58,21 @@ class LatestModelCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._latest_step: int | None = None  # the global step `last.ckpt` holds
+        self.trained_in: str | None = None  # the checkpoint directory of the training, when not this one
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_in = state_dict.get("dirpath")
+        if saved_in is None or self.dirpath is None or Path(saved_in) == Path(self.dirpath):
+            super().load_state_dict(state_dict)
+            return
+        with warnings.catch_warnings():  # Lightning's warning says what the line below says
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
+        self.trained_in = str(saved_in)
+        copy = Path(self.dirpath) / Path(self.best_model_path).name if self.best_model_path else None
+        if copy is not None and copy.is_file():
+            self.best_model_path = str(copy)
+        log.info("these checkpoints were trained in %s; testing %s", saved_in, self.best_model_path or "none")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -77,6 +102,17 @@ class LatestModelCheckpoint(ModelCheckpoint):
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._latest_step = trainer.global_step
+
+
+class StoppedStaysStopped(Callback):
+    """A run that early stopping had stopped does not train on when it is resumed (see the module docstring)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the checkpoint's states are restored (for every strategy), before the fit loop's first step.
+        stopper = trainer.early_stopping_callback
+        if stopper is not None and stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+            log.info("early stopping had stopped this run at step %d; it is not trained further", trainer.global_step)
+            trainer.should_stop = True
 
 
 class RandomState(Callback):

@@ -168,6 +168,8 @@ def train(cfg: DictConfig, run_dir: Path, *, record: dict[str, Any], sigterm: _S
             trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"], weights_only=True)
         record["fit_time_s"] = time.perf_counter() - fit_started  # this process's share, when it resumed
         record["validation_history"] = module.validation_history
+        # A run whose checkpoints were trained in another directory (copied there): where, else None.
+        record["trained_in"] = getattr(trainer.checkpoint_callback, "trained_in", None)
         if not trainer.is_global_zero:
             return record
         which = cfg.evaluation.get("checkpoint", "best")

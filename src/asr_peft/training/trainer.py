@@ -23,7 +23,7 @@ from asr_peft.files import write_atomically
 from asr_peft.models.precision import HalfPrecisionName, HalfPrecisionWithFP32Adapters
 from asr_peft.training.datamodule import SamplerEpochs
 from asr_peft.training.hardware import HALF_PRECISIONS, unified_precision
-from asr_peft.training.resume import RandomState
+from asr_peft.training.resume import RandomState, StoppedStaysStopped
 from asr_peft.training.results import aside_path
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # the switch wins over a configured progress bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks += [SamplerEpochs(), RandomState()]  # a new batch order every epoch; resumed runs draw as uninterrupted ones
+    # A new batch order every epoch; resumed runs draw as uninterrupted ones, and stay stopped once stopped.
+    callbacks += [SamplerEpochs(), RandomState(), StoppedStaysStopped()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     keep_earlier_csv_metrics(loggers)
     overrides: dict[str, Any] = {"plugins": [AtomicCheckpointIO()]}
