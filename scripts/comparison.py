@@ -29,7 +29,9 @@ inside the rates tried or 3 half decades past its own grid. Workers split a stag
 seeds and rates of one go to one worker) and append to its tables, and write the rates file, under a lock.
 A stage at tuned rates (`comparison`, `scale`) trains the runs of each model and data set whose rates are
 final and written, and leaves the others waiting, saying why: the toy comparison on the
-child domain can start before the dialect search ends, tiny.en's scale rows before base's search.
+child domain can start before the dialect search ends, tiny.en's scale rows before base's search. Its runs
+of the seeds the search trained at the chosen rate are not trained again: the search run's checkpoints
+are copied into the run's directory and `train.py` scores them (`trained_by_search`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -50,11 +53,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"  # the sweep files' configs; ROOT also holds outputs/ and results/
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("ASR_PEFT_ROOT", str(ROOT))
 
 from asr_peft.errors import AsrPeftError, ConfigError, report_error  # noqa: E402
 from asr_peft.reporting.tables import RUNS_TABLE, append_run, appending, table_runs  # noqa: E402
+from asr_peft.training.naming import training_differences  # noqa: E402
 from asr_peft.training.tuned_lr import (  # noqa: E402
     choose_learning_rates,
     read_tuned_lr,
@@ -96,7 +101,7 @@ def stage_grid(stage: str) -> tuple[list[dict[str, str]], str, str]:
 
     setup_environment()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         config = compose("train", overrides=[f"+sweep={stage}"], return_hydra_config=True)
     params = dict(config.hydra.sweeper.params or {})
     if not params:
@@ -174,6 +179,13 @@ def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str,
         return "done", 0.0
     run_dir = ROOT / "outputs" / stage / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if stage in TUNED_BY and not (run_dir / "checkpoints").exists():
+        trained = trained_by_search(stage, overrides, extra, run_dir)
+        if trained is not None:
+            (run_dir / "checkpoints").mkdir(parents=True)
+            for checkpoint in sorted((trained / "checkpoints").glob("*.ckpt")):
+                shutil.copy2(checkpoint, run_dir / "checkpoints" / checkpoint.name)
+            print(f"{name}: trained by {TUNED_BY[stage]}'s run {trained.name}; its checkpoints are scored", flush=True)
     command = [sys.executable, "train.py", f"+sweep={stage}", *(f"{k}={v}" for k, v in overrides.items()), *extra]
     command.append(f"hydra.run.dir='{run_dir}'")  # quoted: the name holds '=' and ','
     start = time.monotonic()
@@ -186,6 +198,46 @@ def train(stage: str, overrides: dict[str, str], extra: list[str]) -> tuple[str,
         append_run(results, run_dir, name)
         return "completed", minutes
     return f"failed (exit {exit_code}, log {run_dir.parent / f'{name}.log'})", minutes
+
+
+def trained_by_search(stage: str, overrides: dict[str, str], extra: list[str], run_dir: Path) -> Path | None:
+    """The run directory of the LR search's completed run that trained what this run trains (the same
+    configuration, seed and rate, and nothing else that changes training: `training_differences`), when
+    this machine still has its checkpoints. The search trains every seed of its grid at the rate it
+    chooses, so the stage's runs of those seeds would train it again, bit for bit on the same machine."""
+    search = TUNED_BY[stage]
+    config = resolved_config(stage, {**overrides, "hydra.run.dir": f"'{run_dir}'"}, extra)
+    for name, record in read_records(search).items():
+        trained = ROOT / "outputs" / search / name
+        if (
+            record.get("status") == "completed"
+            and record.get("seed") == config.get("seed")
+            and not training_differences(config, record.get("config") or {})
+            and all((trained / "checkpoints" / f"{which}.ckpt").is_file() for which in ("best", "last"))
+        ):
+            return trained
+    return None
+
+
+def resolved_config(stage: str, overrides: dict[str, str], extra: list[str]) -> dict[str, Any]:
+    """The config `train.py +sweep=<stage>` runs with these overrides, resolved (its rate read from the rates file)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from asr_peft.cli import setup_environment
+
+    setup_environment()
+    GlobalHydra.instance().clear()
+    command = [f"+sweep={stage}", *(f"{key}={value}" for key, value in overrides.items()), *extra]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        config = compose("train", overrides=command, return_hydra_config=True)
+        HydraConfig.instance().set_config(config)  # paths.output_dir reads the run directory from it
+        with open_dict(config):
+            del config["hydra"]
+        resolved = OmegaConf.to_container(config, resolve=True)
+    return dict(resolved)  # type: ignore[arg-type]
 
 
 def run_child(command: list[str], log) -> int:
@@ -438,23 +490,29 @@ def minutes_per_run(records, guessed: dict[str, float]) -> dict[str, tuple[float
 
 def plan(guessed: dict[str, float]) -> None:
     """Runs per stage, model and data set, how many the committed tables hold, and the hours the rest take on
-    this machine, one run at a time (the LR searches without their edge extensions)."""
+    this machine, one run at a time (the LR searches without their edge extensions). A stage's runs of the
+    seeds its LR search trained are scored from the search's checkpoints (`trained_by_search`), so they
+    count as no training: where this machine no longer has those checkpoints, they train, and take longer."""
     records = [record for stage in STAGES for record in read_records(stage).values()]
     estimate = minutes_per_run(records, guessed)
     total = 0.0
     for stage in STAGES:
         recorded = table_runs(ROOT / "results" / stage)
+        searched_seeds = {overrides.get("seed") for overrides in grid(TUNED_BY[stage])} if stage in TUNED_BY else set()
         by_scope: dict[tuple[str, str], list[int]] = {}
         for overrides, scope in zip(grid(stage), slices(stage)):
-            counts = by_scope.setdefault(scope, [0, 0])
+            counts = by_scope.setdefault(scope, [0, 0, 0])
             counts[0] += 1
-            counts[1] += run_name(overrides) in recorded
-        for (model, data), (runs, done) in by_scope.items():
+            done = run_name(overrides) in recorded
+            counts[1] += done
+            counts[2] += not done and overrides.get("seed") in searched_seeds
+        for (model, data), (runs, done, scored) in by_scope.items():
             minutes, source = estimate.get(model, (float("nan"), "no estimate"))
-            hours = (runs - done) * minutes / 60
+            hours = (runs - done - scored) * minutes / 60
             total += hours
+            from_search = f" ({scored} scored from {TUNED_BY[stage]})" if scored else ""
             print(
-                f"{stage:<15} {model:<21} {data:<13} {runs:>4} runs, {done:>4} done, {runs - done:>4} left x "
+                f"{stage:<15} {model:<21} {data:<13} {runs:>4} runs, {done:>4} done, {runs - done:>4} left{from_search} x "
                 f"{minutes:5.1f} min ({source}) = {hours:6.1f} h"
             )
     print(f"{'total':<51} {total:.1f} h of one worker on this machine")

@@ -375,3 +375,80 @@ def test_a_search_finishes_a_data_set_edges_included_and_writes_its_rates_before
     assert driver.run_stage("lr_search", [], driver.Budget(None), 3) == 0
     assert order[:4] == [(CHILD, "0.001"), (CHILD, "0.003"), (CHILD, "0.01"), (CHILD, "0.0003")]
     assert written_then == [{CHILD: 0.001}] and tables.written() == {CHILD: 0.001, DIALECT: 0.003}
+
+
+@pytest.mark.parametrize(
+    "search, stage, point, data",
+    [
+        ("lr_search", "comparison", "ssvd_p0.4", "synth_child"),
+        ("lr_search", "comparison", "svft_banded8", "synth_dialect"),
+        ("lr_search", "comparison", "full", "synth_child"),
+        ("lr_search_scale", "scale", "lora_r4", "synth_child"),
+    ],
+)
+def test_a_stage_trains_what_its_lr_search_trained_at_the_same_seed_and_rate(driver, search, stage, point, data):
+    """The sweep files as they are: a comparison (scale) run and its LR search's run of the same point, seed
+    and rate differ only in how they are scored (test sets, secondary decodes, baseline), so the search's
+    checkpoints can be scored instead of training the same again; the rate, the validation decode or the
+    schedule are training's."""
+    from asr_peft.training.naming import training_differences
+
+    run = {"data": data, "+point": point, "seed": "1"}
+    trained = driver.resolved_config(search, {**run, "optimizer.lr": "0.001", "hydra.run.dir": "'/a'"}, [])
+    assert trained["data"]["test"] is None and trained["evaluation"]["baseline"] is False  # the search scores no test set
+    scored = driver.resolved_config(stage, {**run, "hydra.run.dir": "'/b'"}, ["optimizer.lr=0.001"])
+    assert scored["data"]["test"] and scored["evaluation"]["baseline"] is True
+    assert training_differences(scored, trained) == []
+    other = driver.resolved_config(
+        stage,
+        {**run, "hydra.run.dir": "'/b'"},
+        ["optimizer.lr=0.003", "evaluation.validation_decode=ctc_greedy", "callbacks.early_stopping.patience=3"],
+    )
+    assert sorted(training_differences(other, trained)) == [
+        "callbacks.early_stopping.patience",
+        "evaluation.validation_decode",
+        "optimizer.lr",
+    ]
+
+
+def test_a_run_the_lr_search_trained_is_scored_from_its_checkpoints_not_trained_again(driver, monkeypatch, tmp_path):
+    """`comparison` seeds 0 and 1 at the chosen rate are the search's runs: their checkpoints are copied into the
+    comparison's run directory (train.py then scores them; tests/test_resume.py), never over a run's own. A seed
+    or rate the search did not train, or an override that changes training, trains."""
+    import shutil
+
+    searched = {"data": "synth_child", "+point": "lora_r4", "seed": "1", "optimizer.lr": "0.001"}
+    config = driver.resolved_config("lr_search", {**searched, "hydra.run.dir": "'/elsewhere'"}, [])
+    records = {driver.run_name(searched): {"status": "completed", "seed": 1, "config": config}}
+    monkeypatch.setattr(driver, "ROOT", tmp_path)
+    monkeypatch.setattr(driver, "read_records", lambda stage: records if stage == "lr_search" else {})
+    monkeypatch.setattr(driver, "table_runs", lambda directory: set())
+    monkeypatch.setattr(driver, "run_child", lambda command, log: 1)
+    source = tmp_path / "outputs" / "lr_search" / driver.run_name(searched) / "checkpoints"
+    source.mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        (source / name).write_text(name)
+
+    def copied(seed: str, extra: list[str]) -> dict[str, str]:
+        run = {"seed": seed, "data": "synth_child", "+point": "lora_r4"}
+        run_dir = tmp_path / "outputs" / "comparison" / driver.run_name(run)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        driver.train("comparison", run, extra)
+        return {path.name: path.read_text() for path in (run_dir / "checkpoints").glob("*")}
+
+    assert copied("1", ["optimizer.lr=0.001"]) == {"best.ckpt": "best.ckpt", "last.ckpt": "last.ckpt"}
+    assert copied("1", ["optimizer.lr=0.001", "evaluation.beam.beam_size=2"]) == {
+        "best.ckpt": "best.ckpt",
+        "last.ckpt": "last.ckpt",
+    }
+    assert copied("0", ["optimizer.lr=0.001"]) == {}
+    assert copied("1", ["optimizer.lr=0.003"]) == {}
+    assert copied("1", ["optimizer.lr=0.001", "optimizer.weight_decay=0.01"]) == {}
+    records[driver.run_name(searched)]["status"] = "failed"
+    assert copied("1", ["optimizer.lr=0.001"]) == {}
+    records[driver.run_name(searched)]["status"] = "completed"
+    run_dir = tmp_path / "outputs" / "comparison" / "seed=1,data=synth_child,point=lora_r4"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_text("its own")
+    driver.train("comparison", {"seed": "1", "data": "synth_child", "+point": "lora_r4"}, ["optimizer.lr=0.001"])
+    assert {path.name: path.read_text() for path in (run_dir / "checkpoints").glob("*")} == {"last.ckpt": "its own"}

@@ -270,16 +270,16 @@ def test_an_early_stopped_run_killed_while_scoring_is_scored_again_not_trained_o
     assert resumed["metrics"] == reference["metrics"] and resumed["trained_in"] is None
 
 
-def test_checkpoints_copied_into_another_run_directory_are_scored_there_and_say_where_they_were_trained(
-    early_stopped, tmp_path
-):
+def test_checkpoints_copied_into_another_run_directory_are_scored_there_and_say_where_they_were_trained(early_stopped, tmp_path):
     """An LR search's run at the chosen rate trains what the comparison's run of the same seed trains; the
     driver copies its checkpoints instead of training again. The copy is what is tested, not the original
     that Lightning's restored state names, and the record says where the training ran."""
     corpus, reference_dir, reference = early_stopped
     run_dir = tmp_path / "scored"
     shutil.copytree(reference_dir / "checkpoints", run_dir / "checkpoints")
-    scored = run_in_process([*COMMON, *EARLY_STOPPED, f"data.corpus_dir={corpus}", "evaluation.secondary_decodes=[ctc_greedy]"], run_dir)
+    scored = run_in_process(
+        [*COMMON, *EARLY_STOPPED, f"data.corpus_dir={corpus}", "evaluation.secondary_decodes=[ctc_greedy]"], run_dir
+    )
     assert scored["status"] == "completed" and scored["global_step"] == 6 and scored["tested_step"] == reference["tested_step"]
     assert scored["tested_checkpoint"] == str(run_dir / "checkpoints" / "best.ckpt")
     assert scored["trained_in"] == str(reference_dir / "checkpoints")

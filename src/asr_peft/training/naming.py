@@ -36,6 +36,7 @@ NO_EFFECT = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
+    "callbacks.model_checkpoint.dirpath",
     "callbacks.progress_bar",
     "callbacks.lr_monitor",
     "loader.num_workers",
@@ -47,6 +48,11 @@ NO_EFFECT = (
     "evaluation.secondary_decodes",  # more columns scored, the same training and primary scores
     "evaluation.validate_before_training",  # one more point of the dev curve; training's generators untouched
 )
+# Keys that change how a trained run is scored, not what it trains (beside NO_EFFECT): the test sets (and the
+# corpus files made for them), the test-time decoding. Validation belongs to training: its decode picks the
+# best checkpoint and stops the run, and the update-0 validation is the first point of the run's curve.
+SCORING_ONLY = ("data.test", "data.prepare.splits", "evaluation")
+SCORING_KEYS_THAT_TRAIN = ("evaluation.validation_decode", "evaluation.validate_before_training")
 # SSVD's budget is `adapt.p` (and `adapt.p_groups`); no other method reads them.
 METHODS_USING_P = {"ssvd"}
 P_KEYS = ("adapt.p", "adapt.p_groups")
@@ -187,6 +193,17 @@ def differences(run: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[l
         if top not in removed:
             removed.append(top)
     return changed, removed
+
+
+def training_differences(run: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of two resolved configs that differ in what is trained. None: a completed run of one
+    is a trained run of the other, whose checkpoints it can score (the comparison scores its LR search's)."""
+    changed, removed = differences(run, other)
+    changed_back, removed_back = differences(other, run)
+    keys = dict.fromkeys([*changed, *removed, *changed_back, *removed_back])
+    return [
+        key for key in keys if _within(key, SCORING_KEYS_THAT_TRAIN) or not (has_no_effect(key) or _within(key, SCORING_ONLY))
+    ]
 
 
 def _prefixes(flat: Mapping[str, Any]) -> set[str]:
