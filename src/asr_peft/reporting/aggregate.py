@@ -261,6 +261,7 @@ def to_frame(runs: list[Run]) -> pd.DataFrame:
             "train_time_s": _number(record.get("train_time_s")),
             "peak_memory_mb": _number(record.get("peak_memory_mb")),
             "global_step": _number(record.get("global_step")),
+            "trained_in": record.get("trained_in"),  # another run's checkpoints were scored (its LR search's)
             **{f"method.{k}": _scalar(v) for k, v in method.items() if k != "name"},
             **distinguishing,
             "run_dir": str(run.directory),

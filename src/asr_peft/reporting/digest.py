@@ -19,6 +19,7 @@ from asr_peft.reporting.aggregate import SECONDARY, SOURCE_TEST_SET
 from asr_peft.reporting.claims import EQUIVALENCE_MARGIN, MARGIN_DERIVATION, family_size
 from asr_peft.reporting.verdicts import FRAGILE_ERRORS
 from asr_peft.reporting.convergence import GAIN_FRACTION, cap_line, convergence_summary
+from asr_peft.reporting.selection import selection_line
 from asr_peft.reporting.figures import pareto_points, panel_title, reference_wer, target_panels
 from asr_peft.reporting.replicates import Bootstrap
 from asr_peft.reporting.significance import format_p
@@ -102,6 +103,22 @@ def convergence_table(convergence: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def selection_table(selection: pd.DataFrame) -> list[str]:
+    """`selection.selection_line`, then a row per configuration: the choosing seeds' test WER against the fresh ones'."""
+    lines = [
+        f"{selection_line(selection)}",
+        "",
+        "| model · data | test set | configuration | choosing seeds: WER | fresh seeds: WER | difference (points) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for row in selection.itertuples():
+        lines.append(
+            f"| {row.model} · {row.data} | {row.test_set} | {row.configuration} | {row.choosing_seeds}: "
+            f"{100 * row.choosing_wer:.2f}% | {row.fresh_seeds}: {100 * row.fresh_wer:.2f}% | {100 * row.difference:+.2f} |"
+        )
+    return lines + [""]
+
+
 def statistics_lines(claims: pd.DataFrame, bootstrap: Bootstrap = Bootstrap()) -> list[str]:
     """What the claims table's verdicts rest on: the procedure, the correction's family, the equivalence margin
     and the Monte-Carlo error of this table's p-values and interval ends."""
@@ -180,6 +197,7 @@ def write_digest(
     test_sets: list[str] | None = None,
     *,
     convergence: pd.DataFrame | None = None,
+    selection: pd.DataFrame | None = None,
 ) -> Path:
     lines = [
         "# Results",
@@ -193,6 +211,8 @@ def write_digest(
         lines += panel_table(summary, key, panel)
     if convergence is not None:
         lines += ["## Convergence", ""] + convergence_table(convergence)
+    if selection is not None and not selection.empty:
+        lines += ["## Rate selection", ""] + selection_table(selection)
     lines += ["## Claims", ""]
     lines += statistics_lines(claims) + claims_table(claims) if not claims.empty else ["No claim could be checked.", ""]
     path.write_text("\n".join(lines), encoding="utf-8")

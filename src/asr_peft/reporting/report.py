@@ -42,6 +42,7 @@ from asr_peft.reporting.figures import (
     tradeoff_figure,
 )
 from asr_peft.reporting.ranking import rank_configurations
+from asr_peft.reporting.selection import selection_frame
 
 OUTPUTS = (
     "results.csv",
@@ -117,12 +118,15 @@ def build_report(
         "convergence": convergence_figure(convergence_frame(collection.runs, frame), stops, out_dir / "convergence.png", colours),
     }
     ranking, claims = rank_configurations(frame, summary), check_claims(frame, convergence)
+    selection = selection_frame(frame)
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     ranking.to_csv(out_dir / "significance.csv", index=False)
     claims.to_csv(out_dir / "claims.csv", index=False)
     stops.to_csv(out_dir / "convergence.csv", index=False)
-    write_digest(out_dir / "report.md", summary, claims, test_sets, convergence=convergence)
+    if not selection.empty:
+        selection.to_csv(out_dir / "selection.csv", index=False)
+    write_digest(out_dir / "report.md", summary, claims, test_sets, convergence=convergence, selection=selection)
     if not subspace.empty:
         subspace.to_csv(out_dir / "subspace.csv", index=False)
         figures["subspace"] = subspace_figure(subspace_means, out_dir / "subspace.png", colours)
